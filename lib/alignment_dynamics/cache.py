@@ -1,0 +1,233 @@
+"""Content addressing and atomic files: the two rules every cache of the book follows.
+
+* A cache entry is addressed by the SHA-256 of everything it depends on (:func:`digest`), so a changed
+  input can never return a stale entry.
+* Every file is written atomically (:func:`atomic_path`): to a temporary name in the same folder,
+  flushed to disk, then renamed over the target. A process killed at any moment (``kill -9``) leaves
+  either the old file or the new one, never half of one; left-over temporary files are ignored and
+  swept by :func:`sweep_temporaries`.
+
+The user cache (converted models, embeddings) lives in ``$ALIGNMENT_DYNAMICS_CACHE`` or else
+``~/.cache/alignment_dynamics``; it is never inside the repository.
+
+Used in: every chapter, through ``alignment_dynamics.models``, ``.embed`` and ``.build``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+CACHE_ENV = "ALIGNMENT_DYNAMICS_CACHE"
+_TMP_MARK = ".tmp-"
+
+
+def user_cache_dir(*parts: str) -> Path:
+    """The user cache folder (created), optionally a sub-folder of it.
+
+    ``$ALIGNMENT_DYNAMICS_CACHE`` wins; otherwise ``$XDG_CACHE_HOME/alignment_dynamics`` or
+    ``~/.cache/alignment_dynamics``.
+
+    Used in: `book/reproducibility.md`.
+    """
+    root = os.environ.get(CACHE_ENV)
+    if root:
+        base = Path(root).expanduser()
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        base = (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "alignment_dynamics"
+    path = base.joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def canonical_json(obj: Any) -> str:
+    """JSON with sorted keys and no whitespace: the byte form that digests are taken of."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=_jsonable)
+
+
+def _jsonable(obj: Any):
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj)
+    if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars
+        return obj.item()
+    if hasattr(obj, "tolist") and callable(obj.tolist):
+        return obj.tolist()
+    raise TypeError(f"cannot put {type(obj).__name__} into a cache key")
+
+
+def digest(*parts: Any) -> str:
+    """SHA-256 hex digest of a sequence of parts (bytes, str or JSON-able objects).
+
+    Each part is length-prefixed, so ``digest("ab", "c") != digest("a", "bc")``.
+    """
+    h = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, bytes):
+            b = part
+        elif isinstance(part, str):
+            b = part.encode("utf-8")
+        else:
+            b = canonical_json(part).encode("utf-8")
+        h.update(len(b).to_bytes(8, "little"))
+        h.update(b)
+    return h.hexdigest()
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file's bytes, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(chunk)
+            if not block:
+                break
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_sha256_cached(path: str | os.PathLike) -> str:
+    """:func:`file_sha256`, remembered in the user cache by (absolute path, size, mtime_ns).
+
+    Hashing a 250 MB model file takes about a second; builds ask for it on every run.
+    """
+    p = Path(path).resolve()
+    st = p.stat()
+    key = digest(str(p), st.st_size, st.st_mtime_ns)
+    memo = user_cache_dir("sha256") / f"{key}.txt"
+    if memo.exists():
+        value = memo.read_text().strip()
+        if len(value) == 64:
+            return value
+    value = file_sha256(p)
+    write_text_atomic(memo, value)
+    return value
+
+
+def tree_digest(root: str | os.PathLike, *, exclude_dirs: tuple[str, ...] = ("__pycache__",),
+                exclude_suffixes: tuple[str, ...] = (".pyc",)) -> str:
+    """SHA-256 over the sorted (relative path, bytes) pairs of every file under ``root``."""
+    root = Path(root)
+    h = hashlib.sha256()
+    files = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in exclude_dirs and not d.startswith("."))
+        for name in filenames:
+            if name.endswith(exclude_suffixes) or _TMP_MARK in name:
+                continue
+            files.append(Path(dirpath) / name)
+    for f in sorted(files, key=lambda p: p.relative_to(root).as_posix()):
+        rel = f.relative_to(root).as_posix().encode()
+        data = f.read_bytes()
+        h.update(len(rel).to_bytes(8, "little") + rel)
+        h.update(len(data).to_bytes(8, "little") + data)
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; on success rename it over ``target``.
+
+    Works for files and for folders (for a folder, the old one is moved aside and removed after the
+    rename). On an exception the temporary is removed and ``target`` is untouched.
+
+    Used in: `book/persona_data.md` (through the embedding cache) and the build.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f"{target.name}{_TMP_MARK}{uuid.uuid4().hex[:12]}"
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise FileNotFoundError(f"atomic_path: nothing was written to {tmp}")
+        _fsync(tmp)
+        if tmp.is_dir() and target.exists():
+            old = target.parent / f"{target.name}{_TMP_MARK}old-{uuid.uuid4().hex[:12]}"
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+        _fsync_dir(target.parent)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+
+
+def _fsync(path: Path) -> None:
+    if path.is_dir():
+        for p in path.rglob("*"):
+            if p.is_file():
+                with open(p, "rb+") as f:
+                    os.fsync(f.fileno())
+        _fsync_dir(path)
+    else:
+        with open(path, "rb+") as f:
+            os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_bytes_atomic(target: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``target`` atomically."""
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+    return Path(target)
+
+
+def write_text_atomic(target: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``target`` atomically."""
+    return write_bytes_atomic(target, text.encode("utf-8"))
+
+
+def write_json_atomic(target: str | os.PathLike, obj: Any, *, indent: int | None = 2) -> Path:
+    """Write ``obj`` as JSON (sorted keys) to ``target`` atomically."""
+    text = json.dumps(obj, sort_keys=True, indent=indent, default=_jsonable)
+    return write_text_atomic(target, text + "\n")
+
+
+def sweep_temporaries(root: str | os.PathLike) -> int:
+    """Remove temporaries left by killed writers under ``root``; return how many were removed."""
+    root = Path(root)
+    if not root.exists():
+        return 0
+    n = 0
+    for p in sorted(root.rglob(f"*{_TMP_MARK}*"), key=lambda q: len(q.parts), reverse=True):
+        if not p.exists():
+            continue
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        n += 1
+    return n
+
+
+def is_temporary(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a temporary of :func:`atomic_path`."""
+    return _TMP_MARK in Path(path).name
+
+
+def scratch_dir(prefix: str = "ad-") -> Path:
+    """A fresh temporary folder (the caller removes it)."""
+    return Path(tempfile.mkdtemp(prefix=prefix))

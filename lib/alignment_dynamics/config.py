@@ -1,0 +1,351 @@
+"""Profiles and chapter parameters: the one place that turns a profile into concrete settings.
+
+Every chapter has one ``parameters`` cell holding literals only; its defaults are the ``fast``
+profile's values (a hygiene test checks this). The build injects, for the chosen profile, the
+profile's value of every parameter, with the reader's overrides on top, and the chapter then calls
+
+    cfg = ad.config.resolve("<slug>", PROFILE, beta=BETA, model=MODEL, ...)
+
+which validates every value and returns a :class:`Config` with the parameters and the chapter's
+internal settings for that profile.
+
+Profiles:
+
+``smoke``
+    tests only; seconds per chapter, tiny data.
+``fast``
+    the default build; minutes on 2 CPU cores.
+``full``
+    paper scale; a GPU is welcome, hours allowed.
+
+Used in: every chapter (`book/*.md`), and by `alignment_dynamics.build`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+PROFILES: tuple[str, ...] = ("smoke", "fast", "full")
+DEFAULT_PROFILE = "fast"
+
+
+class ConfigError(ValueError):
+    """An unknown chapter, profile or parameter, or an invalid value."""
+
+
+def suggest(name: str, valid, n: int = 3) -> str:
+    """' Did you mean …?' for the closest valid names, or '' when none is close."""
+    close = difflib.get_close_matches(str(name), [str(v) for v in valid], n=n, cutoff=0.5)
+    return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+
+
+@dataclass(frozen=True)
+class Param:
+    """One reader-facing parameter of a chapter (a name of its ``parameters`` cell).
+
+    ``values`` gives the value per profile (``fast`` is also the literal in the parameters cell).
+    ``check`` validates a value and returns it, possibly normalised; it raises ``ConfigError``.
+    """
+
+    name: str
+    values: Mapping[str, Any]
+    help: str
+    check: Callable[[str, Any], Any] | None = None
+    kind: str = "value"  # "value" | "model" | "models" (fingerprinted by the build)
+
+    def __post_init__(self):
+        missing = [p for p in PROFILES if p not in self.values]
+        if missing:
+            raise ConfigError(f"parameter {self.name}: no value for profile(s) {missing}")
+        if not self.name.isupper():
+            raise ConfigError(f"parameter names are UPPER_CASE, got {self.name!r}")
+
+
+@dataclass(frozen=True)
+class ChapterSpec:
+    """What the build and the chapter need to know about one chapter."""
+
+    slug: str
+    params: tuple[Param, ...] = ()
+    settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    datasets: tuple[str, ...] = ()  # "anthropic-persona", "hh-rlhf": fingerprinted by the build
+    reads_artifacts: bool = False  # artifacts/MANIFEST.json enters the cache key
+    aggregates: str | None = None  # "claims" (intro) or "report" (reproducibility): run last
+
+    def param(self, name: str) -> Param:
+        for p in self.params:
+            if p.name == name:
+                return p
+        valid = [p.name for p in self.params]
+        raise ConfigError(
+            f"chapter {self.slug!r} has no parameter {name!r}; its parameters are "
+            f"{['PROFILE'] + valid}.{suggest(name, valid)}"
+        )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Validators
+# ---------------------------------------------------------------------------------------------------
+
+def _typed(kind: type | tuple[type, ...], *, allow_none: bool = False,
+           lo: float | None = None, hi: float | None = None, lo_open: bool = False):
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+
+    def check(name: str, value: Any) -> Any:
+        if value is None and allow_none:
+            return None
+        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if isinstance(value, bool) and bool not in kinds:
+            raise ConfigError(f"{name} must be {_kind_name(kinds)}, got {value!r}")
+        if not isinstance(value, kinds):
+            raise ConfigError(f"{name} must be {_kind_name(kinds)}{' or None' if allow_none else ''}, "
+                              f"got {value!r} ({type(value).__name__})")
+        if isinstance(value, float) and value != value:
+            raise ConfigError(f"{name} must be a number, got NaN")
+        if lo is not None and (value < lo or (lo_open and value == lo)):
+            raise ConfigError(f"{name} must be {'>' if lo_open else '>='} {lo}, got {value!r}")
+        if hi is not None and value > hi:
+            raise ConfigError(f"{name} must be <= {hi}, got {value!r}")
+        return value
+
+    return check
+
+
+def _kind_name(kinds) -> str:
+    return " or ".join(k.__name__ for k in kinds)
+
+
+def positive_int(name: str, value: Any) -> int:
+    return _typed(int, lo=1)(name, value)
+
+
+def nonneg_int(name: str, value: Any) -> int:
+    return _typed(int, lo=0)(name, value)
+
+
+def positive_float(name: str, value: Any) -> float:
+    return _typed(float, lo=0.0, lo_open=True)(name, value)
+
+
+def probability(name: str, value: Any) -> float:
+    return _typed(float, lo=0.0, hi=1.0)(name, value)
+
+
+def one_of(*choices):
+    """A validator accepting exactly one of ``choices``."""
+
+    def check(name: str, value: Any) -> Any:
+        if value not in choices:
+            raise ConfigError(f"{name} must be one of {list(choices)}, got {value!r}.{suggest(value, choices)}")
+        return value
+
+    return check
+
+
+def model_name(name: str, value: Any) -> str:
+    """A model of the registry or a Hugging Face id (checked by ``alignment_dynamics.models``)."""
+    from . import models
+
+    if not isinstance(value, str):
+        raise ConfigError(f"{name} must be a model name (str), got {value!r}")
+    return models.validate_name(value)
+
+
+def model_names(name: str, value: Any) -> list[str]:
+    if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value:
+        raise ConfigError(f"{name} must be a non-empty list of model names, got {value!r}")
+    return [model_name(name, v) for v in value]
+
+
+def behaviors_or_none(name: str, value: Any) -> list[str] | None:
+    """None (the profile's default list) or a list of persona behaviour names."""
+    if value is None:
+        return None
+    from . import data
+
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ConfigError(f"{name} must be None or a non-empty list of behaviour names, got {value!r}")
+    return data.validate_behaviors(list(value))
+
+
+# ---------------------------------------------------------------------------------------------------
+# The chapters. Each chapter's block is its own; keep blocks separate.
+# ---------------------------------------------------------------------------------------------------
+
+def _same(value: Any) -> dict[str, Any]:
+    return {p: value for p in PROFILES}
+
+
+_SEED = Param("SEED", _same(1234), "seed of every random generator in the chapter", _typed(int, lo=0))
+
+CHAPTERS: dict[str, ChapterSpec] = {}
+
+
+def register(spec: ChapterSpec) -> ChapterSpec:
+    if spec.slug in CHAPTERS:
+        raise ConfigError(f"chapter {spec.slug!r} registered twice")
+    for key, per_profile in spec.settings.items():
+        missing = [p for p in PROFILES if p not in per_profile]
+        if missing:
+            raise ConfigError(f"{spec.slug}: setting {key!r} has no value for profile(s) {missing}")
+    CHAPTERS[spec.slug] = spec
+    return spec
+
+
+# --- intro -----------------------------------------------------------------------------------------
+register(ChapterSpec(slug="intro", aggregates="claims"))
+
+# --- reproducibility -------------------------------------------------------------------------------
+register(ChapterSpec(slug="reproducibility", aggregates="report", reads_artifacts=True))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Resolution
+# ---------------------------------------------------------------------------------------------------
+
+class Config(Mapping[str, Any]):
+    """The resolved configuration of one chapter: parameters (lower-case) and settings.
+
+    Read values as attributes (``cfg.beta``) or items (``cfg["beta"]``).
+    """
+
+    def __init__(self, slug: str, profile: str, values: dict[str, Any]):
+        object.__setattr__(self, "_slug", slug)
+        object.__setattr__(self, "_profile", profile)
+        object.__setattr__(self, "_values", dict(values))
+
+    slug = property(lambda self: self._slug)
+    profile = property(lambda self: self._profile)
+
+    def __getattr__(self, key: str) -> Any:
+        values = object.__getattribute__(self, "_values")
+        if key in values:
+            return values[key]
+        raise AttributeError(f"{self._slug} config has no {key!r}; it has {sorted(values)}")
+
+    def __setattr__(self, key, value):
+        raise AttributeError("Config is read-only")
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def __iter__(self):
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"slug": self._slug, "profile": self._profile, **self._values}
+
+    def __repr__(self) -> str:
+        width = max([len(k) for k in self._values] + [7])
+        lines = [f"Config for chapter {self._slug!r}, profile {self._profile!r}:"]
+        for k in sorted(self._values):
+            lines.append(f"  {k:<{width}} = {self._values[k]!r}")
+        return "\n".join(lines)
+
+
+def chapter(slug: str) -> ChapterSpec:
+    """The spec of a chapter; an unknown slug is an error listing the valid ones."""
+    if slug not in CHAPTERS:
+        raise ConfigError(f"unknown chapter {slug!r}; valid chapters: {sorted(CHAPTERS)}.{suggest(slug, CHAPTERS)}")
+    return CHAPTERS[slug]
+
+
+def check_profile(profile: Any) -> str:
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown profile {profile!r}; valid profiles: {list(PROFILES)}.{suggest(profile, PROFILES)}")
+    return profile
+
+
+def profile_params(slug: str, profile: str) -> dict[str, Any]:
+    """The parameters the build injects for ``profile``: ``PROFILE`` and every parameter's value.
+
+    Used in: `alignment_dynamics.build`.
+    """
+    spec = chapter(slug)
+    check_profile(profile)
+    out: dict[str, Any] = {"PROFILE": profile}
+    for p in spec.params:
+        out[p.name] = _copy(p.values[profile])
+    return out
+
+
+def fast_defaults(slug: str) -> dict[str, Any]:
+    """The literals a chapter's parameters cell must hold (its ``fast`` values)."""
+    return profile_params(slug, "fast")
+
+
+def validate_params(slug: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate UPPER_CASE parameters (as injected); return them normalised.
+
+    An unknown name is an error listing the chapter's parameters.
+    """
+    spec = chapter(slug)
+    out = {}
+    for name, value in params.items():
+        if name == "PROFILE":
+            out[name] = check_profile(value)
+            continue
+        p = spec.param(name)
+        out[name] = p.check(name, value) if p.check else value
+    return out
+
+
+def resolve(slug: str, profile: str, **params: Any) -> Config:
+    """Resolve a chapter's configuration for ``profile``.
+
+    ``params`` are the chapter's parameters by lower-case name (``beta=BETA``); a parameter not
+    passed takes the profile's value. Unknown names and invalid values raise :class:`ConfigError`.
+
+    Used in: every chapter.
+    """
+    spec = chapter(slug)
+    check_profile(profile)
+    upper = {}
+    for key, value in params.items():
+        name = key.upper()
+        spec.param(name)  # raises for an unknown name
+        upper[name] = value
+    merged = {p.name: _copy(p.values[profile]) for p in spec.params}
+    merged.update(upper)
+    checked = validate_params(slug, merged)
+    values = {k.lower(): v for k, v in checked.items()}
+    for key, per_profile in spec.settings.items():
+        if key in values:
+            raise ConfigError(f"{slug}: setting {key!r} clashes with a parameter")
+        values[key] = _copy(per_profile[profile])
+    return Config(slug, profile, values)
+
+
+def model_params(slug: str, params: Mapping[str, Any]) -> list[str]:
+    """The model names a chapter's parameters name (for the build's cache key)."""
+    spec = chapter(slug)
+    names: list[str] = []
+    for p in spec.params:
+        if p.kind not in ("model", "models") or p.name not in params:
+            continue
+        v = params[p.name]
+        names.extend([v] if isinstance(v, str) else list(v))
+    return names
+
+
+def parse_value(text: str) -> Any:
+    """Parse a command-line parameter value as papermill's ``-p`` does (YAML scalars and lists)."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:  # pragma: no cover - yaml accepts almost anything
+        raise ConfigError(f"cannot parse parameter value {text!r}: {exc}") from exc
+
+
+def _copy(value: Any) -> Any:
+    return json.loads(json.dumps(value)) if isinstance(value, (list, dict)) else value
