@@ -500,3 +500,18 @@ def test_umap_map_is_deterministic():
     b = geo.map_2d(h, method="umap", random_state=1234, n_neighbors=10)
     assert a.shape == (40, 2)
     np.testing.assert_array_equal(a, b)
+
+
+def test_signed_margins_by_loop():
+    rng = np.random.default_rng(23)
+    h, labels = _behaviour(rng, 10, 12, 5, shift=3)
+    got = geo.signed_margins(h, labels)
+    mp, mn = h[labels].mean(0), h[~labels].mean(0)
+    u = (mp - mn) / np.linalg.norm(mp - mn)
+    for k in range(len(h)):
+        s = 1.0 if labels[k] else -1.0
+        np.testing.assert_allclose(got[k], s * sum(u[j] * (h[k, j] - (mp[j] + mn[j]) / 2) for j in range(5)),
+                                   rtol=1e-10, atol=1e-13)
+    assert (got > 0).mean() > 0.8  # well separated classes sit on their own side
+    with pytest.raises(GeometryError, match="undefined"):
+        geo.signed_margins(np.ones((4, 2)), np.array([1, 1, 0, 0]))

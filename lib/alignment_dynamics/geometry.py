@@ -290,6 +290,24 @@ def property_table(items: Iterable[tuple[str, Any, Any]], *, shrinkage: float = 
     return df, np.stack(bs)
 
 
+def signed_margins(h: Any, labels: Any) -> np.ndarray:
+    """s · ⟨b/‖b‖, h − (μ₊ + μ₋)/2⟩ for each statement, in the input order (s = +1 positive, −1 negative).
+
+    Positive when a statement lies on its own class's side of the mid-plane between the class means:
+    how clearly it is "placed" along the direction that distinguishes the classes.
+
+    Used in: `book/distinguishability.md`.
+    """
+    x = as_float64(h)
+    pos = positive_mask(labels, x.shape[0])
+    m = class_moments(x, pos)
+    nb = np.linalg.norm(m.b)
+    if nb == 0:
+        raise GeometryError("μ₊ = μ₋: the mean-difference direction is undefined")
+    s = np.where(pos, 1.0, -1.0)
+    return s * ((x - (m.mean_pos + m.mean_neg) / 2) @ (m.b / nb))
+
+
 # ---------------------------------------------------------------------------------------------------
 # Stratified bootstrap
 # ---------------------------------------------------------------------------------------------------
