@@ -515,3 +515,59 @@ def test_signed_margins_by_loop():
     assert (got > 0).mean() > 0.8  # well separated classes sit on their own side
     with pytest.raises(GeometryError, match="undefined"):
         geo.signed_margins(np.ones((4, 2)), np.array([1, 1, 0, 0]))
+
+
+def test_cross_fitted_projections_use_the_other_half():
+    rng = np.random.default_rng(24)
+    h, labels = _behaviour(rng, 12, 10, 5, shift=2)
+    v = geo.unit_directions(5, 2, seed=1)
+    out = geo.directional_projections(h, labels, v, standardize=False, cross_fit_seed=(3, 0))
+    a, b = geo.stratified_halves(labels, seed=(3, 0))
+    expected = {True: [], False: []}
+    for fit, use in ((a, b), (b, a)):
+        u = h[fit][labels[fit]].mean(0) - h[fit][~labels[fit]].mean(0)
+        u /= np.linalg.norm(u)
+        for cls in (True, False):
+            rows = h[use][labels[use] == cls]
+            expected[cls].append((rows - rows.mean(0)) @ u)
+    np.testing.assert_allclose(out["mean_difference"], np.concatenate(expected[True] + expected[False]),
+                               rtol=1e-12, atol=1e-14)
+    assert out["mean_difference"].shape == (2 * (6 + 5),)
+    assert out["random"].shape == (2, 22)
+
+
+def test_properties_extra_keys():
+    rng = np.random.default_rng(25)
+    h, labels = _behaviour(rng, 10, 10, 30, shift=0.1)  # noise dominates
+    p = geo.properties(h, labels)
+    ref = _direct(h, labels)
+    floor = np.trace(ref["yes_cov"]) / 10 + np.trace(ref["no_cov"]) / 10
+    np.testing.assert_allclose(p["noise_fraction"], floor / ref["distinguishability"] ** 2, rtol=1e-12)
+    np.testing.assert_allclose(p["max_norm"], np.linalg.norm(h, axis=1).max(), rtol=1e-14)
+    expect = math.sqrt(max(p["distinguishability_sq_unbiased"], 0)) / p["mean_norm"]
+    np.testing.assert_allclose(p["relative_distinguishability_debiased"], expect, rtol=1e-12)
+    # ‖μ‖ + (tr Σ)^½ ≤ √2 (E‖h‖²)^½ ≤ √2 max ‖h‖: the c_n bound from the data alone
+    assert p["c_n"] <= math.sqrt(2) * p["max_norm"] / math.sqrt(30)
+
+
+def test_rank_intervals_mean_ci_and_paired_ratio():
+    reps = np.array([[1.0, 2.0, 3.0, 1.5], [2.0, 1.0, 4.0, 2.5], [3.0, 3.0, 5.0, 0.5]])
+    lo, hi = geo.rank_intervals(reps, level=0.5)
+    ranks = np.array([[1, 2, 1, 2], [2, 1, 2, 3], [3, 3, 3, 1]], dtype=float)
+    np.testing.assert_allclose(lo, np.quantile(ranks, 0.25, axis=1))
+    np.testing.assert_allclose(hi, np.quantile(ranks, 0.75, axis=1))
+    m, lo, hi = geo.mean_ci([1.0, 2.0, 3.0, 4.0], seed=0)
+    assert m == 2.5 and 1.0 <= lo < 2.5 < hi <= 4.0
+    with pytest.raises(GeometryError, match="at least 2"):
+        geo.mean_ci([1.0])
+    x = np.array([2.0, 4.0, 8.0, 1.0, 3.0])
+    out = geo.paired_ratio(x, x / 2, seed=0)
+    np.testing.assert_allclose([out["ratio"], out["lo"], out["hi"]], 2.0, rtol=1e-12)
+    assert out["frac_greater"] == 1.0
+    y = np.array([1.0, 8.0, 2.0, 2.0, 3.0])
+    out = geo.paired_ratio(x, y, seed=0)
+    np.testing.assert_allclose(out["ratio"], np.exp(np.median(np.log(x / y))), rtol=1e-12)
+    assert out["lo"] <= out["ratio"] <= out["hi"]
+    assert out["frac_greater"] == 0.4
+    with pytest.raises(GeometryError, match="positive"):
+        geo.paired_ratio([1.0, -1.0], [1.0, 1.0])

@@ -148,6 +148,7 @@ class ClassMoments:
     trace_neg: float
     pooled: np.ndarray  # pooled within-class covariance, d × d (ddof 2)
     mean_norm: float  # mean ‖h‖ over all statements of both classes
+    max_norm: float  # largest ‖h‖
 
     @property
     def d(self) -> int:
@@ -183,7 +184,7 @@ def class_moments(h: Any, labels: Any) -> ClassMoments:
     sn, tn = _spectral_and_trace(cn)
     pooled = (cp.T @ cp + cn.T @ cn) / (len(xp) + len(xn) - 2)
     norms = np.concatenate([np.linalg.norm(xp, axis=1), np.linalg.norm(xn, axis=1)])
-    return ClassMoments(mp, mn, len(xp), len(xn), sp, sn, tp, tn, pooled, float(norms.mean()))
+    return ClassMoments(mp, mn, len(xp), len(xn), sp, sn, tp, tn, pooled, float(norms.mean()), float(norms.max()))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -218,9 +219,12 @@ def properties(h: Any, labels: Any, *, shrinkage: float = DEFAULT_SHRINKAGE) -> 
     """Every per-behaviour quantity of the chapter, from embeddings ``h`` (n × d) and ``labels``.
 
     Keys: ``distinguishability`` ‖μ₊ − μ₋‖, ``concentration`` max ‖Σ±‖₂, ``trace`` max tr Σ± (the
-    official three); ``mean_norm`` (mean ‖h‖); ``relative_distinguishability`` (distinguishability /
-    mean_norm); ``distinguishability_sq_unbiased`` = ‖μ̂₊ − μ̂₋‖² − tr Σ̂₊/n₊ − tr Σ̂₋/n₋ (unbiased for
-    ‖μ₊ − μ₋‖², may be negative); ``dprime`` = ‖b‖ / √(vᵀ S v) with v = b/‖b‖ and S the pooled
+    official three); ``mean_norm`` and ``max_norm`` (mean and largest ‖h‖);
+    ``relative_distinguishability`` (distinguishability / mean_norm); ``distinguishability_sq_unbiased``
+    = ‖μ̂₊ − μ̂₋‖² − tr Σ̂₊/n₊ − tr Σ̂₋/n₋ (unbiased for ‖μ₊ − μ₋‖², may be negative);
+    ``noise_fraction`` = (tr Σ̂₊/n₊ + tr Σ̂₋/n₋)/‖μ̂₊ − μ̂₋‖², the expected share of sampling noise in the
+    plug-in square; ``relative_distinguishability_debiased`` = √max(0, unbiased square) / mean_norm;
+    ``dprime`` = ‖b‖ / √(vᵀ S v) with v = b/‖b‖ and S the pooled
     within-class covariance (d′ along μ₊ − μ₋); ``fisher`` (:func:`fisher_distance` with ``shrinkage``);
     ``c_v`` = concentration/√d and ``c_n`` = max± (‖μ±‖ + (tr Σ±)^½)/√d, the smallest constants for
     which the two hypotheses of Theorem 4.1 hold for this behaviour; ``n_pos``, ``n_neg``, ``d``.
@@ -233,7 +237,8 @@ def properties(h: Any, labels: Any, *, shrinkage: float = DEFAULT_SHRINKAGE) -> 
 def _properties(m: ClassMoments, shrinkage: float) -> dict[str, float]:
     b = m.b
     dist = float(np.linalg.norm(b))
-    sq_unbiased = dist ** 2 - m.trace_pos / m.n_pos - m.trace_neg / m.n_neg
+    floor = m.trace_pos / m.n_pos + m.trace_neg / m.n_neg
+    sq_unbiased = dist ** 2 - floor
     if dist > 0:
         v = b / dist
         along = float(v @ m.pooled @ v)
@@ -248,8 +253,12 @@ def _properties(m: ClassMoments, shrinkage: float) -> dict[str, float]:
         "concentration": m.concentration,
         "trace": m.trace,
         "mean_norm": m.mean_norm,
+        "max_norm": m.max_norm,
         "relative_distinguishability": dist / m.mean_norm if m.mean_norm > 0 else math.nan,
         "distinguishability_sq_unbiased": float(sq_unbiased),
+        "noise_fraction": floor / dist ** 2 if dist > 0 else math.inf,
+        "relative_distinguishability_debiased": (math.sqrt(max(sq_unbiased, 0.0)) / m.mean_norm
+                                                 if m.mean_norm > 0 else math.nan),
         "dprime": dprime,
         "fisher": fisher_distance(b, m.pooled, shrinkage),
         "c_v": m.concentration / root_d,
@@ -461,6 +470,57 @@ def _spearman_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return (ra * rb).sum(1) / den
 
 
+def rank_intervals(replicates: Any, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile intervals of each behaviour's rank (1 = smallest) across bootstrap replicates.
+
+    ``replicates`` is (k behaviours × B replicates), e.g. from :func:`bootstrap_table`; in each
+    replicate the k values are ranked, and each behaviour's B ranks give its interval.
+
+    Used in: `book/distinguishability.md`.
+    """
+    from scipy.stats import rankdata
+
+    r = as_float64(replicates, "replicates")
+    if not 0.0 < level < 1.0:
+        raise GeometryError(f"level must be in (0, 1), got {level!r}")
+    ranks = rankdata(r, axis=0)
+    lo, hi = np.quantile(ranks, [(1 - level) / 2, (1 + level) / 2], axis=1)
+    return lo, hi
+
+
+def mean_ci(values: Any, *, n_boot: int = 2000, seed: Any = 0, level: float = 0.95) -> tuple[float, float, float]:
+    """The mean of ``values`` with a percentile bootstrap interval: ``(mean, lo, hi)``.
+
+    Used in: `book/distinguishability.md`.
+    """
+    v = as_float64(values, "values", ndim=1)
+    if v.shape[0] < 2:
+        raise GeometryError(f"need at least 2 values, got {v.shape[0]}")
+    idx = _rng(seed).integers(0, v.shape[0], size=(int(n_boot), v.shape[0]))
+    lo, hi = percentile_ci(v[idx].mean(axis=1), level)
+    return float(v.mean()), lo, hi
+
+
+def paired_ratio(x: Any, y: Any, *, n_boot: int = 2000, seed: Any = 0, level: float = 0.95) -> dict[str, float]:
+    """How much larger ``x`` is than ``y`` over paired behaviours, on a log scale.
+
+    Returns ``ratio`` = exp(median log(x/y)) with a bootstrap interval (``lo``, ``hi``) over the
+    behaviours, and ``frac_greater``, the share of behaviours with x > y. Values must be positive.
+
+    Used in: `book/distinguishability.md`.
+    """
+    a, b = as_float64(x, "x", ndim=1), as_float64(y, "y", ndim=1)
+    if a.shape != b.shape or a.shape[0] < 2:
+        raise GeometryError(f"x and y must have the same length >= 2, got {a.shape} and {b.shape}")
+    if (a <= 0).any() or (b <= 0).any():
+        raise GeometryError("paired_ratio needs positive values (it compares logarithms)")
+    lr = np.log(a) - np.log(b)
+    idx = _rng(seed).integers(0, lr.shape[0], size=(int(n_boot), lr.shape[0]))
+    lo, hi = percentile_ci(np.median(lr[idx], axis=1), level)
+    return {"ratio": float(np.exp(np.median(lr))), "lo": float(np.exp(lo)), "hi": float(np.exp(hi)),
+            "frac_greater": float((a > b).mean())}
+
+
 def stratified_halves(labels: Any, *, seed: Any = 0) -> tuple[np.ndarray, np.ndarray]:
     """Two disjoint index sets, each with half of the positives and half of the negatives.
 
@@ -626,34 +686,51 @@ def unit_directions(d: int, n: int, *, seed: Any = 0) -> np.ndarray:
     return g / np.linalg.norm(g, axis=1, keepdims=True)
 
 
-def directional_projections(h: Any, labels: Any, directions: Any, *, standardize: bool = True) -> dict[str, np.ndarray]:
+def directional_projections(h: Any, labels: Any, directions: Any, *, standardize: bool = True,
+                            cross_fit_seed: Any = None) -> dict[str, np.ndarray]:
     """⟨v, h − μ_class⟩ for random unit directions ``directions`` (m × d) and along b = μ₊ − μ₋.
 
     Each statement is centred on its own class mean. Returns ``{"random": (m, n) array, "mean_difference":
-    (n,) array}``; with ``standardize`` every direction's projections (per class) are divided by their
-    standard deviation, so that tails of different behaviours and directions can be pooled.
+    (n',) array}``, positives first; with ``standardize`` every direction's projections (per class) are
+    divided by their standard deviation, so that tails of different behaviours and directions can be
+    pooled. With ``cross_fit_seed`` the direction b is estimated on one class-stratified half
+    (:func:`stratified_halves`) and applied to the other half, and vice versa, so that no statement is
+    projected on a direction fitted to itself (with few statements per dimension, b̂ leans towards its
+    own sample); n' is then the size of the two halves.
 
     Used in: `book/distinguishability.md`.
     """
-    xp, xn = split_classes(h, labels)
+    x = as_float64(h)
+    pos = positive_mask(labels, x.shape[0])
+    xp, xn = split_classes(x, pos)
     v = as_float64(directions, "directions")
     if v.shape[1] != xp.shape[1]:
         raise GeometryError(f"directions must have d = {xp.shape[1]} columns, got {v.shape[1]}")
-    b = xp.mean(0) - xn.mean(0)
-    nb = np.linalg.norm(b)
-    if nb == 0:
-        raise GeometryError("μ₊ = μ₋: the mean-difference direction is undefined")
-    u = b / nb
-    rand, along = [], []
-    for x in (xp, xn):
-        xc = x - x.mean(0)
-        r = v @ xc.T
-        a = xc @ u
-        if standardize:
-            r = r / r.std(axis=1, ddof=1, keepdims=True)
-            a = a / a.std(ddof=1)
-        rand.append(r)
-        along.append(a)
+
+    def unit_b(xx, pp):
+        b = xx[pp].mean(0) - xx[~pp].mean(0)
+        nb = np.linalg.norm(b)
+        if nb == 0:
+            raise GeometryError("μ₊ = μ₋: the mean-difference direction is undefined")
+        return b / nb
+
+    def project(xx, vv):
+        r = vv @ (xx - xx.mean(0)).T
+        return r / r.std(axis=1, ddof=1, keepdims=True) if standardize else r
+
+    rand = [project(c, v) for c in (xp, xn)]
+    if cross_fit_seed is None:
+        u = unit_b(x, pos)
+        along = [project(c, u[None])[0] for c in (xp, xn)]
+    else:
+        ha, hb = stratified_halves(pos, seed=cross_fit_seed)
+        parts = {True: [], False: []}
+        for fit, use in ((ha, hb), (hb, ha)):
+            u = unit_b(x[fit], pos[fit])
+            for cls in (True, False):
+                rows = use[pos[use] == cls]
+                parts[cls].append(project(x[rows], u[None])[0])
+        along = [np.concatenate(parts[True]), np.concatenate(parts[False])]
     return {"random": np.concatenate(rand, axis=1), "mean_difference": np.concatenate(along)}
 
 
