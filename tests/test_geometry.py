@@ -463,6 +463,33 @@ def test_survival_and_subexponential_scale():
     assert 0.5 < alpha < 1.2  # near the true scale 0.7
 
 
+def test_reference_samples_are_standardised_per_group():
+    x = geo.reference_samples([5, 5, 8], "laplace", seed=0)
+    assert x.shape == (18,)
+    for part in (x[:10].reshape(2, 5), x[10:].reshape(1, 8)):
+        np.testing.assert_allclose(part.mean(axis=1), 0, atol=1e-14)
+        np.testing.assert_allclose(part.std(axis=1, ddof=1), 1, rtol=1e-12)
+    assert np.abs(x[:10]).max() <= 4 / math.sqrt(5) + 1e-12  # Samuelson's bound (g − 1)/√g
+    with pytest.raises(GeometryError, match="law"):
+        geo.reference_samples(5, "cauchy")
+    with pytest.raises(GeometryError, match="group_sizes"):
+        geo.reference_samples([2, 5], "gaussian")
+
+
+def test_pooled_projections_groups():
+    rng = np.random.default_rng(26)
+    items = [(f"b{k}", *_behaviour(rng, 10, 8, 6, shift=2)) for k in range(3)]
+    out = geo.pooled_projections(items, n_directions=2, seed=5)
+    assert out["random"].shape == (sum(out["random_groups"]),) == (3 * 2 * 18,)
+    assert out["mean_difference"].shape == (sum(out["mean_difference_groups"]),) == (3 * 18,)
+    one = geo.directional_projections(items[1][1], items[1][2], geo.unit_directions(6, 2, seed=(5, 1)),
+                                      cross_fit_seed=(5, 1))
+    np.testing.assert_array_equal(out["mean_difference"][18:36], one["mean_difference"])
+    items[2] = ("bad", np.ones((6, 6)), np.array([1, 1, 1, 0, 0, 0]))
+    with pytest.raises(GeometryError, match="behaviour 'bad'"):
+        geo.pooled_projections(items, n_directions=2, seed=5, cross_fit=False)
+
+
 def test_weibull_tail_exponent_tells_laplace_from_gaussian():
     ref = geo.reference_tail_exponents(5000, seed=0, n_rep=5)
     lap, gau = ref["laplace"][0], ref["gaussian"][0]

@@ -716,7 +716,12 @@ def directional_projections(h: Any, labels: Any, directions: Any, *, standardize
 
     def project(xx, vv):
         r = vv @ (xx - xx.mean(0)).T
-        return r / r.std(axis=1, ddof=1, keepdims=True) if standardize else r
+        if not standardize:
+            return r
+        sd = r.std(axis=1, ddof=1, keepdims=True)
+        if (sd == 0).any():
+            raise GeometryError("the statements of a class do not vary along a direction: cannot standardise")
+        return r / sd
 
     rand = [project(c, v) for c in (xp, xn)]
     if cross_fit_seed is None:
@@ -781,21 +786,86 @@ def weibull_tail_exponent(x: Any, *, lower: float = 0.5, upper: float = 0.999) -
     return float(slope)
 
 
-def reference_tail_exponents(n: int, *, seed: Any = 0, n_rep: int = 20, lower: float = 0.5,
-                             upper: float = 0.999) -> dict[str, tuple[float, float]]:
-    """What :func:`weibull_tail_exponent` returns on Gaussian and Laplace samples of size ``n``.
+def _group_sizes(group_sizes: Any) -> np.ndarray:
+    g = np.atleast_1d(np.asarray(group_sizes))
+    if g.ndim != 1 or g.size == 0 or g.dtype.kind not in "iu" or (g < 3).any():
+        raise GeometryError(f"group_sizes must be an int or a list of ints >= 3, got {group_sizes!r}")
+    return g.astype(np.int64)
 
-    Returns ``{"gaussian": (mean, sd), "laplace": (mean, sd)}`` over ``n_rep`` seeded samples: the
-    yardstick for reading an exponent measured on ``n`` embeddings.
+
+def reference_samples(group_sizes: Any, law: str, *, seed: Any = 0) -> np.ndarray:
+    """A pooled sample from ``law`` ("gaussian" or "laplace") with the grouping of measured projections.
+
+    For each group size g, g values are drawn, centred on their own mean and divided by their own
+    standard deviation (ddof 1), exactly as :func:`directional_projections` standardises; the groups
+    are pooled. Standardising small groups caps |x| at (g − 1)/√g, so a measured tail must be read
+    against references made the same way.
+
+    Used in: `book/distinguishability.md`.
+    """
+    g = _group_sizes(group_sizes)
+    if law not in ("gaussian", "laplace"):
+        raise GeometryError(f"law must be 'gaussian' or 'laplace', got {law!r}")
+    rng = _rng(seed)
+    out = []
+    for size in np.unique(g):
+        count = int((g == size).sum())
+        x = rng.standard_normal((count, size)) if law == "gaussian" else rng.laplace(size=(count, size))
+        x = x - x.mean(axis=1, keepdims=True)
+        out.append((x / x.std(axis=1, ddof=1, keepdims=True)).ravel())
+    return np.concatenate(out)
+
+
+def reference_tail_exponents(group_sizes: Any, *, seed: Any = 0, n_rep: int = 20, lower: float = 0.5,
+                             upper: float = 0.999) -> dict[str, tuple[float, float]]:
+    """What :func:`weibull_tail_exponent` returns on Gaussian and Laplace data grouped like the measurement.
+
+    ``group_sizes`` is one int (a single group) or the list of group sizes of the measured, pooled
+    projections (see :func:`reference_samples`). Returns ``{"gaussian": (mean, sd), "laplace":
+    (mean, sd)}`` over ``n_rep`` seeded repetitions: the yardstick for a measured exponent.
 
     Used in: `book/distinguishability.md`.
     """
     rng = _rng(seed)
     out = {}
-    for name, draw in (("gaussian", rng.standard_normal), ("laplace", lambda size: rng.laplace(size=size))):
-        ks = [weibull_tail_exponent(draw(size=int(n)), lower=lower, upper=upper) for _ in range(int(n_rep))]
-        out[name] = (float(np.mean(ks)), float(np.std(ks, ddof=1)))
+    for law in ("gaussian", "laplace"):
+        ks = [weibull_tail_exponent(reference_samples(group_sizes, law, seed=rng), lower=lower, upper=upper)
+              for _ in range(int(n_rep))]
+        out[law] = (float(np.mean(ks)), float(np.std(ks, ddof=1)))
     return out
+
+
+def pooled_projections(items: Iterable[tuple[str, Any, Any]], *, n_directions: int, seed: int = 0,
+                       cross_fit: bool = True) -> dict[str, Any]:
+    """Standardised directional projections of many behaviours, pooled (for tail plots and fits).
+
+    Behaviour k uses ``n_directions`` random unit directions from stream ``(seed, k)`` and, with
+    ``cross_fit``, the class-stratified halves of stream ``(seed, k)`` for the mean-difference direction
+    (:func:`directional_projections`). Returns ``{"random": 1-D array, "mean_difference": 1-D array,
+    "random_groups": list of group sizes, "mean_difference_groups": list of group sizes}``; a group is
+    one (behaviour, class, direction[, half]) standardised on its own.
+
+    Used in: `book/distinguishability.md`.
+    """
+    rand, along, g_rand, g_along = [], [], [], []
+    for k, (name, h, labels) in enumerate(items):
+        x = as_float64(h)
+        pos = positive_mask(labels, x.shape[0])
+        v = unit_directions(x.shape[1], n_directions, seed=(int(seed), k))
+        try:
+            p = directional_projections(x, pos, v, cross_fit_seed=(int(seed), k) if cross_fit else None)
+        except GeometryError as exc:
+            raise GeometryError(f"behaviour {name!r}: {exc}") from exc
+        rand.append(p["random"].ravel())
+        along.append(p["mean_difference"])
+        n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+        g_rand += [n_pos, n_neg] * n_directions
+        if cross_fit:
+            g_along += [n_pos // 2, n_neg // 2] * 2
+        else:
+            g_along += [n_pos, n_neg]
+    return {"random": np.concatenate(rand), "mean_difference": np.concatenate(along),
+            "random_groups": g_rand, "mean_difference_groups": g_along}
 
 
 # ---------------------------------------------------------------------------------------------------
