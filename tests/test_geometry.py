@@ -598,3 +598,11 @@ def test_rank_intervals_mean_ci_and_paired_ratio():
     assert out["frac_greater"] == 0.4
     with pytest.raises(GeometryError, match="positive"):
         geo.paired_ratio([1.0, -1.0], [1.0, 1.0])
+
+
+def test_spearman_brown():
+    assert geo.spearman_brown(0.5) == pytest.approx(2 / 3)
+    assert geo.spearman_brown(1.0) == 1.0
+    assert geo.spearman_brown(-0.4) == 0.0
+    with pytest.raises(GeometryError, match="correlation"):
+        geo.spearman_brown(1.5)

@@ -235,6 +235,7 @@ register(ChapterSpec(
         "n_boot": {"smoke": 50, "fast": 400, "full": 400},
         "shrinkage": _same(0.1),  # λ of the shrunk Fisher distance
         "tail_directions": {"smoke": 4, "fast": 16, "full": 16},
+        "tail_reps": {"smoke": 3, "fast": 10, "full": 20},  # repetitions of the simulated reference laws
         "beta": _same(0.01),  # the official β, for β′ = β √d
         "eta": _same(0.1),  # the official SGD learning rate of the last-layer runs
     },

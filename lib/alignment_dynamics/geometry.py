@@ -561,6 +561,19 @@ def split_half_stability(items: Iterable[tuple[str, Any, Any]], *, seed: int = 0
     return spearman(v1, v2), v1, v2
 
 
+def spearman_brown(rho: float) -> float:
+    """The Spearman–Brown prediction 2ρ/(1 + ρ): the correlation between two full samples, from ρ
+    between two half samples. A half-sample ρ ≤ 0 predicts no stability and gives 0.
+
+    (Derived for Pearson reliabilities; for rank correlations it is an approximation.)
+
+    Used in: `book/distinguishability.md`.
+    """
+    if isinstance(rho, bool) or not isinstance(rho, (int, float, np.floating)) or not -1.0 <= rho <= 1.0:
+        raise GeometryError(f"rho must be a correlation in [-1, 1], got {rho!r}")
+    return 0.0 if rho <= 0 else 2.0 * float(rho) / (1.0 + float(rho))
+
+
 def pick_by_quantile(values: Mapping[str, float] | Any, quantiles: Sequence[float] = (0.0, 0.5, 1.0)) -> list[str]:
     """The names whose values sit at the given quantiles (lowest rank at 0, highest at 1).
 
