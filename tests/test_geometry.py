@@ -325,15 +325,19 @@ def test_stratified_halves_are_disjoint_and_balanced():
 def test_split_half_stability():
     rng = np.random.default_rng(16)
     items = [(f"b{k}", *_behaviour(rng, 40, 40, 6, shift=0.5 * k)) for k in range(8)]
-    rho, v1, v2 = geo.split_half_stability(items, seed=0)
-    assert rho > 0.9
+    rho, t1, t2 = geo.split_half_stability(items, seed=0, keys=("distinguishability", "dprime"))
+    assert rho["distinguishability"] > 0.9 and set(rho) == {"distinguishability", "dprime"}
     for k, (_, h, lab) in enumerate(items):
-        a, _ = geo.stratified_halves(lab, seed=(0, k))
-        np.testing.assert_allclose(v1[k], geo.properties(h[a], lab[a])["distinguishability"], rtol=1e-12)
+        a, b = geo.stratified_halves(lab, seed=(0, k))
+        np.testing.assert_allclose(t1["distinguishability"].iloc[k], geo.properties(h[a], lab[a])["distinguishability"],
+                                   rtol=1e-12)
+        np.testing.assert_allclose(t2["fisher"].iloc[k], geo.properties(h[b], lab[b])["fisher"], rtol=1e-12)
     # no signal: the halves do not agree
     items = [(f"b{k}", *_behaviour(rng, 40, 40, 6, shift=1.0)) for k in range(30)]
     rho0, _, _ = geo.split_half_stability(items, seed=0)
-    assert rho0 < rho
+    assert rho0["distinguishability"] < rho["distinguishability"]
+    with pytest.raises(GeometryError, match="unknown properties"):
+        geo.split_half_stability(items, keys=("nope",))
 
 
 def test_pick_by_quantile():
@@ -606,3 +610,40 @@ def test_spearman_brown():
     assert geo.spearman_brown(-0.4) == 0.0
     with pytest.raises(GeometryError, match="correlation"):
         geo.spearman_brown(1.5)
+
+
+# --------------------------------------------------------------------------------------- plots
+
+def test_geometry_plots_return_figures_and_check_input():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from alignment_dynamics import plotting as P
+
+    rng = np.random.default_rng(27)
+    names = [f"b{k}" for k in range(12)]
+    v = rng.uniform(1, 2, 12)
+    fig = P.sorted_with_intervals([{"values": v, "lo": v - 0.1, "hi": v + 0.1, "names": names, "title": "m"}],
+                                  ylabel="d", highlight={"b3": "B1"})
+    assert fig.axes[0].texts[0].get_text() == "B1"
+    fig = P.paired_scatter(v, v[::-1], xlabel="x", ylabel="y", names=names, highlight=["b0"], diagonal=True)
+    assert fig.axes[0].texts[0].get_text() == "b0"
+    g = geo.priority_gaps(rng.standard_normal((12, 4)))
+    P.gap_heatmap(g, marks=[(0, 1, "(a)")])
+    z = [rng.standard_normal((10, 2))] * 3
+    m = [np.arange(10) < 5] * 3
+    P.class_scatter_panels(z, m, ["x", "y", "z"])
+    plt.close("all")
+    with pytest.raises(ValueError, match="same length"):
+        P.class_scatter_panels(z, m[:2], ["x", "y", "z"])
+    with pytest.raises(ValueError, match=r"\(n, 2\)"):
+        P.class_scatter_panels([np.zeros((10, 3))], [m[0]], ["x"])
+    with pytest.raises(ValueError, match="square"):
+        P.gap_heatmap(np.zeros((3, 4)))
+    with pytest.raises(ValueError, match="same shape"):
+        P.paired_scatter([1, 2], [1, 2, 3], xlabel="x", ylabel="y")
+    with pytest.raises(ValueError, match="same length"):
+        P.sorted_with_intervals([{"values": v, "names": names[:3]}], ylabel="d")
+    plt.close("all")

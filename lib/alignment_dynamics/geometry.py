@@ -540,25 +540,35 @@ def stratified_halves(labels: Any, *, seed: Any = 0) -> tuple[np.ndarray, np.nda
 
 
 def split_half_stability(items: Iterable[tuple[str, Any, Any]], *, seed: int = 0,
-                         key: str = "distinguishability") -> tuple[float, np.ndarray, np.ndarray]:
+                         keys: Sequence[str] = ("distinguishability",),
+                         shrinkage: float = DEFAULT_SHRINKAGE) -> tuple[dict[str, float], Any, Any]:
     """How stable the ranking of behaviours is: Spearman's ρ between two disjoint half-samples.
 
     Each behaviour's statements are split into two disjoint, class-stratified halves
-    (:func:`stratified_halves`, stream ``SeedSequence([seed, k])``); ``key`` of :func:`properties` is
-    computed on each half. Returns ``(rho, values_half_1, values_half_2)``. Each half has half the
-    sample, so ρ is a conservative estimate of the stability of the full sample's ranking.
+    (:func:`stratified_halves`, stream ``SeedSequence([seed, k])``), and :func:`properties` is computed
+    on each half. Returns ``(rho, half_1, half_2)``: ``rho[key]`` for each of ``keys``, and the two
+    halves' property tables (DataFrames, one row per behaviour). Each half has half the sample, so ρ
+    is a conservative estimate of the stability of the full sample's ranking (see
+    :func:`spearman_brown`).
 
     Used in: `book/distinguishability.md`.
     """
-    v1, v2 = [], []
+    import pandas as pd
+
+    r1, r2, names = [], [], []
     for k, (name, h, labels) in enumerate(items):
         x = as_float64(h)
-        a, b = stratified_halves(positive_mask(labels, x.shape[0]), seed=(int(seed), k))
         lab = positive_mask(labels, x.shape[0])
-        v1.append(properties(x[a], lab[a])[key])
-        v2.append(properties(x[b], lab[b])[key])
-    v1, v2 = np.array(v1), np.array(v2)
-    return spearman(v1, v2), v1, v2
+        a, b = stratified_halves(lab, seed=(int(seed), k))
+        r1.append(properties(x[a], lab[a], shrinkage=shrinkage))
+        r2.append(properties(x[b], lab[b], shrinkage=shrinkage))
+        names.append(name)
+    idx = pd.Index(names, name="behavior")
+    t1, t2 = pd.DataFrame(r1, index=idx), pd.DataFrame(r2, index=idx)
+    unknown = [key for key in keys if key not in t1.columns]
+    if unknown:
+        raise GeometryError(f"unknown properties {unknown}; valid: {list(t1.columns)}")
+    return {key: spearman(t1[key], t2[key]) for key in keys}, t1, t2
 
 
 def spearman_brown(rho: float) -> float:

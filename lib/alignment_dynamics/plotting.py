@@ -106,6 +106,13 @@ def _short(name: str, width: int = 38) -> str:
     return name if len(name) <= width else name[: width - 1] + "…"
 
 
+def _tags(highlight) -> dict:
+    """``highlight`` as {name: text}: a mapping is kept, a list of names labels each by its name."""
+    if isinstance(highlight, dict):
+        return dict(highlight)
+    return {h: _short(h, 30) for h in highlight}
+
+
 def class_scatter_panels(points: Sequence, positive: Sequence, titles: Sequence[str], *,
                          axis_name: str = "UMAP"):
     """2-D maps of several behaviours side by side, positive statements green and negative grey.
@@ -137,13 +144,14 @@ def class_scatter_panels(points: Sequence, positive: Sequence, titles: Sequence[
     return fig
 
 
-def sorted_with_intervals(panels: Sequence[dict], *, ylabel: str, highlight: Sequence[str] = (),
+def sorted_with_intervals(panels: Sequence[dict], *, ylabel: str, highlight: Sequence[str] | dict = (),
                           log: bool = False):
     """Behaviours sorted by a value, with interval bars and plasma colours, one panel per dict.
 
     Each panel is ``{"values": array, "lo": array or None, "hi": array or None, "names": list,
     "title": str}``. Points run left to right from the smallest value (purple) to the largest
-    (yellow). Names in ``highlight`` are ringed in black and labelled.
+    (yellow). Names in ``highlight`` are ringed in black and labelled (a dict maps a name to a short
+    tag to print instead of the name).
 
     Used in: `book/distinguishability.md`.
     """
@@ -166,11 +174,11 @@ def sorted_with_intervals(panels: Sequence[dict], *, ylabel: str, highlight: Seq
             ax.vlines(x, lo, hi, colors=colors, alpha=0.6, linewidth=1.2)
         ax.scatter(x, v[order], c=colors, s=12, zorder=3)
         rank = {names[i]: r for r, i in enumerate(order)}
-        for j, name in enumerate(h for h in highlight if h in rank):
+        for j, (name, tag) in enumerate((n, t) for n, t in _tags(highlight).items() if n in rank):
             r = rank[name]
             ax.scatter([r], [v[order][r]], s=60, facecolors="none", edgecolors="black", zorder=4)
-            ax.annotate(_short(name, 30), (r, v[order][r]), xytext=(6, -12 - 11 * (j % 3)), textcoords="offset points",
-                        fontsize=7.5, arrowprops={"arrowstyle": "-", "color": "0.4", "lw": 0.6})
+            ax.annotate(tag, (r, v[order][r]), xytext=(4, 10 + 10 * (j % 2)), textcoords="offset points",
+                        fontsize=8, ha="center", arrowprops={"arrowstyle": "-", "color": "0.4", "lw": 0.6})
         ax.set_title(p.get("title", ""))
         ax.set_xlabel("behaviours, sorted")
         ax.set_ylabel(ylabel)
@@ -254,8 +262,11 @@ def tail_curves(curves: dict, references: dict, *, xlabel: str = "t (in standard
 
 
 def paired_scatter(x, y, *, xlabel: str, ylabel: str, names: Sequence[str] | None = None,
-                   highlight: Sequence[str] = (), diagonal: bool = False, logx: bool = False, logy: bool = False):
+                   highlight: Sequence[str] | dict = (), diagonal: bool = False, logx: bool = False,
+                   logy: bool = False):
     """One point per behaviour, ``x`` against ``y``, with named behaviours ringed and labelled.
+
+    ``highlight`` lists names, or maps names to short tags to print instead.
 
     ``diagonal`` draws y = x (dashed) for comparing one quantity between two models.
 
@@ -268,11 +279,10 @@ def paired_scatter(x, y, *, xlabel: str, ylabel: str, names: Sequence[str] | Non
     ax.scatter(x, y, s=12, color=MEASURED, alpha=0.75)
     if names is not None:
         index = {n: k for k, n in enumerate(names)}
-        for j, name in enumerate(h for h in highlight if h in index):
+        for name, tag in ((n, t) for n, t in _tags(highlight).items() if n in index):
             k = index[name]
             ax.scatter([x[k]], [y[k]], s=60, facecolors="none", edgecolors="black", zorder=4)
-            ax.annotate(_short(name, 30), (x[k], y[k]), xytext=(6, 4 - 11 * (j % 3)), textcoords="offset points",
-                        fontsize=7.5)
+            ax.annotate(tag, (x[k], y[k]), xytext=(5, 4), textcoords="offset points", fontsize=8)
     if diagonal:
         lo, hi = min(x.min(), y.min()), max(x.max(), y.max())
         ax.plot([lo, hi], [lo, hi], color=THEORY, linestyle="--", linewidth=1, label="y = x")
