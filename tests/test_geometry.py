@@ -647,3 +647,18 @@ def test_geometry_plots_return_figures_and_check_input():
     with pytest.raises(ValueError, match="same length"):
         P.sorted_with_intervals([{"values": v, "names": names[:3]}], ylabel="d")
     plt.close("all")
+
+
+@pytest.mark.parametrize("n_pos,n_neg,d,lam", [(6, 5, 40, 0.1), (6, 5, 40, 1.0), (30, 25, 12, 0.3)])
+def test_fisher_in_properties_equals_the_covariance_path(n_pos, n_neg, d, lam):
+    """The Woodbury path (n < d) and the d × d path agree with fisher_distance on the pooled covariance."""
+    rng = np.random.default_rng(28)
+    h, labels = _behaviour(rng, n_pos, n_neg, d, shift=1.5)
+    m = geo.class_moments(h, labels)
+    pooled = (np.cov(h[labels], rowvar=False) * (n_pos - 1) + np.cov(h[~labels], rowvar=False) * (n_neg - 1)) \
+        / (n_pos + n_neg - 2)
+    np.testing.assert_allclose(m.pooled, pooled, rtol=1e-12)
+    np.testing.assert_allclose(geo.properties(h, labels, shrinkage=lam)["fisher"],
+                               geo.fisher_distance(m.b, pooled, lam), rtol=1e-9)
+    with pytest.raises(GeometryError, match="shrinkage"):
+        geo.properties(h, labels, shrinkage=0.0)

@@ -146,13 +146,18 @@ class ClassMoments:
     spectral_neg: float
     trace_pos: float  # tr Σ₊
     trace_neg: float
-    pooled: np.ndarray  # pooled within-class covariance, d × d (ddof 2)
+    centered: np.ndarray  # every statement minus its class mean, (n₊ + n₋) × d
     mean_norm: float  # mean ‖h‖ over all statements of both classes
     max_norm: float  # largest ‖h‖
 
     @property
     def d(self) -> int:
         return int(self.mean_pos.shape[0])
+
+    @property
+    def pooled(self) -> np.ndarray:
+        """The pooled within-class covariance (d × d), ddof 2."""
+        return self.centered.T @ self.centered / (self.n_pos + self.n_neg - 2)
 
     @property
     def b(self) -> np.ndarray:
@@ -182,9 +187,9 @@ def class_moments(h: Any, labels: Any) -> ClassMoments:
     cp, cn = xp - mp, xn - mn
     sp, tp = _spectral_and_trace(cp)
     sn, tn = _spectral_and_trace(cn)
-    pooled = (cp.T @ cp + cn.T @ cn) / (len(xp) + len(xn) - 2)
     norms = np.concatenate([np.linalg.norm(xp, axis=1), np.linalg.norm(xn, axis=1)])
-    return ClassMoments(mp, mn, len(xp), len(xn), sp, sn, tp, tn, pooled, float(norms.mean()), float(norms.max()))
+    return ClassMoments(mp, mn, len(xp), len(xn), sp, sn, tp, tn, np.concatenate([cp, cn]), float(norms.mean()),
+                        float(norms.max()))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -215,6 +220,30 @@ def fisher_distance(b: Any, cov: Any, shrinkage: float = DEFAULT_SHRINKAGE) -> f
     return float(np.sqrt(z @ z))
 
 
+def _fisher_from_centered(b: np.ndarray, u: np.ndarray, dof: int, shrinkage: float) -> float:
+    """:func:`fisher_distance` with S = uᵀu/dof, through the n × n Gram matrix when n < d (Woodbury).
+
+    S_λ = a I + c uᵀu with a = λ tr S/d and c = (1 − λ)/dof, so
+    bᵀS_λ⁻¹b = ‖b‖²/a − (ub)ᵀ (a²/c I + a u uᵀ)⁻¹ (ub).
+    """
+    n, d = u.shape
+    if n >= d:
+        return fisher_distance(b, u.T @ u / dof, shrinkage)
+    if isinstance(shrinkage, bool) or not isinstance(shrinkage, (int, float)) or not 0.0 < shrinkage <= 1.0:
+        raise GeometryError(f"shrinkage must be a number in (0, 1], got {shrinkage!r}")
+    gram = u @ u.T
+    a = shrinkage * np.trace(gram) / dof / d
+    if a <= 0:
+        raise GeometryError("cov has zero trace: the statements of each class are identical")
+    if shrinkage == 1.0:
+        return float(np.sqrt(b @ b / a))
+    c = (1.0 - shrinkage) / dof
+    ub = u @ b
+    k = np.linalg.cholesky(a * a / c * np.eye(n) + a * gram)
+    z = np.linalg.solve(k, ub)
+    return float(np.sqrt(max(b @ b / a - z @ z, 0.0)))
+
+
 def properties(h: Any, labels: Any, *, shrinkage: float = DEFAULT_SHRINKAGE) -> dict[str, float]:
     """Every per-behaviour quantity of the chapter, from embeddings ``h`` (n × d) and ``labels``.
 
@@ -241,7 +270,7 @@ def _properties(m: ClassMoments, shrinkage: float) -> dict[str, float]:
     sq_unbiased = dist ** 2 - floor
     if dist > 0:
         v = b / dist
-        along = float(v @ m.pooled @ v)
+        along = float(np.sum((m.centered @ v) ** 2)) / (m.n_pos + m.n_neg - 2)
         dprime = dist / math.sqrt(along) if along > 0 else math.inf
     else:
         dprime = 0.0
@@ -260,7 +289,7 @@ def _properties(m: ClassMoments, shrinkage: float) -> dict[str, float]:
         "relative_distinguishability_debiased": (math.sqrt(max(sq_unbiased, 0.0)) / m.mean_norm
                                                  if m.mean_norm > 0 else math.nan),
         "dprime": dprime,
-        "fisher": fisher_distance(b, m.pooled, shrinkage),
+        "fisher": _fisher_from_centered(b, m.centered, m.n_pos + m.n_neg - 2, shrinkage),
         "c_v": m.concentration / root_d,
         "c_n": float(c_n),
         "n_pos": m.n_pos,
