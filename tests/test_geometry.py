@@ -608,8 +608,16 @@ def test_spearman_brown():
     assert geo.spearman_brown(0.5) == pytest.approx(2 / 3)
     assert geo.spearman_brown(1.0) == 1.0
     assert geo.spearman_brown(-0.4) == 0.0
+    assert geo.spearman_brown(0.5, 4) == pytest.approx(0.8)
+    assert geo.spearman_brown(0.5, 1) == pytest.approx(0.5)
     with pytest.raises(GeometryError, match="correlation"):
         geo.spearman_brown(1.5)
+    with pytest.raises(GeometryError, match="factor"):
+        geo.spearman_brown(0.5, 0)
+    f = geo.spearman_brown_factor(0.54, 0.9)
+    assert geo.spearman_brown(0.54, f) == pytest.approx(0.9)
+    with pytest.raises(GeometryError, match="target"):
+        geo.spearman_brown_factor(0.5, 1.0)
 
 
 # --------------------------------------------------------------------------------------- plots

@@ -600,9 +600,10 @@ def split_half_stability(items: Iterable[tuple[str, Any, Any]], *, seed: int = 0
     return {key: spearman(t1[key], t2[key]) for key in keys}, t1, t2
 
 
-def spearman_brown(rho: float) -> float:
-    """The Spearman–Brown prediction 2ρ/(1 + ρ): the correlation between two full samples, from ρ
-    between two half samples. A half-sample ρ ≤ 0 predicts no stability and gives 0.
+def spearman_brown(rho: float, factor: float = 2.0) -> float:
+    """The Spearman–Brown prediction fρ/(1 + (f − 1)ρ) of a ranking's reliability when the sample
+    behind it grows f-fold (f = 2: from two half samples to the full one). A ρ ≤ 0 predicts no
+    stability and gives 0.
 
     (Derived for Pearson reliabilities; for rank correlations it is an approximation.)
 
@@ -610,7 +611,23 @@ def spearman_brown(rho: float) -> float:
     """
     if isinstance(rho, bool) or not isinstance(rho, (int, float, np.floating)) or not -1.0 <= rho <= 1.0:
         raise GeometryError(f"rho must be a correlation in [-1, 1], got {rho!r}")
-    return 0.0 if rho <= 0 else 2.0 * float(rho) / (1.0 + float(rho))
+    if isinstance(factor, bool) or not isinstance(factor, (int, float, np.floating)) or not factor > 0:
+        raise GeometryError(f"factor must be a positive number, got {factor!r}")
+    if rho <= 0:
+        return 0.0
+    return float(factor) * float(rho) / (1.0 + (float(factor) - 1.0) * float(rho))
+
+
+def spearman_brown_factor(rho: float, target: float) -> float:
+    """How many times larger a sample must be for a ranking of reliability ``rho`` to reach ``target``
+    (the inverse of :func:`spearman_brown`): f = target(1 − ρ) / (ρ(1 − target)).
+
+    Used in: `book/distinguishability.md`.
+    """
+    for name, v in (("rho", rho), ("target", target)):
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.floating)) or not 0.0 < v < 1.0:
+            raise GeometryError(f"{name} must be in (0, 1), got {v!r}")
+    return float(target) * (1.0 - float(rho)) / (float(rho) * (1.0 - float(target)))
 
 
 def pick_by_quantile(values: Mapping[str, float] | Any, quantiles: Sequence[float] = (0.0, 0.5, 1.0)) -> list[str]:
