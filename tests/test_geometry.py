@@ -249,8 +249,9 @@ def test_bootstrap_replicates_equal_direct_resamples():
         lab = np.array([True] * len(hp) + [False] * len(hn))
         ref = geo.properties(hh, lab)
         direct = _direct(hh, lab)
-        for key in geo.BOOTSTRAP_PROPERTIES:
+        for key in set(geo.BOOTSTRAP_PROPERTIES) - {"b"}:
             np.testing.assert_allclose(reps[key][r], ref[key], rtol=1e-10, err_msg=key)
+        np.testing.assert_allclose(reps["b"][r], direct["yes_mean"] - direct["no_mean"], rtol=1e-10, atol=1e-13)
         np.testing.assert_allclose(reps["concentration"][r], direct["concentration"], rtol=1e-10)
 
 
@@ -670,3 +671,31 @@ def test_fisher_in_properties_equals_the_covariance_path(n_pos, n_neg, d, lam):
                                geo.fisher_distance(m.b, pooled, lam), rtol=1e-9)
     with pytest.raises(GeometryError, match="shrinkage"):
         geo.properties(h, labels, shrinkage=0.0)
+
+
+def test_margin_correlations():
+    rng = np.random.default_rng(29)
+    items = [(f"b{k}", *_behaviour(rng, 10, 10, 4, shift=2)) for k in range(3)]
+    values = {name: rng.uniform(size=20) for name, _, _ in items}
+    got = geo.margin_correlations(items, values)
+    for k, (name, h, lab) in enumerate(items):
+        np.testing.assert_allclose(got[k], geo.spearman(values[name], geo.signed_margins(h, lab)), rtol=1e-14)
+    with pytest.raises(GeometryError, match="no values"):
+        geo.margin_correlations(items, {})
+
+
+def test_bootstrap_gaps_match_priority_gaps_of_the_replicates():
+    rng = np.random.default_rng(30)
+    data = {n: _behaviour(rng, 12, 10, 5, shift=s) for n, s in (("x", 1.0), ("y", 2.0), ("z", 3.0))}
+    out = geo.bootstrap_gaps(data, [("x", "z"), ("z", "y")], n_boot=20, seed=4)
+    bx = geo.bootstrap(*data["x"], n_boot=20, seed=(4, 0), which=("b",))["b"]
+    bz = geo.bootstrap(*data["z"], n_boot=20, seed=(4, 2), which=("b",))["b"]
+    by = geo.bootstrap(*data["y"], n_boot=20, seed=(4, 1), which=("b",))["b"]
+    for r in range(20):
+        np.testing.assert_allclose(out[("x", "z")][r], geo.priority_gap(bx[r], bz[r]), rtol=1e-12)
+        np.testing.assert_allclose(out[("z", "y")][r], geo.priority_gap(bz[r], by[r]), rtol=1e-12)
+    # the b replicates are the class-mean differences of the resamples
+    full = geo.bootstrap(*data["x"], n_boot=20, seed=(4, 0), which=("b", "distinguishability"))
+    np.testing.assert_allclose(np.linalg.norm(full["b"], axis=1), full["distinguishability"], rtol=1e-12)
+    with pytest.raises(GeometryError, match="no embeddings"):
+        geo.bootstrap_gaps(data, [("x", "w")])

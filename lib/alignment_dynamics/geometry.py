@@ -29,6 +29,8 @@ Used in: `book/distinguishability.md`.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
@@ -43,6 +45,28 @@ PROPERTY_NAMES = ("distinguishability", "concentration", "trace")
 
 class GeometryError(ValueError):
     """Embeddings or labels the geometry cannot be computed from."""
+
+
+def _one_blas_thread(fn):
+    """Run ``fn`` with one BLAS thread (via threadpoolctl, when installed).
+
+    The matrices here are small (tens of statements × hundreds of dimensions) and there are many of
+    them; a multi-threaded BLAS gains nothing on them and, on a busy 2-core machine, its threads'
+    busy-waiting made whole-table functions about ten times slower [project, measured].
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn (umap-learn)
+            ctx = contextlib.nullcontext()
+        else:
+            ctx = threadpool_limits(limits=1, user_api="blas")
+        with ctx:
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -298,6 +322,7 @@ def _properties(m: ClassMoments, shrinkage: float) -> dict[str, float]:
     }
 
 
+@_one_blas_thread
 def property_table(items: Iterable[tuple[str, Any, Any]], *, shrinkage: float = DEFAULT_SHRINKAGE):
     """A DataFrame of :func:`properties`, one row per ``(behaviour, h, labels)`` in ``items``.
 
@@ -346,11 +371,27 @@ def signed_margins(h: Any, labels: Any) -> np.ndarray:
     return s * ((x - (m.mean_pos + m.mean_neg) / 2) @ (m.b / nb))
 
 
+@_one_blas_thread
+def margin_correlations(items: Iterable[tuple[str, Any, Any]], values: Mapping[str, Any]) -> np.ndarray:
+    """Per behaviour, Spearman's ρ between ``values[name]`` (one number per statement, e.g. the label
+    confidence) and the statements' :func:`signed_margins`.
+
+    Used in: `book/distinguishability.md`.
+    """
+    out = []
+    for name, h, labels in items:
+        if name not in values:
+            raise GeometryError(f"no values for behaviour {name!r}")
+        v = as_float64(values[name], f"values[{name!r}]", ndim=1)
+        out.append(spearman(v, signed_margins(h, labels)))
+    return np.array(out)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Stratified bootstrap
 # ---------------------------------------------------------------------------------------------------
 
-BOOTSTRAP_PROPERTIES = ("distinguishability", "relative_distinguishability", "trace", "concentration")
+BOOTSTRAP_PROPERTIES = ("distinguishability", "relative_distinguishability", "trace", "concentration", "b")
 
 
 def _rng(seed: Any) -> np.random.Generator:
@@ -369,7 +410,8 @@ def bootstrap(h: Any, labels: Any, *, n_boot: int = 200, seed: Any = 0,
 
     Each replicate resamples n₊ positives from the positives and n₋ negatives from the negatives, with
     replacement, and recomputes the properties in ``which`` (a subset of :data:`BOOTSTRAP_PROPERTIES`).
-    Returns ``{name: array of n_boot replicates}``. ``seed``: int, tuple of ints or a Generator.
+    Returns ``{name: array of n_boot replicates}`` (for ``"b"``, the n_boot × d replicates of μ₊ − μ₋).
+    ``seed``: int, tuple of ints or a Generator.
 
     Cost: means and traces are matrix products; ``concentration`` needs one batched eigenvalue problem
     of size min(n_class, d) per class and replicate, so leave it out for large classes.
@@ -402,6 +444,8 @@ def bootstrap(h: Any, labels: Any, *, n_boot: int = 200, seed: Any = 0,
     p, q = out_parts
     dist = np.linalg.norm(p["mean"] - q["mean"], axis=1)
     out: dict[str, np.ndarray] = {}
+    if "b" in which:
+        out["b"] = p["mean"] - q["mean"]
     if "distinguishability" in which:
         out["distinguishability"] = dist
     if "relative_distinguishability" in which:
@@ -425,6 +469,7 @@ def percentile_ci(replicates: Any, level: float = 0.95) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
+@_one_blas_thread
 def bootstrap_table(items: Iterable[tuple[str, Any, Any]], *, n_boot: int = 200, seed: int = 0,
                     level: float = 0.95, which: Sequence[str] = ("distinguishability", "relative_distinguishability")):
     """Bootstrap intervals for many behaviours, and the replicates for rank statistics.
@@ -568,6 +613,7 @@ def stratified_halves(labels: Any, *, seed: Any = 0) -> tuple[np.ndarray, np.nda
     return np.sort(np.concatenate(first)), np.sort(np.concatenate(second))
 
 
+@_one_blas_thread
 def split_half_stability(items: Iterable[tuple[str, Any, Any]], *, seed: int = 0,
                          keys: Sequence[str] = ("distinguishability",),
                          shrinkage: float = DEFAULT_SHRINKAGE) -> tuple[dict[str, float], Any, Any]:
@@ -652,6 +698,18 @@ def pick_by_quantile(values: Mapping[str, float] | Any, quantiles: Sequence[floa
 # Priority levels and gaps
 # ---------------------------------------------------------------------------------------------------
 
+def _pair_levels(kii, kjj, kij, rtol: float):
+    """(p_i, p_j, max(‖b_i‖, ‖b_j‖)) of pairs given ‖b_i‖², ‖b_j‖² and ⟨b_i, b_j⟩ (arrays that broadcast);
+    NaN levels where ‖b̄‖ ≤ rtol · max(‖b_i‖, ‖b_j‖)."""
+    bar = np.sqrt(np.clip((kii + kjj + 2 * kij) / 4, 0, None))
+    big = np.sqrt(np.maximum(kii, kjj))
+    bad = bar <= rtol * big
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p_i = np.where(bad, np.nan, (kii + kij) / 2 / bar)
+        p_j = np.where(bad, np.nan, (kjj + kij) / 2 / bar)
+    return p_i, p_j, big
+
+
 def priority_levels(b: Any, *, rtol: float = 1e-8) -> np.ndarray:
     """P[i, j] = p_i in the pair (i, j): ⟨b̄, b_i⟩/‖b̄‖ with b̄ = (b_i + b_j)/2, for all ordered pairs.
 
@@ -663,15 +721,7 @@ def priority_levels(b: Any, *, rtol: float = 1e-8) -> np.ndarray:
     bb = as_float64(b, "b")
     k = bb @ bb.T
     diag = np.diag(k)
-    bar_sq = (diag[:, None] + diag[None, :] + 2 * k) / 4
-    norms = np.sqrt(diag)
-    big = np.maximum(norms[:, None], norms[None, :])
-    bar = np.sqrt(np.clip(bar_sq, 0, None))
-    bad = bar <= rtol * big
-    with np.errstate(invalid="ignore", divide="ignore"):
-        p = (diag[:, None] + k) / 2 / bar
-    p[bad] = np.nan
-    return p
+    return _pair_levels(diag[:, None], diag[None, :], k, rtol)[0]
 
 
 def priority_gaps(b: Any, *, rtol: float = 1e-8) -> np.ndarray:
@@ -684,12 +734,37 @@ def priority_gaps(b: Any, *, rtol: float = 1e-8) -> np.ndarray:
     Used in: `book/distinguishability.md`.
     """
     bb = as_float64(b, "b")
-    p = priority_levels(bb, rtol=rtol)
-    norms = np.linalg.norm(bb, axis=1)
-    big = np.maximum(norms[:, None], norms[None, :])
+    k = bb @ bb.T
+    diag = np.diag(k)
+    p_i, p_j, big = _pair_levels(diag[:, None], diag[None, :], k, rtol)
     with np.errstate(invalid="ignore", divide="ignore"):
-        g = (p - p.T) / big
-    return g
+        return (p_i - p_j) / big
+
+
+def bootstrap_gaps(data: Mapping[str, tuple[Any, Any]], pairs: Sequence[tuple[str, str]], *, n_boot: int = 400,
+                   seed: int = 0, rtol: float = 1e-8) -> dict[tuple[str, str], np.ndarray]:
+    """Stratified-bootstrap replicates of the priority gap of each ordered pair in ``pairs``.
+
+    ``data`` maps a behaviour to its ``(h, labels)``. Each behaviour named in ``pairs`` gets n_boot
+    replicates of b = μ₊ − μ₋ (:func:`bootstrap`, stream ``(seed, k)`` for the k-th behaviour in sorted
+    order), shared by every pair it belongs to; replicate r of G[i, j] uses replicate r of both.
+
+    Used in: `book/distinguishability.md`.
+    """
+    names = sorted({n for pair in pairs for n in pair})
+    missing = [n for n in names if n not in data]
+    if missing:
+        raise GeometryError(f"no embeddings for behaviour(s) {missing}")
+    reps = {n: bootstrap(*data[n], n_boot=n_boot, seed=(int(seed), k), which=("b",))["b"]
+            for k, n in enumerate(names)}
+    out = {}
+    for i, j in pairs:
+        bi, bj = reps[i], reps[j]
+        p_i, p_j, big = _pair_levels(np.einsum("rd,rd->r", bi, bi), np.einsum("rd,rd->r", bj, bj),
+                                     np.einsum("rd,rd->r", bi, bj), rtol)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[(i, j)] = (p_i - p_j) / big
+    return out
 
 
 def priority_gap(b_i: Any, b_j: Any, *, rtol: float = 1e-8) -> float:
@@ -904,6 +979,7 @@ def reference_tail_exponents(group_sizes: Any, *, seed: Any = 0, n_rep: int = 20
     return out
 
 
+@_one_blas_thread
 def pooled_projections(items: Iterable[tuple[str, Any, Any]], *, n_directions: int, seed: int = 0,
                        cross_fit: bool = True) -> dict[str, Any]:
     """Standardised directional projections of many behaviours, pooled (for tail plots and fits).
