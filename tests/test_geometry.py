@@ -699,3 +699,21 @@ def test_bootstrap_gaps_match_priority_gaps_of_the_replicates():
     np.testing.assert_allclose(np.linalg.norm(full["b"], axis=1), full["distinguishability"], rtol=1e-12)
     with pytest.raises(GeometryError, match="no embeddings"):
         geo.bootstrap_gaps(data, [("x", "w")])
+
+
+def test_tail_curves_panels():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from alignment_dynamics import plotting as P
+
+    t = np.linspace(0, 3, 10)
+    s = np.exp(-t)
+    fig = P.tail_curves([{"title": "a", "curves": {"m": (t, s)}, "references": {"ref": (t, s)}},
+                         {"title": "b", "curves": {"m": (t, s)}}])
+    assert len(fig.axes) == 2 and fig.axes[0].get_yscale() == "log"
+    with pytest.raises(ValueError, match="at least one"):
+        P.tail_curves([])
+    plt.close("all")

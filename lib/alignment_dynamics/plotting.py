@@ -239,25 +239,35 @@ def gap_heatmap(gaps, *, marks: Sequence[tuple[int, int, str]] = (), title: str 
     return fig
 
 
-def tail_curves(curves: dict, references: dict, *, xlabel: str = "t (in standard deviations)"):
-    """Empirical P(|X| ≥ t) on a log scale, measured (solid) against reference laws (dashed).
+def tail_curves(panels: Sequence[dict], *, xlabel: str = "t (in standard deviations)"):
+    """Empirical P(|X| ≥ t) on a log scale, measured (solid) against reference laws (black), per panel.
 
-    ``curves`` and ``references`` map a label to ``(t, survival)``. A straight line on this plot is an
-    exponential (subexponential, α = 1) tail; a parabola bending down is a Gaussian tail.
+    Each panel is ``{"title": str, "curves": {label: (t, survival)}, "references": {label: (t,
+    survival)}}``; the measured curves of all panels share one set of colours. A straight line on this
+    plot is an exponential tail; a parabola bending down is a Gaussian tail.
 
     Used in: `book/distinguishability.md`.
     """
-    fig, ax = figure("single")
-    for k, (label, (t, s)) in enumerate(curves.items()):
-        s = np.asarray(s, float)
-        keep = s > 0
-        ax.plot(np.asarray(t)[keep], s[keep], label=label, color=ordered_colors(max(len(curves), 2))[k])
-    for k, (label, (t, s)) in enumerate(references.items()):
-        ax.plot(t, s, label=label, color=THEORY, linestyle=("--", ":", "-.")[k % 3], linewidth=1.2)
-    ax.set_yscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("P(|X| ≥ t)")
-    ax.legend()
+    if not panels:
+        raise ValueError("need at least one panel")
+    fig, axes = figure("wide" if len(panels) > 1 else "single", 1, len(panels), squeeze=False, sharey=True)
+    labels = list(dict.fromkeys(label for p in panels for label in p["curves"]))
+    colors = dict(zip(labels, ordered_colors(max(len(labels), 2))))
+    for ax, p in zip(axes[0], panels):
+        for label, (t, surv) in p["curves"].items():
+            surv = np.asarray(surv, float)
+            keep = surv > 0
+            ax.plot(np.asarray(t)[keep], surv[keep], label=label, color=colors[label])
+        for k, (label, (t, surv)) in enumerate(p.get("references", {}).items()):
+            surv = np.asarray(surv, float)
+            keep = surv > 0
+            ax.plot(np.asarray(t)[keep], surv[keep], label=label, color=THEORY, linestyle=("--", ":", "-.")[k % 3],
+                    linewidth=1.2)
+        ax.set_yscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_title(p.get("title", ""))
+        ax.legend()
+    axes[0][0].set_ylabel("P(|X| ≥ t)")
     return fig
 
 
