@@ -44,7 +44,10 @@ PROPERTY_NAMES = ("distinguishability", "concentration", "trace")
 
 
 class GeometryError(ValueError):
-    """Embeddings or labels the geometry cannot be computed from."""
+    """Embeddings or labels the geometry cannot be computed from.
+
+    Used in: `book/distinguishability.md`.
+    """
 
 
 def _one_blas_thread(fn):
@@ -160,7 +163,10 @@ def _spectral_and_trace(xc: np.ndarray) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class ClassMoments:
-    """Means, covariance summaries and counts of the two classes of one behaviour (float64)."""
+    """Means, covariance summaries and counts of the two classes of one behaviour (float64).
+
+    Used in: `book/distinguishability.md`.
+    """
 
     mean_pos: np.ndarray
     mean_neg: np.ndarray
