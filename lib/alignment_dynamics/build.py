@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from . import cache, config
-from .book import claims_from_notebook
+from .book import claims_from_notebook, runtime_cell
 
 KERNEL = {"name": "python3", "display_name": "Python 3", "language": "python"}
 STACK = ("numpy", "torch", "transformers", "papermill", "nbclient", "jupytext", "myst-nb")
@@ -322,6 +322,7 @@ class Build:
         wall = time.perf_counter() - t0
         executed = nbformat.read(out, as_version=4)
         _tag_injected(executed, "remove-cell" if self.profile == "fast" else "hide-cell")
+        executed.cells.append(runtime_cell(page.slug, wall))
         executed.metadata["alignment_dynamics"] = {
             "key": key, "profile": self.profile, "parameters": params, "wall_s": round(wall, 3),
             "versions": self._versions,
