@@ -366,11 +366,13 @@ def logistic_gradient(v, H, s, beta: float):
     return np.einsum("...n,...nd->...d", w, H) / H.shape[-2]
 
 
-def logistic_gd(H, s, *, beta: float, lr: float, steps: int, v0=None) -> np.ndarray:
+def logistic_gd(H, s, *, beta: float, lr: float, steps: int, v0=None, momentum: float = 0.0) -> np.ndarray:
     """The closed-form last-layer DPO dynamics: full-batch GD on logistic regression.
 
     ``v_{t+1} = v_t + lr * beta * g(v_t)``, ``v_0 = 0`` (the reference is the initial model), and
-    ``W_t = W_0 + u v_t^T``. Returns ``v`` of shape ``(..., steps + 1, d)``.
+    ``W_t = W_0 + u v_t^T``. With ``momentum`` mu, PyTorch's heavy ball
+    (``buf = mu buf + grad``, ``v -= lr buf``, with ``grad = -beta g``). Returns ``v`` of shape
+    ``(..., steps + 1, d)``.
 
     Used in: `book/dpo_last_layer.md`, `book/update_rate.md`, `book/accuracy.md`, `book/priority.md`.
     """
@@ -386,11 +388,16 @@ def logistic_gd(H, s, *, beta: float, lr: float, steps: int, v0=None) -> np.ndar
         raise ValueError(f"s has {s.shape[-1]} labels but H has {H.shape[-2]} examples")
     if not np.all(np.abs(s) == 1):
         raise ValueError("labels s must be +1 or -1")
+    if not 0 <= momentum < 1:
+        raise ValueError(f"momentum must lie in [0, 1), got {momentum!r}")
     v = np.zeros(H.shape[:-2] + (H.shape[-1],)) if v0 is None else np.array(v0, dtype=np.float64)
     out = np.empty(H.shape[:-2] + (int(steps) + 1, H.shape[-1]))
     out[..., 0, :] = v
+    buf = None
     for t in range(int(steps)):
-        v = v + lr * beta * logistic_gradient(v, H, s, beta)
+        grad = -beta * logistic_gradient(v, H, s, beta)
+        buf = grad if (buf is None or momentum == 0) else momentum * buf + grad
+        v = v - lr * buf
         out[..., t + 1, :] = v
     return out
 
@@ -929,6 +936,317 @@ def loss_order_margin(t, *, lr: float, beta: float, bbar, b_i, b_j, G_i_norm: fl
 
 
 # ---------------------------------------------------------------------------------------------------
+# 4. Checks of the reduction against the float64 full-softmax reference (book/dpo_last_layer.md)
+# ---------------------------------------------------------------------------------------------------
+
+YES, NO = 3, 7  # the two answer tokens of the synthetic checks
+
+
+@dataclass(frozen=True, eq=False)
+class ReductionProblem:
+    """A small synthetic last-layer DPO problem in float64 torch tensors: features ``H`` (n x d), labels
+    ``s`` (+1: Yes preferred), the head ``W0`` (V x d), token ids and the chosen / rejected tokens.
+
+    Used in: `book/dpo_last_layer.md`.
+    """
+
+    H: Any
+    s: Any
+    W0: Any
+    chosen: Any
+    rejected: Any
+    yes: int = YES
+    no: int = NO
+
+    @property
+    def u(self):
+        import torch
+
+        u = torch.zeros(self.W0.shape[0], dtype=torch.float64)
+        u[self.yes], u[self.no] = 1.0, -1.0
+        return u
+
+    @property
+    def a(self):
+        """The reference offset ``W_0^T u``."""
+        return self.W0.T @ self.u
+
+
+def reduction_problem(rng, *, d: int = 16, V: int = 50, n: int = 400, p_yes: float = 0.5, delta: float = 0.8,
+                      family: str = "laplace", w_scale: float = 1.0) -> ReductionProblem:
+    """A :class:`ReductionProblem` with embeddings from :func:`make_two_class` (Laplace noise by default)
+    and a random head ``W0`` with entries ``N(0, w_scale^2 / d)``.
+
+    Used in: `book/dpo_last_layer.md`.
+    """
+    import torch
+
+    rng = _rng(rng)
+    if V < 3 or max(YES, NO) >= V:
+        raise ValueError(f"V must exceed {max(YES, NO)} (the answer tokens are {YES} and {NO}), got {V}")
+    _prob("p_yes", p_yes)
+    model = make_two_class(rng, d, delta=delta, family=family)
+    n_plus = int(round(p_yes * n))
+    H, s = model.sample(rng, n_plus, n - n_plus)
+    perm = rng.permutation(n)
+    H, s = H[perm], s[perm]
+    W0 = rng.standard_normal((V, d)) * w_scale / math.sqrt(d)
+    st = torch.from_numpy(s)
+    chosen = torch.where(st > 0, YES, NO).long()
+    rejected = torch.where(st > 0, NO, YES).long()
+    return ReductionProblem(torch.from_numpy(H), st, torch.from_numpy(W0), chosen, rejected)
+
+
+def _reference_loss(problem: ReductionProblem, W, beta: float, H_rejected=None):
+    """The float64 full-softmax DPO loss at W (reference = W0), through ``dpo.reference``."""
+    import torch
+
+    from .dpo import reference as ref
+
+    if H_rejected is None:
+        lp, _ = ref.logprobs_naive(problem.H, W, torch.stack([problem.chosen, problem.rejected], 1))
+        lp0, _ = ref.logprobs_naive(problem.H, problem.W0, torch.stack([problem.chosen, problem.rejected], 1))
+        pc, pr, rc, rr = lp[:, 0], lp[:, 1], lp0[:, 0], lp0[:, 1]
+    else:
+        pc, _ = ref.logprobs_naive(problem.H, W, problem.chosen)
+        pr, _ = ref.logprobs_naive(H_rejected, W, problem.rejected)
+        rc, _ = ref.logprobs_naive(problem.H, problem.W0, problem.chosen)
+        rr, _ = ref.logprobs_naive(H_rejected, problem.W0, problem.rejected)
+    return ref.dpo_loss(pc, pr, rc, rr, beta)
+
+
+def check_normaliser(rng, *, d: int = 16, V: int = 50, n: int = 400, beta: float = 0.1) -> dict[str, float]:
+    """At a random *dense* head W (not only two rows moved), the full-softmax DPO margin equals the
+    closed form ``beta s u^T (W - W_0) h``, and the answer log-odds equal ``s u^T W h``: the
+    log-sum-exp cancels. Returns the largest absolute differences and the size of the log-sum-exp.
+
+    Used in: `book/dpo_last_layer.md`.
+    """
+    import torch
+
+    from .dpo import reference as ref
+
+    rng = _rng(rng)
+    pb = reduction_problem(rng, d=d, V=V, n=n)
+    W = pb.W0 + torch.from_numpy(rng.standard_normal((V, d))) / math.sqrt(d)
+    _, per_pair, rew_c, rew_r = _reference_loss(pb, W, beta)
+    closed = beta * pb.s * (pb.H @ ((W - pb.W0).T @ pb.u))
+    lp, lse = ref.logprobs_naive(pb.H, W, torch.stack([pb.chosen, pb.rejected], 1))
+    odds = pb.s * (pb.H @ (W.T @ pb.u))
+    return {
+        "margin_max_abs_diff": float((rew_c - rew_r - closed).abs().max()),
+        "log_odds_max_abs_diff": float((lp[:, 0] - lp[:, 1] - odds).abs().max()),
+        "lse_mean_abs": float(lse.abs().mean()),
+    }
+
+
+def check_gradient_structure(rng, *, d: int = 16, V: int = 50, n: int = 400, beta: float = 0.1) -> dict[str, float]:
+    """Autograd through the full-softmax reference at a random dense W: the gradient is zero outside the
+    Yes and No rows, the two rows are opposite, it has rank one, and it equals the closed form
+    ``-beta u (mean_k s_k sigma(-r_k) h_k)^T``. Returns the largest deviations.
+
+    Used in: `book/dpo_last_layer.md`.
+    """
+    import torch
+
+    rng = _rng(rng)
+    pb = reduction_problem(rng, d=d, V=V, n=n)
+    W = (pb.W0 + torch.from_numpy(rng.standard_normal((V, d))) / math.sqrt(d)).requires_grad_(True)
+    loss, per_pair, rc, rr = _reference_loss(pb, W, beta)
+    (grad,) = torch.autograd.grad(loss, W)
+    others = [k for k in range(V) if k not in (pb.yes, pb.no)]
+    r = (rc - rr)  # beta * Delta
+    closed = -beta * torch.outer(pb.u, ((pb.s * torch.sigmoid(-r))[:, None] * pb.H).mean(0))
+    sv = torch.linalg.svdvals(grad)
+    return {
+        "other_rows_max_abs": float(grad[others].abs().max()),
+        "yes_plus_no_max_abs": float((grad[pb.yes] + grad[pb.no]).abs().max()),
+        "second_singular_ratio": float(sv[1] / sv[0]),
+        "closed_form_max_abs_diff": float((grad - closed).abs().max()),
+        "grad_max_abs": float(grad.abs().max()),
+    }
+
+
+def check_loss_at_start(rng, *, d: int = 16, V: int = 50, n: int = 400, beta: float = 0.1) -> float:
+    """``|L(W_0) - ln 2|`` for the full-softmax reference loss (every margin is exactly 0 at W_0).
+
+    Used in: `book/dpo_last_layer.md`.
+    """
+    pb = reduction_problem(_rng(rng), d=d, V=V, n=n)
+    loss = _reference_loss(pb, pb.W0, beta)[0]
+    return float(abs(float(loss) - LN2))
+
+
+def _train_reference(pb: ReductionProblem, *, beta, lr, steps, **kw):
+    from .dpo import reference as ref
+
+    # full batch: the logged training metrics of step t are those of the whole set at W_t
+    return ref.train_reference(pb.H, pb.W0, pb.chosen, pb.rejected, beta=beta, lr=lr, steps=steps,
+                               batch_size=None, generator=0, **kw)
+
+
+def check_trajectory(rng, *, d: int = 16, V: int = 50, n: int = 400, beta: float = 0.5, lr: float = 1.0,
+                     steps: int = 200, momentum: float = 0.0) -> dict[str, Any]:
+    """Full-batch DPO on the full softmax (``dpo.reference.train_reference``, float64, autograd) against
+    the logistic-regression recursion :func:`logistic_gd`: the head change at every step and the final
+    head, and the loss and both accuracies at steps ``0 .. steps - 1`` (those the reference logs).
+    Returns the largest differences and the trajectories.
+
+    Used in: `book/dpo_last_layer.md`.
+    """
+    import torch
+
+    rng = _rng(rng)
+    pb = reduction_problem(rng, d=d, V=V, n=n)
+    tr = _train_reference(pb, beta=beta, lr=lr, steps=steps, momentum=momentum)
+    H, s = pb.H.numpy(), pb.s.numpy()
+    v = logistic_gd(H, s, beta=beta, lr=lr, steps=steps, momentum=momentum)
+    ev = tr.train  # steps 0 .. steps - 1
+    W_closed = pb.W0 + torch.outer(pb.u, torch.from_numpy(v[-1]))
+    loss_closed = dpo_loss_from_v(v, H, s, beta)[:steps]
+    acc_closed = linear_accuracy(decision_direction(pb.a.numpy(), v), H, s)[:steps]
+    rew_closed = linear_accuracy(v, H, s)[:steps]
+    moved = (tr.W - pb.W0).abs().amax(1) > 0
+    return {
+        "head_change_max_abs_diff": float(np.max(np.abs(tr.head_change[0].numpy() - head_change(v)))),
+        "final_head_max_abs_diff": float((tr.W - W_closed).abs().max()),
+        "loss_max_abs_diff": float(np.max(np.abs(ev["loss"][0].numpy() - loss_closed))),
+        "accuracy_max_abs_diff": float(np.max(np.abs(ev["outputs/accuracies"][0].numpy() - acc_closed))),
+        "reward_accuracy_max_abs_diff": float(np.max(np.abs(ev["rewards/accuracies"][0].numpy() - rew_closed))),
+        "rows_moved": int(moved.sum()),
+        "head_change": head_change(v), "loss": loss_closed, "accuracy": acc_closed, "reward_accuracy": rew_closed,
+        "head_change_reference": tr.head_change[0].numpy(), "loss_reference": ev["loss"][0].numpy(),
+        "accuracy_reference": ev["outputs/accuracies"][0].numpy(),
+    }
+
+
+def check_first_step(rng, *, d: int = 16, V: int = 50, n: int = 400, beta: float = 0.1, lr: float = 0.5,
+                     p_yes: float = 0.5) -> dict[str, float]:
+    """One full-softmax SGD step from W_0 against the first-step formula:
+    ``W_1 - W_0 = u v_1^T`` with ``v_1 = (lr beta / 2)(p mu_+ - (1 - p) mu_-)`` (batch statistics), so
+    ``||W_1 - W_0|| = (sqrt(2) lr beta / 4) ||mu_+ - mu_-||`` when ``p = 1/2``. Returns the measured norm,
+    both predictions and relative errors.
+
+    Used in: `book/dpo_last_layer.md`.
+    """
+    import torch
+
+    rng = _rng(rng)
+    pb = reduction_problem(rng, d=d, V=V, n=n, p_yes=p_yes)
+    tr = _train_reference(pb, beta=beta, lr=lr, steps=1)
+    H, s = pb.H.numpy(), pb.s.numpy()
+    v1 = first_step_v(H, s, beta=beta, lr=lr)
+    measured = float(torch.linalg.norm(tr.W - pb.W0))
+    general = float(head_change(v1))
+    dist = float(np.linalg.norm(H[s > 0].mean(0) - H[s < 0].mean(0)))
+    balanced = float(first_step_norm_balanced(lr, beta, dist))
+    return {"measured": measured, "predicted": general, "predicted_balanced": balanced,
+            "rel_err": abs(measured - general) / general, "rel_err_balanced": abs(measured - balanced) / balanced,
+            "p": float(np.mean(s > 0)), "distinguishability": dist,
+            "W1_minus_closed_max_abs": float((tr.W - pb.W0 - torch.outer(pb.u, torch.from_numpy(v1))).abs().max())}
+
+
+def check_side_facts(rng, *, d: int = 16, V: int = 50, n: int = 400, beta: float = 0.5, lr: float = 1.0,
+                     steps: int = 20) -> dict[str, float]:
+    """Side facts of the reduction on a full-softmax trajectory: log-ratios between non-answer tokens do
+    not change; the mean logit over the vocabulary does not change; on every example the chosen answer's
+    log-prob rises above the reference exactly when that example's DPO margin is positive.
+
+    Used in: `book/dpo_last_layer.md`.
+    """
+    import torch
+
+    from .dpo import reference as ref
+
+    rng = _rng(rng)
+    pb = reduction_problem(rng, d=d, V=V, n=n)
+    tr = _train_reference(pb, beta=beta, lr=lr, steps=steps)
+    others = [k for k in range(V) if k not in (pb.yes, pb.no)]
+    z0, z1 = pb.H @ pb.W0.T, pb.H @ tr.W.T
+    lp0 = torch.log_softmax(z0, -1)[:, others]
+    lp1 = torch.log_softmax(z1, -1)[:, others]
+    ratio_change = ((lp1 - lp1[:, :1]) - (lp0 - lp0[:, :1])).abs().max()
+    _, _, rew_c, rew_r = _reference_loss(pb, tr.W, beta)
+    agree = ((rew_c > 0) == (rew_c - rew_r > 0)).double().mean()
+    return {"other_log_ratio_max_change": float(ratio_change),
+            "mean_logit_max_change": float((z1.mean(1) - z0.mean(1)).abs().max()),
+            "chosen_up_iff_margin_positive": float(agree),
+            "frac_margin_positive": float((rew_c - rew_r > 0).double().mean())}
+
+
+def check_breaks(rng, *, d: int = 16, V: int = 50, n: int = 400, beta: float = 0.5, lr: float = 1.0,
+                 steps: int = 20) -> "Any":
+    """When the reduction breaks, measured on the full-softmax reference. One row per scenario:
+    rows of the head with a non-zero gradient (or that moved), the rank of ``W - W_0`` (or of the
+    gradient) and the largest distance from the plain logistic-regression recursion.
+
+    Scenarios: the paper's setting; distinct contexts for chosen and rejected; two-token responses
+    (answer then EOS, each EOS scored after its own answer); weight decay; momentum; Adam.
+
+    Used in: `book/dpo_last_layer.md`.
+    """
+    import pandas as pd
+    import torch
+
+    from .dpo import reference as ref
+
+    rng = _rng(rng)
+    pb = reduction_problem(rng, d=d, V=V, n=n)
+    H, s = pb.H.numpy(), pb.s.numpy()
+    v_plain = logistic_gd(H, s, beta=beta, lr=lr, steps=steps)
+    tol = 1e-12
+
+    def rank(M):
+        sv = torch.linalg.svdvals(M)
+        return int((sv > tol * max(float(sv[0]), 1e-300)).sum())
+
+    def grad_row(name, grad, note):
+        return {"scenario": name, "rows_touched": int((grad.abs().amax(1) > tol).sum()), "rank": rank(grad),
+                "max_dev_from_logistic": float("nan"), "what": note}
+
+    rows = []
+    W = pb.W0.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(_reference_loss(pb, W, beta)[0], W)
+    rows.append(grad_row("paper setting (shared context, one token)", g, "gradient at W_0"))
+    # distinct contexts: the rejected answer is scored from another embedding
+    H_rej = pb.H + torch.from_numpy(rng.standard_normal(pb.H.shape)) * 0.5
+    W = pb.W0.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(_reference_loss(pb, W, beta, H_rejected=H_rej)[0], W)
+    rows.append(grad_row("distinct contexts for chosen and rejected", g, "gradient at W_0"))
+    # two-token responses: answer, then EOS scored from an answer-dependent context
+    eos = V - 1
+    h_after = {tok: pb.H + torch.from_numpy(rng.standard_normal(pb.H.shape)) * 0.5 for tok in (pb.yes, pb.no)}
+    W = pb.W0.clone().requires_grad_(True)
+
+    def seq_logp(Wm, answer):
+        lp1, _ = ref.logprobs_naive(pb.H, Wm, answer)
+        ctx = torch.where((answer == pb.yes)[:, None], h_after[pb.yes], h_after[pb.no])
+        lp2, _ = ref.logprobs_naive(ctx, Wm, torch.full_like(answer, eos))
+        return lp1 + lp2
+
+    with torch.no_grad():
+        r0c, r0r = seq_logp(pb.W0, pb.chosen), seq_logp(pb.W0, pb.rejected)
+    loss = ref.dpo_loss(seq_logp(W, pb.chosen), seq_logp(W, pb.rejected), r0c, r0r, beta)[0]
+    (g,) = torch.autograd.grad(loss, W)
+    rows.append(grad_row("two-token responses (answer + EOS)", g, "gradient at W_0"))
+    # optimiser variants: train, then look at W_T - W_0
+    for name, kw, closed in (
+        ("weight decay 0.01", {"weight_decay": 0.01}, v_plain),
+        ("momentum 0.9", {"momentum": 0.9}, logistic_gd(H, s, beta=beta, lr=lr, steps=steps, momentum=0.9)),
+        ("Adam (lr / 100)", {"optimizer": "adam", "lr": lr / 100}, v_plain),
+    ):
+        kw = dict(kw)
+        lr_k = kw.pop("lr", lr)
+        tr = _train_reference(pb, beta=beta, lr=lr_k, steps=steps, **kw)
+        dW = tr.W - pb.W0
+        dev = float((dW - torch.outer(pb.u, torch.from_numpy(closed[-1]))).abs().max())
+        rows.append({"scenario": name, "rows_touched": int((dW.abs().amax(1) > tol).sum()), "rank": rank(dW),
+                     "max_dev_from_logistic": dev,
+                     "what": f"W_T - W_0 after {steps} steps" + (" (vs heavy-ball recursion)" if "momentum" in name else "")})
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------------
 # 5. Sweeps over random instances
 # ---------------------------------------------------------------------------------------------------
 
@@ -1253,3 +1571,181 @@ def sweep_accuracy(seed: int, n_instances: int, *, steps: int = 100, repeats: in
         row, _ = accuracy_instance(ranges.draw(rng), rng, steps=steps, repeats=repeats)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def make_behaviours(rng, d: int, deltas: Sequence[float], *, cos: Sequence[float] | float = 0.0,
+                    center_norm: float = 0.5, trace_per_dim: float = 1.0, decay: float = 0.5,
+                    family: str = "gaussian") -> list[TwoClass]:
+    """K behaviours in one embedding space: behaviour i has ``||b_i|| = deltas[i] sqrt(d)`` and its
+    ``b_i`` has cosine ``cos[i]`` with a shared unit direction (so the behaviours can help or compete),
+    and all share one common-mean direction.
+
+    Used in: `book/priority.md`.
+    """
+    rng = _rng(rng)
+    K = len(deltas)
+    if K < 2:
+        raise ValueError(f"need at least two behaviours, got {K}")
+    cos = [float(cos)] * K if np.ndim(cos) == 0 else [float(c) for c in cos]
+    if len(cos) != K or any(not -1 <= c <= 1 for c in cos):
+        raise ValueError(f"cos must be one value or {K} values in [-1, 1], got {cos!r}")
+    e0 = random_unit(rng, d)
+    ec = random_unit(rng, d)
+    out = []
+    for delta, c in zip(deltas, cos):
+        x = rng.standard_normal(d)
+        x -= (x @ e0) * e0
+        b_dir = c * e0 + math.sqrt(1 - c ** 2) * x / np.linalg.norm(x)
+        out.append(make_two_class(rng, d, delta=delta, center_norm=center_norm, trace_per_dim=trace_per_dim,
+                                  decay=decay, family=family, b_dir=b_dir, center_dir=ec))
+    return out
+
+
+def priority_run(behaviours: Sequence[TwoClass], rng, *, n_per: int, beta: float, lr: float, steps: int,
+                 repeats: int) -> dict[str, np.ndarray]:
+    """Joint full-batch DPO on K behaviours that share the Yes/No tokens (``n_per`` examples each,
+    balanced), ``repeats`` independent training sets. Returns per-behaviour measured margin changes and
+    losses, the empirical ``b_i``, ``b_bar``, ``G_i`` norms and quadratic forms, and every prediction and
+    bound of our priority theorem, all with shape ``(R, T+1, K)`` (or ``(R, K)``, ``(R, K, d)``).
+
+    Used in: `book/priority.md`.
+    """
+    rng = _rng(rng)
+    if n_per < 2 or n_per % 2:
+        raise ValueError(f"n_per must be an even number >= 2 (balanced behaviours), got {n_per}")
+    K = len(behaviours)
+    Hs, ss = [], []
+    for m in behaviours:
+        H, s = m.sample(rng, n_per // 2, n_per // 2, repeats)
+        Hs.append(H)
+        ss.append(s)
+    H = np.concatenate(Hs, axis=1)
+    s = np.concatenate(ss)
+    v = logistic_gd(H, s, beta=beta, lr=lr, steps=steps)  # (R, T+1, d)
+    t = np.arange(steps + 1, dtype=np.float64)
+    b = np.stack([(Hi[:, si > 0].mean(1) - Hi[:, si < 0].mean(1)) for Hi, si in zip(Hs, ss)], 1)  # (R, K, d)
+    bbar = b.mean(1)  # equal weights n_per / n
+    G = np.matmul(np.swapaxes(H, 1, 2), H) / H.shape[1]
+    G_norm = np.linalg.eigvalsh(G)[:, -1]
+    Gi = [np.matmul(np.swapaxes(Hi, 1, 2), Hi) / n_per for Hi in Hs]
+    Gi_norm = np.stack([np.linalg.eigvalsh(g)[:, -1] for g in Gi], 1)  # (R, K)
+    a_margin = []
+    loss = []
+    for Hi, si in zip(Hs, ss):
+        z = np.einsum("rnd,rtd->rtn", Hi, v)
+        a_margin.append(np.mean(si * 2 * z, -1))  # change of the mean signed log-odds margin
+        loss.append(dpo_loss_from_v(v, Hi, si, beta))
+    dM = np.stack(a_margin, -1)  # (R, T+1, K)
+    L = np.stack(loss, -1)
+    inner = np.einsum("rd,rkd->rk", bbar, b)  # <b_bar, b_i>
+    pred = lr * beta * t[None, :, None] / 4.0 * inner[:, None, :]
+    nb = np.linalg.norm(bbar, axis=-1)
+    rho = remainder_bound(t[None, :], lr=lr, beta=beta, mhat_norm=nb[:, None] / 2.0, G_norm=G_norm[:, None])
+    band = rho[:, :, None] * np.linalg.norm(b, axis=-1)[:, None, :]
+    quad = np.stack([np.einsum("rtd,rde,rte->rt", v, g, v) for g in Gi], -1)
+    lin = LN2 - 0.5 * beta * np.einsum("rtd,rkd->rtk", v, b)
+    return {"t": t, "v": v, "b": b, "bbar": bbar, "G_norm": G_norm, "Gi_norm": Gi_norm,
+            "Gi_bbar": np.stack([np.einsum("rd,rde,re->r", bbar, g, bbar) for g in Gi], 1),
+            "margin_change": dM, "loss": L, "pred": pred, "band": band, "rho": rho,
+            "loss_lower": lin, "loss_upper": lin + 0.5 * beta ** 2 * quad,
+            "priority": inner / nb[:, None], "inner": inner}
+
+
+def priority_instance(params: dict[str, Any], rng, *, steps: int, repeats: int):
+    """Run one random instance of the priority sweep (K behaviours, their distinguishabilities and
+    alignments drawn at random). Returns ``(row, first_step)``: the worst violation of every statement
+    of our priority theorem, tightness ratios, and the first-step (measured, predicted) margin changes.
+
+    Used in: `book/priority.md`.
+    """
+    d = params["d"]
+    beta = params["beta_prime"] / math.sqrt(d)
+    lr = params["lr"]
+    beh = make_behaviours(rng, d, params["deltas"], cos=params["cos"], center_norm=params["center_norm"],
+                          trace_per_dim=params["trace_per_dim"], decay=params["decay"], family=params["family"])
+    out = priority_run(beh, rng, n_per=params["n_per"], beta=beta, lr=lr, steps=steps, repeats=repeats)
+    K = len(beh)
+    t = out["t"]
+    err = np.abs(out["margin_change"] - out["pred"])
+    scale = np.maximum(np.abs(out["pred"][:, 1]).max(), 1e-300)
+    # the loss ordering bound for every ordered pair (i, j)
+    order_viol, order_ratio, first_ok, first_claims, rise_viol = -np.inf, [], 0, 0, -np.inf
+    for r in range(repeats):
+        for i in range(K):
+            for j in range(K):
+                if i == j:
+                    continue
+                lb = loss_order_margin(t, lr=lr, beta=beta, bbar=out["bbar"][r], b_i=out["b"][r, i],
+                                       b_j=out["b"][r, j], G_i_norm=out["Gi_norm"][r, i], G_norm=out["G_norm"][r])
+                diff = out["loss"][r, :, j] - out["loss"][r, :, i]
+                order_viol = max(order_viol, float(np.max(lb - diff)))
+                pos = lb[1:] > 0
+                if pos.any():
+                    order_ratio.append(float(np.median(lb[1:][pos] / diff[1:][pos])))
+                # first step: <b_bar, b_i - b_j> > (lr beta^2 / 4) b_bar^T G_i b_bar  =>  L_i(1) < L_j(1)
+                if out["inner"][r, i] - out["inner"][r, j] > lr * beta ** 2 / 4 * out["Gi_bbar"][r, i]:
+                    first_claims += 1
+                    first_ok += int(out["loss"][r, 1, i] < out["loss"][r, 1, j])
+        for j in range(K):
+            if out["priority"][r, j] < 0:
+                rise_viol = max(rise_viol, float(LN2 - out["loss"][r, 1, j]))
+    sid = []
+    for r in range(repeats):
+        for i in range(K):
+            for j in range(i + 1, K):
+                lhs, rhs = sign_identity(out["b"][r, i], out["b"][r, j])
+                sid.append(abs(lhs - rhs) / max(abs(lhs), abs(rhs), 1e-300))
+    row = {k: v for k, v in params.items() if k not in ("deltas", "cos")}
+    row.update({
+        "K": K, "beta": beta,
+        "first_step_rel_err": float(err[:, 1].max() / scale),
+        "viol_margin_band": float(np.max(err - out["band"] * (1 + FP_RTOL) - 1e-14 * scale)),
+        "viol_loss_lower": float(np.max(out["loss_lower"] - out["loss"])),
+        "viol_loss_upper": float(np.max(out["loss"] - out["loss_upper"])),
+        "viol_loss_order": order_viol,
+        "first_order_claims": first_claims, "first_order_held": first_ok,
+        "viol_loss_rise": rise_viol,
+        "sign_identity_rel_err": float(max(sid)),
+        "ratio_loss_order": float(np.median(order_ratio)) if order_ratio else float("nan"),
+        "rel_pred_err_T": float(np.median(err[:, -1] / np.maximum(np.abs(out["pred"][:, -1]), 1e-300))),
+        "band_use_T": float(np.max(err[:, -1] / np.maximum(out["band"][:, -1], 1e-300))),
+    })
+    first = np.stack([out["margin_change"][:, 1].ravel(), out["pred"][:, 1].ravel()], -1)
+    return row, first
+
+
+@dataclass(frozen=True)
+class PriorityRanges(InstanceRanges):
+    """:class:`InstanceRanges` for several behaviours: their number, per-behaviour size and alignments.
+
+    Used in: `book/priority.md`.
+    """
+
+    n_behaviours: tuple[int, ...] = (2, 2, 3, 4)
+    cos_range: tuple[float, float] = (-0.6, 0.95)
+
+    def draw(self, rng) -> dict[str, Any]:
+        p = super().draw(rng)
+        K = int(rng.choice(self.n_behaviours))
+        n_per = max(2, 2 * int(round(p.pop("n") / K / 2)))
+        p.pop("delta")
+        p.update(n_per=n_per, deltas=[_loguniform(rng, *self.delta_range) for _ in range(K)],
+                 cos=[float(rng.uniform(*self.cos_range)) for _ in range(K)])
+        return p
+
+
+def sweep_priority(seed: int, n_instances: int, *, steps: int = 40, repeats: int = 8,
+                   ranges: PriorityRanges | None = None):
+    """The priority sweep: ``(DataFrame of instances, array of first-step (measured, predicted) pairs)``.
+
+    Used in: `book/priority.md`.
+    """
+    import pandas as pd
+
+    ranges = ranges or PriorityRanges()
+    rows, firsts = [], []
+    for rng in _progress(_seeds(seed, n_instances), n_instances, "priority sweep"):
+        row, first = priority_instance(ranges.draw(rng), rng, steps=steps, repeats=repeats)
+        rows.append(row)
+        firsts.append(first)
+    return pd.DataFrame(rows), np.concatenate(firsts)
