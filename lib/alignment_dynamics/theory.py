@@ -74,6 +74,38 @@ def _rng(rng) -> np.random.Generator:
     raise TypeError(f"rng must be a numpy Generator or an int seed, got {type(rng).__name__}")
 
 
+def _single_threaded(fn):
+    """Run ``fn`` with one BLAS thread (threadpoolctl, when installed) and one torch thread, restored after.
+
+    The problems of Part I are small; on a shared 2-core machine, multi-threaded BLAS and torch were
+    measured 20-60 times *slower* than one thread (thread oversubscription), and one thread also keeps
+    reductions in a fixed order.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        import contextlib
+        import sys
+
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:  # pragma: no cover - threadpoolctl comes with the book environment
+            threadpool_limits = None
+        torch = sys.modules.get("torch")
+        old = torch.get_num_threads() if torch is not None else None
+        ctx = threadpool_limits(1) if threadpool_limits is not None else contextlib.nullcontext()
+        try:
+            if torch is not None:
+                torch.set_num_threads(1)
+            with ctx:
+                return fn(*args, **kwargs)
+        finally:
+            if torch is not None and old is not None:
+                torch.set_num_threads(old)
+
+    return wrapper
+
+
 def _sigmoid(x):
     from scipy.special import expit
 
@@ -204,6 +236,16 @@ class ClassConditional:
         """Exact ``P(|<e, h - mu>| >= x)`` for a direction with projected std ``scale``."""
         x = np.asarray(x, dtype=np.float64) / scale
         return 2.0 * self.std_cdf(-np.abs(x))
+
+    def log_projection_tail(self, x, scale=1.0):
+        """``log P(|<e, h - mu>| >= x)`` for projected std ``scale``, computed without underflow."""
+        from scipy.special import log_ndtr, logsumexp
+
+        z = np.abs(np.asarray(x, dtype=np.float64)) / scale
+        if self.family == "gaussian":
+            return LN2 + log_ndtr(-z)
+        scales, probs = self._laplace_components()
+        return logsumexp(-z[..., None] / scales, b=probs, axis=-1)
 
     def sample(self, rng, size) -> np.ndarray:
         """``size`` (an int or a shape) examples, shape ``(*size, d)``."""
@@ -336,6 +378,56 @@ def make_two_class(rng, d: int, *, delta: float, center_norm: float = 0.5, trace
         factor = random_orthogonal(rng, d) * np.sqrt(lam)
         classes.append(ClassConditional(c + sign * b / 2, factor, family, q, kappa))
     return TwoClass(*classes)
+
+
+def check_tail_constants(rng, *, d: int = 8, n_dirs: int = 16) -> "Any":
+    """For each tail family: along random directions and the worst one, the exact two-sided projected
+    tail against ``2 exp(-x / alpha)`` for ``0 <= x <= 2000 alpha``. Returns a DataFrame with, per
+    family, alpha, the largest log-excess of the tail over the bound at alpha (<= 0: the bound holds)
+    and at 0.99 alpha (> 0: alpha is minimal).
+
+    Used in: `book/update_rate.md`.
+    """
+    import pandas as pd
+
+    rng = _rng(rng)
+    rows = []
+    z = np.concatenate([np.linspace(0, 20, 20001), np.geomspace(20, 2000, 4000)])  # in units of alpha
+    for fam in FAMILIES:
+        A = random_orthogonal(rng, d) * np.sqrt(np.linspace(0.2, 2.0, d))
+        cls = ClassConditional(np.zeros(d), A, fam)
+        x = z * cls.alpha
+        dirs = [random_unit(rng, d) for _ in range(n_dirs)] + [np.linalg.eigh(cls.cov)[1][:, -1]]
+        excess, excess_small = -np.inf, -np.inf
+        for e in dirs:
+            lt = cls.log_projection_tail(x, scale=float(np.linalg.norm(A.T @ e)))
+            excess = max(excess, float(np.max(lt - LN2 + x / cls.alpha)))
+            excess_small = max(excess_small, float(np.max(lt - LN2 + x / (0.99 * cls.alpha))))
+        rows.append({"family": fam, "alpha / sqrt(||Sigma||)": cls.tail_constant, "log-excess at alpha": excess,
+                     "log-excess at 0.99 alpha": excess_small})
+    return pd.DataFrame(rows)
+
+
+def check_bernstein(rng, *, n: int = 50, trials: int = 20000, levels: Sequence[float] = (0.5, 0.1, 0.01)) -> "Any":
+    """Monte Carlo check of our Bernstein lemma for means of n independent alpha-subexponential
+    variables: the empirical ``P(|mean| >= y_eps)`` (with its standard error) against ``eps``, where
+    ``y_eps`` is :func:`bernstein_radius`. One row per (family, eps).
+
+    Used in: `book/update_rate.md`.
+    """
+    import pandas as pd
+
+    rng = _rng(rng)
+    rows = []
+    for fam in FAMILIES:
+        cls = ClassConditional(np.zeros(1), np.ones((1, 1)), fam)
+        means = cls.sample(rng, (trials, n))[..., 0].mean(-1)
+        for eps in levels:
+            y = bernstein_radius(eps, n, cls.alpha)
+            p = float(np.mean(np.abs(means) >= y))
+            rows.append({"family": fam, "eps": eps, "radius": y, "empirical": p,
+                         "se": math.sqrt(max(p * (1 - p), 1.0 / trials) / trials), "std of mean": float(means.std())})
+    return pd.DataFrame(rows)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -779,8 +871,8 @@ def comparator_choice(problem: AccuracyProblem, t, *, eps: float | None = None):
     ``eps=None``: minimise ``C(x, w) + x^2 / (4 beta^2 lr t)``, a bound on ``E[L_S(v_t) 1{kappa <= 1}]``.
     ``eps`` given: minimise ``C + sqrt(C2 / (n eps)) + x^2 / (4 beta^2 lr t)``, a bound on ``L_S(v_t)``
     that holds with probability at least ``1 - eps`` when ``kappa <= 1`` (the choice depends only on
-    the distribution, so no union bound is needed for one t). Returns ``(u (T, d), bound (T,))``;
-    ``t = 0`` gives ``u = 0`` and ``ln 2``.
+    the distribution, so no union bound is needed for one t). The comparator ``u = 0`` (loss exactly
+    ``ln 2``) is always among the candidates. Returns ``(u (T, d), bound (T,))``.
 
     Used in: `book/accuracy.md`.
     """
@@ -800,8 +892,10 @@ def comparator_choice(problem: AccuracyProblem, t, *, eps: float | None = None):
         better = val[np.arange(t.size), k] < best
         best = np.where(better, val[np.arange(t.size), k], best)
         u[better] = (xs[k] / (2 * problem.beta))[better, None] * w[None, :]
-    u[t == 0] = 0.0
-    return u, np.where(t == 0, LN2, best)
+    # the comparator u = 0 gives L_S(0) = ln 2 exactly (the loss never rises above it when kappa <= 1)
+    zero = (t == 0) | (best >= LN2)
+    u[zero] = 0.0
+    return u, np.where(zero, LN2, best)
 
 
 def expected_loss_bound(problem: AccuracyProblem, t, *, eps: float | None = None):
@@ -1015,6 +1109,7 @@ def _reference_loss(problem: ReductionProblem, W, beta: float, H_rejected=None):
     return ref.dpo_loss(pc, pr, rc, rr, beta)
 
 
+@_single_threaded
 def check_normaliser(rng, *, d: int = 16, V: int = 50, n: int = 400, beta: float = 0.1) -> dict[str, float]:
     """At a random *dense* head W (not only two rows moved), the full-softmax DPO margin equals the
     closed form ``beta s u^T (W - W_0) h``, and the answer log-odds equal ``s u^T W h``: the
@@ -1040,6 +1135,7 @@ def check_normaliser(rng, *, d: int = 16, V: int = 50, n: int = 400, beta: float
     }
 
 
+@_single_threaded
 def check_gradient_structure(rng, *, d: int = 16, V: int = 50, n: int = 400, beta: float = 0.1) -> dict[str, float]:
     """Autograd through the full-softmax reference at a random dense W: the gradient is zero outside the
     Yes and No rows, the two rows are opposite, it has rank one, and it equals the closed form
@@ -1067,6 +1163,7 @@ def check_gradient_structure(rng, *, d: int = 16, V: int = 50, n: int = 400, bet
     }
 
 
+@_single_threaded
 def check_loss_at_start(rng, *, d: int = 16, V: int = 50, n: int = 400, beta: float = 0.1) -> float:
     """``|L(W_0) - ln 2|`` for the full-softmax reference loss (every margin is exactly 0 at W_0).
 
@@ -1085,6 +1182,7 @@ def _train_reference(pb: ReductionProblem, *, beta, lr, steps, **kw):
                                batch_size=None, generator=0, **kw)
 
 
+@_single_threaded
 def check_trajectory(rng, *, d: int = 16, V: int = 50, n: int = 400, beta: float = 0.5, lr: float = 1.0,
                      steps: int = 200, momentum: float = 0.0) -> dict[str, Any]:
     """Full-batch DPO on the full softmax (``dpo.reference.train_reference``, float64, autograd) against
@@ -1120,6 +1218,7 @@ def check_trajectory(rng, *, d: int = 16, V: int = 50, n: int = 400, beta: float
     }
 
 
+@_single_threaded
 def check_first_step(rng, *, d: int = 16, V: int = 50, n: int = 400, beta: float = 0.1, lr: float = 0.5,
                      p_yes: float = 0.5) -> dict[str, float]:
     """One full-softmax SGD step from W_0 against the first-step formula:
@@ -1146,6 +1245,7 @@ def check_first_step(rng, *, d: int = 16, V: int = 50, n: int = 400, beta: float
             "W1_minus_closed_max_abs": float((tr.W - pb.W0 - torch.outer(pb.u, torch.from_numpy(v1))).abs().max())}
 
 
+@_single_threaded
 def check_side_facts(rng, *, d: int = 16, V: int = 50, n: int = 400, beta: float = 0.5, lr: float = 1.0,
                      steps: int = 20) -> dict[str, float]:
     """Side facts of the reduction on a full-softmax trajectory: log-ratios between non-answer tokens do
@@ -1174,6 +1274,7 @@ def check_side_facts(rng, *, d: int = 16, V: int = 50, n: int = 400, beta: float
             "frac_margin_positive": float((rew_c - rew_r > 0).double().mean())}
 
 
+@_single_threaded
 def check_breaks(rng, *, d: int = 16, V: int = 50, n: int = 400, beta: float = 0.5, lr: float = 1.0,
                  steps: int = 20) -> "Any":
     """When the reduction breaks, measured on the full-softmax reference. One row per scenario:
@@ -1254,6 +1355,31 @@ def check_breaks(rng, *, d: int = 16, V: int = 50, n: int = 400, beta: float = 0
 FP_RTOL = 1e-9
 
 
+def excess(measured, bound, *, upper: bool = True) -> float:
+    """The worst violation of ``measured <= bound`` (``upper``) or ``measured >= bound``, relative to the
+    size of the two, less the floating-point allowance ``FP_RTOL``: a value <= 0 means the bound holds.
+
+    Used in: `book/update_rate.md`, `book/accuracy.md`, `book/priority.md`.
+    """
+    measured = np.asarray(measured, dtype=np.float64)
+    bound = np.asarray(bound, dtype=np.float64)
+    gap = measured - bound if upper else bound - measured
+    scale = np.maximum(np.maximum(np.abs(measured), np.abs(bound)), 1e-300)
+    with np.errstate(invalid="ignore"):
+        rel = np.where(np.isfinite(gap), gap / scale, -np.inf)
+    return float(np.max(rel) - FP_RTOL)
+
+
+def mc_margin(bound, mean, se, *, k: float = 5.0) -> float:
+    """The smallest ``bound + k se - mean`` (plus the floating-point allowance): >= 0 means a Monte Carlo
+    mean is consistent with the upper bound ``bound`` within ``k`` standard errors.
+
+    Used in: `book/update_rate.md`, `book/accuracy.md`.
+    """
+    bound = np.asarray(bound, dtype=np.float64)
+    return float(np.min(bound + k * np.asarray(se) - np.asarray(mean) + FP_RTOL * np.abs(bound)))
+
+
 def _seeds(seed: int, n: int) -> list[np.random.Generator]:
     return [np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(int(n))]
 
@@ -1308,6 +1434,7 @@ def _progress(iterable, total: int, desc: str):
     return tqdm(iterable, total=total, desc=desc, leave=False, disable=total < 20)
 
 
+@_single_threaded
 def update_rate_instance(params: dict[str, Any], rng, *, steps: int, repeats: int,
                          eps1: float = 0.05, eps2: float = 0.05) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Run one random instance of the update-rate sweep: ``repeats`` independent balanced training sets,
@@ -1355,12 +1482,12 @@ def update_rate_instance(params: dict[str, Any], rng, *, steps: int, repeats: in
         "gamma": n / math.sqrt(d), "delta_hat": float(np.mean(np.linalg.norm(st["mu_plus"] - st["mu_minus"], axis=-1))) / math.sqrt(d),
         "kappa": float(np.mean(kappa_of(lr, beta, st["G_norm"]))), "omega": omega, "kbar": kbar,
         # deterministic statements (violation <= 0 means the bound holds on every run and step)
-        "viol_linear": float(np.max((meas - lin) / np.maximum(lin, 1e-300))),
-        "viol_band_upper": float(np.max((meas - up) / scale)),
-        "viol_band_lower": float(np.max((lo - meas) / scale)),
+        "viol_linear": excess(meas, lin),
+        "viol_band_upper": excess(meas, up),
+        "viol_band_lower": excess(meas, lo, upper=False),
         "first_step_rel_err": float(np.max(np.abs(meas[:, 1] - first) / first)),
         # probabilistic statements (Monte Carlo; margin >= 0 means consistent within 5 standard errors)
-        "mc_expected_upper_margin": float(np.min(exp_up[1:] + 5 * se[1:] - mean_meas[1:])),
+        "mc_expected_upper_margin": mc_margin(exp_up[1:], mean_meas[1:], se[1:]),
         "hp_fail_rate": float(hp_fail),
         "hp_fail_allowed": float(p_hp + 5 * math.sqrt(p_hp * (1 - p_hp) / repeats)),
         "realised_fail_rate": float(r_fail),
@@ -1383,6 +1510,7 @@ def update_rate_instance(params: dict[str, Any], rng, *, steps: int, repeats: in
     return row, curves
 
 
+@_single_threaded
 def sweep_update_rate(seed: int, n_instances: int, *, steps: int = 40, repeats: int = 16,
                       ranges: InstanceRanges | None = None, eps1: float = 0.05, eps2: float = 0.05):
     """The update-rate sweep: a DataFrame with one row per random instance (see
@@ -1400,6 +1528,7 @@ def sweep_update_rate(seed: int, n_instances: int, *, steps: int = 40, repeats: 
     return pd.DataFrame(rows)
 
 
+@_single_threaded
 def update_rate_curves(seed: int, *, d: int, n: int, beta_prime: float, lr: float, steps: int,
                        deltas: Sequence[float], family: str = "gaussian", repeats: int = 8,
                        center_norm: float = 0.5, trace_per_dim: float = 1.0, decay: float = 0.5,
@@ -1449,6 +1578,7 @@ def random_offset(rng, model: TwoClass, norm: float, cos: float) -> np.ndarray:
     return norm * (cos * e_b + math.sqrt(1 - cos ** 2) * e_p)
 
 
+@_single_threaded
 def accuracy_instance(params: dict[str, Any], rng, *, steps: int, repeats: int, eps: float = 0.1):
     """Run one random instance of the accuracy sweep. ``params`` adds to :class:`InstanceRanges`'s keys
     ``p_plus`` (class balance), ``a_rel`` and ``a_cos`` (the offset's norm, in units of
@@ -1481,15 +1611,16 @@ def accuracy_instance(params: dict[str, Any], rng, *, steps: int, repeats: int, 
     # first step: theta_1 = a + lr beta m_hat exactly; its fresh error obeys the tail lemma
     theta1 = a + lr * beta * st["m_hat"]
     first_exact = float(np.max(np.abs(theta[:, 1] - theta1)) / max(np.max(np.abs(theta1)), 1e-300))
-    viol_lemma = float(np.max(population_error(model, theta[:, 1], pi) - lemma_error_bound(model, theta[:, 1], pi)))
+    viol_lemma = excess(population_error(model, theta[:, 1], pi), lemma_error_bound(model, theta[:, 1], pi))
     # (i) deterministic: error <= loss-based bound, on every run and step
-    viol_reward = float(np.max((1 - acc_r) - np.minimum(loss / LN2, 1.0)))
-    viol_official = float(np.max((1 - acc) - realised_error_bound(loss, beta=beta, a=a, H=H, s=s)))
+    viol_reward = excess(1 - acc_r, np.minimum(loss / LN2, 1.0))
+    viol_official = excess(1 - acc, realised_error_bound(loss, beta=beta, a=a, H=H, s=s))
     # (ii) deterministic under kappa <= 1: L_S(v_t) <= L_S(u_t) + ||u_t||^2 / (lr t)
     u, _ = comparator_choice(problem, t)
     lu = dpo_loss_from_v(u[None], H, s, beta)  # (R, T+1): L_S(u_t)
     slack = lu + np.sum(u ** 2, -1) / (lr * np.where(t > 0, t, np.inf))
-    viol_comp = float(np.max(np.where(ok[:, None] & (t > 0), loss - slack, -np.inf))) if ok.any() else -np.inf
+    sel = ok[:, None] & (t > 0)
+    viol_comp = excess(loss[sel], np.broadcast_to(slack, loss.shape)[sel]) if sel.any() else -np.inf
     # (iii) expectations (Monte Carlo, 5 standard errors)
     b_loss = expected_loss_bound(problem, t)
     b_off = expected_error_bound(problem, t, "official")
@@ -1513,9 +1644,9 @@ def accuracy_instance(params: dict[str, Any], rng, *, steps: int, repeats: int, 
         "a_norm": float(np.linalg.norm(a)), "kappa_max": float(kap.max()), "frac_step_ok": float(ok.mean()),
         "first_step_rel_err": first_exact, "viol_lemma": viol_lemma,
         "viol_reward": viol_reward, "viol_official": viol_official, "viol_comparator": viol_comp,
-        "mc_loss_margin": float(np.min(b_loss + 5 * sl - ml)),
-        "mc_official_margin": float(np.min(b_off + 5 * se - me)),
-        "mc_reward_margin": float(np.min(b_rew + 5 * sr - mr)),
+        "mc_loss_margin": mc_margin(b_loss, ml, sl),
+        "mc_official_margin": mc_margin(b_off, me, se),
+        "mc_reward_margin": mc_margin(b_rew, mr, sr),
         "prob_fail_max": float(fail.max()),
         "prob_fail_allowed": float(eps + 5 * math.sqrt(eps * (1 - eps) / repeats)),
         "acc_0": float(acc.mean(0)[0]), "acc_T": float(acc.mean(0)[T]), "reward_acc_T": float(acc_r.mean(0)[T]),
@@ -1557,6 +1688,7 @@ class AccuracyRanges(InstanceRanges):
         return p
 
 
+@_single_threaded
 def sweep_accuracy(seed: int, n_instances: int, *, steps: int = 100, repeats: int = 16,
                    ranges: AccuracyRanges | None = None):
     """The accuracy sweep: a DataFrame with one row per random instance (see :func:`accuracy_instance`).
@@ -1601,6 +1733,7 @@ def make_behaviours(rng, d: int, deltas: Sequence[float], *, cos: Sequence[float
     return out
 
 
+@_single_threaded
 def priority_run(behaviours: Sequence[TwoClass], rng, *, n_per: int, beta: float, lr: float, steps: int,
                  repeats: int) -> dict[str, np.ndarray]:
     """Joint full-batch DPO on K behaviours that share the Yes/No tokens (``n_per`` examples each,
@@ -1651,6 +1784,7 @@ def priority_run(behaviours: Sequence[TwoClass], rng, *, n_per: int, beta: float
             "priority": inner / nb[:, None], "inner": inner}
 
 
+@_single_threaded
 def priority_instance(params: dict[str, Any], rng, *, steps: int, repeats: int):
     """Run one random instance of the priority sweep (K behaviours, their distinguishabilities and
     alignments drawn at random). Returns ``(row, first_step)``: the worst violation of every statement
@@ -1678,7 +1812,7 @@ def priority_instance(params: dict[str, Any], rng, *, steps: int, repeats: int):
                 lb = loss_order_margin(t, lr=lr, beta=beta, bbar=out["bbar"][r], b_i=out["b"][r, i],
                                        b_j=out["b"][r, j], G_i_norm=out["Gi_norm"][r, i], G_norm=out["G_norm"][r])
                 diff = out["loss"][r, :, j] - out["loss"][r, :, i]
-                order_viol = max(order_viol, float(np.max(lb - diff)))
+                order_viol = max(order_viol, excess(lb[1:], diff[1:]))
                 pos = lb[1:] > 0
                 if pos.any():
                     order_ratio.append(float(np.median(lb[1:][pos] / diff[1:][pos])))
@@ -1688,7 +1822,7 @@ def priority_instance(params: dict[str, Any], rng, *, steps: int, repeats: int):
                     first_ok += int(out["loss"][r, 1, i] < out["loss"][r, 1, j])
         for j in range(K):
             if out["priority"][r, j] < 0:
-                rise_viol = max(rise_viol, float(LN2 - out["loss"][r, 1, j]))
+                rise_viol = max(rise_viol, excess(LN2, out["loss"][r, 1, j]))
     sid = []
     for r in range(repeats):
         for i in range(K):
@@ -1699,13 +1833,14 @@ def priority_instance(params: dict[str, Any], rng, *, steps: int, repeats: int):
     row.update({
         "K": K, "beta": beta,
         "first_step_rel_err": float(err[:, 1].max() / scale),
-        "viol_margin_band": float(np.max(err - out["band"] * (1 + FP_RTOL) - 1e-14 * scale)),
-        "viol_loss_lower": float(np.max(out["loss_lower"] - out["loss"])),
-        "viol_loss_upper": float(np.max(out["loss"] - out["loss_upper"])),
+        "viol_margin_band": excess(err[:, 1:], out["band"][:, 1:] + 1e-12 * scale),
+        "viol_loss_lower": excess(out["loss_lower"], out["loss"]),
+        "viol_loss_upper": excess(out["loss"], out["loss_upper"]),
         "viol_loss_order": order_viol,
         "first_order_claims": first_claims, "first_order_held": first_ok,
         "viol_loss_rise": rise_viol,
         "sign_identity_rel_err": float(max(sid)),
+        "n_rise": int(np.sum(out["priority"] < 0)),
         "ratio_loss_order": float(np.median(order_ratio)) if order_ratio else float("nan"),
         "rel_pred_err_T": float(np.median(err[:, -1] / np.maximum(np.abs(out["pred"][:, -1]), 1e-300))),
         "band_use_T": float(np.max(err[:, -1] / np.maximum(out["band"][:, -1], 1e-300))),
@@ -1734,6 +1869,7 @@ class PriorityRanges(InstanceRanges):
         return p
 
 
+@_single_threaded
 def sweep_priority(seed: int, n_instances: int, *, steps: int = 40, repeats: int = 8,
                    ranges: PriorityRanges | None = None):
     """The priority sweep: ``(DataFrame of instances, array of first-step (measured, predicted) pairs)``.
@@ -1749,3 +1885,58 @@ def sweep_priority(seed: int, n_instances: int, *, steps: int = 40, repeats: int
         rows.append(row)
         firsts.append(first)
     return pd.DataFrame(rows), np.concatenate(firsts)
+
+
+@_single_threaded
+def accuracy_curves(seed: int, *, d: int, n: int, beta_prime: float, lr_frac: float, steps: int,
+                    deltas: Sequence[float], family: str = "gaussian", repeats: int = 8, p_plus: float = 0.5,
+                    a_rel: float = 0.5, a_cos: float = -0.5, center_norm: float = 0.5, trace_per_dim: float = 0.5,
+                    decay: float = 0.5) -> list[dict[str, Any]]:
+    """Mean training loss and errors over steps, with our bounds, one entry per distinguishability in
+    ``deltas`` (see :func:`accuracy_instance` for the parameters). Each entry also holds the instance's
+    ``row``.
+
+    Used in: `book/accuracy.md`.
+    """
+    out = []
+    for k, delta in enumerate(deltas):
+        rng = np.random.default_rng([int(seed), k])
+        params = {"d": d, "n": n, "delta": float(delta), "center_norm": center_norm, "trace_per_dim": trace_per_dim,
+                  "decay": decay, "family": family, "beta_prime": beta_prime, "lr_frac": lr_frac,
+                  "p_plus": p_plus, "a_rel": a_rel, "a_cos": a_cos}
+        row, curves = accuracy_instance(params, rng, steps=steps, repeats=repeats)
+        curves.update(row=row)
+        out.append(curves)
+    return out
+
+
+@_single_threaded
+def priority_pair(seed: int, *, d: int, n_per: int, beta_prime: float, lr: float, steps: int,
+                  deltas: Sequence[float], cos: Sequence[float], repeats: int = 8, family: str = "gaussian",
+                  center_norm: float = 0.5, trace_per_dim: float = 1.0, decay: float = 0.5) -> dict[str, Any]:
+    """Two (or more) behaviours trained jointly: mean curves over ``repeats`` training sets of each
+    behaviour's margin change and loss with our predictions and bounds, and the empirical
+    distinguishabilities, priority levels and gap (first repeat's and mean).
+
+    Used in: `book/priority.md`.
+    """
+    rng = np.random.default_rng(int(seed))
+    beta = beta_prime / math.sqrt(d)
+    beh = make_behaviours(rng, d, deltas, cos=cos, center_norm=center_norm, trace_per_dim=trace_per_dim,
+                          decay=decay, family=family)
+    out = priority_run(beh, rng, n_per=n_per, beta=beta, lr=lr, steps=steps, repeats=repeats)
+    b = out["b"]
+    gaps = [priority_gap(b[r, 0], b[r, 1]) for r in range(repeats)] if len(deltas) == 2 else [float("nan")]
+    res = {k: out[k].mean(0) for k in ("margin_change", "pred", "band", "loss", "loss_lower", "loss_upper")}
+    res.update(t=out["t"], dist=np.linalg.norm(b, axis=-1).mean(0), priority=out["priority"].mean(0),
+               gap=float(np.mean(gaps)), beta=beta,
+               first_step_err=float(np.max(np.abs(out["margin_change"][:, 1] - out["pred"][:, 1]))),
+               rise_count=[int(np.sum(out["loss"][:, 1, k] > LN2)) for k in range(len(deltas))], repeats=repeats)
+    if len(deltas) == 2:
+        # the step above which item 3's first-step guarantee (more distinguishable falls first) is lost
+        hi = int(np.argmax(res["dist"]))
+        lo = 1 - hi
+        num = 2 * (np.sum(b[:, hi] ** 2, -1) - np.sum(b[:, lo] ** 2, -1))
+        res["lr_threshold"] = float(np.min(num / (beta ** 2 * out["Gi_bbar"][:, hi])))
+        res["lr_limit"] = float(np.min(2.0 / (beta ** 2 * out["G_norm"])))
+    return res
