@@ -221,7 +221,12 @@ def plot_reduction_check(t, reference: dict, closed: dict, *, steps_label: str =
     Used in: `book/dpo_last_layer.md`.
     """
     keys = list(closed)
-    fig, axes = figure("triple", 1, len(keys) + 1)
+    n = len(keys) + 1
+    if n == 4:
+        fig, axes = figure("grid", 2, 2)
+        axes = axes.ravel()
+    else:
+        fig, axes = figure("triple", 1, n)
     for ax, k in zip(axes, keys):
         tt = np.asarray(t)[: len(reference[k])]
         ax.plot(np.asarray(t)[: len(closed[k])], closed[k], color=THEORY, linestyle="--", label="logistic regression")
@@ -245,14 +250,20 @@ def plot_reduction_check(t, reference: dict, closed: dict, *, steps_label: str =
 
 
 def plot_priority_pair(t, margin_change, pred, band, loss, loss_lower, loss_upper, *, labels: Sequence[str],
-                       title: str | None = None):
+                       title: str | None = None, axes=None):
     """Two behaviours trained jointly: (a) each one's mean margin change with our first-order prediction
     (dashed) and its guaranteed band (shaded); (b) each one's DPO loss with our two-sided bounds.
     Arrays have shape ``(T+1, K)``; colours run from the less to the more distinguishable behaviour.
+    ``axes`` (two axes) draws into an existing figure, e.g. one row of a grid; ``title`` then prefixes
+    the panel titles.
 
     Used in: `book/priority.md`.
     """
-    fig, (a1, a2) = figure("double", 1, 2)
+    if axes is None:
+        fig, (a1, a2) = figure("double", 1, 2)
+    else:
+        a1, a2 = axes
+        fig = a1.figure
     K = margin_change.shape[1]
     colors = ordered_colors(K)
     for k in range(K):
@@ -266,13 +277,15 @@ def plot_priority_pair(t, margin_change, pred, band, loss, loss_lower, loss_uppe
     a2.axhline(np.log(2), color=THEORY, linewidth=0.8, linestyle=":")
     a1.set_xlabel("step t")
     a1.set_ylabel("change of mean signed log-odds margin")
-    a1.set_title("margins: measured, first order (dashed), band")
+    prefix = f"{title}: " if (title and axes is not None) else ""
+    a1.set_title(prefix + "margins: measured, first order (dashed), band")
     a2.set_xlabel("step t")
     a2.set_ylabel("per-behaviour DPO loss")
-    a2.set_title("losses with our bounds (shaded)")
+    a2.set_title(prefix + "losses with our bounds (shaded)")
     a1.legend()
     a2.legend()
-    if title:
+    if title and axes is None:
         fig.suptitle(title)
-    label_panels([a1, a2])
+    if axes is None:
+        label_panels([a1, a2])
     return fig
