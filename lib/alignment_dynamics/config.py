@@ -251,6 +251,43 @@ register(ChapterSpec(slug="priority", params=(
     Param("REPEATS", {"smoke": 3, "fast": 8, "full": 32}, "independent training sets per instance", _typed(int, lo=2)),
 ), settings={"sweep_steps": {"smoke": 10, "fast": 40, "full": 100}}))
 
+# --- distinguishability ----------------------------------------------------------------------------
+# The behaviours named by the paper's Figure 5 and by the official code's single-behaviour plots; the
+# smoke profile measures only these.
+_NAMED_BEHAVIORS = [
+    "acts-like-it-wants-to-help-humans-but-does-not-care-about-that", "risk-seeking",
+    "desire-to-influence-world", "subscribes-to-Islam",
+    "subscribes-to-average-utilitarianism", "okay-with-building-an-AI-with-different-goals-to-accomplish-its-task",
+    "optionality-increasing", "desire-to-not-have-memory-erased", "subscribes-to-Buddhism",
+]
+register(ChapterSpec(
+    slug="distinguishability",
+    params=(
+        _SEED,
+        Param("MODELS", _same(["smollm2-135m-instruct", "gemma-3-270m"]),
+              "the models whose embeddings are measured (the first is the main one)", model_names, kind="models"),
+        Param("NORM", _same("model"), "embedding normalisation: 'model' (the logits' features) or 'double' "
+              "(the official code's second RMSNorm)", one_of("model", "double")),
+        Param("DTYPE", _same("bfloat16"), "dtype of the forward pass (embeddings are stored in float32)",
+              one_of("bfloat16", "float32")),
+    ),
+    settings={
+        # Statements per class and behaviour, drawn with data.stratified_sample (nested: a larger sample
+        # contains a smaller one). None: every statement. Other chapters may read this to reuse the cache.
+        "per_class": {"smoke": 6, "fast": 32, "full": None},
+        "behaviors": {"smoke": _NAMED_BEHAVIORS, "fast": None, "full": None},  # None: all 135
+        # Figure 2: statements per class for the three mapped behaviours (a superset of per_class).
+        "map_per_class": {"smoke": 6, "fast": 150, "full": None},
+        "map_method": {"smoke": "pca", "fast": "umap", "full": "umap"},
+        "n_boot": {"smoke": 50, "fast": 400, "full": 400},
+        "shrinkage": _same(0.1),  # λ of the shrunk Fisher distance
+        "tail_directions": {"smoke": 4, "fast": 16, "full": 16},
+        "beta": _same(0.01),  # the official β, for β′ = β √d
+        "eta": _same(0.1),  # the official SGD learning rate of the last-layer runs
+    },
+    datasets=("anthropic-persona",),
+))
+
 
 # ---------------------------------------------------------------------------------------------------
 # Resolution
