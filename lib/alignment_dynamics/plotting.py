@@ -293,6 +293,17 @@ def paired_scatter(x, y, *, xlabel: str, ylabel: str, names: Sequence[str] | Non
 FAMILY_MARKERS = {"gaussian": "o", "laplace": "s", "mixture": "^"}
 
 
+def _scatter_groups(ax, x, y, groups, *, size: float, label: str | None = None) -> None:
+    """Scatter ``(x, y)`` in the measured colour, or one marker per group (tail family) when given."""
+    if groups is None:
+        ax.scatter(x, y, s=size, color=MEASURED, alpha=0.7, label=label)
+        return
+    groups = np.asarray(groups)
+    for g in dict.fromkeys(groups.tolist()):
+        sel = groups == g
+        ax.scatter(x[sel], y[sel], s=size, alpha=0.7, marker=FAMILY_MARKERS.get(g, "o"), label=str(g))
+
+
 def plot_identity(x, y, *, xlabel: str, ylabel: str, groups=None, ax=None, title: str | None = None,
                   log: bool = False):
     """Scatter of a measured quantity ``y`` against its prediction ``x`` on the line ``y = x``.
@@ -307,13 +318,7 @@ def plot_identity(x, y, *, xlabel: str, ylabel: str, groups=None, ax=None, title
     else:
         fig = ax.figure
     x, y = np.asarray(x, float), np.asarray(y, float)
-    if groups is None:
-        ax.scatter(x, y, s=14, color=MEASURED, alpha=0.7, label="measured")
-    else:
-        groups = np.asarray(groups)
-        for g in dict.fromkeys(groups.tolist()):
-            sel = groups == g
-            ax.scatter(x[sel], y[sel], s=14, alpha=0.7, marker=FAMILY_MARKERS.get(g, "o"), label=str(g))
+    _scatter_groups(ax, x, y, groups, size=14, label="measured")
     lo = min(x.min(), y.min())
     hi = max(x.max(), y.max())
     ax.plot([lo, hi], [lo, hi], color=THEORY, linestyle="--", linewidth=1, label="prediction (y = x)")
@@ -381,13 +386,8 @@ def plot_tightness(x, ratio, *, xlabel: str, ylabel: str, groups=None, ax=None, 
     else:
         fig = ax.figure
     x, ratio = np.asarray(x, float), np.asarray(ratio, float)
-    if groups is None:
-        ax.scatter(x, ratio, s=12, color=MEASURED, alpha=0.7)
-    else:
-        groups = np.asarray(groups)
-        for g in dict.fromkeys(groups.tolist()):
-            sel = groups == g
-            ax.scatter(x[sel], ratio[sel], s=12, alpha=0.7, marker=FAMILY_MARKERS.get(g, "o"), label=str(g))
+    _scatter_groups(ax, x, ratio, groups, size=12)
+    if groups is not None:
         ax.legend()
     ax.axhline(reference, color=THEORY, linestyle="--", linewidth=1)
     if logx:

@@ -1434,6 +1434,22 @@ def _progress(iterable, total: int, desc: str):
     return tqdm(iterable, total=total, desc=desc, leave=False, disable=total < 20)
 
 
+def _run_sweep(instance, ranges: "InstanceRanges", seed: int, n_instances: int, desc: str, **kw) -> list:
+    """``instance(params, rng, **kw)`` on ``n_instances`` random instances, each with its own child seed."""
+    return [instance(ranges.draw(rng), rng, **kw) for rng in _progress(_seeds(seed, n_instances), n_instances, desc)]
+
+
+def _run_curves(instance, seed: int, base: dict[str, Any], deltas: Sequence[float], **kw) -> list[dict[str, Any]]:
+    """``instance`` once per distinguishability in ``deltas`` (the rest of the parameters in ``base``), each
+    with the seed ``[seed, k]``; returns the curves with the instance's row under ``"row"``."""
+    out = []
+    for k, delta in enumerate(deltas):
+        row, curves = instance({**base, "delta": float(delta)}, np.random.default_rng([int(seed), k]), **kw)
+        curves.update(row=row)
+        out.append(curves)
+    return out
+
+
 @_single_threaded
 def update_rate_instance(params: dict[str, Any], rng, *, steps: int, repeats: int,
                          eps1: float = 0.05, eps2: float = 0.05) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -1520,12 +1536,9 @@ def sweep_update_rate(seed: int, n_instances: int, *, steps: int = 40, repeats: 
     """
     import pandas as pd
 
-    ranges = ranges or InstanceRanges()
-    rows = []
-    for rng in _progress(_seeds(seed, n_instances), n_instances, "update-rate sweep"):
-        row, _ = update_rate_instance(ranges.draw(rng), rng, steps=steps, repeats=repeats, eps1=eps1, eps2=eps2)
-        rows.append(row)
-    return pd.DataFrame(rows)
+    out = _run_sweep(update_rate_instance, ranges or InstanceRanges(), seed, n_instances, "update-rate sweep",
+                     steps=steps, repeats=repeats, eps1=eps1, eps2=eps2)
+    return pd.DataFrame([row for row, _ in out])
 
 
 @_single_threaded
@@ -1538,16 +1551,9 @@ def update_rate_curves(seed: int, *, d: int, n: int, beta_prime: float, lr: floa
 
     Used in: `book/update_rate.md`.
     """
-    out = []
-    for k, delta in enumerate(deltas):
-        rng = np.random.default_rng([int(seed), k])
-        params = {"d": d, "n": n, "delta": float(delta), "center_norm": center_norm,
-                  "trace_per_dim": trace_per_dim, "decay": decay, "family": family,
-                  "beta_prime": beta_prime, "lr": lr}
-        row, curves = update_rate_instance(params, rng, steps=steps, repeats=repeats, eps1=eps1, eps2=eps2)
-        curves.update(row=row)
-        out.append(curves)
-    return out
+    base = {"d": d, "n": n, "center_norm": center_norm, "trace_per_dim": trace_per_dim, "decay": decay,
+            "family": family, "beta_prime": beta_prime, "lr": lr}
+    return _run_curves(update_rate_instance, seed, base, deltas, steps=steps, repeats=repeats, eps1=eps1, eps2=eps2)
 
 
 def summarize_ratios(values) -> dict[str, float]:
@@ -1697,12 +1703,9 @@ def sweep_accuracy(seed: int, n_instances: int, *, steps: int = 100, repeats: in
     """
     import pandas as pd
 
-    ranges = ranges or AccuracyRanges()
-    rows = []
-    for rng in _progress(_seeds(seed, n_instances), n_instances, "accuracy sweep"):
-        row, _ = accuracy_instance(ranges.draw(rng), rng, steps=steps, repeats=repeats)
-        rows.append(row)
-    return pd.DataFrame(rows)
+    out = _run_sweep(accuracy_instance, ranges or AccuracyRanges(), seed, n_instances, "accuracy sweep",
+                     steps=steps, repeats=repeats)
+    return pd.DataFrame([row for row, _ in out])
 
 
 def make_behaviours(rng, d: int, deltas: Sequence[float], *, cos: Sequence[float] | float = 0.0,
@@ -1878,13 +1881,9 @@ def sweep_priority(seed: int, n_instances: int, *, steps: int = 40, repeats: int
     """
     import pandas as pd
 
-    ranges = ranges or PriorityRanges()
-    rows, firsts = [], []
-    for rng in _progress(_seeds(seed, n_instances), n_instances, "priority sweep"):
-        row, first = priority_instance(ranges.draw(rng), rng, steps=steps, repeats=repeats)
-        rows.append(row)
-        firsts.append(first)
-    return pd.DataFrame(rows), np.concatenate(firsts)
+    out = _run_sweep(priority_instance, ranges or PriorityRanges(), seed, n_instances, "priority sweep",
+                     steps=steps, repeats=repeats)
+    return pd.DataFrame([row for row, _ in out]), np.concatenate([first for _, first in out])
 
 
 @_single_threaded
@@ -1898,16 +1897,10 @@ def accuracy_curves(seed: int, *, d: int, n: int, beta_prime: float, lr_frac: fl
 
     Used in: `book/accuracy.md`.
     """
-    out = []
-    for k, delta in enumerate(deltas):
-        rng = np.random.default_rng([int(seed), k])
-        params = {"d": d, "n": n, "delta": float(delta), "center_norm": center_norm, "trace_per_dim": trace_per_dim,
-                  "decay": decay, "family": family, "beta_prime": beta_prime, "lr_frac": lr_frac,
-                  "p_plus": p_plus, "a_rel": a_rel, "a_cos": a_cos}
-        row, curves = accuracy_instance(params, rng, steps=steps, repeats=repeats)
-        curves.update(row=row)
-        out.append(curves)
-    return out
+    base = {"d": d, "n": n, "center_norm": center_norm, "trace_per_dim": trace_per_dim, "decay": decay,
+            "family": family, "beta_prime": beta_prime, "lr_frac": lr_frac, "p_plus": p_plus, "a_rel": a_rel,
+            "a_cos": a_cos}
+    return _run_curves(accuracy_instance, seed, base, deltas, steps=steps, repeats=repeats)
 
 
 @_single_threaded
