@@ -335,13 +335,20 @@ class TwoClass:
 
 
 def random_orthogonal(rng, d: int) -> np.ndarray:
-    """A Haar-random orthogonal matrix (QR of a Gaussian matrix with the sign fix)."""
+    """A Haar-random orthogonal matrix (QR of a Gaussian matrix with the sign fix).
+
+    Used in: `book/update_rate.md` (through :func:`make_two_class`).
+    """
     rng = _rng(rng)
     q, r = np.linalg.qr(rng.standard_normal((d, d)))
     return q * np.sign(np.diag(r))
 
 
 def random_unit(rng, d: int) -> np.ndarray:
+    """A uniformly random unit vector in ``R^d``.
+
+    Used in: `book/update_rate.md` (through :func:`make_two_class`).
+    """
     rng = _rng(rng)
     x = rng.standard_normal(d)
     return x / np.linalg.norm(x)
