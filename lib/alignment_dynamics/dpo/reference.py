@@ -162,7 +162,7 @@ def loss_derivative(delta: torch.Tensor, beta: float, loss_type: str = "sigmoid"
     if loss_type == "robust":
         return -beta * ((1 - eps) * torch.sigmoid(-z) + eps * torch.sigmoid(z)) / (1 - 2 * eps)
     if loss_type == "hinge":
-        return torch.where(1 - z > 0, torch.full_like(delta, -beta), torch.zeros_like(delta))
+        return torch.where(1 - z > 0, -beta * torch.ones_like(delta), torch.zeros_like(delta))
     if loss_type == "ipo":
         return 2 * (delta - 1 / (2 * beta))
     raise ValueError(f"unknown loss_type {loss_type!r}; valid loss types: {list(LOSS_TYPES)}")
