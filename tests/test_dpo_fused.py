@@ -324,3 +324,47 @@ def test_fused_errors():
         fused_dpo_loss(H[None], W, t[None], t[None], torch.zeros(1), torch.zeros(1), beta=0.1)
     with pytest.raises(ValueError, match="mask must have the tokens' shape"):
         sequence_logps(H[None], W, t[None], torch.ones(1, 2, dtype=torch.bool))
+
+
+# --- the one-pass strategy (loss and dW over chunks of whole pairs) ---------------------------------------------
+
+@pytest.mark.parametrize("loss_type,ls,reduction", [("sigmoid", 0.0, "mean"), ("sigmoid", 0.1, "sum"),
+                                                    ("robust", 0.2, "mean"), ("hinge", 0.0, "mean"),
+                                                    ("ipo", 0.0, "mean")])
+def test_one_pass_equals_recompute_float64(loss_type, ls, reduction):
+    case = [x.double() if x.is_floating_point() else x for x in _dpo_case(torch.float32, V=211, d=20, P=9, L=6, seed=7)]
+    W, Hw, Hl, tw, tl, mw, ml, rc, rr = case
+    res = {}
+    for strategy, cr in (("recompute", None), ("one_pass", 1), ("one_pass", 7), ("one_pass", 10_000)):
+        Wg = W.clone().requires_grad_(True)
+        out = fused_dpo_loss(Hw, Wg, tw, tl, rc * 0.1, rr * 0.1, beta=0.3, H_rejected=Hl, chosen_mask=mw,
+                             rejected_mask=ml, loss_type=loss_type, label_smoothing=ls, reduction=reduction,
+                             strategy=strategy, chunk_rows=cr)
+        out.loss.backward()
+        res[(strategy, cr)] = (out, Wg.grad)
+    base, gbase = res[("recompute", None)]
+    for key, (out, g) in res.items():
+        assert abs(out.loss.item() - base.loss.item()) <= 1e-12 * max(1.0, abs(base.loss.item()))
+        torch.testing.assert_close(out.chosen_logps, base.chosen_logps, rtol=0, atol=1e-11)
+        torch.testing.assert_close(out.chosen_rewards, base.chosen_rewards, rtol=0, atol=1e-12)
+        torch.testing.assert_close(g, gbase, rtol=0, atol=1e-13)
+
+
+def test_one_pass_errors_and_auto_choice():
+    W, Hw, Hl, tw, tl, mw, ml, rc, rr = _dpo_case(torch.float32, V=50, d=8, P=3, L=2)
+    kw = dict(beta=0.1, H_rejected=Hl)
+    with pytest.raises(ValueError, match="unknown strategy"):
+        fused_dpo_loss(Hw, W, tw, tl, rc, rr, strategy="fast", **kw)
+    with pytest.raises(ValueError, match="needs reduction 'mean' or 'sum'"):
+        fused_dpo_loss(Hw, W, tw, tl, rc, rr, strategy="one_pass", reduction="none", **kw)
+    with pytest.raises(ValueError, match="use strategy='recompute' when H requires grad"):
+        fused_dpo_loss(Hw.clone().requires_grad_(True), W, tw, tl, rc, rr, strategy="one_pass", **kw)
+    with pytest.raises(ValueError, match="does not take"):
+        fused_dpo_loss(Hw, W, tw, tl, rc, rr, strategy="one_pass", vocab_tile=8, **kw)
+    with pytest.raises(ValueError, match="must describe the same pairs"):
+        fused_dpo_loss(Hw, W, tw, tl, rc[:2], rr[:2], strategy="one_pass", **kw)
+    # auto with a differentiable H falls back to recompute and yields dH
+    Hg = Hw.clone().requires_grad_(True)
+    Wg = W.clone().requires_grad_(True)
+    fused_dpo_loss(Hg, Wg, tw, tl, rc, rr, **kw).loss.backward()
+    assert Hg.grad is not None and Wg.grad is not None

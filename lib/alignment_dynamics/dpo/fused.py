@@ -263,19 +263,110 @@ def sequence_logps(H: torch.Tensor, W: torch.Tensor, tokens: torch.Tensor, mask:
     return logp.view(P, L).sum(dim=1)
 
 
+STRATEGIES = ("auto", "recompute", "one_pass")
+
+
+class _OnePassDPO(torch.autograd.Function):
+    """DPO loss and dW in one pass over chunks of whole pairs (2 GEMMs instead of 3).
+
+    Rows are sorted by pair; each chunk holds complete pairs, so the pair's loss, dℓ/dΔ and the
+    row gradients c_n (e_y − p_n) are all known while the chunk's logits are in memory. dW is
+    accumulated in the accumulation dtype; the backward only scales it by the upstream gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, W, H, t, pair, sign, ref_c, ref_r, beta, loss_type, ls, mean, acc, chunk_rows):
+        from .reference import loss_derivative, loss_from_delta
+
+        P = ref_c.numel()
+        V = W.shape[0]
+        Wa = W.to(acc)
+        dW = torch.zeros(W.shape, dtype=acc, device=W.device) if W.requires_grad else None
+        pc = torch.zeros(P, dtype=acc, device=W.device)
+        pr = torch.zeros(P, dtype=acc, device=W.device)
+        ref_c, ref_r = ref_c.to(acc), ref_r.to(acc)
+        bounds = _pair_chunks(pair, P, chunk_rows)
+        scale = 1.0 / P if mean else 1.0
+        for a, b, p0, p1 in bounds:
+            Z = H[a:b].to(acc) @ Wa.T
+            lse = torch.logsumexp(Z, dim=1)
+            tt = t[a:b]
+            logp = Z.gather(1, tt[:, None]).squeeze(1) - lse
+            pp, sg = pair[a:b], sign[a:b]
+            pc.index_add_(0, pp, torch.where(sg > 0, logp, 0.0))
+            pr.index_add_(0, pp, torch.where(sg < 0, logp, 0.0))
+            if dW is None:
+                continue
+            delta = (pc[p0:p1] - ref_c[p0:p1]) - (pr[p0:p1] - ref_r[p0:p1])
+            dl = loss_derivative(delta, beta, loss_type, ls) * scale
+            g = sg * dl[pp - p0]
+            Z.sub_(lse[:, None]).exp_().mul_(-g[:, None])  # -g p  (softmax times the row's c)
+            Z.scatter_add_(1, tt[:, None], g[:, None])     # + g e_y
+            dW.addmm_(Z.T, H[a:b].to(acc))
+        per = loss_from_delta((pc - ref_c) - (pr - ref_r), beta, loss_type, ls)
+        loss = per.mean() if mean else per.sum()
+        ctx.save_for_backward(dW if dW is not None else torch.empty(0))
+        ctx.w_dtype = W.dtype
+        ctx.mark_non_differentiable(per, pc, pr)
+        return loss, per, pc, pr
+
+    @staticmethod
+    def backward(ctx, g_loss, g_per, g_pc, g_pr):
+        (dW,) = ctx.saved_tensors
+        if not ctx.needs_input_grad[0]:
+            return (None,) * 13
+        return ((dW * g_loss).to(ctx.w_dtype),) + (None,) * 12
+
+
+def _pair_chunks(pair: torch.Tensor, P: int, chunk_rows: int) -> list[tuple[int, int, int, int]]:
+    """Row ranges [a, b) holding whole pairs [p0, p1), each with about ``chunk_rows`` rows (at least one pair)."""
+    counts = torch.bincount(pair, minlength=P).tolist()
+    out, a, p0, rows = [], 0, 0, 0
+    for p, c in enumerate(counts):
+        if rows and rows + c > chunk_rows:
+            out.append((a, a + rows, p0, p))
+            a, p0, rows = a + rows, p, 0
+        rows += c
+    out.append((a, a + rows, p0, P))
+    return out
+
+
+def _flatten_pairs(H, t, mask, sign):
+    """Rows of one side as (H [M, d], t [M], pair [M], sign [M]), dropping ignored tokens."""
+    if H.dim() == 2:
+        H, t = H[:, None, :], t[:, None]
+        mask = None if mask is None else mask[:, None]
+    if H.dim() != 3 or t.shape != H.shape[:2]:
+        raise ValueError(f"H must be [P, L, d] with tokens [P, L]; got H {tuple(H.shape)}, tokens {tuple(t.shape)}")
+    if mask is not None:
+        if mask.shape != t.shape:
+            raise ValueError(f"mask must have the tokens' shape {tuple(t.shape)}, got {tuple(mask.shape)}")
+        t = t.masked_fill(~mask.bool(), IGNORE_INDEX)
+    P, L, d = H.shape
+    keep = (t != IGNORE_INDEX).reshape(-1)
+    pair = torch.arange(P, device=H.device).repeat_interleave(L)[keep]
+    return H.reshape(P * L, d)[keep], t.reshape(-1)[keep], pair, torch.full_like(pair, sign)
+
+
 def fused_dpo_loss(H: torch.Tensor, W: torch.Tensor, chosen: torch.Tensor, rejected: torch.Tensor,
                    ref_chosen_logps: torch.Tensor, ref_rejected_logps: torch.Tensor, *, beta: float,
                    H_rejected: torch.Tensor | None = None, chosen_mask: torch.Tensor | None = None,
                    rejected_mask: torch.Tensor | None = None, loss_type: str = "sigmoid",
-                   label_smoothing: float = 0.0, reduction: str = "mean", **kw) -> FusedDPOOutput:
-    """The DPO loss of a linear head on frozen features, through :func:`selective_logprobs`.
+                   label_smoothing: float = 0.0, reduction: str = "mean", strategy: str = "auto",
+                   **kw) -> FusedDPOOutput:
+    """The DPO loss of a linear head on frozen features, without the N x V logits.
 
     * Shared contexts (``H_rejected=None``): ``H`` is ``[P, d]`` and ``chosen``/``rejected`` are ``[P]``
-      single tokens scored from the same row (K = 2 per row): c_n = 0 on every row, so the backward is
-      the sparse two-row update and costs O(P·d).
+      single tokens scored from the same row (K = 2 per row) through :func:`selective_logprobs`:
+      c_n = 0 on every row, so the backward is the sparse two-row update and costs O(P·d).
     * Distinct contexts or multi-token responses: ``H`` (the chosen responses' features) and
       ``H_rejected`` are ``[P, d]`` with ``[P]`` tokens, or ``[P, L, d]`` with ``[P, L]`` tokens and
       optional masks (or ``-100`` entries); sequence log-probs are sums over the response tokens.
+      ``strategy="recompute"`` goes through :func:`selective_logprobs` (three GEMMs, O(N) memory, any
+      upstream use of the log-probs); ``"one_pass"`` computes the loss and dW together over chunks of
+      whole pairs (two GEMMs, chunk-sized logits; only ``loss`` carries gradient, W's only).
+      ``"auto"``: one pass on the torch path for a scalar loss with a frozen ``H`` (and no
+      ``vocab_tile``/``need_dh``), else recompute.
 
     ``ref_*_logps`` are the reference model's sequence log-probs (precompute them with the same
     function on W_0). Keyword arguments go to :func:`selective_logprobs` (``impl``, ``chunk_rows``,
@@ -285,6 +376,8 @@ def fused_dpo_loss(H: torch.Tensor, W: torch.Tensor, chosen: torch.Tensor, rejec
     """
     beta = check_beta(beta)
     check_loss_type(loss_type, label_smoothing)
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; valid: {list(STRATEGIES)}")
     if H_rejected is None:
         if H.dim() != 2 or chosen.dim() != 1 or rejected.dim() != 1:
             raise ValueError("shared contexts take H [P, d] with chosen and rejected [P]; for multi-token "
@@ -292,8 +385,53 @@ def fused_dpo_loss(H: torch.Tensor, W: torch.Tensor, chosen: torch.Tensor, rejec
         logp, _ = selective_logprobs(H, W, torch.stack([chosen, rejected], dim=1), **kw)
         pc, pr = logp[:, 0], logp[:, 1]
     else:
+        impl = resolve_impl(kw.get("impl", "auto"), H, W)
+        one_pass = strategy == "one_pass" or (
+            strategy == "auto" and impl == "torch" and reduction != "none"
+            and not H.requires_grad and not H_rejected.requires_grad
+            and set(kw) <= {"impl", "chunk_rows", "accum_dtype"})
+        if one_pass:
+            return _one_pass(H, W, chosen, rejected, ref_chosen_logps, ref_rejected_logps, beta, H_rejected,
+                             chosen_mask, rejected_mask, loss_type, label_smoothing, reduction, kw)
         pc = sequence_logps(H, W, chosen, chosen_mask, **kw)
         pr = sequence_logps(H_rejected, W, rejected, rejected_mask, **kw)
     ref_c, ref_r = ref_chosen_logps.to(pc.dtype), ref_rejected_logps.to(pc.dtype)
     loss, per, cr, rr = dpo_loss(pc, pr, ref_c, ref_r, beta, loss_type, label_smoothing, reduction)
     return FusedDPOOutput(loss, per, pc, pr, cr, rr)
+
+
+def _one_pass(H, W, chosen, rejected, ref_c, ref_r, beta, H_rejected, chosen_mask, rejected_mask, loss_type,
+              label_smoothing, reduction, kw) -> FusedDPOOutput:
+    from .reference import REDUCTIONS
+
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"strategy='one_pass' needs reduction 'mean' or 'sum', got {reduction!r} "
+                         f"(valid reductions: {list(REDUCTIONS)})")
+    if H.requires_grad or H_rejected.requires_grad:
+        raise ValueError("strategy='one_pass' gives dW only; use strategy='recompute' when H requires grad")
+    if H.device != W.device or H_rejected.device != W.device:
+        raise ValueError("H, H_rejected and W must be on one device")
+    bad = set(kw) - {"impl", "chunk_rows", "accum_dtype"}
+    if bad:
+        raise ValueError(f"strategy='one_pass' does not take {sorted(bad)}")
+    acc = _acc_dtype(H, W, kw.get("accum_dtype", torch.float32))
+    V = W.shape[0]
+    Hc, tc, pc_, sc = _flatten_pairs(H, chosen, chosen_mask, 1)
+    Hr, tr, pr_, sr = _flatten_pairs(H_rejected, rejected, rejected_mask, -1)
+    if Hc.shape[1] != W.shape[1] or Hr.shape[1] != W.shape[1]:
+        raise ValueError(f"features have d={Hc.shape[1]}/{Hr.shape[1]} but W has d={W.shape[1]}")
+    P = ref_c.numel()
+    if (H.shape[0], H_rejected.shape[0]) != (P, P) or ref_r.numel() != P:
+        raise ValueError(f"chosen ({H.shape[0]}), rejected ({H_rejected.shape[0]}) and the reference log-probs "
+                         f"({ref_c.numel()}, {ref_r.numel()}) must describe the same pairs")
+    for name, tt in (("chosen", tc), ("rejected", tr)):
+        _check_tokens(name, tt, tt.shape[0], V)
+    pair = torch.cat([pc_, pr_])
+    order = torch.argsort(pair, stable=True)
+    Hall = torch.cat([Hc, Hr])[order]
+    t_all, pair, sign = torch.cat([tc, tr])[order], pair[order], torch.cat([sc, sr])[order]
+    chunk_rows = kw.get("chunk_rows") or max(1, (256 << 20) // (V * (torch.finfo(acc).bits // 8)))
+    loss, per, pc, pr = _OnePassDPO.apply(W, Hall, t_all, pair, sign, ref_c, ref_r, beta, loss_type,
+                                          label_smoothing, reduction == "mean", acc, chunk_rows)
+    rc, rr = ref_c.to(acc), ref_r.to(acc)
+    return FusedDPOOutput(loss, per, pc, pr, beta * (pc - rc), beta * (pr - rr))
