@@ -36,6 +36,7 @@ from .reference import (IGNORE_INDEX, _check_matrix, _check_tokens, check_beta, 
 
 IMPLS = ("auto", "torch", "triton")
 _BUDGET_BYTES = 64 << 20  # a chunk's tile of logits on the CPU path
+_ONE_PASS_BYTES = 32 << 20  # a chunk's logits in the one-pass DPO (one buffer, L3-sized)
 
 
 def triton_available() -> bool:
@@ -288,10 +289,13 @@ class _OnePassDPO(torch.autograd.Function):
         bounds = _pair_chunks(pair, P, chunk_rows)
         scale = 1.0 / P if mean else 1.0
         for a, b, p0, p1 in bounds:
-            Z = H[a:b].to(acc) @ Wa.T
-            lse = torch.logsumexp(Z, dim=1)
+            Z = H[a:b].to(acc) @ Wa.T  # the chunk's logits: the only chunk-sized buffer
             tt = t[a:b]
-            logp = Z.gather(1, tt[:, None]).squeeze(1) - lse
+            zt = Z.gather(1, tt[:, None]).squeeze(1)
+            m = Z.amax(dim=1)
+            Z.sub_(m[:, None]).exp_()  # in place: exp(z - max)
+            ssum = Z.sum(dim=1)
+            logp = zt - (m + torch.log(ssum))
             pp, sg = pair[a:b], sign[a:b]
             pc.index_add_(0, pp, torch.where(sg > 0, logp, 0.0))
             pr.index_add_(0, pp, torch.where(sg < 0, logp, 0.0))
@@ -300,7 +304,7 @@ class _OnePassDPO(torch.autograd.Function):
             delta = (pc[p0:p1] - ref_c[p0:p1]) - (pr[p0:p1] - ref_r[p0:p1])
             dl = loss_derivative(delta, beta, loss_type, ls) * scale
             g = sg * dl[pp - p0]
-            Z.sub_(lse[:, None]).exp_().mul_(-g[:, None])  # -g p  (softmax times the row's c)
+            Z.mul_((-g / ssum)[:, None])                  # -g p  (softmax times the row's c)
             Z.scatter_add_(1, tt[:, None], g[:, None])     # + g e_y
             dW.addmm_(Z.T, H[a:b].to(acc))
         per = loss_from_delta((pc - ref_c) - (pr - ref_r), beta, loss_type, ls)
@@ -315,6 +319,8 @@ class _OnePassDPO(torch.autograd.Function):
         (dW,) = ctx.saved_tensors
         if not ctx.needs_input_grad[0]:
             return (None,) * 13
+        if bool(g_loss == 1) and dW.dtype == ctx.w_dtype:
+            return (dW,) + (None,) * 12  # the usual loss.backward(): hand over the buffer, no copy
         return ((dW * g_loss).to(ctx.w_dtype),) + (None,) * 12
 
 
@@ -430,7 +436,7 @@ def _one_pass(H, W, chosen, rejected, ref_c, ref_r, beta, H_rejected, chosen_mas
     order = torch.argsort(pair, stable=True)
     Hall = torch.cat([Hc, Hr])[order]
     t_all, pair, sign = torch.cat([tc, tr])[order], pair[order], torch.cat([sc, sr])[order]
-    chunk_rows = kw.get("chunk_rows") or max(1, (256 << 20) // (V * (torch.finfo(acc).bits // 8)))
+    chunk_rows = kw.get("chunk_rows") or max(1, _ONE_PASS_BYTES // (V * (torch.finfo(acc).bits // 8)))
     loss, per, pc, pr = _OnePassDPO.apply(W, Hall, t_all, pair, sign, ref_c, ref_r, beta, loss_type,
                                           label_smoothing, reduction == "mean", acc, chunk_rows)
     rc, rr = ref_c.to(acc), ref_r.to(acc)

@@ -91,7 +91,7 @@ def _numba_kernel():
             return -beta if 1.0 - z > 0.0 else 0.0
         return 2.0 * (delta - 1.0 / (2.0 * beta))
 
-    @numba.njit(parallel=True, cache=True, fastmath={"contract"})
+    @numba.njit(parallel=True, cache=True, fastmath={"reassoc", "contract"})
     def kernel(H, s, rows, counts, lr, beta, code, eps, opt, momentum, b1, b2, aeps, V, dots):
         R, T, _ = rows.shape
         d = H.shape[1]

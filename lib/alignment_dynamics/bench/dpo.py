@@ -1,0 +1,597 @@
+"""Benchmark of the DPO kernels against the field: ``python -m alignment_dynamics.bench dpo``.
+
+* **P2** (CPU): the exact two-row trainer (:func:`alignment_dynamics.dpo.train_two_row`) against the
+  full-vocabulary reference trainer (:func:`alignment_dynamics.dpo.train_reference`, the official
+  code's approach) on the same synthetic persona-shaped data: identical trajectories (checked in
+  float64), the time per run-step of each, and a sweep of 135 behaviours x 100 steps (batch 128, with
+  per-step test metrics) in one call.
+* **P3** (CPU): fused linear DPO (:func:`alignment_dynamics.dpo.fused.fused_dpo_loss`) against naive
+  eager PyTorch and ``torch.compile`` on HH-RLHF-shaped inputs (multi-token responses, V = 49,152,
+  d = 576): peak memory above the resident tensors and the time of one step (loss and backward).
+* **GPU** (``--gpu``): d = 4096, V = 32,000, B in {64 ... 4096}, fp32 (TF32 off) and bf16, shared and
+  distinct contexts: our Triton path, our torch path, naive eager, ``torch.compile`` and Liger-Kernel's
+  ``LigerFusedLinearDPOLoss`` when importable; errors against float64 first, then times (median,
+  20 %, 80 %) and peak memory, with predicted floors. Writes one JSON with the device, versions and date.
+
+``--json PATH`` writes the JSON object (``-``: as the last line of standard output). Every timing is
+machine-dependent; the CPU numbers are never GPU numbers.
+
+Used in: `book/kernels.md`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import datetime
+import gc
+import json
+import math
+import platform
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .. import dpo
+from ..dpo import fused
+
+SMOLLM2 = dict(d=576, V=49152)
+PAPER_HEAD = dict(d=4096, V=32000)
+GPU_BATCHES = (64, 256, 1024, 4096)
+# Nominal H100 numbers of dpo-kernels.md §5 (assumptions, for the predicted floors only)
+H100_BF16_FLOPS, H100_FP32_FLOPS, H100_BYTES_PER_S = 800e12, 60e12, 3e12
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Measurement helpers
+# ---------------------------------------------------------------------------------------------------
+
+def _status_bytes(key: str) -> int:
+    m = re.search(rf"{key}:\s+(\d+) kB", Path("/proc/self/status").read_text())
+    return int(m.group(1)) * 1024 if m else -1
+
+
+def cpu_peak_bytes(fn: Callable[[], Any]) -> int | None:
+    """Peak resident memory that ``fn()`` adds above what is resident before it (Linux), or None.
+
+    Resets the kernel's high-water mark (``/proc/self/clear_refs``), so only ``fn``'s peak counts.
+    Large tensors are mmapped by the allocator and returned on free, so earlier runs do not hide it.
+    """
+    try:
+        gc.collect()
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        Path("/proc/self/clear_refs").write_text("5")
+        before = _status_bytes("VmRSS")
+        fn()
+        return max(0, _status_bytes("VmHWM") - before)
+    except OSError:
+        return None
+
+
+def _times(fn: Callable[[], Any], repeats: int) -> dict[str, float]:
+    ts = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    ts.sort()
+    q = lambda p: ts[min(len(ts) - 1, int(p * len(ts)))]  # noqa: E731
+    return {"median_s": statistics.median(ts), "p20_s": q(0.2), "p80_s": q(0.8), "min_s": ts[0], "repeats": repeats}
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version(), "torch": torch.__version__}
+    for mod in ("triton", "numba", "liger_kernel", "numpy"):
+        try:
+            out[mod] = __import__(mod).__version__
+        except Exception:  # noqa: BLE001 - absent or broken: say so
+            out[mod] = "absent"
+    return out
+
+
+def _meta(quick: bool) -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "quick": quick,
+            "cpu": cpu, "torch_threads": torch.get_num_threads(), "versions": _versions()}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Synthetic data shaped like the persona data and like HH-RLHF
+# ---------------------------------------------------------------------------------------------------
+
+def persona_like(behaviours: int, n: int, d: int, *, seed: int = 0, shift: float = 0.5) -> dict[str, torch.Tensor]:
+    """Features of ``behaviours`` x ``n`` statements (fp32, rows grouped by behaviour), half Yes-preferred.
+
+    Each behaviour has its own mean difference; the features have unit RMS like a normalised hidden
+    state. Returns ``H`` ``[behaviours * n, d]``, ``yes`` (bool) and ``behaviour`` ids.
+
+    Used in: `book/kernels.md`.
+    """
+    g = torch.Generator().manual_seed(seed)
+    yes = (torch.arange(n) % 2 == 0).repeat(behaviours)
+    mu = torch.randn(behaviours, d, generator=g) * shift / math.sqrt(d)
+    beh = torch.arange(behaviours).repeat_interleave(n)
+    H = torch.randn(behaviours * n, d, generator=g) + torch.where(yes, 1.0, -1.0)[:, None] * mu[beh]
+    H = H / H.pow(2).mean(1, keepdim=True).sqrt()
+    return {"H": H.contiguous(), "yes": yes, "behaviour": beh}
+
+
+def hh_like(pairs: int, length: int, d: int, V: int, *, seed: int = 0, dtype=torch.float32) -> dict[str, torch.Tensor]:
+    """Multi-token preference pairs: chosen/rejected features ``[P, L, d]``, tokens ``[P, L]`` with padding.
+
+    Used in: `book/kernels.md`.
+    """
+    g = torch.Generator().manual_seed(seed)
+    Hw = torch.randn(pairs, length, d, generator=g).to(dtype)
+    Hl = torch.randn(pairs, length, d, generator=g).to(dtype)
+    tw = torch.randint(0, V, (pairs, length), generator=g)
+    tl = torch.randint(0, V, (pairs, length), generator=g)
+    lens = torch.randint(length // 2, length + 1, (2, pairs), generator=g)
+    ar = torch.arange(length)
+    mw, ml = ar[None] < lens[0][:, None], ar[None] < lens[1][:, None]
+    W0 = (0.02 * torch.randn(V, d, generator=g)).to(dtype)
+    return {"Hw": Hw, "Hl": Hl, "tw": tw, "tl": tl, "mw": mw, "ml": ml, "W0": W0}
+
+
+# ---------------------------------------------------------------------------------------------------
+# P2: exact trainer vs reference trainer
+# ---------------------------------------------------------------------------------------------------
+
+def run_p2(quick: bool = False, *, seed: int = 0) -> dict[str, Any]:
+    """P2 of the issue: the two-row sweep and its ratio to the full-vocabulary reference trainer.
+
+    Used in: `book/kernels.md`.
+    """
+    R, n_train, n_test, steps, B = 135, 900, 100, 100, 128
+    d, V = SMOLLM2["d"], SMOLLM2["V"]
+    a, b = 9230, 2838  # SmolLM2's " Yes" and " No"
+    data = persona_like(R, n_train + n_test, d, seed=seed)
+    H, yes = data["H"], data["yes"]
+    chosen, rejected = torch.where(yes, a, b), torch.where(yes, b, a)
+    s = dpo.signs(chosen, rejected, a, b)
+    g = torch.Generator().manual_seed(seed + 1)
+    W0 = 0.02 * torch.randn(V, d, generator=g)
+    hp = dict(beta=0.01, lr=0.1, steps=steps, batch_size=B)
+    per = n_train + n_test
+
+    # Reference quantities: one N x d x V pass, made once; the exact trainer's cost does not depend on V,
+    # so the sweep uses a 1,024-token head for them (behaviour 0 below uses the full head).
+    Wm = W0[:1024].clone()
+    am, bm = 17, 3
+    cm, rm = torch.where(yes, am, bm), torch.where(yes, bm, am)
+    sm = dpo.signs(cm, rm, am, bm)
+    ref_m = dpo.precompute_reference(H, Wm, cm, rm)
+    Hs, ss, refs, evs = [], [], [], []
+    for r in range(R):
+        tr, te = slice(r * per, r * per + n_train), slice(r * per + n_train, (r + 1) * per)
+        Hs.append(H[tr])
+        ss.append(sm[tr])
+        refs.append(ref_m[tr])
+        evs.append((H[te], sm[te], ref_m[te]))
+
+    def sweep():
+        return dpo.train_two_row(Hs, ss, reference=refs, generator=[1234] * R, eval_sets={"test": evs},
+                                 keep_v=False, **hp)
+
+    sweep()  # compile / load the numba kernel
+    sw = _times(sweep, 2 if quick else 5)
+    out = {"p2_sweep_s": sw["median_s"], "p2_sweep_times": sw,
+           "p2_sweep_shape": {"behaviours": R, "steps": steps, "batch": B, "n_train": n_train, "n_test": n_test, "d": d}}
+
+    # the reference trainer (fp32, full vocabulary: the official code's approach) on behaviour 0
+    ref_steps = 3 if quick else 10
+    tr, te = slice(0, n_train), slice(n_train, per)
+    kw = dict(hp, steps=ref_steps, generator=1234)
+    t0 = time.perf_counter()
+    ref_all = dpo.precompute_reference(H[:per], W0, chosen[:per], rejected[:per])
+    t_pre = time.perf_counter() - t0  # what the reference trainer also spends once, on its reference log-probs
+    t0 = time.perf_counter()
+    ref_run = dpo.train_reference(H[tr], W0, chosen[tr], rejected[tr], eval_sets={"test": (H[te], chosen[te], rejected[te])},
+                                  dtype=torch.float32, **kw)
+    t_ref = time.perf_counter() - t0
+    ev0 = {"test": (H[te], s[te], ref_all[te])}
+    dpo.train_two_row(H[tr], s[tr], reference=ref_all[tr], eval_sets=ev0, **kw)
+    t0 = time.perf_counter()
+    exact = dpo.train_two_row(H[tr], s[tr], reference=ref_all[tr], eval_sets=ev0, **kw)
+    t_same = time.perf_counter() - t0
+    ref_per_step = max(t_ref - t_pre, 0.0) / ref_steps
+    out.update({
+        "p2_ref_steps": ref_steps, "p2_ref_vocab": V, "p2_ref_s": t_ref, "p2_ref_precompute_s": t_pre,
+        "p2_ref_s_per_run_step": ref_per_step,
+        "p2_two_row_s_per_run_step": sw["median_s"] / (R * steps),
+        "p2_same_workload_ratio": t_ref / t_same,
+        "p2_max_abs_dloss_f32ref": (ref_run.train["loss"].double() - exact.train["loss"]).abs().max().item(),
+    })
+    out["p2_ratio"] = out["p2_ref_s_per_run_step"] / out["p2_two_row_s_per_run_step"]
+
+    # identical trajectories: float64 reference vs two-row, 100 (quick: 20) steps at a smaller vocabulary
+    Vc = 4096 if quick else 16384
+    W0c = W0[:Vc].double().clone()
+    ac, bc = 17, 3
+    cc, rc = torch.where(yes[tr], ac, bc), torch.where(yes[tr], bc, ac)
+    ct, rt = torch.where(yes[te], ac, bc), torch.where(yes[te], bc, ac)
+    f64_steps = 20 if quick else 100
+    kw64 = dict(beta=0.01, lr=50.0, steps=f64_steps, batch_size=B, generator=1234)
+    r64 = dpo.train_reference(H[tr].double(), W0c, cc, rc, eval_sets={"test": (H[te].double(), ct, rt)}, **kw64)
+    refc = dpo.precompute_reference(H[: per].double(), W0c, torch.cat([cc, ct]), torch.cat([rc, rt]))
+    e64 = dpo.train_two_row(H[tr].double(), dpo.signs(cc, rc, ac, bc), reference=refc[tr],
+                            eval_sets={"test": (H[te].double(), dpo.signs(ct, rt, ac, bc), refc[te])}, **kw64)
+    out.update({
+        "p2_f64_steps": f64_steps, "p2_f64_vocab": Vc,
+        "p2_max_abs_dloss_f64": (r64.train["loss"] - e64.train["loss"]).abs().max().item(),
+        "p2_max_abs_dmetric_f64": max((r64.eval["test"][k] - e64.eval["test"][k]).abs().max().item() for k in r64.eval["test"]),
+        "p2_loss_drop_f64": (r64.train["loss"][0, 0] - r64.train["loss"][0, -1]).item(),
+    })
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# P3: fused linear DPO vs naive eager vs torch.compile (CPU)
+# ---------------------------------------------------------------------------------------------------
+
+def naive_dpo_loss(Hw, Hl, W, tw, tl, mw, ml, ref_c, ref_r, beta: float = 0.1) -> torch.Tensor:
+    """The eager baseline: logits of all response tokens ([chosen; rejected]) -> log-softmax -> gather -> DPO.
+
+    Used in: `book/kernels.md`.
+    """
+    P, L, d = Hw.shape
+    Hc = torch.cat([Hw, Hl]).reshape(2 * P * L, d)
+    t = torch.cat([tw, tl]).reshape(-1)
+    m = torch.cat([mw, ml]).reshape(-1)
+    logits = (Hc @ W.T).float()
+    logp = torch.log_softmax(logits, dim=-1).gather(1, t[:, None]).squeeze(1)
+    seq = torch.where(m, logp, 0.0).view(2 * P, L).sum(1)
+    loss, *_ = dpo.dpo_loss(seq[:P], seq[P:], ref_c, ref_r, beta)
+    return loss
+
+
+def _p3_providers(compile_ok: bool):
+    provs = {
+        "naive": lambda x, W: naive_dpo_loss(x["Hw"], x["Hl"], W, x["tw"], x["tl"], x["mw"], x["ml"], x["rc"], x["rr"]),
+        "fused_one_pass": lambda x, W: fused.fused_dpo_loss(
+            x["Hw"], W, x["tw"], x["tl"], x["rc"], x["rr"], beta=0.1, H_rejected=x["Hl"], chosen_mask=x["mw"],
+            rejected_mask=x["ml"], impl="torch", strategy="one_pass").loss,
+        "fused_recompute": lambda x, W: fused.fused_dpo_loss(
+            x["Hw"], W, x["tw"], x["tl"], x["rc"], x["rr"], beta=0.1, H_rejected=x["Hl"], chosen_mask=x["mw"],
+            rejected_mask=x["ml"], impl="torch", strategy="recompute").loss,
+    }
+    if compile_ok:
+        compiled = torch.compile(naive_dpo_loss, dynamic=False)
+        provs["torch_compile"] = lambda x, W: compiled(x["Hw"], x["Hl"], W, x["tw"], x["tl"], x["mw"], x["ml"], x["rc"], x["rr"])
+    return provs
+
+
+def _p3_inputs(pairs, length, d, V, dtype=torch.float32, seed=0):
+    x = hh_like(pairs, length, d, V, seed=seed, dtype=dtype)
+    with torch.no_grad():
+        x["rc"] = fused.sequence_logps(x["Hw"], x["W0"], x["tw"], x["mw"]).float()
+        x["rr"] = fused.sequence_logps(x["Hl"], x["W0"], x["tl"], x["ml"]).float()
+    return x
+
+
+def run_p3(quick: bool = False, *, compile_provider: bool | None = None) -> dict[str, Any]:
+    """P3 of the issue on the CPU: errors against float64, then peak memory and step time per provider.
+
+    Used in: `book/kernels.md`.
+    """
+    d, V = SMOLLM2["d"], SMOLLM2["V"]
+    pairs, length = (8, 32) if quick else (8, 64)
+    compile_ok = (not quick) if compile_provider is None else compile_provider
+    provs = _p3_providers(compile_ok)
+    out: dict[str, Any] = {"p3_shape": {"pairs": pairs, "tokens_per_response": length, "rows": 2 * pairs * length,
+                                        "d": d, "V": V}, "p3": {}}
+
+    # errors against float64 on small inputs (the same code paths)
+    xs = _p3_inputs(4, 16, 64, 2000, seed=1)
+    x64 = {k: (v.double() if v.is_floating_point() else v) for k, v in xs.items()}
+    W64 = (x64["W0"] + 0.01).requires_grad_(True)
+    naive_dpo_loss(x64["Hw"], x64["Hl"], W64, x64["tw"], x64["tl"], x64["mw"], x64["ml"], x64["rc"], x64["rr"]).backward()
+    for name, fn in provs.items():
+        if name == "torch_compile":
+            continue  # compiled on the benchmark's shapes only (a second compile would double the cost)
+        W = (xs["W0"] + 0.01).requires_grad_(True)
+        loss = fn(xs, W)
+        loss.backward()
+        out["p3"].setdefault(name, {})["error_vs_f64"] = {
+            "loss_rel": abs(loss.item() - naive_dpo_loss(x64["Hw"], x64["Hl"], W64.detach(), x64["tw"], x64["tl"],
+                                                          x64["mw"], x64["ml"], x64["rc"], x64["rr"]).item()) /
+            abs(loss.item()),
+            "grad_rel": ((W.grad.double() - W64.grad).norm() / W64.grad.norm()).item()}
+
+    x = _p3_inputs(pairs, length, d, V)
+    grad_mb = V * d * 4 / 2**20  # the gradient every provider must return
+    repeats = 2 if quick else 5
+    for name, fn in provs.items():
+        W = x["W0"].clone().requires_grad_(True)
+
+        def step():
+            fn(x, W).backward()
+            W.grad = None  # freed after the step: the next step starts from the same state
+
+        t0 = time.perf_counter()
+        step()  # first call (compiles for torch.compile)
+        first = time.perf_counter() - t0
+        peak = cpu_peak_bytes(step)
+        rec = out["p3"].setdefault(name, {})
+        rec.update({"first_call_s": first, "peak_mb": None if peak is None else peak / 2**20,
+                    "workspace_mb": None if peak is None else peak / 2**20 - grad_mb, **_times(step, repeats)})
+        _log(f"P3 {name}: {rec['median_s']:.3f} s, peak {rec['peak_mb']} MB")
+        gc.collect()
+    out["p3_grad_mb"] = grad_mb
+    nv, fp = out["p3"]["naive"], out["p3"]["fused_one_pass"]
+    out["p3_time_ratio"] = fp["median_s"] / nv["median_s"]
+    out["p3_memory_ratio"] = (fp["peak_mb"] / nv["peak_mb"]) if (fp["peak_mb"] and nv["peak_mb"]) else None
+    out["p3_workspace_ratio"] = (fp["workspace_mb"] / nv["workspace_mb"]) if (fp["peak_mb"] and nv["peak_mb"]) else None
+    out["p3_recompute_time_ratio"] = out["p3"]["fused_recompute"]["median_s"] / nv["median_s"]
+    if compile_ok:
+        out["p3_compile_time_ratio"] = out["p3"]["torch_compile"]["median_s"] / nv["median_s"]
+    return out
+
+
+def run_cpu(quick: bool = False) -> dict[str, Any]:
+    """P2 and P3 on the CPU, with the machine's description.
+
+    Used in: `book/kernels.md`.
+    """
+    out = {"meta": _meta(quick)}
+    _log("P2: exact two-row trainer vs the full-vocabulary reference trainer ...")
+    out.update(run_p2(quick))
+    _log("P3: fused linear DPO vs naive eager (and torch.compile) ...")
+    out.update(run_p3(quick))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# GPU
+# ---------------------------------------------------------------------------------------------------
+
+def _gpu_inputs(B: int, dtype, scenario: str, seed: int = 0) -> dict[str, torch.Tensor]:
+    d, V = PAPER_HEAD["d"], PAPER_HEAD["V"]
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    W0 = (0.02 * torch.randn(V, d, generator=g, device="cuda")).to(dtype)
+    Hw = torch.randn(B, d, generator=g, device="cuda").to(dtype)
+    Hl = Hw if scenario == "S1" else torch.randn(B, d, generator=g, device="cuda").to(dtype)
+    c = torch.randint(0, V, (B,), generator=g, device="cuda")
+    r = torch.randint(0, V, (B,), generator=g, device="cuda")
+    with torch.no_grad():
+        lp, _ = fused.selective_logprobs(Hw, W0, c[:, None])
+        lq, _ = fused.selective_logprobs(Hl, W0, r[:, None])
+    return {"W0": W0, "Hw": Hw, "Hl": Hl, "c": c, "r": r, "rc": lp[:, 0].float(), "rr": lq[:, 0].float()}
+
+
+def _gpu_naive_s1(x, W):
+    logp = torch.log_softmax((x["Hw"] @ W.T).float(), dim=-1)
+    pc, pr = logp.gather(1, x["c"][:, None])[:, 0], logp.gather(1, x["r"][:, None])[:, 0]
+    return dpo.dpo_loss(pc, pr, x["rc"], x["rr"], 0.1)[0]
+
+
+def _gpu_naive_s2(x, W):
+    B = x["c"].numel()
+    logp = torch.log_softmax((torch.cat([x["Hw"], x["Hl"]]) @ W.T).float(), dim=-1)
+    pc, pr = logp[:B].gather(1, x["c"][:, None])[:, 0], logp[B:].gather(1, x["r"][:, None])[:, 0]
+    return dpo.dpo_loss(pc, pr, x["rc"], x["rr"], 0.1)[0]
+
+
+_COMPILED: dict[str, Callable] = {}
+
+
+def _gpu_providers(scenario: str, liger_cls, with_compile: bool):
+    naive = _gpu_naive_s1 if scenario == "S1" else _gpu_naive_s2
+
+    def ours(impl):
+        def fn(x, W):
+            Hr = None if scenario == "S1" else x["Hl"]
+            return fused.fused_dpo_loss(x["Hw"], W, x["c"], x["r"], x["rc"], x["rr"], beta=0.1, H_rejected=Hr,
+                                        impl=impl).loss
+        return fn
+
+    provs = {"ours_triton": ours("triton"), "ours_torch": ours("torch"), "naive": naive}
+    if with_compile:
+        if scenario not in _COMPILED:
+            _COMPILED[scenario] = torch.compile(naive, dynamic=False)
+        provs["torch_compile"] = _COMPILED[scenario]
+    if liger_cls is not None:
+        for cs in (16, 256, 1):
+            mod = liger_cls(beta=0.1, chunk_size=cs, compiled=True, use_ref_model=True)
+
+            def lig(x, W, mod=mod):
+                inp = torch.cat([x["Hw"], x["Hl"]])[:, None, :]
+                tgt = torch.cat([x["c"], x["r"]])[:, None]
+                return mod(W, inp, tgt, ref_input=inp, ref_weight=x["W0"])[0]
+            provs[f"liger_chunk{cs}"] = lig
+    return provs
+
+
+def _predicted_ms(provider: str, scenario: str, B: int, dtype) -> float | None:
+    d, V = PAPER_HEAD["d"], PAPER_HEAD["V"]
+    flops = H100_BF16_FLOPS if dtype == torch.bfloat16 else H100_FP32_FLOPS
+    rows = 2 * B if scenario == "S2" else B
+    gemm = 2.0 * rows * d * V
+    if provider.startswith("ours"):
+        n = 1 if scenario == "S1" else 3  # S1: forward LSE only (c = 0: sparse backward)
+    elif provider.startswith("liger"):
+        n, rows = 4, 2 * B
+        gemm = 2.0 * rows * d * V
+    elif provider in ("naive", "torch_compile"):
+        n = 2
+    else:
+        return None
+    t = n * gemm / flops
+    if provider == "naive":
+        t += 5 * rows * V * 4 / H100_BYTES_PER_S  # logits, log-softmax and its gradient in fp32
+    return 1e3 * t
+
+
+def run_gpu(budget_s: float = 200.0, json_path: str | None = None) -> dict[str, Any]:
+    """The GPU benchmark (needs CUDA and Triton; Liger when importable), within ``budget_s`` seconds.
+
+    Configurations are run in order of importance; those left when the budget is spent are listed
+    as skipped. The JSON is rewritten after every record, so a killed run keeps what it measured.
+
+    Used in: `book/kernels.md` (through the committed artefact).
+    """
+    if not torch.cuda.is_available():
+        raise RuntimeError("--gpu needs CUDA")
+    import triton.testing
+
+    try:
+        from liger_kernel.chunked_loss import LigerFusedLinearDPOLoss as liger_cls
+    except Exception as exc:  # noqa: BLE001
+        liger_cls = None
+        _log(f"Liger-Kernel not importable ({exc!r}); benchmarking without it")
+    start = time.perf_counter()
+    props = torch.cuda.get_device_properties(0)
+    out: dict[str, Any] = {"meta": {**_meta(False), "device": torch.cuda.get_device_name(0),
+                                    "device_memory_gb": props.total_memory / 2**30, "cuda": torch.version.cuda,
+                                    "head": PAPER_HEAD, "budget_s": budget_s,
+                                    "assumed_peak": {"bf16_tflops": H100_BF16_FLOPS / 1e12,
+                                                     "fp32_tflops": H100_FP32_FLOPS / 1e12,
+                                                     "hbm_tb_s": H100_BYTES_PER_S / 1e12}},
+                           "errors": [], "records": [], "skipped": []}
+
+    def save():
+        out["meta"]["elapsed_s"] = time.perf_counter() - start
+        if json_path and json_path != "-":
+            Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+            Path(json_path).write_text(json.dumps(out, indent=1, default=str))
+
+    dtypes = {"bf16": torch.bfloat16, "fp32": torch.float32}
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+
+    # 1. errors against float64 at B = 64
+    for scenario in ("S1", "S2"):
+        for dname, dt in dtypes.items():
+            x = _gpu_inputs(64, dt, scenario, seed=1)
+            x64 = {k: (v.double() if v.is_floating_point() else v) for k, v in x.items()}
+            provs64 = _gpu_providers(scenario, None, False)
+            W64 = (x64["W0"] + 0.001).requires_grad_(True)
+            l64 = provs64["naive"](x64, W64)
+            l64.backward()
+            for name, fn in _gpu_providers(scenario, liger_cls, False).items():
+                if name == "liger_chunk1":
+                    continue
+                try:
+                    W = (x["W0"] + 0.001).requires_grad_(True)
+                    loss = fn(x, W)
+                    loss.backward()
+                    rec = {"scenario": scenario, "dtype": dname, "provider": name,
+                           "loss_rel": abs(loss.item() - l64.item()) / abs(l64.item()),
+                           "grad_rel": ((W.grad.double() - W64.grad).norm() / W64.grad.norm()).item()}
+                except Exception as exc:  # noqa: BLE001 - record and go on
+                    rec = {"scenario": scenario, "dtype": dname, "provider": name, "error": repr(exc)[:300]}
+                out["errors"].append(rec)
+                _log(f"error check {rec}")
+            del x, x64, W64
+            torch.cuda.empty_cache()
+            save()
+
+    # 2. timings and memory, most important first
+    plan = []
+    for scenario in ("S2", "S1"):
+        for dname in ("bf16", "fp32"):
+            for B in GPU_BATCHES:
+                for prov in ("ours_triton", "naive", "liger_chunk16", "liger_chunk256", "ours_torch"):
+                    plan.append((scenario, dname, B, prov))
+    for scenario in ("S2", "S1"):
+        for dname in ("bf16", "fp32"):
+            for B in (1024, 4096):
+                plan.append((scenario, dname, B, "torch_compile"))
+    for scenario in ("S2", "S1"):
+        for B in (64, 256):
+            plan.append((scenario, "bf16", B, "liger_chunk1"))
+
+    inputs_key, x = None, None
+    for scenario, dname, B, prov in plan:
+        if prov.startswith("liger") and liger_cls is None:
+            continue
+        if time.perf_counter() - start > budget_s:
+            out["skipped"].append({"scenario": scenario, "dtype": dname, "B": B, "provider": prov, "why": "budget"})
+            continue
+        dt = dtypes[dname]
+        if inputs_key != (scenario, dname, B):
+            x = None
+            torch.cuda.empty_cache()
+            x = _gpu_inputs(B, dt, scenario)
+            inputs_key = (scenario, dname, B)
+        fn = _gpu_providers(scenario, liger_cls, prov == "torch_compile")[prov]
+        W = x["W0"].clone().requires_grad_(True)
+
+        def step():
+            W.grad = None
+            fn(x, W).backward()
+
+        rec: dict[str, Any] = {"scenario": scenario, "dtype": dname, "B": B, "provider": prov,
+                               "predicted_ms": _predicted_ms(prov, scenario, B, dt)}
+        try:
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            step()
+            torch.cuda.synchronize()
+            rec["first_call_s"] = time.perf_counter() - t0
+            W.grad = None
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            resident = torch.cuda.memory_allocated()
+            step()
+            torch.cuda.synchronize()
+            rec["peak_mb_above_resident"] = (torch.cuda.max_memory_allocated() - resident) / 2**20
+            ms = triton.testing.do_bench(step, warmup=25, rep=100, quantiles=[0.5, 0.2, 0.8])
+            rec.update({"median_ms": ms[0], "p20_ms": ms[1], "p80_ms": ms[2]})
+            gemm_flops = 2.0 * (2 * B if scenario == "S2" else B) * PAPER_HEAD["d"] * PAPER_HEAD["V"]
+            rec["pairs_per_s"] = B / (ms[0] / 1e3)
+            rec["gemm_tflops_per_s_one_gemm"] = gemm_flops / (ms[0] / 1e3) / 1e12
+        except Exception as exc:  # noqa: BLE001 - record (OOM, unsupported) and go on
+            rec["error"] = repr(exc)[:300]
+            torch.cuda.empty_cache()
+        out["records"].append(rec)
+        _log(f"{scenario} {dname} B={B} {prov}: {rec.get('median_ms', rec.get('error'))}")
+        W = None
+        save()
+    save()
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m alignment_dynamics.bench dpo [--quick] [--gpu] [--json PATH|-]``.
+
+    Used in: `book/kernels.md`.
+    """
+    ap = argparse.ArgumentParser(prog="python -m alignment_dynamics.bench dpo", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="smaller sizes (under ~45 s on 2 cores)")
+    ap.add_argument("--gpu", action="store_true", help="the GPU benchmark (needs CUDA) instead of P2/P3")
+    ap.add_argument("--budget-s", type=float, default=200.0, help="time budget of --gpu, seconds (default 200)")
+    ap.add_argument("--json", metavar="PATH", help="write the JSON object to PATH ('-': last line of stdout)")
+    args = ap.parse_args(argv)
+    if args.gpu:
+        out = run_gpu(args.budget_s, args.json)
+    else:
+        out = run_cpu(args.quick)
+        print(f"P2: two-row sweep {out['p2_sweep_s']:.3f} s for 135 behaviours x 100 steps; "
+              f"ratio to the reference trainer {out['p2_ratio']:.0f}x; "
+              f"max |dloss| float64 {out['p2_max_abs_dloss_f64']:.1e}")
+        print(f"P3: fused/naive time {out['p3_time_ratio']:.2f}, memory {out['p3_memory_ratio']}")
+        if args.json and args.json != "-":
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps(out, indent=1, default=str))
+    if args.json == "-":
+        print(json.dumps(out, default=str))
+    return 0
