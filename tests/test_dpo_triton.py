@@ -189,7 +189,7 @@ def test_gpu_trajectory_matches_cpu_two_row():
     c, r = torch.where(yes, a, b), torch.where(yes, b, a)
     ref = dpo.precompute_reference(H.double(), W0.double(), c, r)
     exact = dpo.train_two_row(H, dpo.signs(c, r, a, b), reference=ref, beta=0.1, lr=5.0, steps=20, batch_size=128,
-                              generator=1)
+                              generator=1, impl="torch")
     W = W0.cuda().requires_grad_(True)
     Hc, cc, rc_ = H.cuda(), c.cuda(), r.cuda()
     for t in range(20):

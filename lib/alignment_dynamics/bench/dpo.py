@@ -243,6 +243,11 @@ def run_p2(quick: bool = False, *, seed: int = 0) -> dict[str, Any]:
 # P3: fused linear DPO vs naive eager vs torch.compile (CPU)
 # ---------------------------------------------------------------------------------------------------
 
+def _upcast(logits: torch.Tensor) -> torch.Tensor:
+    """Half-precision logits to fp32 (as TRL does); fp32 and float64 stay as they are."""
+    return logits.float() if logits.dtype in (torch.bfloat16, torch.float16) else logits
+
+
 def naive_dpo_loss(Hw, Hl, W, tw, tl, mw, ml, ref_c, ref_r, beta: float = 0.1) -> torch.Tensor:
     """The eager baseline: logits of all response tokens ([chosen; rejected]) -> log-softmax -> gather -> DPO.
 
@@ -252,7 +257,7 @@ def naive_dpo_loss(Hw, Hl, W, tw, tl, mw, ml, ref_c, ref_r, beta: float = 0.1) -
     Hc = torch.cat([Hw, Hl]).reshape(2 * P * L, d)
     t = torch.cat([tw, tl]).reshape(-1)
     m = torch.cat([mw, ml]).reshape(-1)
-    logits = (Hc @ W.T).float()
+    logits = _upcast(Hc @ W.T)
     logp = torch.log_softmax(logits, dim=-1).gather(1, t[:, None]).squeeze(1)
     seq = torch.where(m, logp, 0.0).view(2 * P, L).sum(1)
     loss, *_ = dpo.dpo_loss(seq[:P], seq[P:], ref_c, ref_r, beta)
@@ -359,14 +364,14 @@ def run_cpu(quick: bool = False) -> dict[str, Any]:
 # GPU
 # ---------------------------------------------------------------------------------------------------
 
-def _gpu_inputs(B: int, dtype, scenario: str, seed: int = 0) -> dict[str, torch.Tensor]:
-    d, V = PAPER_HEAD["d"], PAPER_HEAD["V"]
-    g = torch.Generator(device="cuda").manual_seed(seed)
-    W0 = (0.02 * torch.randn(V, d, generator=g, device="cuda")).to(dtype)
-    Hw = torch.randn(B, d, generator=g, device="cuda").to(dtype)
-    Hl = Hw if scenario == "S1" else torch.randn(B, d, generator=g, device="cuda").to(dtype)
-    c = torch.randint(0, V, (B,), generator=g, device="cuda")
-    r = torch.randint(0, V, (B,), generator=g, device="cuda")
+def _gpu_inputs(B: int, dtype, scenario: str, seed: int = 0, head=PAPER_HEAD, device="cuda") -> dict[str, torch.Tensor]:
+    d, V = head["d"], head["V"]
+    g = torch.Generator(device=device).manual_seed(seed)
+    W0 = (0.02 * torch.randn(V, d, generator=g, device=device)).to(dtype)
+    Hw = torch.randn(B, d, generator=g, device=device).to(dtype)
+    Hl = Hw if scenario == "S1" else torch.randn(B, d, generator=g, device=device).to(dtype)
+    c = torch.randint(0, V, (B,), generator=g, device=device)
+    r = torch.randint(0, V, (B,), generator=g, device=device)
     with torch.no_grad():
         lp, _ = fused.selective_logprobs(Hw, W0, c[:, None])
         lq, _ = fused.selective_logprobs(Hl, W0, r[:, None])
@@ -374,14 +379,14 @@ def _gpu_inputs(B: int, dtype, scenario: str, seed: int = 0) -> dict[str, torch.
 
 
 def _gpu_naive_s1(x, W):
-    logp = torch.log_softmax((x["Hw"] @ W.T).float(), dim=-1)
+    logp = torch.log_softmax(_upcast(x["Hw"] @ W.T), dim=-1)
     pc, pr = logp.gather(1, x["c"][:, None])[:, 0], logp.gather(1, x["r"][:, None])[:, 0]
     return dpo.dpo_loss(pc, pr, x["rc"], x["rr"], 0.1)[0]
 
 
 def _gpu_naive_s2(x, W):
     B = x["c"].numel()
-    logp = torch.log_softmax((torch.cat([x["Hw"], x["Hl"]]) @ W.T).float(), dim=-1)
+    logp = torch.log_softmax(_upcast(torch.cat([x["Hw"], x["Hl"]]) @ W.T), dim=-1)
     pc, pr = logp[:B].gather(1, x["c"][:, None])[:, 0], logp[B:].gather(1, x["r"][:, None])[:, 0]
     return dpo.dpo_loss(pc, pr, x["rc"], x["rr"], 0.1)[0]
 
@@ -389,7 +394,7 @@ def _gpu_naive_s2(x, W):
 _COMPILED: dict[str, Callable] = {}
 
 
-def _gpu_providers(scenario: str, liger_cls, with_compile: bool):
+def _gpu_providers(scenario: str, liger_cls, with_compile: bool, liger_compiled: bool = True):
     naive = _gpu_naive_s1 if scenario == "S1" else _gpu_naive_s2
 
     def ours(impl):
@@ -406,7 +411,7 @@ def _gpu_providers(scenario: str, liger_cls, with_compile: bool):
         provs["torch_compile"] = _COMPILED[scenario]
     if liger_cls is not None:
         for cs in (16, 256, 1):
-            mod = liger_cls(beta=0.1, chunk_size=cs, compiled=True, use_ref_model=True)
+            mod = liger_cls(beta=0.1, chunk_size=cs, compiled=liger_compiled, use_ref_model=True)
 
             def lig(x, W, mod=mod):
                 inp = torch.cat([x["Hw"], x["Hl"]])[:, None, :]
@@ -416,8 +421,8 @@ def _gpu_providers(scenario: str, liger_cls, with_compile: bool):
     return provs
 
 
-def _predicted_ms(provider: str, scenario: str, B: int, dtype) -> float | None:
-    d, V = PAPER_HEAD["d"], PAPER_HEAD["V"]
+def _predicted_ms(provider: str, scenario: str, B: int, dtype, head=PAPER_HEAD) -> float | None:
+    d, V = head["d"], head["V"]
     flops = H100_BF16_FLOPS if dtype == torch.bfloat16 else H100_FP32_FLOPS
     rows = 2 * B if scenario == "S2" else B
     gemm = 2.0 * rows * d * V
@@ -436,28 +441,82 @@ def _predicted_ms(provider: str, scenario: str, B: int, dtype) -> float | None:
     return 1e3 * t
 
 
-def run_gpu(budget_s: float = 200.0, json_path: str | None = None) -> dict[str, Any]:
+class _Cuda:
+    """The GPU-specific calls of :func:`run_gpu`; :class:`_Host` stands in on the CPU (flow tests only)."""
+
+    name = "cuda"
+
+    def sync(self):
+        torch.cuda.synchronize()
+
+    def reset_peak(self) -> int:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        return torch.cuda.memory_allocated()
+
+    def peak(self) -> int:
+        return torch.cuda.max_memory_allocated()
+
+    def bench(self, fn) -> list[float]:
+        import triton.testing
+
+        return list(triton.testing.do_bench(fn, warmup=25, rep=100, quantiles=[0.5, 0.2, 0.8]))
+
+    def describe(self) -> dict[str, Any]:
+        props = torch.cuda.get_device_properties(0)
+        return {"device": torch.cuda.get_device_name(0), "device_memory_gb": props.total_memory / 2**30,
+                "cuda": torch.version.cuda}
+
+    def empty_cache(self):
+        torch.cuda.empty_cache()
+
+
+class _Host(_Cuda):
+    name = "cpu"
+
+    def sync(self):
+        pass
+
+    def reset_peak(self) -> int:
+        return 0
+
+    def peak(self) -> int:
+        return 0
+
+    def bench(self, fn) -> list[float]:
+        t = _times(fn, 3)
+        return [1e3 * t["median_s"], 1e3 * t["p20_s"], 1e3 * t["p80_s"]]
+
+    def describe(self) -> dict[str, Any]:
+        return {"device": "cpu (flow test: these are not GPU numbers)"}
+
+    def empty_cache(self):
+        pass
+
+
+def run_gpu(budget_s: float = 200.0, json_path: str | None = None, *, device: str = "cuda", head=PAPER_HEAD,
+            batches=GPU_BATCHES, liger: bool = True, compile_provider: bool = True) -> dict[str, Any]:
     """The GPU benchmark (needs CUDA and Triton; Liger when importable), within ``budget_s`` seconds.
 
-    Configurations are run in order of importance; those left when the budget is spent are listed
-    as skipped. The JSON is rewritten after every record, so a killed run keeps what it measured.
+    Configurations run in order of importance; those left when the budget is spent are listed as
+    skipped, and a configuration that fails (out of memory, unsupported) is recorded with its error.
+    The JSON is rewritten after every record, so a killed run keeps what it measured. ``device="cpu"``
+    (with a small ``head``) runs the same flow on the CPU for tests; its numbers are not GPU numbers.
 
     Used in: `book/kernels.md` (through the committed artefact).
     """
-    if not torch.cuda.is_available():
+    if device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--gpu needs CUDA")
-    import triton.testing
-
-    try:
-        from liger_kernel.chunked_loss import LigerFusedLinearDPOLoss as liger_cls
-    except Exception as exc:  # noqa: BLE001
-        liger_cls = None
-        _log(f"Liger-Kernel not importable ({exc!r}); benchmarking without it")
+    dev = _Cuda() if device == "cuda" else _Host()
+    liger_cls = None
+    if liger:
+        try:
+            from liger_kernel.chunked_loss import LigerFusedLinearDPOLoss as liger_cls
+        except Exception as exc:  # noqa: BLE001
+            _log(f"Liger-Kernel not importable ({exc!r}); benchmarking without it")
+    liger_compiled = device == "cuda"
     start = time.perf_counter()
-    props = torch.cuda.get_device_properties(0)
-    out: dict[str, Any] = {"meta": {**_meta(False), "device": torch.cuda.get_device_name(0),
-                                    "device_memory_gb": props.total_memory / 2**30, "cuda": torch.version.cuda,
-                                    "head": PAPER_HEAD, "budget_s": budget_s,
+    out: dict[str, Any] = {"meta": {**_meta(False), **dev.describe(), "head": dict(head), "budget_s": budget_s,
                                     "assumed_peak": {"bf16_tflops": H100_BF16_FLOPS / 1e12,
                                                      "fp32_tflops": H100_FP32_FLOPS / 1e12,
                                                      "hbm_tb_s": H100_BYTES_PER_S / 1e12}},
@@ -469,27 +528,33 @@ def run_gpu(budget_s: float = 200.0, json_path: str | None = None) -> dict[str, 
             Path(json_path).parent.mkdir(parents=True, exist_ok=True)
             Path(json_path).write_text(json.dumps(out, indent=1, default=str))
 
-    dtypes = {"bf16": torch.bfloat16, "fp32": torch.float32}
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+    def over_budget() -> bool:
+        return time.perf_counter() - start > budget_s
 
-    # 1. errors against float64 at B = 64
+    dtypes = {"bf16": torch.bfloat16, "fp32": torch.float32}
+    if device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+
+    # 1. errors against float64 at the smallest batch
     for scenario in ("S1", "S2"):
         for dname, dt in dtypes.items():
-            x = _gpu_inputs(64, dt, scenario, seed=1)
+            if over_budget():
+                out["skipped"].append({"stage": "errors", "scenario": scenario, "dtype": dname, "why": "budget"})
+                continue
+            x = _gpu_inputs(batches[0], dt, scenario, seed=1, head=head, device=device)
             x64 = {k: (v.double() if v.is_floating_point() else v) for k, v in x.items()}
-            provs64 = _gpu_providers(scenario, None, False)
             W64 = (x64["W0"] + 0.001).requires_grad_(True)
-            l64 = provs64["naive"](x64, W64)
+            l64 = _gpu_providers(scenario, None, False)["naive"](x64, W64)
             l64.backward()
-            for name, fn in _gpu_providers(scenario, liger_cls, False).items():
-                if name == "liger_chunk1":
+            for name, fn in _gpu_providers(scenario, liger_cls, False, liger_compiled).items():
+                if name in ("liger_chunk1", "liger_chunk256"):
                     continue
                 try:
                     W = (x["W0"] + 0.001).requires_grad_(True)
                     loss = fn(x, W)
                     loss.backward()
-                    rec = {"scenario": scenario, "dtype": dname, "provider": name,
+                    rec = {"scenario": scenario, "dtype": dname, "provider": name, "B": batches[0],
                            "loss_rel": abs(loss.item() - l64.item()) / abs(l64.item()),
                            "grad_rel": ((W.grad.double() - W64.grad).norm() / W64.grad.norm()).item()}
                 except Exception as exc:  # noqa: BLE001 - record and go on
@@ -497,67 +562,64 @@ def run_gpu(budget_s: float = 200.0, json_path: str | None = None) -> dict[str, 
                 out["errors"].append(rec)
                 _log(f"error check {rec}")
             del x, x64, W64
-            torch.cuda.empty_cache()
+            dev.empty_cache()
             save()
 
     # 2. timings and memory, most important first
     plan = []
     for scenario in ("S2", "S1"):
         for dname in ("bf16", "fp32"):
-            for B in GPU_BATCHES:
+            for B in batches:
                 for prov in ("ours_triton", "naive", "liger_chunk16", "liger_chunk256", "ours_torch"):
                     plan.append((scenario, dname, B, prov))
-    for scenario in ("S2", "S1"):
+    for scenario in ("S2", "S1") if compile_provider else ():
         for dname in ("bf16", "fp32"):
-            for B in (1024, 4096):
+            for B in batches[-2:]:
                 plan.append((scenario, dname, B, "torch_compile"))
     for scenario in ("S2", "S1"):
-        for B in (64, 256):
+        for B in batches[:2]:
             plan.append((scenario, "bf16", B, "liger_chunk1"))
 
     inputs_key, x = None, None
     for scenario, dname, B, prov in plan:
         if prov.startswith("liger") and liger_cls is None:
             continue
-        if time.perf_counter() - start > budget_s:
+        if over_budget():
             out["skipped"].append({"scenario": scenario, "dtype": dname, "B": B, "provider": prov, "why": "budget"})
             continue
         dt = dtypes[dname]
         if inputs_key != (scenario, dname, B):
             x = None
-            torch.cuda.empty_cache()
-            x = _gpu_inputs(B, dt, scenario)
+            dev.empty_cache()
+            x = _gpu_inputs(B, dt, scenario, head=head, device=device)
             inputs_key = (scenario, dname, B)
-        fn = _gpu_providers(scenario, liger_cls, prov == "torch_compile")[prov]
+        fn = _gpu_providers(scenario, liger_cls, prov == "torch_compile", liger_compiled)[prov]
         W = x["W0"].clone().requires_grad_(True)
 
         def step():
-            W.grad = None
             fn(x, W).backward()
+            W.grad = None
 
         rec: dict[str, Any] = {"scenario": scenario, "dtype": dname, "B": B, "provider": prov,
-                               "predicted_ms": _predicted_ms(prov, scenario, B, dt)}
+                               "predicted_ms": _predicted_ms(prov, scenario, B, dt, head)}
         try:
-            torch.cuda.synchronize()
+            dev.sync()
             t0 = time.perf_counter()
             step()
-            torch.cuda.synchronize()
+            dev.sync()
             rec["first_call_s"] = time.perf_counter() - t0
-            W.grad = None
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            resident = torch.cuda.memory_allocated()
+            resident = dev.reset_peak()
             step()
-            torch.cuda.synchronize()
-            rec["peak_mb_above_resident"] = (torch.cuda.max_memory_allocated() - resident) / 2**20
-            ms = triton.testing.do_bench(step, warmup=25, rep=100, quantiles=[0.5, 0.2, 0.8])
+            dev.sync()
+            rec["peak_mb_above_resident"] = (dev.peak() - resident) / 2**20
+            ms = dev.bench(step)
             rec.update({"median_ms": ms[0], "p20_ms": ms[1], "p80_ms": ms[2]})
-            gemm_flops = 2.0 * (2 * B if scenario == "S2" else B) * PAPER_HEAD["d"] * PAPER_HEAD["V"]
+            rows = 2 * B if scenario == "S2" else B
             rec["pairs_per_s"] = B / (ms[0] / 1e3)
-            rec["gemm_tflops_per_s_one_gemm"] = gemm_flops / (ms[0] / 1e3) / 1e12
-        except Exception as exc:  # noqa: BLE001 - record (OOM, unsupported) and go on
+            rec["tflops_per_s_one_gemm"] = 2.0 * rows * head["d"] * head["V"] / (ms[0] / 1e3) / 1e12
+        except Exception as exc:  # noqa: BLE001 - record (out of memory, unsupported) and go on
             rec["error"] = repr(exc)[:300]
-            torch.cuda.empty_cache()
+            dev.empty_cache()
         out["records"].append(rec)
         _log(f"{scenario} {dname} B={B} {prov}: {rec.get('median_ms', rec.get('error'))}")
         W = None
