@@ -43,6 +43,16 @@ from ..dpo import fused
 SMOLLM2 = dict(d=576, V=49152)
 PAPER_HEAD = dict(d=4096, V=32000)
 GPU_BATCHES = (64, 256, 1024, 4096)
+# CPU benchmark sizes: "full" (the issue's sizes), "quick" (--quick, under ~45 s on 2 idle cores) and
+# "tiny" (the book's smoke profile: seconds; the sweep keeps its shape but fewer behaviours)
+SIZES = {
+    "full": dict(vocab=49152, behaviours=135, sweep_repeats=5, ref_steps=10, f64_vocab=16384, f64_steps=100,
+                 p3_pairs=8, p3_length=64, p3_repeats=5, compile=True),
+    "quick": dict(vocab=49152, behaviours=135, sweep_repeats=2, ref_steps=3, f64_vocab=4096, f64_steps=20,
+                  p3_pairs=8, p3_length=32, p3_repeats=2, compile=False),
+    "tiny": dict(vocab=4096, behaviours=4, sweep_repeats=1, ref_steps=1, f64_vocab=512, f64_steps=10,
+                 p3_pairs=2, p3_length=8, p3_repeats=1, compile=False),
+}
 # Nominal H100 numbers of dpo-kernels.md §5 (assumptions, for the predicted floors only)
 H100_BF16_FLOPS, H100_FP32_FLOPS, H100_BYTES_PER_S = 800e12, 60e12, 3e12
 
@@ -98,14 +108,20 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _meta(quick: bool) -> dict[str, Any]:
+def _check_size(size: str) -> dict[str, Any]:
+    if size not in SIZES:
+        raise ValueError(f"unknown benchmark size {size!r}; valid sizes: {list(SIZES)}")
+    return SIZES[size]
+
+
+def _meta(size: str) -> dict[str, Any]:
     cpu = "unknown"
     try:
         cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                    if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "quick": quick,
+    return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "size": size,
             "cpu": cpu, "torch_threads": torch.get_num_threads(), "versions": _versions()}
 
 
@@ -151,14 +167,17 @@ def hh_like(pairs: int, length: int, d: int, V: int, *, seed: int = 0, dtype=tor
 # P2: exact trainer vs reference trainer
 # ---------------------------------------------------------------------------------------------------
 
-def run_p2(quick: bool = False, *, seed: int = 0) -> dict[str, Any]:
+def run_p2(size: str = "full", *, seed: int = 0) -> dict[str, Any]:
     """P2 of the issue: the two-row sweep and its ratio to the full-vocabulary reference trainer.
+
+    ``size`` is ``"full"``, ``"quick"`` or ``"tiny"`` (:data:`SIZES`).
 
     Used in: `book/kernels.md`.
     """
-    R, n_train, n_test, steps, B = 135, 900, 100, 100, 128
-    d, V = SMOLLM2["d"], SMOLLM2["V"]
-    a, b = 9230, 2838  # SmolLM2's " Yes" and " No"
+    cfg = _check_size(size)
+    R, n_train, n_test, steps, B = cfg["behaviours"], 900, 100, 100, 128
+    d, V = SMOLLM2["d"], cfg["vocab"]
+    a, b = (9230, 2838) if V > 9230 else (17, 3)  # SmolLM2's " Yes" and " No"
     data = persona_like(R, n_train + n_test, d, seed=seed)
     H, yes = data["H"], data["yes"]
     chosen, rejected = torch.where(yes, a, b), torch.where(yes, b, a)
@@ -188,12 +207,12 @@ def run_p2(quick: bool = False, *, seed: int = 0) -> dict[str, Any]:
                                  keep_v=False, **hp)
 
     sweep()  # compile / load the numba kernel
-    sw = _times(sweep, 2 if quick else 5)
+    sw = _times(sweep, cfg["sweep_repeats"])
     out = {"p2_sweep_s": sw["median_s"], "p2_sweep_times": sw,
            "p2_sweep_shape": {"behaviours": R, "steps": steps, "batch": B, "n_train": n_train, "n_test": n_test, "d": d}}
 
     # the reference trainer (fp32, full vocabulary: the official code's approach) on behaviour 0
-    ref_steps = 3 if quick else 10
+    ref_steps = cfg["ref_steps"]
     tr, te = slice(0, n_train), slice(n_train, per)
     kw = dict(hp, steps=ref_steps, generator=1234)
     t0 = time.perf_counter()
@@ -218,13 +237,13 @@ def run_p2(quick: bool = False, *, seed: int = 0) -> dict[str, Any]:
     })
     out["p2_ratio"] = out["p2_ref_s_per_run_step"] / out["p2_two_row_s_per_run_step"]
 
-    # identical trajectories: float64 reference vs two-row, 100 (quick: 20) steps at a smaller vocabulary
-    Vc = 4096 if quick else 16384
+    # identical trajectories: float64 reference vs two-row at a smaller vocabulary
+    Vc = cfg["f64_vocab"]
     W0c = W0[:Vc].double().clone()
     ac, bc = 17, 3
     cc, rc = torch.where(yes[tr], ac, bc), torch.where(yes[tr], bc, ac)
     ct, rt = torch.where(yes[te], ac, bc), torch.where(yes[te], bc, ac)
-    f64_steps = 20 if quick else 100
+    f64_steps = cfg["f64_steps"]
     kw64 = dict(beta=0.01, lr=50.0, steps=f64_steps, batch_size=B, generator=1234)
     r64 = dpo.train_reference(H[tr].double(), W0c, cc, rc, eval_sets={"test": (H[te].double(), ct, rt)}, **kw64)
     refc = dpo.precompute_reference(H[: per].double(), W0c, torch.cat([cc, ct]), torch.cat([rc, rt]))
@@ -288,14 +307,18 @@ def _p3_inputs(pairs, length, d, V, dtype=torch.float32, seed=0):
     return x
 
 
-def run_p3(quick: bool = False, *, compile_provider: bool | None = None) -> dict[str, Any]:
+def run_p3(size: str = "full", *, compile_provider: bool | None = None) -> dict[str, Any]:
     """P3 of the issue on the CPU: errors against float64, then peak memory and step time per provider.
+
+    ``size`` is ``"full"``, ``"quick"`` or ``"tiny"``; ``torch.compile`` runs in ``"full"`` only unless
+    ``compile_provider`` says otherwise (its first call compiles for tens of seconds).
 
     Used in: `book/kernels.md`.
     """
-    d, V = SMOLLM2["d"], SMOLLM2["V"]
-    pairs, length = (8, 32) if quick else (8, 64)
-    compile_ok = (not quick) if compile_provider is None else compile_provider
+    cfg = _check_size(size)
+    d, V = SMOLLM2["d"], cfg["vocab"]
+    pairs, length = cfg["p3_pairs"], cfg["p3_length"]
+    compile_ok = cfg["compile"] if compile_provider is None else compile_provider
     provs = _p3_providers(compile_ok)
     out: dict[str, Any] = {"p3_shape": {"pairs": pairs, "tokens_per_response": length, "rows": 2 * pairs * length,
                                         "d": d, "V": V}, "p3": {}}
@@ -319,7 +342,7 @@ def run_p3(quick: bool = False, *, compile_provider: bool | None = None) -> dict
 
     x = _p3_inputs(pairs, length, d, V)
     grad_mb = V * d * 4 / 2**20  # the gradient every provider must return
-    repeats = 2 if quick else 5
+    repeats = cfg["p3_repeats"]
     for name, fn in provs.items():
         W = x["W0"].clone().requires_grad_(True)
 
@@ -347,16 +370,17 @@ def run_p3(quick: bool = False, *, compile_provider: bool | None = None) -> dict
     return out
 
 
-def run_cpu(quick: bool = False) -> dict[str, Any]:
-    """P2 and P3 on the CPU, with the machine's description.
+def run_cpu(size: str = "full") -> dict[str, Any]:
+    """P2 and P3 on the CPU (``size``: ``"full"``, ``"quick"`` or ``"tiny"``), with the machine's description.
 
     Used in: `book/kernels.md`.
     """
-    out = {"meta": _meta(quick)}
-    _log("P2: exact two-row trainer vs the full-vocabulary reference trainer ...")
-    out.update(run_p2(quick))
-    _log("P3: fused linear DPO vs naive eager (and torch.compile) ...")
-    out.update(run_p3(quick))
+    _check_size(size)
+    out = {"meta": _meta(size)}
+    _log(f"P2 ({size}): exact two-row trainer vs the full-vocabulary reference trainer ...")
+    out.update(run_p2(size))
+    _log(f"P3 ({size}): fused linear DPO vs naive eager (and torch.compile) ...")
+    out.update(run_p3(size))
     return out
 
 
@@ -516,7 +540,7 @@ def run_gpu(budget_s: float = 200.0, json_path: str | None = None, *, device: st
             _log(f"Liger-Kernel not importable ({exc!r}); benchmarking without it")
     liger_compiled = device == "cuda"
     start = time.perf_counter()
-    out: dict[str, Any] = {"meta": {**_meta(False), **dev.describe(), "head": dict(head), "budget_s": budget_s,
+    out: dict[str, Any] = {"meta": {**_meta("gpu"), **dev.describe(), "head": dict(head), "budget_s": budget_s,
                                     "assumed_peak": {"bf16_tflops": H100_BF16_FLOPS / 1e12,
                                                      "fp32_tflops": H100_FP32_FLOPS / 1e12,
                                                      "hbm_tb_s": H100_BYTES_PER_S / 1e12}},
@@ -629,6 +653,219 @@ def run_gpu(budget_s: float = 200.0, json_path: str | None = None, *, device: st
 
 
 # ---------------------------------------------------------------------------------------------------
+# For the book: correctness evidence, tables and the stored GPU results
+# ---------------------------------------------------------------------------------------------------
+
+GPU_ARTIFACT = ("artifacts", "kernels", "bench_gpu.json")
+
+
+def correctness_checks(seed: int = 0) -> list[dict[str, Any]]:
+    """The correctness evidence of the kernels, recomputed: one row per check (measured vs tolerance).
+
+    Golden values come from outside our code (ln 2; −log σ([0, 1, 2])); every other check compares a
+    fast path with the float64 reference on fresh random inputs.
+
+    Used in: `book/kernels.md`.
+    """
+    rows: list[dict[str, Any]] = []
+
+    def add(check, measured, tol, kind="<="):
+        ok = (measured == tol) if kind == "==" else (measured <= tol)
+        rows.append({"check": check, "measured": float(measured), "tolerance": f"{kind} {tol:g}", "passed": bool(ok)})
+
+    g = torch.Generator().manual_seed(seed)
+    # golden values
+    for dt, golden in ((torch.float64, 0.6931471805599453), (torch.float32, 0.6931471824645996)):
+        H, W0 = torch.randn(16, 24, generator=g).to(dt), torch.randn(300, 24, generator=g).to(dt)
+        c, r = torch.randint(0, 300, (16,), generator=g), torch.randint(0, 300, (16,), generator=g)
+        with torch.no_grad():
+            ref = fused.fused_dpo_loss(H, W0, c, r, torch.zeros(16), torch.zeros(16), beta=0.1)
+            out = fused.fused_dpo_loss(H, W0, c, r, ref.chosen_logps, ref.rejected_logps, beta=0.1)
+        add(f"fused loss at W = W0 minus ln 2 ({str(dt)[6:]})", abs(out.loss.item() - golden), 0.0, "==")
+    z = torch.zeros(3, dtype=torch.float64)
+    _, per, _, _ = dpo.dpo_loss(torch.tensor([0.0, 10.0, 20.0], dtype=torch.float64), z, z, z, beta=0.1, reduction="none")
+    golden = torch.tensor([math.log(2), math.log1p(math.exp(-1)), math.log1p(math.exp(-2))], dtype=torch.float64)
+    add("dpo_loss(Delta = [0, 10, 20], beta 0.1) vs -log sigma([0, 1, 2])", (per - golden).abs().max().item(), 1e-15)
+
+    # fused vs float64 (multi-token, distinct contexts)
+    x = hh_like(12, 6, 48, 517, seed=seed + 1)
+    rc, rr = -20 * torch.rand(12, generator=g), -20 * torch.rand(12, generator=g)
+
+    def lg(dtype, **kw):
+        W = x["W0"].to(dtype).clone().requires_grad_(True)
+        args = [x["Hw"].to(dtype), W, x["tw"], x["tl"], rc.to(dtype), rr.to(dtype)]
+        out = fused.fused_dpo_loss(*args, beta=0.1, H_rejected=x["Hl"].to(dtype), chosen_mask=x["mw"],
+                                   rejected_mask=x["ml"], **kw)
+        out.loss.backward()
+        return out.loss.double(), W.grad.double()
+
+    l64, g64 = lg(torch.float64)
+    for name, kw in (("recompute", dict(strategy="recompute", chunk_rows=7, vocab_tile=100)),
+                     ("one pass", dict(strategy="one_pass", chunk_rows=7))):
+        l32, g32 = lg(torch.float32, **kw)
+        add(f"fp32 {name}: loss relative error vs float64", abs((l32 - l64) / l64).item(), 1e-6)
+        add(f"fp32 {name}: dW relative error vs float64", ((g32 - g64).norm() / g64.norm()).item(), 1e-5)
+    xb = {k: (v.to(torch.bfloat16).double() if v.is_floating_point() else v) for k, v in x.items()}
+    Wb = xb["W0"].to(torch.bfloat16).clone().requires_grad_(True)
+    ob = fused.fused_dpo_loss(xb["Hw"].to(torch.bfloat16), Wb, x["tw"], x["tl"], rc.bfloat16(), rr.bfloat16(), beta=0.1,
+                              H_rejected=xb["Hl"].to(torch.bfloat16), chosen_mask=x["mw"], rejected_mask=x["ml"])
+    ob.loss.backward()
+    W64 = xb["W0"].clone().requires_grad_(True)
+    o64 = fused.fused_dpo_loss(xb["Hw"], W64, x["tw"], x["tl"], rc.bfloat16().double(), rr.bfloat16().double(), beta=0.1,
+                               H_rejected=xb["Hl"], chosen_mask=x["mw"], rejected_mask=x["ml"])
+    o64.loss.backward()
+    add("bf16 operands, fp32 accumulation: loss relative error", abs((ob.loss.double() - o64.loss) / o64.loss).item(), 1e-2)
+    add("bf16 operands, fp32 accumulation: dW relative error",
+        ((Wb.grad.double() - W64.grad).norm() / W64.grad.norm()).item(), 1e-2)
+
+    # the same SGD trajectory for chunk sizes 1, 7 and N (fp32, 20 steps)
+    def traj(cr):
+        W = x["W0"].clone().requires_grad_(True)
+        losses = []
+        for _ in range(20):
+            out = fused.fused_dpo_loss(x["Hw"], W, x["tw"], x["tl"], rc, rr, beta=0.5, H_rejected=x["Hl"],
+                                       chosen_mask=x["mw"], rejected_mask=x["ml"], chunk_rows=cr, strategy="recompute")
+            W.grad = None
+            out.loss.backward()
+            with torch.no_grad():
+                W -= 0.5 * W.grad
+            losses.append(out.loss.item())
+        return torch.tensor(losses, dtype=torch.float64)
+
+    base = traj(10_000)
+    add("SGD trajectory, chunk 1 vs N: max |loss difference| (fp32)", (traj(1) - base).abs().max().item(), 1e-6)
+    add("SGD trajectory, chunk 7 vs N: max |loss difference| (fp32)", (traj(7) - base).abs().max().item(), 1e-6)
+
+    # shared contexts: only the two answer rows receive gradient; distinct contexts: every row does
+    V, d, P, a, b = 400, 16, 64, 5, 11
+    H = torch.randn(P, d, generator=g, dtype=torch.float64)
+    W0 = torch.randn(V, d, generator=g, dtype=torch.float64)
+    yes = torch.rand(P, generator=g) < 0.5
+    c, r = torch.where(yes, a, b), torch.where(yes, b, a)
+    ref = dpo.precompute_reference(H, W0, c, r)
+    W = (W0 + 0.01).requires_grad_(True)
+    fused.fused_dpo_loss(H, W, c, r, ref.chosen_logps, ref.rejected_logps, beta=0.1).loss.backward()
+    others = [j for j in range(V) if j not in (a, b)]
+    add("shared contexts: max |dW| on the V - 2 non-answer rows", W.grad[others].abs().max().item(), 0.0, "==")
+    rows.append({"check": "shared contexts: rows of W with non-zero gradient", "measured": float((W.grad.abs().sum(1) > 0).sum()),
+                 "tolerance": "== 2", "passed": int((W.grad.abs().sum(1) > 0).sum()) == 2})
+    W = (W0 + 0.01).requires_grad_(True)
+    fused.fused_dpo_loss(H, W, c, r, ref.chosen_logps, ref.rejected_logps, beta=0.1,
+                         H_rejected=torch.randn(P, d, generator=g, dtype=torch.float64)).loss.backward()
+    moved = int((W.grad.abs().sum(1) > 0).sum())
+    rows.append({"check": "distinct contexts: rows of W with non-zero gradient", "measured": float(moved),
+                 "tolerance": f"== {V}", "passed": moved == V})
+
+    # the exact trainer against the reference trainer: official protocol, 100 steps, float64
+    n = 400
+    Hn = torch.randn(n + 100, d, generator=g, dtype=torch.float64)
+    yes = torch.rand(n + 100, generator=g) < 0.5
+    Hn = Hn + 0.5 * torch.where(yes, 1.0, -1.0)[:, None].double()
+    c, r = torch.where(yes, a, b), torch.where(yes, b, a)
+    refn = dpo.precompute_reference(Hn, W0, c, r)
+    kw = dict(beta=0.01, lr=20.0, steps=100, batch_size=128, generator=1234)
+    ref_run = dpo.train_reference(Hn[:n], W0, c[:n], r[:n], **kw)
+    exact = dpo.train_two_row(Hn[:n], dpo.signs(c[:n], r[:n], a, b), reference=refn[:n], **kw)
+    add("two-row vs reference trainer: max |loss difference|, 100 steps (float64)",
+        (ref_run.train["loss"] - exact.train["loss"]).abs().max().item(), 1e-10)
+    add("two-row vs reference trainer: max |head-change difference| (float64)",
+        (ref_run.head_change - exact.head_change).abs().max().item(), 1e-10)
+    return rows
+
+
+def load_gpu_results(root: str | Path | None = None) -> dict[str, Any] | None:
+    """The committed GPU benchmark (``artifacts/kernels/bench_gpu.json``), or None when it is absent.
+
+    Used in: `book/kernels.md`.
+    """
+    if root is None:
+        from ..book import repo_root
+
+        root = repo_root()
+    path = Path(root).joinpath(*GPU_ARTIFACT)
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text())
+    if "meta" not in data or "records" not in data:
+        raise ValueError(f"{path} is not a GPU benchmark file (no 'meta'/'records')")
+    return data
+
+
+def gpu_admonition_html(results: dict[str, Any] | None) -> str:
+    """An admonition saying where the GPU numbers come from, or that there are none (never a silent fallback).
+
+    Used in: `book/kernels.md`.
+    """
+    import html
+
+    if results is None:
+        return ('<div class="admonition warning"><p class="admonition-title">GPU results not available</p>'
+                "<p>This build found no stored GPU benchmark (<code>artifacts/kernels/bench_gpu.json</code>). The GPU "
+                "numbers are missing here, not replaced by CPU numbers: run <code>scripts/gpu_check.sh</code> on a GPU "
+                "machine and commit its <code>bench_gpu.json</code> to show them.</p></div>")
+    meta = results["meta"]
+    skipped = len(results.get("skipped", []))
+    return ('<div class="admonition note"><p class="admonition-title">Measured on '
+            f"{html.escape(str(meta.get('device')))}, {html.escape(str(meta.get('date', ''))[:10])}</p>"
+            "<p>The numbers in this section come from the stored file, measured on that card, not on this build's "
+            f"machine. {skipped} configuration(s) were skipped for lack of time and are listed in the file.</p></div>")
+
+
+def gpu_series(results: dict[str, Any], scenario: str, dtype: str, key: str = "median_ms") -> dict[str, tuple]:
+    """``{provider: (batch sizes, values)}`` of one scenario and dtype from the GPU results.
+
+    Used in: `book/kernels.md`.
+    """
+    series: dict[str, tuple[list, list]] = {}
+    for rec in results["records"]:
+        if rec.get("scenario") == scenario and rec.get("dtype") == dtype and key in rec:
+            xs, ys = series.setdefault(rec["provider"], ([], []))
+            xs.append(rec["B"])
+            ys.append(rec[key])
+    return {k: (list(x), list(y)) for k, (x, y) in sorted(series.items())}
+
+
+def gpu_table(results: dict[str, Any]):
+    """The GPU records as a DataFrame (scenario, dtype, B, provider, times, memory, prediction).
+
+    Used in: `book/kernels.md`.
+    """
+    import pandas as pd
+
+    cols = ["scenario", "dtype", "B", "provider", "median_ms", "p20_ms", "p80_ms", "predicted_ms",
+            "peak_mb_above_resident", "first_call_s", "error"]
+    df = pd.DataFrame([{c: rec.get(c) for c in cols} for rec in results["records"]])
+    return df.dropna(axis=1, how="all")
+
+
+def cpu_tables(out: dict[str, Any]):
+    """Two DataFrames from :func:`run_cpu`'s result: P2 (two-row vs reference) and P3 (per provider).
+
+    Used in: `book/kernels.md`.
+    """
+    import pandas as pd
+
+    p2 = pd.DataFrame([
+        {"quantity": "two-row sweep: behaviours x steps (batch 128, test metrics every step)",
+         "value": f"{out['p2_sweep_shape']['behaviours']} x {out['p2_sweep_shape']['steps']}"},
+        {"quantity": "two-row sweep: wall time (s)", "value": f"{out['p2_sweep_s']:.3f}"},
+        {"quantity": "two-row: time per run-step (µs)", "value": f"{1e6 * out['p2_two_row_s_per_run_step']:.1f}"},
+        {"quantity": f"reference trainer (fp32, V = {out['p2_ref_vocab']}): time per step (s)",
+         "value": f"{out['p2_ref_s_per_run_step']:.3f}"},
+        {"quantity": "throughput ratio (reference / two-row, per run-step)", "value": f"{out['p2_ratio']:.0f}"},
+        {"quantity": "same workload ratio (one behaviour, reference steps)", "value": f"{out['p2_same_workload_ratio']:.0f}"},
+        {"quantity": f"max |loss difference|, float64, {out['p2_f64_steps']} steps", "value": f"{out['p2_max_abs_dloss_f64']:.1e}"},
+    ])
+    rows = []
+    for name, rec in out["p3"].items():
+        err = rec.get("error_vs_f64", {})
+        rows.append({"provider": name, "time per step (s)": rec.get("median_s"), "first call (s)": rec.get("first_call_s"),
+                     "peak above resident (MB)": rec.get("peak_mb"), "of which workspace (MB)": rec.get("workspace_mb"),
+                     "loss rel. error": err.get("loss_rel"), "dW rel. error": err.get("grad_rel")})
+    return p2, pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------------------------------
 
@@ -646,7 +883,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.gpu:
         out = run_gpu(args.budget_s, args.json)
     else:
-        out = run_cpu(args.quick)
+        out = run_cpu("quick" if args.quick else "full")
         print(f"P2: two-row sweep {out['p2_sweep_s']:.3f} s for 135 behaviours x 100 steps; "
               f"ratio to the reference trainer {out['p2_ratio']:.0f}x; "
               f"max |dloss| float64 {out['p2_max_abs_dloss_f64']:.1e}")
