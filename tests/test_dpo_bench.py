@@ -6,17 +6,11 @@ import sys
 
 import pytest
 import torch
+from dpo_helpers import one_thread  # noqa: F401  (autouse fixture)
 
 from alignment_dynamics.bench import dpo as bench
 from alignment_dynamics.dpo import fused
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_cpu_peak_bytes_sees_a_temporary_allocation():
@@ -57,3 +51,23 @@ def test_bench_command_line_help():
     proc = subprocess.run([sys.executable, "-m", "alignment_dynamics.bench", "dpo", "--help"], capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0 and "--quick" in proc.stdout and "--gpu" in proc.stdout
+
+
+def test_sizes_stored_results_and_admonition(tmp_path):
+    with pytest.raises(ValueError, match="unknown benchmark size 'huge'"):
+        bench.run_cpu("huge")
+    assert bench.load_gpu_results(tmp_path) is None
+    assert "GPU results not available" in bench.gpu_admonition_html(None)
+    path = tmp_path.joinpath(*bench.GPU_ARTIFACT)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"records": []}))
+    with pytest.raises(ValueError, match="is not a GPU benchmark file"):
+        bench.load_gpu_results(tmp_path)
+    path.write_text(json.dumps({"meta": {"device": "NVIDIA H100", "date": "2026-11-26T00:00:00+00:00"}, "records": [
+        {"scenario": "S2", "dtype": "bf16", "B": 64, "provider": "ours_triton", "median_ms": 1.0},
+        {"scenario": "S2", "dtype": "bf16", "B": 256, "provider": "ours_triton", "median_ms": 2.0},
+        {"scenario": "S2", "dtype": "bf16", "B": 64, "provider": "naive", "error": "OOM"}]}))
+    res = bench.load_gpu_results(tmp_path)
+    assert bench.gpu_series(res, "S2", "bf16") == {"ours_triton": ([64, 256], [1.0, 2.0])}
+    assert "NVIDIA H100" in bench.gpu_admonition_html(res) and "2026-11-26" in bench.gpu_admonition_html(res)
+    assert list(bench.gpu_table(res)["provider"]) == ["ours_triton", "ours_triton", "naive"]

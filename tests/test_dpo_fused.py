@@ -4,17 +4,11 @@ import math
 
 import pytest
 import torch
+from dpo_helpers import one_thread  # noqa: F401  (autouse fixture)
 
 import alignment_dynamics.dpo as dpo
 from alignment_dynamics.dpo.fused import fused_dpo_loss, selective_logprobs, sequence_logps
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _g(seed):

@@ -75,6 +75,8 @@ def cpu_peak_bytes(fn: Callable[[], Any]) -> int | None:
 
     Resets the kernel's high-water mark (``/proc/self/clear_refs``), so only ``fn``'s peak counts.
     Large tensors are mmapped by the allocator and returned on free, so earlier runs do not hide it.
+
+    Used in: `book/kernels.md`.
     """
     try:
         gc.collect()

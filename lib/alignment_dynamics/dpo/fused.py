@@ -52,7 +52,10 @@ def triton_available() -> bool:
 
 
 def resolve_impl(impl: str, *tensors: torch.Tensor) -> str:
-    """The implementation ``impl`` stands for with these inputs (``"auto"`` -> ``"torch"``/``"triton"``)."""
+    """The implementation ``impl`` stands for with these inputs (``"auto"`` -> ``"torch"``/``"triton"``).
+
+    Used in: `book/kernels.md`.
+    """
     if impl not in IMPLS:
         raise ValueError(f"unknown impl {impl!r}; valid: {list(IMPLS)}")
     on_cuda = all(t.is_cuda for t in tensors)
@@ -229,7 +232,10 @@ def selective_logprobs(H: torch.Tensor, W: torch.Tensor, targets: torch.Tensor, 
 
 @dataclass
 class FusedDPOOutput:
-    """What :func:`fused_dpo_loss` returns: the loss and TRL's per-pair quantities (rewards detached)."""
+    """What :func:`fused_dpo_loss` returns: the loss and TRL's per-pair quantities (rewards detached).
+
+    Used in: `book/kernels.md`.
+    """
 
     loss: torch.Tensor
     per_pair: torch.Tensor
