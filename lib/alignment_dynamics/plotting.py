@@ -129,15 +129,15 @@ def fused_tiles_diagram():
                                                 edgecolor="white", lw=1.0))
         ax.add_patch(mpatches.Rectangle((-2.8, 0), 1.2, n_rows - 0.08, facecolor="#f2f2f2", edgecolor="grey"))
         ax.add_patch(mpatches.Rectangle((-2.8, n_rows - 2), 1.2, 0.92, facecolor="#ff7f0e", alpha=0.8))
-        ax.text(-2.2, -0.45, "H\n(N x d)", ha="center", va="top", fontsize=8.5)
+        ax.text(-1.7, n_rows / 2, "H\n(N x d)", ha="left", va="center", fontsize=8.5, rotation=90)
         ax.add_patch(mpatches.Rectangle((0, n_rows + 0.15), n_tiles - 0.08, 0.8, facecolor="#f2f2f2", edgecolor="grey"))
         ax.add_patch(mpatches.Rectangle((2, n_rows + 0.15), 0.92, 0.8, facecolor="#2ca02c", alpha=0.8))
         ax.text(n_tiles / 2, n_rows + 1.05, "W^T (d x V), vocabulary tiles", ha="center", va="bottom", fontsize=8.5)
         ax.text(2.46, n_rows - 1.54, "z", color="white", ha="center", va="center", fontsize=10, fontweight="bold")
-    axes[0].text(n_tiles / 2, -0.45, "per row: m <- max(m, max z);  s <- s e^(m_old - m) + sum e^(z - m)\n"
+    axes[0].text(n_tiles / 2 - 1.4, -0.45, "per row: m <- max(m, max z);  s <- s e^(m_old - m) + sum e^(z - m)\n"
                  "LSE = m + log s;  target logits h . W[y] gathered directly\nkept: H, W, targets, LSE (O(N))",
                  ha="center", va="top", fontsize=8)
-    axes[1].text(n_tiles / 2, -0.45, "G = g e_y - c p  with  p = exp(z - LSE),  c = sum_k g_k\n"
+    axes[1].text(n_tiles / 2 - 1.4, -0.45, "G = g e_y - c p  with  p = exp(z - LSE),  c = sum_k g_k\n"
                  "dW[tile] += G^T H_chunk  (fp32);  rows with c = 0 skip the dense part\n"
                  "one-pass DPO: whole pairs per chunk, loss and G from the same block",
                  ha="center", va="top", fontsize=8)
