@@ -167,3 +167,16 @@ def test_two_row_errors():
         dpo.signs(torch.tensor([7, 1]), torch.tensor([3, 3]), A, B_)
     with pytest.raises(ValueError, match="lr must be a positive"):
         dpo.train_reference(p["H"], p["W0"], p["c"], p["r"], **{**kw, "lr": -1.0})
+
+
+def test_full_batches_of_unequal_sizes_equal_single_runs():
+    ps = [_problem(n=n, seed=20 + i) for i, n in enumerate([150, 90])]
+    kw = dict(beta=0.1, lr=2.0, steps=15, batch_size=None, generator=0)
+    both = dpo.train_two_row([p["H"] for p in ps], [p["s"] for p in ps], reference=[p["ref"] for p in ps], **kw)
+    assert both.batches.shape == (2, 15, 150) and int(both.batches[1, 0, 90]) == -1
+    for r, p in enumerate(ps):
+        one = dpo.train_two_row(p["H"], p["s"], reference=p["ref"], **kw)
+        torch.testing.assert_close(one.v[0], both.v[r], rtol=0, atol=1e-14)
+        torch.testing.assert_close(one.train["loss"][0], both.train["loss"][r], rtol=0, atol=1e-14)
+    ref_run = dpo.train_reference(ps[1]["H"], ps[1]["W0"], ps[1]["c"], ps[1]["r"], **kw)
+    assert (ref_run.train["loss"][0] - both.train["loss"][1]).abs().max().item() <= 1e-10

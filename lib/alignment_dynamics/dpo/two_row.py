@@ -24,9 +24,8 @@ Used in: `book/kernels.md`, `book/training_dynamics.md`, `book/prioritization.md
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, NamedTuple
 
 import torch
 
@@ -34,7 +33,6 @@ from .reference import (OPTIMIZERS, Reference, Trajectory, _check_hparams, _chec
                         loss_derivative, metrics_from_parts)
 from .sampling import sample_batches
 
-_REF_FIELDS = tuple(f.name for f in dataclasses.fields(Reference))
 
 IMPLS = ("auto", "numba", "torch")
 _LOSS_CODES = {"sigmoid": 0, "robust": 1, "hinge": 2, "ipo": 3}
@@ -340,19 +338,20 @@ def train_two_row(H, s, *, beta, lr, steps: int, batch_size: int | None, generat
     padded = bool((counts != B).any())
 
     Hflat, offsets = _flat_features(Hs, torch.float32 if dtype == torch.float32 else None)
-    off = torch.tensor(offsets).view(runs, 1, 1)
-    rows = torch.where(batches >= 0, batches + off, 0)
-    # per-run signs, start dots, reference fields and behaviour ids, gathered per step: [R, T, B]
-    s_rows = _gather_runs(ss, batches, dtype)
+    valid = batches >= 0
+    rows = torch.where(valid, batches + torch.tensor(offsets).view(runs, 1, 1), 0)
+    # per-run quantities gathered per step ([R, T, B]) through one flat index
+    gather = _Gather(batches, [h.shape[0] for h in Hs])
+    s_rows = gather(ss, dtype)
     Vt = torch.zeros(runs, T + 1, d, dtype=dtype)
     dots = torch.zeros(runs, T, B, dtype=dtype)
     sflat = torch.zeros(Hflat.shape[0], dtype=dtype)
-    sflat[rows.flatten()] = s_rows.flatten()  # runs that share features may not share signs:
-    if not torch.equal(sflat[rows], s_rows):   # then give each run its own rows
+    sflat[rows[valid]] = s_rows[valid]  # runs that share features may not share signs:
+    if not torch.equal(sflat[rows[valid]], s_rows[valid]):  # then give each run its own rows
         Hflat, offsets = _flat_features(Hs, torch.float32 if dtype == torch.float32 else None, share=False)
-        rows = torch.where(batches >= 0, batches + torch.tensor(offsets).view(runs, 1, 1), 0)
+        rows = torch.where(valid, batches + torch.tensor(offsets).view(runs, 1, 1), 0)
         sflat = torch.zeros(Hflat.shape[0], dtype=dtype)
-        sflat[rows.flatten()] = s_rows.flatten()
+        sflat[rows[valid]] = s_rows[valid]
     lr_t = torch.tensor(lrs, dtype=dtype)
     beta_t = torch.tensor(betas, dtype=dtype)
     use_numba = impl == "numba" or (impl == "auto" and _numba_available())
@@ -382,11 +381,12 @@ def train_two_row(H, s, *, beta, lr, steps: int, batch_size: int | None, generat
                 train_by.append(_pair_metrics(*args, beta=betas[r], behavior_id=bids[r][idx], n_behaviors=nb, **kw))
         train, train_by = _stack_dicts(train), _stack_dicts(train_by)
     else:
-        ref_rows = _gather_reference(refs, batches, dtype) if has_ref else None
-        args = (dots, s_rows, _gather_runs(sdots, batches, dtype), ref_rows)
+        ref_rows = _RefRows(*(gather([getattr(r, f) for r in refs], dtype) for f in _RefRows._fields)) if has_ref else None
+        sd_rows = gather(sdots, dtype) if sv is not None else torch.zeros((), dtype=dtype)
+        args = (dots, s_rows, sd_rows, ref_rows)
         train = _pair_metrics(*args, beta=beta_b, **kw)
-        train_by = (_pair_metrics(*args, beta=beta_b, behavior_id=_gather_runs(bids, batches, torch.long),
-                                  n_behaviors=nb, **kw) if bids[0] is not None else {})
+        train_by = (_pair_metrics(*args, beta=beta_b, behavior_id=gather(bids, torch.long), n_behaviors=nb, **kw)
+                    if bids[0] is not None else {})
     ev, ev_by = {}, {}
     for name, spec in (eval_sets or {}).items():
         per_run = _eval_spec(name, spec, runs, d)
@@ -414,21 +414,34 @@ def train_two_row(H, s, *, beta, lr, steps: int, batch_size: int | None, generat
         train_by_behavior=train_by, eval_by_behavior=ev_by, v=Vt if keep_v else None)
 
 
-def _gather_runs(per_run: list[torch.Tensor], batches: torch.Tensor, dtype) -> torch.Tensor:
-    """``per_run[r][batches[r]]`` for every run, as one ``[R, T, B]`` tensor (batches without padding)."""
-    sizes = [x.shape[0] for x in per_run]
-    flat = torch.cat([x.to(dtype) for x in per_run])
-    off = torch.tensor([0] + sizes[:-1]).cumsum(0).view(-1, 1, 1)
-    return flat[batches + off]
+class _RefRows(NamedTuple):
+    """The reference quantities the metrics need, per pair (any shape)."""
+
+    chosen_logits: torch.Tensor
+    rejected_logits: torch.Tensor
+    rest_lse: torch.Tensor
+    mean_logit: torch.Tensor
 
 
-def _gather_reference(refs: list[Reference], batches: torch.Tensor, dtype) -> Reference:
-    return Reference(**{f: _gather_runs([getattr(r, f) for r in refs], batches, dtype) for f in _REF_FIELDS})
+class _Gather:
+    """``per_run[r][batches[r]]`` for every run as one ``[R, T, B]`` tensor, through one flat index.
+
+    Padding entries (-1, full batches of unequal sizes) read each run's first row; callers mask them.
+    """
+
+    def __init__(self, batches: torch.Tensor, sizes: list[int]):
+        off = torch.tensor([0] + sizes[:-1]).cumsum(0).view(-1, 1, 1)
+        self.shape = batches.shape
+        self.index = torch.where(batches >= 0, batches, 0).add(off).reshape(-1)
+
+    def __call__(self, per_run: list[torch.Tensor], dtype) -> torch.Tensor:
+        flat = torch.cat([x.to(dtype) for x in per_run])
+        return flat.index_select(0, self.index).view(self.shape)
 
 
-def _stack_reference(refs: list[Reference], dtype) -> Reference:
+def _stack_reference(refs: list[Reference], dtype) -> _RefRows:
     """Per-run references of equal size as ``[R, 1, m]`` fields (broadcast over steps)."""
-    return Reference(**{f: torch.stack([getattr(r, f).to(dtype) for r in refs]).unsqueeze(1) for f in _REF_FIELDS})
+    return _RefRows(*(torch.stack([getattr(r, f).to(dtype) for r in refs]).unsqueeze(1) for f in _RefRows._fields))
 
 
 def _stack_shared(tensors: list[torch.Tensor], dtype) -> torch.Tensor:
