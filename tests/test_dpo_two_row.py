@@ -180,3 +180,14 @@ def test_full_batches_of_unequal_sizes_equal_single_runs():
         torch.testing.assert_close(one.train["loss"][0], both.train["loss"][r], rtol=0, atol=1e-14)
     ref_run = dpo.train_reference(ps[1]["H"], ps[1]["W0"], ps[1]["c"], ps[1]["r"], **kw)
     assert (ref_run.train["loss"][0] - both.train["loss"][1]).abs().max().item() <= 1e-10
+
+
+def test_runs_sharing_features_with_other_signs():
+    p = _problem(n=300, seed=30)
+    kw = dict(beta=0.1, lr=2.0, steps=10, batch_size=64, generator=[5, 5, 5])
+    H = p["H"].contiguous()
+    shared = dpo.train_two_row([H, H, H[100:]], [p["s"], -p["s"], p["s"][100:]], **kw)
+    alone = [dpo.train_two_row(h, s_, beta=0.1, lr=2.0, steps=10, batch_size=64, generator=5)
+             for h, s_ in ((H, p["s"]), (H.clone(), -p["s"]), (H[100:].clone(), p["s"][100:]))]
+    for r in range(3):
+        torch.testing.assert_close(shared.v[r], alone[r].v[0], rtol=0, atol=1e-14)

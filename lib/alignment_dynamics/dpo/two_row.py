@@ -345,13 +345,17 @@ def train_two_row(H, s, *, beta, lr, steps: int, batch_size: int | None, generat
     s_rows = gather(ss, dtype)
     Vt = torch.zeros(runs, T + 1, d, dtype=dtype)
     dots = torch.zeros(runs, T, B, dtype=dtype)
-    sflat = torch.zeros(Hflat.shape[0], dtype=dtype)
-    sflat[rows[valid]] = s_rows[valid]  # runs that share features may not share signs:
-    if not torch.equal(sflat[rows[valid]], s_rows[valid]):  # then give each run its own rows
+    # runs that share feature rows must share signs too (else each run gets its own copy of the rows)
+    by_block: dict[tuple[int, int], torch.Tensor] = {}
+    clash = any(not torch.equal(by_block.setdefault((o, x.shape[0]), x), x) for o, x in zip(offsets, ss))
+    spans = sorted(by_block)
+    clash = clash or any(a[0] + a[1] > b[0] for a, b in zip(spans, spans[1:]))  # partly overlapping blocks
+    if clash:
         Hflat, offsets = _flat_features(Hs, torch.float32 if dtype == torch.float32 else None, share=False)
         rows = torch.where(valid, batches + torch.tensor(offsets).view(runs, 1, 1), 0)
-        sflat = torch.zeros(Hflat.shape[0], dtype=dtype)
-        sflat[rows[valid]] = s_rows[valid]
+    sflat = torch.zeros(Hflat.shape[0], dtype=dtype)
+    for o, x in zip(offsets, ss):
+        sflat[o:o + x.shape[0]] = x
     lr_t = torch.tensor(lrs, dtype=dtype)
     beta_t = torch.tensor(betas, dtype=dtype)
     use_numba = impl == "numba" or (impl == "auto" and _numba_available())
