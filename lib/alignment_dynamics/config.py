@@ -201,6 +201,9 @@ def register(spec: ChapterSpec) -> ChapterSpec:
 # --- intro -----------------------------------------------------------------------------------------
 register(ChapterSpec(slug="intro", aggregates="claims"))
 
+# --- reproducibility -------------------------------------------------------------------------------
+register(ChapterSpec(slug="reproducibility", aggregates="report", reads_artifacts=True))
+
 # --- kernels ---------------------------------------------------------------------------------------
 register(ChapterSpec(
     slug="kernels",
@@ -217,9 +220,6 @@ register(ChapterSpec(
     reads_artifacts=True,
 ))
 # --- end kernels -----------------------------------------------------------------------------------
-
-# --- reproducibility -------------------------------------------------------------------------------
-register(ChapterSpec(slug="reproducibility", aggregates="report", reads_artifacts=True))
 
 
 # ---------------------------------------------------------------------------------------------------
