@@ -449,23 +449,29 @@ def _gpu_providers(scenario: str, liger_cls, with_compile: bool, liger_compiled:
     return provs
 
 
-def _predicted_ms(provider: str, scenario: str, B: int, dtype, head=PAPER_HEAD) -> float | None:
-    d, V = head["d"], head["V"]
-    flops = H100_BF16_FLOPS if dtype == torch.bfloat16 else H100_FP32_FLOPS
+def _gemm_work(provider: str, scenario: str, B: int, head=PAPER_HEAD) -> tuple[int, float] | None:
+    """(number of B·d·V-sized GEMMs a provider needs per step, FLOPs of one) for the GPU scenarios."""
     rows = 2 * B if scenario == "S2" else B
-    gemm = 2.0 * rows * d * V
     if provider.startswith("ours"):
-        n = 1 if scenario == "S1" else 3  # S1: forward LSE only (c = 0: sparse backward)
+        n = 1 if scenario == "S1" else 3  # S1: the forward LSE only (c = 0: sparse backward)
     elif provider.startswith("liger"):
-        n, rows = 4, 2 * B
-        gemm = 2.0 * rows * d * V
+        n, rows = 4, 2 * B  # policy and reference forward, dH and dW, on [chosen; rejected]
     elif provider in ("naive", "torch_compile"):
         n = 2
     else:
         return None
-    t = n * gemm / flops
+    return n, 2.0 * rows * head["d"] * head["V"]
+
+
+def _predicted_ms(provider: str, scenario: str, B: int, dtype, head=PAPER_HEAD) -> float | None:
+    work = _gemm_work(provider, scenario, B, head)
+    if work is None:
+        return None
+    n, flops_one = work
+    t = n * flops_one / (H100_BF16_FLOPS if dtype == torch.bfloat16 else H100_FP32_FLOPS)
     if provider == "naive":
-        t += 5 * rows * V * 4 / H100_BYTES_PER_S  # logits, log-softmax and its gradient in fp32
+        rows = 2 * B if scenario == "S2" else B
+        t += 5 * rows * head["V"] * 4 / H100_BYTES_PER_S  # logits, log-softmax and its gradient in fp32
     return 1e3 * t
 
 
@@ -641,9 +647,11 @@ def run_gpu(budget_s: float = 200.0, json_path: str | None = None, *, device: st
             rec["peak_mb_above_resident"] = (dev.peak() - resident) / 2**20
             ms = dev.bench(step)
             rec.update({"median_ms": ms[0], "p20_ms": ms[1], "p80_ms": ms[2]})
-            rows = 2 * B if scenario == "S2" else B
             rec["pairs_per_s"] = B / (ms[0] / 1e3)
-            rec["tflops_per_s_one_gemm"] = 2.0 * rows * head["d"] * head["V"] / (ms[0] / 1e3) / 1e12
+            work = _gemm_work(prov, scenario, B, head)
+            if work is not None:  # achieved TFLOP/s, counting only the GEMMs the provider needs
+                rec["gemms"] = work[0]
+                rec["achieved_tflops"] = work[0] * work[1] / (ms[0] / 1e3) / 1e12
         except Exception as exc:  # noqa: BLE001 - record (out of memory, unsupported) and go on
             rec["error"] = repr(exc)[:300]
             dev.empty_cache()
@@ -836,7 +844,7 @@ def gpu_table(results: dict[str, Any]):
     import pandas as pd
 
     cols = ["scenario", "dtype", "B", "provider", "median_ms", "p20_ms", "p80_ms", "predicted_ms",
-            "peak_mb_above_resident", "first_call_s", "error"]
+            "achieved_tflops", "peak_mb_above_resident", "first_call_s", "error"]
     df = pd.DataFrame([{c: rec.get(c) for c in cols} for rec in results["records"]])
     return df.dropna(axis=1, how="all")
 
