@@ -172,10 +172,20 @@ def test_gpu_sizes_against_float64_and_cpu():
     lpb, _, gb = _run(*xb, "triton")
     lpb_64, _, gb_64 = _f64(*xb)
     assert _rel(lpb, lpb_64) <= 1e-2 and _rel(gb, gb_64) <= 1e-2
+    # TF32 rounds each operand to a 10-bit mantissa (relative 2^-11 ~ 4.9e-4), so the error scales with the
+    # logits, not with our algorithm: measured on an H200 (2026-11-26), ours gave 6.6e-4 relative on the
+    # log-probs at these sizes. The test holds our path to the naive TF32 implementation's own error.
     torch.backends.cuda.matmul.allow_tf32 = True
-    lp_tf, _, g_tf = _run(*x, "triton")
-    assert _rel(lp_tf, lp_64) <= 1e-4 and _rel(g_tf, g_64) <= 1e-3
-    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        lp_tf, _, g_tf = _run(*x, "triton")
+        W = x[1].clone().requires_grad_(True)
+        lp_nv, _ = dpo.logprobs_naive(x[0], W, x[2])
+        (lp_nv * x[3]).sum().backward()
+        err_naive_lp, err_naive_g = _rel(lp_nv.detach(), lp_64), _rel(W.grad, g_64)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = False
+    assert _rel(lp_tf, lp_64) <= 2 * err_naive_lp + 1e-6
+    assert _rel(g_tf, g_64) <= 2 * err_naive_g + 1e-5
 
 
 @gpu
