@@ -108,32 +108,78 @@ def _finish(lm: models.LoadedModel, h, norm: str):
     return h.to(torch.float32).cpu().numpy()
 
 
+def common_prefix(seqs: Sequence[Sequence[int]]) -> int:
+    """Length of the longest token prefix shared by all sequences, leaving each at least one token.
+
+    Used in: `book/persona_data.md`.
+    """
+    if not seqs:
+        return 0
+    first, n = seqs[0], min(len(s) for s in seqs) - 1
+    k = 0
+    while k < n and all(s[k] == first[k] for s in seqs):
+        k += 1
+    return k
+
+
+MIN_SHARED_PREFIX = 4
+
+
+def _cache_kwarg(base) -> str:
+    """The name of the key/value cache argument (``cache`` in recent transformers, else ``past_key_values``)."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
 def embed(lm: models.LoadedModel, prompts: Sequence[str], *, norm: str = "model",
           max_batch_tokens: int = MAX_BATCH_TOKENS, max_batch_rows: int = MAX_BATCH_ROWS,
-          progress: bool = True) -> np.ndarray:
+          share_prefix: bool = True, progress: bool = True) -> np.ndarray:
     """h(x) for each prompt, as float32 rows (n, d_model), in the order given.
 
     Prompts are tokenised as the official code does (the tokenizer's default special tokens, no
     template). ``norm`` is ``"model"`` (default) or ``"double"``. The computation runs in the model's
     dtype (load it with ``dtype="bfloat16"`` for bf16); the result is stored as float32.
 
+    With ``share_prefix`` (default), a token prefix common to all prompts (persona prompts share
+    "Is the following statement something you would say?" and more: about 40 % of their tokens) runs
+    once; its keys and values are repeated for every batch, and only the rest of each prompt runs.
+    Under the causal mask the prefix's states do not depend on what follows, so the result is the same.
+
     Used in: `book/persona_data.md`.
     """
+    import copy
+
     import torch
     from tqdm.auto import tqdm
 
     check_norm(norm)
     prompts = _check_prompts(prompts)
     ids = lm.tokenizer(prompts)["input_ids"]
-    lengths = [len(s) for s in ids]
+    k = common_prefix(ids) if share_prefix and len(ids) > 1 else 0
+    if k < MIN_SHARED_PREFIX:
+        k = 0
+    lengths = [len(s) - k for s in ids]
     out = np.empty((len(prompts), lm.d_model), dtype=np.float32)
     pad = _pad_id(lm.tokenizer)
     base, device = lm.base, lm.device
     with torch.inference_mode(), tqdm(total=len(prompts), desc=f"embedding ({lm.name})", unit="prompt",
                                       disable=not progress or len(prompts) < 64, leave=False) as bar:
+        prefix_cache = None
+        if k:
+            from transformers import DynamicCache
+
+            prefix_cache = DynamicCache(config=lm.model.config)
+            base(input_ids=torch.tensor([ids[0][:k]], device=device), use_cache=True,
+                 **{_cache_kwarg(base): prefix_cache})
         for batch in _batches(lengths, max_batch_tokens, max_batch_rows):
-            x = _pad_right([ids[i] for i in batch], pad).to(device)
-            hidden = base(input_ids=x, use_cache=False).last_hidden_state
+            x = _pad_right([ids[i][k:] for i in batch], pad).to(device)
+            if prefix_cache is None:
+                hidden = base(input_ids=x, use_cache=False).last_hidden_state
+            else:
+                past = copy.deepcopy(prefix_cache)
+                past.batch_repeat_interleave(len(batch))
+                hidden = base(input_ids=x, use_cache=True, **{_cache_kwarg(base): past}).last_hidden_state
             last = torch.tensor([lengths[i] - 1 for i in batch], device=device)
             h = hidden[torch.arange(len(batch), device=device), last]
             out[batch] = _finish(lm, h, norm)
@@ -149,17 +195,17 @@ def _sha(text: str) -> bytes:
     return hashlib.sha256(text.encode("utf-8")).digest()
 
 
-def store_key(model_name: str, *, dtype: Any = None, norm: str = "model",
+def store_key(model_name: str, *, dtype: Any = "auto", norm: str = "model",
               options: dict[str, Any] | None = None) -> str:
     """The digest naming an embedding store: model fingerprint, dtype, norm and prompt options.
 
     Used in: `book/persona_data.md`.
     """
-    return cache.digest("embeddings", EMBED_VERSION, models.fingerprint(model_name), models.dtype_name(dtype),
+    return cache.digest("embeddings", EMBED_VERSION, models.fingerprint(model_name), resolve_dtype(dtype),
                         check_norm(norm), options or {})
 
 
-def store_dir(model_name: str, *, dtype: Any = None, norm: str = "model",
+def store_dir(model_name: str, *, dtype: Any = "auto", norm: str = "model",
               options: dict[str, Any] | None = None) -> Path:
     """The folder of an embedding store in the user cache.
 
@@ -190,7 +236,15 @@ def _write_store(path: Path, rows: dict[bytes, np.ndarray], meta: dict[str, Any]
         save_file(tensors, str(tmp), metadata={"meta": json.dumps(meta, sort_keys=True)})
 
 
-def cached_embeddings(model_name: str, prompts: Sequence[str], *, group: str, dtype: Any = None,
+def resolve_dtype(dtype: Any, device: Any = None) -> str:
+    """``"auto"`` as ``models.fast_dtype(device)``, any other dtype by its canonical name.
+
+    Used in: `book/persona_data.md`.
+    """
+    return models.fast_dtype(device) if dtype == "auto" else models.dtype_name(dtype)
+
+
+def cached_embeddings(model_name: str, prompts: Sequence[str], *, group: str, dtype: Any = "auto",
                       norm: str = "model", options: dict[str, Any] | None = None, device: Any = None,
                       progress: bool = True) -> tuple[np.ndarray, int]:
     """h(x) for ``prompts`` from the store ``group`` (e.g. a behaviour), computing only missing rows.
@@ -202,6 +256,7 @@ def cached_embeddings(model_name: str, prompts: Sequence[str], *, group: str, dt
     Used in: `book/persona_data.md`.
     """
     prompts = _check_prompts(prompts)
+    dtype = resolve_dtype(dtype, device)
     if not group or "/" in group or group.startswith("."):
         raise ConfigError(f"group must be a plain file name, got {group!r}")
     folder = store_dir(model_name, dtype=dtype, norm=norm, options=options)
@@ -247,13 +302,16 @@ class BehaviorEmbeddings:
 
 
 def behavior_embeddings(model_name: str, behavior: str, indices: Sequence[int] | None = None, *,
-                        norm: str = "model", dtype: Any = "float32", trailing_newline: bool = False,
+                        norm: str = "model", dtype: Any = "auto", trailing_newline: bool = False,
                         chat_template: bool = False, flip: bool = False, device: Any = None,
                         progress: bool = True) -> BehaviorEmbeddings:
     """h(x) of a behaviour's statements (all, or those at ``indices``) with their labels, cached.
 
     Prompts come from ``data.persona_pairs`` (the ``question`` verbatim by default); ``flip`` changes
     the labels only. Use ``data.stratified_sample`` for nested samples that share cached rows.
+    ``dtype="auto"`` (default) computes in ``models.fast_dtype()``: bfloat16 where the hardware has
+    native bf16 (2-4x faster; rows agree with float32 to about 1 %), else float32. The rows are
+    float32 either way, and the dtype used is in ``options["dtype"]`` and in the cache key.
 
     Used in: `book/persona_data.md`, `book/distinguishability.md`, `book/training_dynamics.md`,
     `book/prioritization.md`, `book/misalignment.md`.
@@ -261,6 +319,7 @@ def behavior_embeddings(model_name: str, behavior: str, indices: Sequence[int] |
     t0 = time.perf_counter()
     model_name = models.validate_name(model_name)
     behavior = data.validate_behaviors([behavior])[0]
+    dtype = resolve_dtype(dtype, device)
     tokenizer = None
     if chat_template:
         tokenizer = models.shared(model_name, dtype=dtype, device=device).tokenizer
@@ -374,7 +433,7 @@ def response_features(lm: models.LoadedModel, prompts: Sequence[str], responses:
 
 
 def cached_response_features(model_name: str, prompts: Sequence[str], responses: Sequence[str], *,
-                             dtype: Any = "float32", norm: str = "model", append_eos: bool = True,
+                             dtype: Any = "auto", norm: str = "model", append_eos: bool = True,
                              max_prompt_tokens: int | None = None, max_response_tokens: int | None = None,
                              device: Any = None, progress: bool = True) -> ResponseFeatures:
     """:func:`response_features` through a content-addressed file cache (one file per request).
@@ -387,6 +446,7 @@ def cached_response_features(model_name: str, prompts: Sequence[str], responses:
 
     prompts = _check_prompts(prompts)
     responses = _check_prompts(responses, "response")
+    dtype = resolve_dtype(dtype, device)
     opts = {"norm": check_norm(norm), "append_eos": append_eos, "max_prompt_tokens": max_prompt_tokens,
             "max_response_tokens": max_response_tokens}
     key = cache.digest("response-features", EMBED_VERSION, models.fingerprint(model_name),

@@ -325,6 +325,26 @@ def dtype_name(dtype: Any) -> str:
     return str(resolve_dtype(dtype)).removeprefix("torch.")
 
 
+def fast_dtype(device: Any = None) -> str:
+    """The faster of float32 and bfloat16 for inference here: ``"bfloat16"`` on a CUDA device that
+    supports it or a CPU with native bf16 arithmetic (AVX512-BF16 or AMX), else ``"float32"``.
+
+    Emulated bf16 (on CPUs without those instructions) is slower than float32, so it is never chosen.
+
+    Used in: `book/persona_data.md` (the embedding default of ``embed.behavior_embeddings``).
+    """
+    import torch
+
+    dev = resolve_device(device)
+    if dev.startswith("cuda"):
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "float32"
+    return "bfloat16" if (" avx512_bf16" in flags or " amx_bf16" in flags) else "float32"
+
+
 def resolve_device(device: Any = None) -> str:
     """``None`` means CUDA when present, else the CPU."""
     import torch
