@@ -245,17 +245,19 @@ LOGIT_ATOL = 1e-3
 @pytest.mark.parametrize("name", ["smollm2-135m-instruct", "gemma-3-270m"])
 def test_h_times_W_U_is_the_models_next_token_logits(name):
     lm = models.shared(name, device="cpu")
-    prompts = [p.prompt for p in data.persona_pairs("openness", [0, 1, 2, 3, 500, 501])]
+    prompts = [p.prompt for p in data.persona_pairs("openness", [0, 500])] + ["Hello there", "x"]
+    gap = embed.logit_gap(lm, prompts)
+    assert gap["model"].max() < LOGIT_ATOL, gap
+    assert gap["double"].min() > 100 * LOGIT_ATOL  # the official quirk: not the logits' features
     H = embed.embed(lm, prompts, progress=False)
-    W = lm.W_U
-    for i, p in enumerate(prompts):
+    for i, p in enumerate(prompts[:3]):
         h, logits = reference(lm, p)
-        ours = torch.from_numpy(H[i]) @ W.T
-        assert float((ours - logits).abs().max()) < LOGIT_ATOL
-        assert int(ours.argmax()) == int(logits.argmax())
         np.testing.assert_allclose(H[i], h.numpy(), rtol=0, atol=1e-3)
+        assert int((torch.from_numpy(H[i]) @ lm.W_U.T).argmax()) == int(logits.argmax())
+    m = lm.answer_margin(H[:1])
     yes, no = lm.answer_token_ids()
-    assert yes != no
+    _, logits = reference(lm, prompts[0])
+    assert abs(m[0] - float(logits[yes] - logits[no])) < 2 * LOGIT_ATOL
 
 
 @pytest.mark.models

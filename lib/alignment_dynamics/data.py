@@ -220,7 +220,7 @@ def _download(dataset: str, rels: Sequence[str], root: Path) -> None:
     import urllib.error
     import urllib.request
 
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     if os.environ.get(OFFLINE_ENV):
         raise DataMissingError(f"the dataset {dataset!r} is not available locally and downloads are off. "
@@ -630,6 +630,50 @@ def hh_rlhf_split(n: int, *, seed: int = OFFICIAL_SEED, train_fraction: float = 
 # ---------------------------------------------------------------------------------------------------
 # Summaries for the book
 # ---------------------------------------------------------------------------------------------------
+
+def fingerprint_table():
+    """One row per dataset: its fingerprint, how many files it has, where this machine finds it
+    (``$ALIGNMENT_DYNAMICS_DATA``, ``../shared/data`` or the user cache) and its pinned upstream.
+
+    Used in: `book/reproducibility.md`.
+    """
+    import pandas as pd
+
+    how = {"env": f"${DATA_ENV}", "checkout": "../shared/data", "cache": "user cache (downloaded)"}
+    rows = []
+    for name in DATASETS:
+        root, found = _root(name)
+        rows.append({"dataset": name, "files": len(expected_sums(name)), "fingerprint (SHA-256 of SHA256SUMS)":
+                     fingerprint(name), "found in": how[found], "upstream": UPSTREAM[name].format(rel="")})
+    return pd.DataFrame(rows)
+
+
+def label_confidence_by_class(names: Sequence[str] | None = None):
+    """The label confidences of all positive and of all negative statements (two float arrays) of
+    ``names`` (default: every behaviour).
+
+    Used in: `book/persona_data.md`.
+    """
+    import numpy as np
+
+    pos, neg = [], []
+    for name in validate_behaviors(names) if names is not None else behaviors():
+        for r in load_persona(name):
+            (pos if r.positive else neg).append(r.label_confidence)
+    return np.asarray(pos), np.asarray(neg)
+
+
+def example_statements(behavior: str, k: int, *, seed: int = OFFICIAL_SEED) -> tuple[list[str], list[str]]:
+    """``k`` positive and ``k`` negative statements of a behaviour (the nested sample of
+    :func:`stratified_sample`, in file order).
+
+    Used in: `book/persona_data.md`.
+    """
+    recs = load_persona(behavior)
+    idx = stratified_sample(behavior, k, seed=seed)
+    return ([recs[i].statement for i in idx if recs[i].positive],
+            [recs[i].statement for i in idx if not recs[i].positive])
+
 
 def persona_table():
     """One row per behaviour: official index, records, positive / negative counts, split sizes and

@@ -151,7 +151,7 @@ def embed(lm: models.LoadedModel, prompts: Sequence[str], *, norm: str = "model"
     import copy
 
     import torch
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     check_norm(norm)
     prompts = _check_prompts(prompts)
@@ -185,6 +185,29 @@ def embed(lm: models.LoadedModel, prompts: Sequence[str], *, norm: str = "model"
             out[batch] = _finish(lm, h, norm)
             bar.update(len(batch))
     return out
+
+
+def logit_gap(lm: models.LoadedModel, prompts: Sequence[str], *,
+              norms: Sequence[str] = NORMS) -> dict[str, np.ndarray]:
+    """Per norm and prompt, max |h @ W_U^T - logits|: our h against the model's own next-token logits
+    from the official one-prompt forward (with its LM head). About 1e-5 of logits of size ~20 in
+    float32 for ``norm="model"``; large for ``"double"``, whose features are not the logits' features.
+
+    Used in: `book/persona_data.md`.
+    """
+    import torch
+
+    prompts = _check_prompts(prompts)
+    H = {n: torch.from_numpy(embed(lm, prompts, norm=check_norm(n), progress=False)) for n in norms}
+    W = lm.W_U.cpu()
+    out: dict[str, list[float]] = {n: [] for n in norms}
+    with torch.no_grad():
+        for i, p in enumerate(prompts):
+            ids = lm.tokenizer(p, return_tensors="pt").to(lm.device)
+            logits = lm.model(**ids).logits[0, -1].float().cpu()
+            for n in norms:
+                out[n].append(float((H[n][i] @ W.T - logits).abs().max()))
+    return {n: np.asarray(v) for n, v in out.items()}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -389,7 +412,7 @@ def response_features(lm: models.LoadedModel, prompts: Sequence[str], responses:
     Used in: `book/misalignment.md`.
     """
     import torch
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     check_norm(norm)
     prompts = _check_prompts(prompts)

@@ -219,6 +219,26 @@ def fingerprint(name: str) -> dict[str, Any]:
             "commit": _hf_cached_commit(repo, rev), "loader": {"transformers": transformers.__version__}}
 
 
+def fingerprint_table(names=None):
+    """One row per packaged model: package and version, GGUF file and SHA-256, licence and the
+    answer token ids (read from the converted model's tokenizer; converts on first use).
+
+    Used in: `book/reproducibility.md`.
+    """
+    import pandas as pd
+    from transformers import AutoTokenizer
+
+    rows = []
+    for name in names if names is not None else sorted(REGISTRY):
+        fp = fingerprint(name)
+        ids = answer_token_ids(AutoTokenizer.from_pretrained(converted_dir(name)))
+        rows.append({"model": name, "package": f"{fp['package']}=={fp['package_version']}",
+                     "GGUF file": fp["gguf_file"], "GGUF SHA-256": fp["gguf_sha256"],
+                     '" Yes" id': ids[ANSWERS[0]], '" No" id': ids[ANSWERS[1]],
+                     "licence": REGISTRY[name].license})
+    return pd.DataFrame(rows)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Conversion GGUF -> safetensors (once, into the user cache)
 # ---------------------------------------------------------------------------------------------------
@@ -411,6 +431,34 @@ class LoadedModel:
     def answer_token_ids(self) -> tuple[int, int]:
         """The (Yes, No) token ids."""
         return self.answer_ids[ANSWERS[0]], self.answer_ids[ANSWERS[1]]
+
+    def answer_margin(self, h):
+        """The reference model's logit(" Yes") - logit(" No") for embeddings ``h`` (rows): ``h @ u``
+        with u = W_U[Yes] - W_U[No], as float64 numpy.
+
+        Used in: `book/persona_data.md`.
+        """
+        import numpy as np
+
+        yes, no = self.answer_token_ids()
+        u = (self.W_U[yes] - self.W_U[no]).double().cpu().numpy()
+        return np.asarray(h, dtype=np.float64) @ u
+
+    def tokens(self, text: str) -> list[str]:
+        """The token pieces of ``text`` as the model sees it (default special tokens included).
+
+        Used in: `book/persona_data.md`.
+        """
+        return self.tokenizer.convert_ids_to_tokens(self.tokenizer(text)["input_ids"])
+
+    def token_counts(self, texts) -> "np.ndarray":
+        """The number of tokens of each text (default special tokens included).
+
+        Used in: `book/persona_data.md`.
+        """
+        import numpy as np
+
+        return np.array([len(x) for x in self.tokenizer(list(texts))["input_ids"]])
 
 
 def _text_config(config):

@@ -51,15 +51,16 @@ def official_loop(lm, prompts: Sequence[str]):
 def forward_flops(lm, lengths: Sequence[int]) -> float:
     """Useful FLOPs of the transformer (no LM head) on sequences of these lengths.
 
-    2 x (weights of the blocks) per token, plus the causal attention products
-    (QK^T and AV: 2 x 2 x heads x head_dim x L(L+1)/2 per layer).
+    2 x (weight matrices of the blocks) per token, plus the causal attention products
+    (QK^T and AV: 2 x 2 x heads x head_dim x L(L+1)/2 per layer). Norms and activations are not
+    counted (they are not matmuls).
 
     Used in: `book/persona_data.md`.
     """
     from ..models import _text_config
 
     cfg = _text_config(lm.model.config)
-    block = sum(p.numel() for n, p in lm.base.named_parameters() if "layers." in n)
+    block = sum(p.numel() for n, p in lm.base.named_parameters() if "layers." in n and p.dim() >= 2)
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     attn = 4 * cfg.num_attention_heads * head_dim * cfg.num_hidden_layers
     return float(sum(2 * block * L + attn * L * (L + 1) / 2 for L in lengths))
@@ -100,7 +101,7 @@ def bench_prompts(n: int) -> list[str]:
 
 def run(model: str = DEFAULTS["model"], *, n: int = DEFAULTS["n"], n_official: int = DEFAULTS["n_official"],
         rounds: int = DEFAULTS["rounds"], dtypes: Sequence[str] = DEFAULTS["dtypes"],
-        progress: bool = False) -> dict[str, Any]:
+        matmul_seconds: float = 0.5, progress: bool = False) -> dict[str, Any]:
     """Run the benchmark; return the results as a JSON-able dict (see the module docstring).
 
     Used in: `book/persona_data.md`.
@@ -149,7 +150,7 @@ def run(model: str = DEFAULTS["model"], *, n: int = DEFAULTS["n"], n_official: i
     for d in dtypes:
         H = np.concatenate(h_ours[d])
         rate = n / t_ours[d]
-        mm = matmul_rate(d, k=official.d_model)
+        mm = matmul_rate(d, k=official.d_model, seconds=matmul_seconds)
         out[f"ours_{d}_prompts_per_s"] = rate
         out[f"ratio_{d}"] = rate / out["official_prompts_per_s"]
         out[f"ours_{d}_gflops"] = flops / t_ours[d] / 1e9
