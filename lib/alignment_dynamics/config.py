@@ -233,7 +233,7 @@ register(ChapterSpec(
         # prompts per class and behaviour whose token counts are summarised (None: every statement)
         "tokens_per_class": {"smoke": 2, "fast": 20, "full": None},
         # statements per class whose h @ W_U^T is checked against the model's own logits
-        "check_per_class": {"smoke": 1, "fast": 2, "full": 8},
+        "check_per_class": {"smoke": 1, "fast": 1, "full": 8},
         # benchmark P1 at build time (python -m alignment_dynamics.bench embed): its sizes
         "bench": {"smoke": {"n": 8, "n_official": 2, "rounds": 1, "matmul_seconds": 0.1},
                   "fast": {"n": 128, "n_official": 16, "rounds": 4, "matmul_seconds": 0.5},

@@ -293,7 +293,10 @@ def behaviors() -> list[str]:
 
 
 def behavior_index(name: str) -> int:
-    """The official 0-based index of a behaviour."""
+    """The official 0-based index of a behaviour.
+
+    Used in: `book/persona_data.md`, `book/misalignment.md`.
+    """
     return behaviors().index(validate_behaviors([name])[0])
 
 
@@ -326,7 +329,10 @@ def validate_behaviors(names: Iterable[str | int]) -> list[str]:
 
 @dataclass(frozen=True)
 class PersonaRecord:
-    """One persona statement (one JSONL line); ``index`` is its 0-based line number in the file."""
+    """One persona statement (one JSONL line); ``index`` is its 0-based line number in the file.
+
+    Used in: `book/persona_data.md`.
+    """
 
     behavior: str
     index: int
@@ -406,7 +412,10 @@ def build_prompt(question: str, *, trailing_newline: bool = False, chat_template
 
 @dataclass(frozen=True)
 class PersonaPair:
-    """A preference pair: the prompt, the preferred (``chosen``) and the rejected answer."""
+    """A preference pair: the prompt, the preferred (``chosen``) and the rejected answer.
+
+    Used in: `book/persona_data.md`, `book/training_dynamics.md`, `book/misalignment.md`.
+    """
 
     behavior: str
     index: int
@@ -459,7 +468,10 @@ def persona_pairs(behavior: str, indices: Sequence[int] | None = None, *, flip: 
 
 @dataclass(frozen=True)
 class Split:
-    """Record indices of a train/test split (in the shuffled order)."""
+    """Record indices of a train/test split (in the shuffled order).
+
+    Used in: `book/persona_data.md`, `book/training_dynamics.md`, `book/prioritization.md`.
+    """
 
     train: tuple[int, ...]
     test: tuple[int, ...]
@@ -552,7 +564,10 @@ HH_FILE = "harmless-base/test.jsonl.gz"
 
 @dataclass(frozen=True)
 class HHPair:
-    """One HH-RLHF preference pair: the shared prompt and the two continuations (verbatim)."""
+    """One HH-RLHF preference pair: the shared prompt and the two continuations (verbatim).
+
+    Used in: `book/misalignment.md`.
+    """
 
     index: int  # 0-based line of the file
     prompt: str  # up to and including the last "\n\nAssistant:"
@@ -562,7 +577,10 @@ class HHPair:
 
 @dataclass(frozen=True)
 class Skipped:
-    """A record that could not be split into prompt and responses, and why."""
+    """A record that could not be split into prompt and responses, and why.
+
+    Used in: `book/misalignment.md`.
+    """
 
     line: int  # 1-based line of the file
     reason: str
@@ -570,7 +588,10 @@ class Skipped:
 
 @dataclass(frozen=True)
 class HHData:
-    """The usable pairs and the records that were skipped (reported, never mangled)."""
+    """The usable pairs and the records that were skipped (reported, never mangled).
+
+    Used in: `book/misalignment.md`.
+    """
 
     pairs: tuple[HHPair, ...]
     skipped: tuple[Skipped, ...]

@@ -37,9 +37,15 @@ from .config import ConfigError, suggest
 
 NORMS = ("model", "double")
 EMBED_VERSION = 1
-#: Tokens per forward batch (rows x padded length) and the most rows per batch.
-MAX_BATCH_TOKENS = 4096
-MAX_BATCH_ROWS = 64
+#: Padded tokens per forward batch and the most rows per batch, on the CPU and on a GPU. On a 2-core
+#: CPU small batches (a few hundred tokens) stay in cache and are fastest [project, measured]; a GPU
+#: wants large ones.
+BATCH_LIMITS = {"cpu": (512, 64), "cuda": (16384, 256)}
+
+
+def batch_limits(device) -> tuple[int, int]:
+    """(max padded tokens, max rows) per forward batch on ``device``."""
+    return BATCH_LIMITS["cuda" if str(device).startswith("cuda") else "cpu"]
 
 
 class EmbedError(ValueError):
@@ -47,7 +53,10 @@ class EmbedError(ValueError):
 
 
 def check_norm(norm: str) -> str:
-    """``"model"`` or ``"double"``; anything else is a :class:`ConfigError`."""
+    """``"model"`` or ``"double"``; anything else is a :class:`ConfigError`.
+
+    Used in: `book/persona_data.md`.
+    """
     if norm not in NORMS:
         raise ConfigError(f"unknown norm {norm!r}; valid: {list(NORMS)} ('model': the model's own final "
                           f"norm, once; 'double': once more, as the official code).{suggest(norm, NORMS)}")
@@ -133,7 +142,7 @@ def _cache_kwarg(base) -> str:
 
 
 def embed(lm: models.LoadedModel, prompts: Sequence[str], *, norm: str = "model",
-          max_batch_tokens: int = MAX_BATCH_TOKENS, max_batch_rows: int = MAX_BATCH_ROWS,
+          max_batch_tokens: int | None = None, max_batch_rows: int | None = None,
           share_prefix: bool = True, progress: bool = True) -> np.ndarray:
     """h(x) for each prompt, as float32 rows (n, d_model), in the order given.
 
@@ -155,6 +164,8 @@ def embed(lm: models.LoadedModel, prompts: Sequence[str], *, norm: str = "model"
 
     check_norm(norm)
     prompts = _check_prompts(prompts)
+    tokens_cap, rows_cap = batch_limits(lm.device)
+    max_batch_tokens, max_batch_rows = max_batch_tokens or tokens_cap, max_batch_rows or rows_cap
     ids = lm.tokenizer(prompts)["input_ids"]
     k = common_prefix(ids) if share_prefix and len(ids) > 1 else 0
     if k < MIN_SHARED_PREFIX:
@@ -308,6 +319,8 @@ class BehaviorEmbeddings:
     ``labels[k]`` is +1 when the preferred answer of record ``indices[k]`` is " Yes" and -1 when it is
     " No" (after ``flip``); ``positive[k]`` says whether the statement is positive (its matching
     answer is " Yes"), whatever the direction.
+
+    Used in: `book/persona_data.md`, `book/distinguishability.md`, `book/training_dynamics.md`.
     """
 
     behavior: str
@@ -374,6 +387,8 @@ class ResponseFeatures:
     Rows ``offsets[k]:offsets[k+1]`` belong to sequence k: row t is the final-layer state (after the
     final norm) at the position just before response token t, and ``targets`` holds that token's id.
     So ``log pi(y|x) = sum_t log_softmax(W_U h_t)[y_t]`` over a sequence's rows.
+
+    Used in: `book/misalignment.md`.
     """
 
     h: np.ndarray  # (N, d) float32
@@ -400,7 +415,7 @@ def _special_prefix(tokenizer) -> list[int]:
 
 def response_features(lm: models.LoadedModel, prompts: Sequence[str], responses: Sequence[str], *,
                       norm: str = "model", append_eos: bool = True, max_prompt_tokens: int | None = None,
-                      max_response_tokens: int | None = None, max_batch_tokens: int = MAX_BATCH_TOKENS,
+                      max_response_tokens: int | None = None, max_batch_tokens: int | None = None,
                       progress: bool = True) -> ResponseFeatures:
     """Per-position features of each response after its prompt (see :class:`ResponseFeatures`).
 
@@ -445,7 +460,8 @@ def response_features(lm: models.LoadedModel, prompts: Sequence[str], responses:
     lengths = [len(s) for s in seqs]
     with torch.inference_mode(), tqdm(total=len(seqs), desc=f"response features ({lm.name})", unit="seq",
                                       disable=not progress or len(seqs) < 16, leave=False) as bar:
-        for batch in _batches(lengths, max_batch_tokens, MAX_BATCH_ROWS):
+        tokens_cap, rows_cap = batch_limits(device)
+        for batch in _batches(lengths, max_batch_tokens or tokens_cap, rows_cap):
             x = _pad_right([seqs[i] for i in batch], pad).to(device)
             hidden = lm.base(input_ids=x, use_cache=False).last_hidden_state
             for r, i in enumerate(batch):

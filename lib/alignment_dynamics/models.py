@@ -27,6 +27,7 @@ Used in: `book/persona_data.md`, `book/reproducibility.md`, and every chapter th
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import importlib.metadata
@@ -73,6 +74,8 @@ class ModelSpec:
     :class:`ModelError` saying which package to install. ``source_loader`` reads that file into
     (model, tokenizer) for the one-time conversion (default: transformers' GGUF loader; tests plug in
     a tiny model).
+
+    Used in: `book/reproducibility.md`.
     """
 
     name: str
@@ -341,7 +344,10 @@ def resolve_dtype(dtype: Any = None):
 
 
 def dtype_name(dtype: Any) -> str:
-    """The canonical name (``"float32"``, ``"bfloat16"``, ``"float16"``) of a dtype."""
+    """The canonical name (``"float32"``, ``"bfloat16"``, ``"float16"``) of a dtype.
+
+    Used in: `book/persona_data.md`.
+    """
     return str(resolve_dtype(dtype)).removeprefix("torch.")
 
 
@@ -366,7 +372,10 @@ def fast_dtype(device: Any = None) -> str:
 
 
 def resolve_device(device: Any = None) -> str:
-    """``None`` means CUDA when present, else the CPU."""
+    """``None`` means CUDA when present, else the CPU.
+
+    Used in: `book/persona_data.md`.
+    """
     import torch
 
     if device is None:
@@ -513,7 +522,8 @@ def load(name: str = DEFAULT_MODEL, *, dtype: Any = None, device: Any = None) ->
     t0 = time.perf_counter()
     if not hf:
         folder = converted_dir(name)
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dt)
+        with _quiet_loading():
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=dt)
         tokenizer = AutoTokenizer.from_pretrained(folder)
         model.to(dev)
     else:
@@ -537,6 +547,20 @@ def load(name: str = DEFAULT_MODEL, *, dtype: Any = None, device: Any = None) ->
         raise ModelError(f"{name}: final logit soft-capping is on; h @ W_U^T would not be the model's logits")
     return LoadedModel(model=model, tokenizer=tokenizer, name=name, fingerprint=fingerprint(name),
                        answer_ids=answer_token_ids(tokenizer), load_s=time.perf_counter() - t0)
+
+
+@contextlib.contextmanager
+def _quiet_loading():
+    """No "Loading weights" progress bar from transformers (it fills notebooks); restored after."""
+    from transformers.utils import logging as tlog
+
+    was = tlog.is_progress_bar_enabled()
+    tlog.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            tlog.enable_progress_bar()
 
 
 _SHARED: dict[tuple, LoadedModel] = {}

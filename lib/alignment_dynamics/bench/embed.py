@@ -88,7 +88,10 @@ def matmul_rate(dtype: Any, *, m: int = 2048, k: int = 576, n: int = 1536, secon
 
 
 def bench_prompts(n: int) -> list[str]:
-    """``n`` real persona prompts: a balanced, nested sample of three behaviours of §8 of the notes."""
+    """``n`` real persona prompts: a balanced, nested sample of three behaviours of §8 of the notes.
+
+    Used in: `book/persona_data.md`.
+    """
     from .. import data
 
     names = ["openness", "risk-seeking", "subscribes-to-Buddhism"]
@@ -164,7 +167,10 @@ def run(model: str = DEFAULTS["model"], *, n: int = DEFAULTS["n"], n_official: i
 
 
 def report(res: dict[str, Any]) -> str:
-    """The results as readable lines."""
+    """The results as readable lines.
+
+    Used in: `book/persona_data.md`.
+    """
     lines = [f"embedding benchmark P1: {res['model']} on {res['device']} ({res['threads']} threads), "
              f"{res['n_prompts']} persona prompts (mean {res['mean_prompt_tokens']:.1f} tokens), "
              f"official loop on {res['n_official']} of them",
@@ -182,7 +188,10 @@ def report(res: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m alignment_dynamics.bench embed``: run, print, and write JSON with ``--json``."""
+    """``python -m alignment_dynamics.bench embed``: run, print, and write JSON with ``--json``.
+
+    Used in: `book/persona_data.md` (the command line).
+    """
     p = argparse.ArgumentParser(prog="python -m alignment_dynamics.bench embed",
                                 description="Benchmark P1: the official embedding loop against ours.")
     p.add_argument("--model", default=DEFAULTS["model"], help="registry name or Hugging Face id")
