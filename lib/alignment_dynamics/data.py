@@ -653,8 +653,9 @@ def hh_rlhf_split(n: int, *, seed: int = OFFICIAL_SEED, train_fraction: float = 
 # ---------------------------------------------------------------------------------------------------
 
 def fingerprint_table():
-    """One row per dataset: its fingerprint, how many files it has, where this machine finds it
-    (``$ALIGNMENT_DYNAMICS_DATA``, ``../shared/data`` or the user cache) and its pinned upstream.
+    """The fingerprint of each dataset, one (dataset, field) row each: the SHA-256 of its
+    ``SHA256SUMS``, its number of files, where this machine finds it (``$ALIGNMENT_DYNAMICS_DATA``,
+    ``../shared/data`` or the user cache) and its pinned upstream.
 
     Used in: `book/reproducibility.md`.
     """
@@ -663,10 +664,11 @@ def fingerprint_table():
     how = {"env": f"${DATA_ENV}", "checkout": "../shared/data", "cache": "user cache (downloaded)"}
     rows = []
     for name in DATASETS:
-        root, found = _root(name)
-        rows.append({"dataset": name, "files": len(expected_sums(name)), "fingerprint (SHA-256 of SHA256SUMS)":
-                     fingerprint(name), "found in": how[found], "upstream": UPSTREAM[name].format(rel="")})
-    return pd.DataFrame(rows)
+        _, found = _root(name)
+        fields = {"fingerprint (SHA-256 of SHA256SUMS)": fingerprint(name), "files": str(len(expected_sums(name))),
+                  "found in": how[found], "upstream": UPSTREAM[name].format(rel="")}
+        rows += [{"dataset": name, "field": k, "value": v} for k, v in fields.items()]
+    return pd.DataFrame(rows).set_index(["dataset", "field"])
 
 
 def label_confidence_by_class(names: Sequence[str] | None = None):

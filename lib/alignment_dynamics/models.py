@@ -223,8 +223,9 @@ def fingerprint(name: str) -> dict[str, Any]:
 
 
 def fingerprint_table(names=None):
-    """One row per packaged model: package and version, GGUF file and SHA-256, licence and the
-    answer token ids (read from the converted model's tokenizer; converts on first use).
+    """The fingerprint of each packaged model, one (model, field) row each: package and version, GGUF
+    file and SHA-256, loader, licence and the answer token ids (read from the converted model's
+    tokenizer; converts on first use).
 
     Used in: `book/reproducibility.md`.
     """
@@ -235,11 +236,13 @@ def fingerprint_table(names=None):
     for name in names if names is not None else sorted(REGISTRY):
         fp = fingerprint(name)
         ids = answer_token_ids(AutoTokenizer.from_pretrained(converted_dir(name)))
-        rows.append({"model": name, "package": f"{fp['package']}=={fp['package_version']}",
-                     "GGUF file": fp["gguf_file"], "GGUF SHA-256": fp["gguf_sha256"],
-                     '" Yes" id': ids[ANSWERS[0]], '" No" id': ids[ANSWERS[1]],
-                     "licence": REGISTRY[name].license})
-    return pd.DataFrame(rows)
+        fields = {"package": f"{fp['package']}=={fp['package_version']}", "GGUF file": fp["gguf_file"],
+                  "GGUF SHA-256": fp["gguf_sha256"],
+                  "loader": f"converter {fp['loader']['converter']}, transformers {fp['loader']['transformers']}",
+                  "answer token ids": ", ".join(f"{a!r}: {ids[a]}" for a in ANSWERS),
+                  "licence": REGISTRY[name].license}
+        rows += [{"model": name, "field": k, "value": v} for k, v in fields.items()]
+    return pd.DataFrame(rows).set_index(["model", "field"])
 
 
 # ---------------------------------------------------------------------------------------------------
