@@ -119,8 +119,8 @@ def run(model: str = DEFAULTS["model"], *, n: int = DEFAULTS["n"], n_official: i
     dtypes = [models.dtype_name(d) for d in dtypes]
     prompts = bench_prompts(n)
     t0 = time.perf_counter()
-    official = models.load(model, dtype="float32")
-    ours = {d: (official if d == "float32" else models.load(model, dtype=d)) for d in dtypes}
+    official = models.shared(model, dtype="float32")  # inference only: the process's shared copies
+    ours = {d: models.shared(model, dtype=d) for d in dtypes}
     load_s = time.perf_counter() - t0
     lengths = [len(x) for x in official.tokenizer(prompts)["input_ids"]]
     # warm up both paths (first-call kernel selection)
