@@ -453,7 +453,8 @@ class LoadedModel:
         import numpy as np
 
         yes, no = self.answer_token_ids()
-        u = (self.W_U[yes] - self.W_U[no]).double().cpu().numpy()
+        w = self.model.get_output_embeddings().weight.detach()  # two rows: no copy of the whole head
+        u = (w[yes].double() - w[no].double()).cpu().numpy()
         return np.asarray(h, dtype=np.float64) @ u
 
     def tokens(self, text: str) -> list[str]:
