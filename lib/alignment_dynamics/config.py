@@ -161,6 +161,15 @@ def model_names(name: str, value: Any) -> list[str]:
     return [model_name(name, v) for v in value]
 
 
+def behavior_name(name: str, value: Any) -> str:
+    """One persona behaviour, by name or official index (returned as its name)."""
+    from . import data
+
+    if isinstance(value, (list, tuple)):
+        raise ConfigError(f"{name} must be one behaviour name, got a list {value!r}")
+    return data.validate_behaviors([value])[0]
+
+
 def behaviors_or_none(name: str, value: Any) -> list[str] | None:
     """None (the profile's default list) or a list of persona behaviour names."""
     if value is None:
@@ -202,7 +211,38 @@ def register(spec: ChapterSpec) -> ChapterSpec:
 register(ChapterSpec(slug="intro", aggregates="claims"))
 
 # --- reproducibility -------------------------------------------------------------------------------
-register(ChapterSpec(slug="reproducibility", aggregates="report", reads_artifacts=True))
+register(ChapterSpec(slug="reproducibility", aggregates="report", reads_artifacts=True,
+                     datasets=("anthropic-persona", "hh-rlhf")))  # it shows the data fingerprints
+
+
+# --- persona_data (Part II: experiments) -----------------------------------------------------------
+register(ChapterSpec(
+    slug="persona_data",
+    params=(
+        _SEED,
+        Param("MODELS", {"smoke": ["smollm2-135m-instruct"], "fast": ["smollm2-135m-instruct", "gemma-3-270m"],
+                         "full": ["smollm2-135m-instruct", "gemma-3-270m"]},
+              "models whose tokens and embeddings the chapter shows", model_names, kind="models"),
+        Param("BEHAVIOR", _same("openness"), "behaviour of the Figure 1 examples and the embedding demo",
+              behavior_name),
+        Param("N_EXAMPLES", _same(5), "positive and negative statements shown (each)", positive_int),
+        Param("EMBED_PER_CLASS", {"smoke": 6, "fast": 32, "full": None},
+              "statements per class in the embedding demo (None: all)", _typed(int, allow_none=True, lo=1)),
+    ),
+    settings={
+        # prompts per class and behaviour whose token counts are summarised (None: every statement)
+        "tokens_per_class": {"smoke": 2, "fast": 20, "full": None},
+        # statements per class whose h @ W_U^T is checked against the model's own logits
+        "check_per_class": {"smoke": 1, "fast": 1, "full": 8},
+        # benchmark P1 at build time (python -m alignment_dynamics.bench embed): its sizes
+        "bench": {"smoke": {"n": 8, "n_official": 2, "rounds": 1, "matmul_seconds": 0.1},
+                  "fast": {"n": 128, "n_official": 16, "rounds": 4, "matmul_seconds": 0.5},
+                  "full": {"n": 256, "n_official": 24, "rounds": 4, "matmul_seconds": 0.5}},
+        "bench_models": {"smoke": ["smollm2-135m-instruct"], "fast": ["smollm2-135m-instruct"],
+                         "full": ["smollm2-135m-instruct", "gemma-3-270m"]},
+    },
+    datasets=("anthropic-persona",),
+))
 
 # --- dpo_last_layer (Part I: theory) ----------------------------------------------------------------
 register(ChapterSpec(slug="dpo_last_layer", params=(
