@@ -283,7 +283,7 @@ register(ChapterSpec(slug="accuracy", params=(
 register(ChapterSpec(slug="priority", params=(
     _SEED,
     Param("D", {"smoke": 16, "fast": 64, "full": 256}, "dimension of the illustrated pairs", positive_int),
-    Param("N_PER", {"smoke": 32, "fast": 200, "full": 1000}, "training pairs per behaviour (even)", _typed(int, lo=2)),
+    Param("N_PER", {"smoke": 200, "fast": 200, "full": 1000}, "training pairs per behaviour (even)", _typed(int, lo=2)),
     Param("BETA_PRIME", _same(0.64), "beta' with beta = beta' / sqrt(d)", positive_float),
     Param("LR", _same(0.5), "GD step", positive_float),
     Param("STEPS", {"smoke": 10, "fast": 60, "full": 100}, "GD steps", positive_int),
