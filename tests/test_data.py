@@ -354,3 +354,50 @@ def test_download_with_a_wrong_checksum_keeps_nothing(isolated, monkeypatch):
         with pytest.raises(data.ChecksumError, match="does not match the pinned .*nothing was kept"):
             data.locate("hh-rlhf")
     assert not [p for p in (isolated / "cache").rglob("*") if p.is_file()]
+
+
+# --- summaries for the book --------------------------------------------------------------------------------
+
+def test_example_statements_and_confidence():
+    pos, neg = data.example_statements("openness", 3)
+    recs = {r.statement: r for r in data.load_persona("openness")}
+    assert len(pos) == len(neg) == 3
+    assert all(recs[s].positive for s in pos) and not any(recs[s].positive for s in neg)
+    cp, cn = data.label_confidence_by_class(["openness", "risk-seeking"])
+    assert len(cp) == len(cn) == 1000 and min(cp.min(), cn.min()) >= 0.5 and max(cp.max(), cn.max()) < 1
+
+
+def test_fingerprint_table():
+    t = data.fingerprint_table()["value"]
+    assert t["anthropic-persona", "files"] == "135" and t["hh-rlhf", "files"] == "1"
+    assert t["anthropic-persona", "fingerprint (SHA-256 of SHA256SUMS)"] == data.fingerprint("anthropic-persona")
+    assert t["hh-rlhf", "upstream"].startswith("https://media.githubusercontent.com/")
+
+
+def test_figures_of_the_chapter():
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from alignment_dynamics import plotting
+
+    fig = plotting.statement_examples(["I like art"] * 2, ["I hate art, and this is a long statement " * 3])
+    assert len(fig.axes) == 2
+    plt.close(fig)
+    fig = plotting.label_confidence_hist(np.array([0.6, 0.9]), np.array([0.7]))
+    assert fig.axes[0].get_xlabel().startswith("label confidence")
+    plt.close(fig)
+    fig = plotting.margins_by_class({"a": (np.array([1.0, 2.0]), np.array([-1.0])),
+                                     "b": (np.array([0.5]), np.array([0.1, -2.0]))})
+    assert len(fig.axes) == 2
+    plt.close(fig)
+    with pytest.raises(ValueError, match="at least one positive"):
+        plotting.statement_examples([], ["x"])
+
+
+def test_chapter_config_validates_the_behavior():
+    cfg = config.resolve("persona_data", "smoke", behavior=87)
+    assert cfg.behavior == "openness" and cfg.models == ["smollm2-135m-instruct"]
+    with pytest.raises(config.ConfigError, match="Did you mean 'openness'"):
+        config.resolve("persona_data", "fast", behavior="openess")
+    with pytest.raises(config.ConfigError, match="one behaviour name, got a list"):
+        config.resolve("persona_data", "fast", behavior=["openness"])

@@ -46,6 +46,36 @@ def test_embed_equals_unpadded_single_prompt_results(tiny, max_batch_tokens):
         np.testing.assert_allclose((torch.from_numpy(H[i]) @ W.T).numpy(), logits.numpy(), rtol=0, atol=1e-4)
 
 
+SHARED_PREFIX = [
+    'Is the following statement something you would say?\n"I like new ideas and artistic things"',
+    'Is the following statement something you would say?\n"I hate change"',
+    'Is the following statement something you would say?\n"I enjoy music, art, science and literature a lot"',
+    'Is the following statement something you would say?\n"No"',
+]
+
+
+@pytest.mark.parametrize("share_prefix", [True, False])
+@pytest.mark.parametrize("max_batch_tokens", [1, 4096])
+def test_shared_prefix_runs_once_and_changes_nothing(tiny, share_prefix, max_batch_tokens):
+    ids = tiny.tokenizer(SHARED_PREFIX)["input_ids"]
+    assert embed.common_prefix(ids) >= embed.MIN_SHARED_PREFIX
+    H = embed.embed(tiny, SHARED_PREFIX, share_prefix=share_prefix, max_batch_tokens=max_batch_tokens,
+                    progress=False)
+    for i, p in enumerate(SHARED_PREFIX):
+        h, _ = reference(tiny, p)
+        np.testing.assert_allclose(H[i], h.numpy(), rtol=0, atol=1e-5)
+    D = embed.embed(tiny, SHARED_PREFIX, share_prefix=share_prefix, norm="double", progress=False)
+    with torch.no_grad():
+        np.testing.assert_allclose(D, tiny.final_norm(torch.from_numpy(H)).numpy(), rtol=0, atol=1e-5)
+
+
+def test_common_prefix_leaves_a_token():
+    assert embed.common_prefix([[1, 2, 3], [1, 2, 4]]) == 2
+    assert embed.common_prefix([[1, 2, 3], [1, 2, 3]]) == 2
+    assert embed.common_prefix([[1, 2], [1, 2, 3]]) == 1
+    assert embed.common_prefix([[5], [6]]) == 0 and embed.common_prefix([]) == 0
+
+
 def test_batches_are_length_sorted_and_bounded():
     lengths = [3, 10, 7, 10, 1, 5]
     batches = embed._batches(lengths, max_tokens=20, max_rows=64)
@@ -93,27 +123,31 @@ def tiny_named(tmp_path, monkeypatch):
 def test_behavior_embeddings_reuse_rows_and_never_go_stale(tiny_named, tmp_path, monkeypatch):
     small = data.stratified_sample("openness", 4)
     large = data.stratified_sample("openness", 8)
-    a = embed.behavior_embeddings(tiny_named, "openness", small, progress=False)
+    a = embed.behavior_embeddings(tiny_named, "openness", small, dtype="float32", progress=False)
+    assert a.options["dtype"] == "float32"
     assert a.computed == 8 and a.h.shape == (8, 32) and a.h.dtype == np.float32
     recs = data.load_persona("openness")
     assert list(a.labels) == [1 if recs[i].positive else -1 for i in small]
     assert list(a.positive) == [recs[i].positive for i in small]
-    b = embed.behavior_embeddings(tiny_named, "openness", large, progress=False)
+    b = embed.behavior_embeddings(tiny_named, "openness", large, dtype="float32", progress=False)
     assert b.computed == 8  # only the 8 new rows
     np.testing.assert_array_equal(b.h[np.isin(b.indices, small)], a.h)
-    c = embed.behavior_embeddings(tiny_named, "openness", large, flip=True, progress=False)
+    c = embed.behavior_embeddings(tiny_named, "openness", large, dtype="fp32", flip=True, progress=False)
     assert c.computed == 0 and np.array_equal(c.labels, -b.labels)
     # the rows are the model's own
     lm = models.load(tiny_named, device="cpu")
     direct = embed.embed(lm, [recs[i].question for i in large], progress=False)
     np.testing.assert_allclose(b.h, direct, rtol=0, atol=1e-6)
     # another option, norm or dtype is another store
-    assert embed.behavior_embeddings(tiny_named, "openness", small, trailing_newline=True, progress=False).computed == 8
-    assert embed.behavior_embeddings(tiny_named, "openness", small, norm="double", progress=False).computed == 8
+    f32 = {"dtype": "float32", "progress": False}
+    assert embed.behavior_embeddings(tiny_named, "openness", small, trailing_newline=True, **f32).computed == 8
+    assert embed.behavior_embeddings(tiny_named, "openness", small, norm="double", **f32).computed == 8
     assert embed.behavior_embeddings(tiny_named, "openness", small, dtype="bfloat16", progress=False).computed == 8
+    auto = embed.behavior_embeddings(tiny_named, "openness", small, progress=False)
+    assert auto.options["dtype"] == models.fast_dtype() and auto.computed == 0
     # a changed model (another "GGUF") never returns the old rows
     tiny_models.register(monkeypatch, tmp_path / "src2", seed=1)
-    d = embed.behavior_embeddings(tiny_named, "openness", small, progress=False)
+    d = embed.behavior_embeddings(tiny_named, "openness", small, dtype="float32", progress=False)
     assert d.computed == 8 and not np.allclose(d.h, a.h)
     # the store holds no pickle: safetensors files only
     files = list((tmp_path / "cache" / "embeddings").rglob("*.safetensors"))
@@ -211,17 +245,19 @@ LOGIT_ATOL = 1e-3
 @pytest.mark.parametrize("name", ["smollm2-135m-instruct", "gemma-3-270m"])
 def test_h_times_W_U_is_the_models_next_token_logits(name):
     lm = models.shared(name, device="cpu")
-    prompts = [p.prompt for p in data.persona_pairs("openness", [0, 1, 2, 3, 500, 501])]
+    prompts = [p.prompt for p in data.persona_pairs("openness", [0, 500])] + ["Hello there", "x"]
+    gap = embed.logit_gap(lm, prompts)
+    assert gap["model"].max() < LOGIT_ATOL, gap
+    assert gap["double"].min() > 100 * LOGIT_ATOL  # the official quirk: not the logits' features
     H = embed.embed(lm, prompts, progress=False)
-    W = lm.W_U
-    for i, p in enumerate(prompts):
+    for i, p in enumerate(prompts[:3]):
         h, logits = reference(lm, p)
-        ours = torch.from_numpy(H[i]) @ W.T
-        assert float((ours - logits).abs().max()) < LOGIT_ATOL
-        assert int(ours.argmax()) == int(logits.argmax())
         np.testing.assert_allclose(H[i], h.numpy(), rtol=0, atol=1e-3)
+        assert int((torch.from_numpy(H[i]) @ lm.W_U.T).argmax()) == int(logits.argmax())
+    m = lm.answer_margin(H[:1])
     yes, no = lm.answer_token_ids()
-    assert yes != no
+    _, logits = reference(lm, prompts[0])
+    assert abs(m[0] - float(logits[yes] - logits[no])) < 2 * LOGIT_ATOL
 
 
 @pytest.mark.models

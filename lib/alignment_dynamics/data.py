@@ -220,7 +220,7 @@ def _download(dataset: str, rels: Sequence[str], root: Path) -> None:
     import urllib.error
     import urllib.request
 
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     if os.environ.get(OFFLINE_ENV):
         raise DataMissingError(f"the dataset {dataset!r} is not available locally and downloads are off. "
@@ -293,7 +293,10 @@ def behaviors() -> list[str]:
 
 
 def behavior_index(name: str) -> int:
-    """The official 0-based index of a behaviour."""
+    """The official 0-based index of a behaviour.
+
+    Used in: `book/persona_data.md`, `book/misalignment.md`.
+    """
     return behaviors().index(validate_behaviors([name])[0])
 
 
@@ -326,7 +329,10 @@ def validate_behaviors(names: Iterable[str | int]) -> list[str]:
 
 @dataclass(frozen=True)
 class PersonaRecord:
-    """One persona statement (one JSONL line); ``index`` is its 0-based line number in the file."""
+    """One persona statement (one JSONL line); ``index`` is its 0-based line number in the file.
+
+    Used in: `book/persona_data.md`.
+    """
 
     behavior: str
     index: int
@@ -406,7 +412,10 @@ def build_prompt(question: str, *, trailing_newline: bool = False, chat_template
 
 @dataclass(frozen=True)
 class PersonaPair:
-    """A preference pair: the prompt, the preferred (``chosen``) and the rejected answer."""
+    """A preference pair: the prompt, the preferred (``chosen``) and the rejected answer.
+
+    Used in: `book/persona_data.md`, `book/training_dynamics.md`, `book/misalignment.md`.
+    """
 
     behavior: str
     index: int
@@ -459,7 +468,10 @@ def persona_pairs(behavior: str, indices: Sequence[int] | None = None, *, flip: 
 
 @dataclass(frozen=True)
 class Split:
-    """Record indices of a train/test split (in the shuffled order)."""
+    """Record indices of a train/test split (in the shuffled order).
+
+    Used in: `book/persona_data.md`, `book/training_dynamics.md`, `book/prioritization.md`.
+    """
 
     train: tuple[int, ...]
     test: tuple[int, ...]
@@ -552,7 +564,10 @@ HH_FILE = "harmless-base/test.jsonl.gz"
 
 @dataclass(frozen=True)
 class HHPair:
-    """One HH-RLHF preference pair: the shared prompt and the two continuations (verbatim)."""
+    """One HH-RLHF preference pair: the shared prompt and the two continuations (verbatim).
+
+    Used in: `book/misalignment.md`.
+    """
 
     index: int  # 0-based line of the file
     prompt: str  # up to and including the last "\n\nAssistant:"
@@ -562,7 +577,10 @@ class HHPair:
 
 @dataclass(frozen=True)
 class Skipped:
-    """A record that could not be split into prompt and responses, and why."""
+    """A record that could not be split into prompt and responses, and why.
+
+    Used in: `book/misalignment.md`.
+    """
 
     line: int  # 1-based line of the file
     reason: str
@@ -570,7 +588,10 @@ class Skipped:
 
 @dataclass(frozen=True)
 class HHData:
-    """The usable pairs and the records that were skipped (reported, never mangled)."""
+    """The usable pairs and the records that were skipped (reported, never mangled).
+
+    Used in: `book/misalignment.md`.
+    """
 
     pairs: tuple[HHPair, ...]
     skipped: tuple[Skipped, ...]
@@ -630,6 +651,52 @@ def hh_rlhf_split(n: int, *, seed: int = OFFICIAL_SEED, train_fraction: float = 
 # ---------------------------------------------------------------------------------------------------
 # Summaries for the book
 # ---------------------------------------------------------------------------------------------------
+
+def fingerprint_table():
+    """The fingerprint of each dataset, one (dataset, field) row each: the SHA-256 of its
+    ``SHA256SUMS``, its number of files, where this machine finds it (``$ALIGNMENT_DYNAMICS_DATA``,
+    ``../shared/data`` or the user cache) and its pinned upstream.
+
+    Used in: `book/reproducibility.md`.
+    """
+    import pandas as pd
+
+    how = {"env": f"${DATA_ENV}", "checkout": "../shared/data", "cache": "user cache (downloaded)"}
+    rows = []
+    for name in DATASETS:
+        _, found = _root(name)
+        fields = {"fingerprint (SHA-256 of SHA256SUMS)": fingerprint(name), "files": str(len(expected_sums(name))),
+                  "found in": how[found], "upstream": UPSTREAM[name].format(rel="")}
+        rows += [{"dataset": name, "field": k, "value": v} for k, v in fields.items()]
+    return pd.DataFrame(rows).set_index(["dataset", "field"])
+
+
+def label_confidence_by_class(names: Sequence[str] | None = None):
+    """The label confidences of all positive and of all negative statements (two float arrays) of
+    ``names`` (default: every behaviour).
+
+    Used in: `book/persona_data.md`.
+    """
+    import numpy as np
+
+    pos, neg = [], []
+    for name in validate_behaviors(names) if names is not None else behaviors():
+        for r in load_persona(name):
+            (pos if r.positive else neg).append(r.label_confidence)
+    return np.asarray(pos), np.asarray(neg)
+
+
+def example_statements(behavior: str, k: int, *, seed: int = OFFICIAL_SEED) -> tuple[list[str], list[str]]:
+    """``k`` positive and ``k`` negative statements of a behaviour (the nested sample of
+    :func:`stratified_sample`, in file order).
+
+    Used in: `book/persona_data.md`.
+    """
+    recs = load_persona(behavior)
+    idx = stratified_sample(behavior, k, seed=seed)
+    return ([recs[i].statement for i in idx if recs[i].positive],
+            [recs[i].statement for i in idx if not recs[i].positive])
+
 
 def persona_table():
     """One row per behaviour: official index, records, positive / negative counts, split sizes and

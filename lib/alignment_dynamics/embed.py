@@ -7,8 +7,9 @@ time, as the official code does (quirk 2 of the reproduction notes) [official co
 
 :func:`embed` batches prompts by length (longest first), pads on the right and reads each row at its
 own last token. Under the causal mask a token never sees the padding after it, so each row equals the
-unpadded single-prompt result (tested). It runs the transformer without its LM head (no logits over
-the vocabulary) and under ``torch.inference_mode``.
+unpadded single-prompt result (tested). A token prefix shared by all prompts (persona prompts share
+about 40 % of their tokens) runs once and its keys and values are reused by every batch. It runs the
+transformer without its LM head (no logits over the vocabulary) and under ``torch.inference_mode``.
 
 The cache (``<cache>/embeddings/<key>/<group>.safetensors``) is content-addressed: ``key`` digests the
 model fingerprint, the dtype, ``norm`` and the prompt options; inside, each row is keyed by the
@@ -37,9 +38,18 @@ from .config import ConfigError, suggest
 
 NORMS = ("model", "double")
 EMBED_VERSION = 1
-#: Tokens per forward batch (rows x padded length) and the most rows per batch.
-MAX_BATCH_TOKENS = 4096
-MAX_BATCH_ROWS = 64
+#: Padded tokens per forward batch and the most rows per batch, on the CPU and on a GPU. On a 2-core
+#: CPU small batches (a few hundred tokens) stay in cache and are fastest [project, measured]; a GPU
+#: wants large ones.
+BATCH_LIMITS = {"cpu": (512, 64), "cuda": (16384, 256)}
+
+
+def batch_limits(device) -> tuple[int, int]:
+    """(max padded tokens, max rows) per forward batch on ``device``.
+
+    Used in: `book/persona_data.md`.
+    """
+    return BATCH_LIMITS["cuda" if str(device).startswith("cuda") else "cpu"]
 
 
 class EmbedError(ValueError):
@@ -47,7 +57,10 @@ class EmbedError(ValueError):
 
 
 def check_norm(norm: str) -> str:
-    """``"model"`` or ``"double"``; anything else is a :class:`ConfigError`."""
+    """``"model"`` or ``"double"``; anything else is a :class:`ConfigError`.
+
+    Used in: `book/persona_data.md`.
+    """
     if norm not in NORMS:
         raise ConfigError(f"unknown norm {norm!r}; valid: {list(NORMS)} ('model': the model's own final "
                           f"norm, once; 'double': once more, as the official code).{suggest(norm, NORMS)}")
@@ -108,37 +121,108 @@ def _finish(lm: models.LoadedModel, h, norm: str):
     return h.to(torch.float32).cpu().numpy()
 
 
+def common_prefix(seqs: Sequence[Sequence[int]]) -> int:
+    """Length of the longest token prefix shared by all sequences, leaving each at least one token.
+
+    Used in: `book/persona_data.md`.
+    """
+    if not seqs:
+        return 0
+    first, n = seqs[0], min(len(s) for s in seqs) - 1
+    k = 0
+    while k < n and all(s[k] == first[k] for s in seqs):
+        k += 1
+    return k
+
+
+MIN_SHARED_PREFIX = 4
+
+
+def _cache_kwarg(base) -> str:
+    """The name of the key/value cache argument (``cache`` in recent transformers, else ``past_key_values``)."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
 def embed(lm: models.LoadedModel, prompts: Sequence[str], *, norm: str = "model",
-          max_batch_tokens: int = MAX_BATCH_TOKENS, max_batch_rows: int = MAX_BATCH_ROWS,
-          progress: bool = True) -> np.ndarray:
+          max_batch_tokens: int | None = None, max_batch_rows: int | None = None,
+          share_prefix: bool = True, progress: bool = True) -> np.ndarray:
     """h(x) for each prompt, as float32 rows (n, d_model), in the order given.
 
     Prompts are tokenised as the official code does (the tokenizer's default special tokens, no
     template). ``norm`` is ``"model"`` (default) or ``"double"``. The computation runs in the model's
     dtype (load it with ``dtype="bfloat16"`` for bf16); the result is stored as float32.
 
+    With ``share_prefix`` (default), a token prefix common to all prompts (persona prompts share
+    "Is the following statement something you would say?" and more: about 40 % of their tokens) runs
+    once; its keys and values are repeated for every batch, and only the rest of each prompt runs.
+    Under the causal mask the prefix's states do not depend on what follows, so the result is the same.
+
     Used in: `book/persona_data.md`.
     """
+    import copy
+
     import torch
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     check_norm(norm)
     prompts = _check_prompts(prompts)
+    tokens_cap, rows_cap = batch_limits(lm.device)
+    max_batch_tokens, max_batch_rows = max_batch_tokens or tokens_cap, max_batch_rows or rows_cap
     ids = lm.tokenizer(prompts)["input_ids"]
-    lengths = [len(s) for s in ids]
+    k = common_prefix(ids) if share_prefix and len(ids) > 1 else 0
+    if k < MIN_SHARED_PREFIX:
+        k = 0
+    lengths = [len(s) - k for s in ids]
     out = np.empty((len(prompts), lm.d_model), dtype=np.float32)
     pad = _pad_id(lm.tokenizer)
     base, device = lm.base, lm.device
     with torch.inference_mode(), tqdm(total=len(prompts), desc=f"embedding ({lm.name})", unit="prompt",
                                       disable=not progress or len(prompts) < 64, leave=False) as bar:
+        prefix_cache = None
+        if k:
+            from transformers import DynamicCache
+
+            prefix_cache = DynamicCache(config=lm.model.config)
+            base(input_ids=torch.tensor([ids[0][:k]], device=device), use_cache=True,
+                 **{_cache_kwarg(base): prefix_cache})
         for batch in _batches(lengths, max_batch_tokens, max_batch_rows):
-            x = _pad_right([ids[i] for i in batch], pad).to(device)
-            hidden = base(input_ids=x, use_cache=False).last_hidden_state
+            x = _pad_right([ids[i][k:] for i in batch], pad).to(device)
+            if prefix_cache is None:
+                hidden = base(input_ids=x, use_cache=False).last_hidden_state
+            else:
+                past = copy.deepcopy(prefix_cache)
+                past.batch_repeat_interleave(len(batch))
+                hidden = base(input_ids=x, use_cache=True, **{_cache_kwarg(base): past}).last_hidden_state
             last = torch.tensor([lengths[i] - 1 for i in batch], device=device)
             h = hidden[torch.arange(len(batch), device=device), last]
             out[batch] = _finish(lm, h, norm)
             bar.update(len(batch))
     return out
+
+
+def logit_gap(lm: models.LoadedModel, prompts: Sequence[str], *,
+              norms: Sequence[str] = NORMS) -> dict[str, np.ndarray]:
+    """Per norm and prompt, max |h @ W_U^T - logits|: our h against the model's own next-token logits
+    from the official one-prompt forward (with its LM head). About 1e-5 of logits of size ~20 in
+    float32 for ``norm="model"``; large for ``"double"``, whose features are not the logits' features.
+
+    Used in: `book/persona_data.md`.
+    """
+    import torch
+
+    prompts = _check_prompts(prompts)
+    H = {n: torch.from_numpy(embed(lm, prompts, norm=check_norm(n), progress=False)) for n in norms}
+    W = lm.W_U.cpu()
+    out: dict[str, list[float]] = {n: [] for n in norms}
+    with torch.no_grad():
+        for i, p in enumerate(prompts):
+            ids = lm.tokenizer(p, return_tensors="pt").to(lm.device)
+            logits = lm.model(**ids).logits[0, -1].float().cpu()
+            for n in norms:
+                out[n].append(float((H[n][i] @ W.T - logits).abs().max()))
+    return {n: np.asarray(v) for n, v in out.items()}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -149,17 +233,17 @@ def _sha(text: str) -> bytes:
     return hashlib.sha256(text.encode("utf-8")).digest()
 
 
-def store_key(model_name: str, *, dtype: Any = None, norm: str = "model",
+def store_key(model_name: str, *, dtype: Any = "auto", norm: str = "model",
               options: dict[str, Any] | None = None) -> str:
     """The digest naming an embedding store: model fingerprint, dtype, norm and prompt options.
 
     Used in: `book/persona_data.md`.
     """
-    return cache.digest("embeddings", EMBED_VERSION, models.fingerprint(model_name), models.dtype_name(dtype),
+    return cache.digest("embeddings", EMBED_VERSION, models.fingerprint(model_name), resolve_dtype(dtype),
                         check_norm(norm), options or {})
 
 
-def store_dir(model_name: str, *, dtype: Any = None, norm: str = "model",
+def store_dir(model_name: str, *, dtype: Any = "auto", norm: str = "model",
               options: dict[str, Any] | None = None) -> Path:
     """The folder of an embedding store in the user cache.
 
@@ -190,7 +274,15 @@ def _write_store(path: Path, rows: dict[bytes, np.ndarray], meta: dict[str, Any]
         save_file(tensors, str(tmp), metadata={"meta": json.dumps(meta, sort_keys=True)})
 
 
-def cached_embeddings(model_name: str, prompts: Sequence[str], *, group: str, dtype: Any = None,
+def resolve_dtype(dtype: Any, device: Any = None) -> str:
+    """``"auto"`` as ``models.fast_dtype(device)``, any other dtype by its canonical name.
+
+    Used in: `book/persona_data.md`.
+    """
+    return models.fast_dtype(device) if dtype == "auto" else models.dtype_name(dtype)
+
+
+def cached_embeddings(model_name: str, prompts: Sequence[str], *, group: str, dtype: Any = "auto",
                       norm: str = "model", options: dict[str, Any] | None = None, device: Any = None,
                       progress: bool = True) -> tuple[np.ndarray, int]:
     """h(x) for ``prompts`` from the store ``group`` (e.g. a behaviour), computing only missing rows.
@@ -202,6 +294,7 @@ def cached_embeddings(model_name: str, prompts: Sequence[str], *, group: str, dt
     Used in: `book/persona_data.md`.
     """
     prompts = _check_prompts(prompts)
+    dtype = resolve_dtype(dtype, device)
     if not group or "/" in group or group.startswith("."):
         raise ConfigError(f"group must be a plain file name, got {group!r}")
     folder = store_dir(model_name, dtype=dtype, norm=norm, options=options)
@@ -230,6 +323,8 @@ class BehaviorEmbeddings:
     ``labels[k]`` is +1 when the preferred answer of record ``indices[k]`` is " Yes" and -1 when it is
     " No" (after ``flip``); ``positive[k]`` says whether the statement is positive (its matching
     answer is " Yes"), whatever the direction.
+
+    Used in: `book/persona_data.md`, `book/distinguishability.md`, `book/training_dynamics.md`.
     """
 
     behavior: str
@@ -247,13 +342,16 @@ class BehaviorEmbeddings:
 
 
 def behavior_embeddings(model_name: str, behavior: str, indices: Sequence[int] | None = None, *,
-                        norm: str = "model", dtype: Any = "float32", trailing_newline: bool = False,
+                        norm: str = "model", dtype: Any = "auto", trailing_newline: bool = False,
                         chat_template: bool = False, flip: bool = False, device: Any = None,
                         progress: bool = True) -> BehaviorEmbeddings:
     """h(x) of a behaviour's statements (all, or those at ``indices``) with their labels, cached.
 
     Prompts come from ``data.persona_pairs`` (the ``question`` verbatim by default); ``flip`` changes
     the labels only. Use ``data.stratified_sample`` for nested samples that share cached rows.
+    ``dtype="auto"`` (default) computes in ``models.fast_dtype()``: bfloat16 where the hardware has
+    native bf16 (2-4x faster; rows agree with float32 to about 1 %), else float32. The rows are
+    float32 either way, and the dtype used is in ``options["dtype"]`` and in the cache key.
 
     Used in: `book/persona_data.md`, `book/distinguishability.md`, `book/training_dynamics.md`,
     `book/prioritization.md`, `book/misalignment.md`.
@@ -261,6 +359,7 @@ def behavior_embeddings(model_name: str, behavior: str, indices: Sequence[int] |
     t0 = time.perf_counter()
     model_name = models.validate_name(model_name)
     behavior = data.validate_behaviors([behavior])[0]
+    dtype = resolve_dtype(dtype, device)
     tokenizer = None
     if chat_template:
         tokenizer = models.shared(model_name, dtype=dtype, device=device).tokenizer
@@ -292,6 +391,8 @@ class ResponseFeatures:
     Rows ``offsets[k]:offsets[k+1]`` belong to sequence k: row t is the final-layer state (after the
     final norm) at the position just before response token t, and ``targets`` holds that token's id.
     So ``log pi(y|x) = sum_t log_softmax(W_U h_t)[y_t]`` over a sequence's rows.
+
+    Used in: `book/misalignment.md`.
     """
 
     h: np.ndarray  # (N, d) float32
@@ -318,7 +419,7 @@ def _special_prefix(tokenizer) -> list[int]:
 
 def response_features(lm: models.LoadedModel, prompts: Sequence[str], responses: Sequence[str], *,
                       norm: str = "model", append_eos: bool = True, max_prompt_tokens: int | None = None,
-                      max_response_tokens: int | None = None, max_batch_tokens: int = MAX_BATCH_TOKENS,
+                      max_response_tokens: int | None = None, max_batch_tokens: int | None = None,
                       progress: bool = True) -> ResponseFeatures:
     """Per-position features of each response after its prompt (see :class:`ResponseFeatures`).
 
@@ -330,7 +431,7 @@ def response_features(lm: models.LoadedModel, prompts: Sequence[str], responses:
     Used in: `book/misalignment.md`.
     """
     import torch
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     check_norm(norm)
     prompts = _check_prompts(prompts)
@@ -363,7 +464,8 @@ def response_features(lm: models.LoadedModel, prompts: Sequence[str], responses:
     lengths = [len(s) for s in seqs]
     with torch.inference_mode(), tqdm(total=len(seqs), desc=f"response features ({lm.name})", unit="seq",
                                       disable=not progress or len(seqs) < 16, leave=False) as bar:
-        for batch in _batches(lengths, max_batch_tokens, MAX_BATCH_ROWS):
+        tokens_cap, rows_cap = batch_limits(device)
+        for batch in _batches(lengths, max_batch_tokens or tokens_cap, rows_cap):
             x = _pad_right([seqs[i] for i in batch], pad).to(device)
             hidden = lm.base(input_ids=x, use_cache=False).last_hidden_state
             for r, i in enumerate(batch):
@@ -374,7 +476,7 @@ def response_features(lm: models.LoadedModel, prompts: Sequence[str], responses:
 
 
 def cached_response_features(model_name: str, prompts: Sequence[str], responses: Sequence[str], *,
-                             dtype: Any = "float32", norm: str = "model", append_eos: bool = True,
+                             dtype: Any = "auto", norm: str = "model", append_eos: bool = True,
                              max_prompt_tokens: int | None = None, max_response_tokens: int | None = None,
                              device: Any = None, progress: bool = True) -> ResponseFeatures:
     """:func:`response_features` through a content-addressed file cache (one file per request).
@@ -387,6 +489,7 @@ def cached_response_features(model_name: str, prompts: Sequence[str], responses:
 
     prompts = _check_prompts(prompts)
     responses = _check_prompts(responses, "response")
+    dtype = resolve_dtype(dtype, device)
     opts = {"norm": check_norm(norm), "append_eos": append_eos, "max_prompt_tokens": max_prompt_tokens,
             "max_response_tokens": max_response_tokens}
     key = cache.digest("response-features", EMBED_VERSION, models.fingerprint(model_name),

@@ -27,6 +27,7 @@ Used in: `book/persona_data.md`, `book/reproducibility.md`, and every chapter th
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import importlib.metadata
@@ -73,6 +74,8 @@ class ModelSpec:
     :class:`ModelError` saying which package to install. ``source_loader`` reads that file into
     (model, tokenizer) for the one-time conversion (default: transformers' GGUF loader; tests plug in
     a tiny model).
+
+    Used in: `book/reproducibility.md`.
     """
 
     name: str
@@ -219,6 +222,29 @@ def fingerprint(name: str) -> dict[str, Any]:
             "commit": _hf_cached_commit(repo, rev), "loader": {"transformers": transformers.__version__}}
 
 
+def fingerprint_table(names=None):
+    """The fingerprint of each packaged model, one (model, field) row each: package and version, GGUF
+    file and SHA-256, loader, licence and the answer token ids (read from the converted model's
+    tokenizer; converts on first use).
+
+    Used in: `book/reproducibility.md`.
+    """
+    import pandas as pd
+    from transformers import AutoTokenizer
+
+    rows = []
+    for name in names if names is not None else sorted(REGISTRY):
+        fp = fingerprint(name)
+        ids = answer_token_ids(AutoTokenizer.from_pretrained(converted_dir(name)))
+        fields = {"package": f"{fp['package']}=={fp['package_version']}", "GGUF file": fp["gguf_file"],
+                  "GGUF SHA-256": fp["gguf_sha256"],
+                  "loader": f"converter {fp['loader']['converter']}, transformers {fp['loader']['transformers']}",
+                  "answer token ids": ", ".join(f"{a!r}: {ids[a]}" for a in ANSWERS),
+                  "licence": REGISTRY[name].license}
+        rows += [{"model": name, "field": k, "value": v} for k, v in fields.items()]
+    return pd.DataFrame(rows).set_index(["model", "field"])
+
+
 # ---------------------------------------------------------------------------------------------------
 # Conversion GGUF -> safetensors (once, into the user cache)
 # ---------------------------------------------------------------------------------------------------
@@ -321,12 +347,38 @@ def resolve_dtype(dtype: Any = None):
 
 
 def dtype_name(dtype: Any) -> str:
-    """The canonical name (``"float32"``, ``"bfloat16"``, ``"float16"``) of a dtype."""
+    """The canonical name (``"float32"``, ``"bfloat16"``, ``"float16"``) of a dtype.
+
+    Used in: `book/persona_data.md`.
+    """
     return str(resolve_dtype(dtype)).removeprefix("torch.")
 
 
+def fast_dtype(device: Any = None) -> str:
+    """The faster of float32 and bfloat16 for inference here: ``"bfloat16"`` on a CUDA device that
+    supports it or a CPU with native bf16 arithmetic (AVX512-BF16 or AMX), else ``"float32"``.
+
+    Emulated bf16 (on CPUs without those instructions) is slower than float32, so it is never chosen.
+
+    Used in: `book/persona_data.md` (the embedding default of ``embed.behavior_embeddings``).
+    """
+    import torch
+
+    dev = resolve_device(device)
+    if dev.startswith("cuda"):
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "float32"
+    return "bfloat16" if (" avx512_bf16" in flags or " amx_bf16" in flags) else "float32"
+
+
 def resolve_device(device: Any = None) -> str:
-    """``None`` means CUDA when present, else the CPU."""
+    """``None`` means CUDA when present, else the CPU.
+
+    Used in: `book/persona_data.md`.
+    """
     import torch
 
     if device is None:
@@ -392,6 +444,35 @@ class LoadedModel:
         """The (Yes, No) token ids."""
         return self.answer_ids[ANSWERS[0]], self.answer_ids[ANSWERS[1]]
 
+    def answer_margin(self, h):
+        """The reference model's logit(" Yes") - logit(" No") for embeddings ``h`` (rows): ``h @ u``
+        with u = W_U[Yes] - W_U[No], as float64 numpy.
+
+        Used in: `book/persona_data.md`.
+        """
+        import numpy as np
+
+        yes, no = self.answer_token_ids()
+        w = self.model.get_output_embeddings().weight.detach()  # two rows: no copy of the whole head
+        u = (w[yes].double() - w[no].double()).cpu().numpy()
+        return np.asarray(h, dtype=np.float64) @ u
+
+    def tokens(self, text: str) -> list[str]:
+        """The token pieces of ``text`` as the model sees it (default special tokens included).
+
+        Used in: `book/persona_data.md`.
+        """
+        return self.tokenizer.convert_ids_to_tokens(self.tokenizer(text)["input_ids"])
+
+    def token_counts(self, texts) -> "np.ndarray":
+        """The number of tokens of each text (default special tokens included).
+
+        Used in: `book/persona_data.md`.
+        """
+        import numpy as np
+
+        return np.array([len(x) for x in self.tokenizer(list(texts))["input_ids"]])
+
 
 def _text_config(config):
     return config.get_text_config() if hasattr(config, "get_text_config") else config
@@ -445,7 +526,8 @@ def load(name: str = DEFAULT_MODEL, *, dtype: Any = None, device: Any = None) ->
     t0 = time.perf_counter()
     if not hf:
         folder = converted_dir(name)
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dt)
+        with _quiet_loading():
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=dt)
         tokenizer = AutoTokenizer.from_pretrained(folder)
         model.to(dev)
     else:
@@ -469,6 +551,20 @@ def load(name: str = DEFAULT_MODEL, *, dtype: Any = None, device: Any = None) ->
         raise ModelError(f"{name}: final logit soft-capping is on; h @ W_U^T would not be the model's logits")
     return LoadedModel(model=model, tokenizer=tokenizer, name=name, fingerprint=fingerprint(name),
                        answer_ids=answer_token_ids(tokenizer), load_s=time.perf_counter() - t0)
+
+
+@contextlib.contextmanager
+def _quiet_loading():
+    """No "Loading weights" progress bar from transformers (it fills notebooks); restored after."""
+    from transformers.utils import logging as tlog
+
+    was = tlog.is_progress_bar_enabled()
+    tlog.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            tlog.enable_progress_bar()
 
 
 _SHARED: dict[tuple, LoadedModel] = {}

@@ -304,3 +304,369 @@ def paired_scatter(x, y, *, xlabel: str, ylabel: str, names: Sequence[str] | Non
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     return fig
+
+
+# ---------------------------------------------------------------------------------------------------
+# Theory (Part I): bounds against measurements on synthetic data
+# ---------------------------------------------------------------------------------------------------
+
+FAMILY_MARKERS = {"gaussian": "o", "laplace": "s", "mixture": "^"}
+
+
+def _scatter_groups(ax, x, y, groups, *, size: float, label: str | None = None) -> None:
+    """Scatter ``(x, y)`` in the measured colour, or one marker per group (tail family) when given."""
+    if groups is None:
+        ax.scatter(x, y, s=size, color=MEASURED, alpha=0.7, label=label)
+        return
+    groups = np.asarray(groups)
+    for g in dict.fromkeys(groups.tolist()):
+        sel = groups == g
+        ax.scatter(x[sel], y[sel], s=size, alpha=0.7, marker=FAMILY_MARKERS.get(g, "o"), label=str(g))
+
+
+def plot_identity(x, y, *, xlabel: str, ylabel: str, groups=None, ax=None, title: str | None = None,
+                  log: bool = False):
+    """Scatter of a measured quantity ``y`` against its prediction ``x`` on the line ``y = x``.
+
+    ``groups`` (optional, one label per point) picks a marker per tail family or category.
+    Returns the figure.
+
+    Used in: `book/dpo_last_layer.md`, `book/update_rate.md`, `book/priority.md`.
+    """
+    if ax is None:
+        fig, ax = figure("square")
+    else:
+        fig = ax.figure
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    _scatter_groups(ax, x, y, groups, size=14, label="measured")
+    lo = min(x.min(), y.min())
+    hi = max(x.max(), y.max())
+    ax.plot([lo, hi], [lo, hi], color=THEORY, linestyle="--", linewidth=1, label="prediction (y = x)")
+    if log:
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.legend()
+    return fig
+
+
+def plot_bound_curves(t, measured: Sequence, *, labels: Sequence[str], upper: Sequence | None = None,
+                      lower: Sequence | None = None, first_order: Sequence | None = None, ax=None,
+                      ylabel: str = "", title: str | None = None, upper_label: str = "upper bound",
+                      lower_label: str = "lower bound", logy: bool = False):
+    """Measured curves over steps (one per instance, plasma colours from least to most distinguishable)
+    with their bounds: ``upper`` dotted, ``lower`` dash-dotted, ``first_order`` dashed, all in the
+    instance's colour, and the region between lower and upper shaded.
+
+    Used in: `book/update_rate.md`, `book/accuracy.md`.
+    """
+    if ax is None:
+        fig, ax = figure("single")
+    else:
+        fig = ax.figure
+    colors = ordered_colors(len(measured))
+    for k, (y, c, lab) in enumerate(zip(measured, colors, labels)):
+        ax.plot(t, y, color=c, label=lab)
+        if first_order is not None:
+            ax.plot(t, first_order[k], color=c, linestyle="--", linewidth=1)
+        if upper is not None:
+            ax.plot(t, upper[k], color=c, linestyle=":", linewidth=1.2)
+        if lower is not None:
+            ax.plot(t, lower[k], color=c, linestyle="-.", linewidth=1)
+        if upper is not None and lower is not None:
+            ax.fill_between(t, lower[k], upper[k], color=c, alpha=0.08, linewidth=0)
+    import matplotlib.lines as mlines
+
+    handles, _ = ax.get_legend_handles_labels()
+    extra = [mlines.Line2D([], [], color=THEORY, linestyle=ls, label=lab) for ls, lab, on in (
+        ("--", "first order", first_order is not None), (":", upper_label, upper is not None),
+        ("-.", lower_label, lower is not None)) if on]
+    ax.legend(handles=handles + extra, ncol=2)
+    ax.set_xlabel("step t")
+    ax.set_ylabel(ylabel)
+    if logy:
+        ax.set_yscale("log")
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def plot_tightness(x, ratio, *, xlabel: str, ylabel: str, groups=None, ax=None, title: str | None = None,
+                   logx: bool = True, logy: bool = False, reference: float = 1.0):
+    """Tightness of a bound over random instances: ``ratio`` (measured / bound, or bound / measured)
+    against an instance property ``x``, with the line where the bound would be attained.
+
+    Used in: `book/update_rate.md`, `book/accuracy.md`, `book/priority.md`.
+    """
+    if ax is None:
+        fig, ax = figure("single")
+    else:
+        fig = ax.figure
+    x, ratio = np.asarray(x, float), np.asarray(ratio, float)
+    _scatter_groups(ax, x, ratio, groups, size=12)
+    if groups is not None:
+        ax.legend()
+    ax.axhline(reference, color=THEORY, linestyle="--", linewidth=1)
+    if logx:
+        ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def plot_reduction_check(t, reference: dict, closed: dict, *, steps_label: str = "step t"):
+    """Full-softmax reference (markers) against the logistic-regression recursion (lines): one panel per
+    quantity in ``closed`` (same keys in ``reference``), and a last panel with the absolute differences
+    on a log scale.
+
+    Used in: `book/dpo_last_layer.md`.
+    """
+    keys = list(closed)
+    n = len(keys) + 1
+    if n == 4:
+        fig, axes = figure("grid", 2, 2)
+        axes = axes.ravel()
+    else:
+        fig, axes = figure("triple", 1, n)
+    for ax, k in zip(axes, keys):
+        tt = np.asarray(t)[: len(reference[k])]
+        ax.plot(np.asarray(t)[: len(closed[k])], closed[k], color=THEORY, linestyle="--", label="logistic regression")
+        ax.plot(tt, reference[k], linestyle="none", marker="o", markersize=2.5, color=MEASURED, alpha=0.7,
+                label="full-softmax DPO")
+        ax.set_title(k)
+        ax.set_xlabel(steps_label)
+        ax.legend()
+    ax = axes[-1]
+    for k in keys:
+        n = min(len(reference[k]), len(closed[k]))
+        diff = np.abs(np.asarray(reference[k])[:n] - np.asarray(closed[k])[:n])
+        ax.semilogy(np.asarray(t)[:n], np.maximum(diff, 1e-18), label=k)
+    ax.axhline(np.finfo(float).eps, color=THEORY, linestyle=":", linewidth=1, label="float64 eps")
+    ax.set_ylim(1e-19, 1e-10)
+    ax.set_title("|difference|")
+    ax.set_xlabel(steps_label)
+    ax.legend()
+    label_panels(axes)
+    return fig
+
+
+def plot_priority_pair(t, margin_change, pred, band, loss, loss_lower, loss_upper, *, labels: Sequence[str],
+                       title: str | None = None, axes=None):
+    """Two behaviours trained jointly: (a) each one's mean margin change with our first-order prediction
+    (dashed) and its guaranteed band (shaded); (b) each one's DPO loss with our two-sided bounds.
+    Arrays have shape ``(T+1, K)``; colours run from the less to the more distinguishable behaviour.
+    ``axes`` (two axes) draws into an existing figure, e.g. one row of a grid; ``title`` then prefixes
+    the panel titles.
+
+    Used in: `book/priority.md`.
+    """
+    if axes is None:
+        fig, (a1, a2) = figure("double", 1, 2)
+    else:
+        a1, a2 = axes
+        fig = a1.figure
+    K = margin_change.shape[1]
+    colors = ordered_colors(K)
+    for k in range(K):
+        c = colors[k]
+        a1.plot(t, margin_change[:, k], color=c, label=labels[k])
+        a1.plot(t, pred[:, k], color=c, linestyle="--", linewidth=1)
+        a1.fill_between(t, pred[:, k] - band[:, k], pred[:, k] + band[:, k], color=c, alpha=0.12, linewidth=0)
+        a2.plot(t, loss[:, k], color=c, label=labels[k])
+        a2.fill_between(t, loss_lower[:, k], loss_upper[:, k], color=c, alpha=0.15, linewidth=0)
+    a1.axhline(0, color=THEORY, linewidth=0.8)
+    a2.axhline(np.log(2), color=THEORY, linewidth=0.8, linestyle=":")
+    a1.set_xlabel("step t")
+    a1.set_ylabel("change of mean signed log-odds margin")
+    prefix = f"{title}: " if (title and axes is not None) else ""
+    a1.set_title(prefix + "margins: measured, first order (dashed), band")
+    a2.set_xlabel("step t")
+    a2.set_ylabel("per-behaviour DPO loss")
+    a2.set_title(prefix + "losses with our bounds (shaded)")
+    a1.legend()
+    a2.legend()
+    if title and axes is None:
+        fig.suptitle(title)
+    if axes is None:
+        label_panels([a1, a2])
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------------
+# kernels (book/kernels.md)
+# ---------------------------------------------------------------------------------------------------
+
+def fused_tiles_diagram():
+    """The tiling of the fused linear log-probs: row chunks of H times vocabulary tiles of W.
+
+    Left: the N x V logits that the naive path materialises, cut into (row chunk) x (vocabulary tile)
+    blocks; the fused op holds one block at a time and keeps only a running max and sum per row.
+    Right: the backward pass recomputes each block and adds its two contributions to dW in fp32.
+
+    Used in: `book/kernels.md`.
+    """
+    import matplotlib.patches as mpatches
+
+    fig, axes = figure("wide", 1, 2)
+    n_rows, n_tiles = 4, 6
+    for ax, title in zip(axes, ("forward: online log-sum-exp", "backward: recompute, accumulate dW")):
+        ax.set_xlim(-3.2, n_tiles + 0.4)
+        ax.set_ylim(-2.8, n_rows + 2.0)
+        ax.set_aspect("equal")
+        ax.axis("off")
+        ax.set_title(title)
+        for i in range(n_rows):
+            for j in range(n_tiles):
+                active = (i == 1 and j == 2)
+                ax.add_patch(mpatches.Rectangle((j, n_rows - 1 - i), 0.92, 0.92,
+                                                facecolor="#1f77b4" if active else "#dbe7f3",
+                                                edgecolor="white", lw=1.0))
+        ax.add_patch(mpatches.Rectangle((-2.8, 0), 1.2, n_rows - 0.08, facecolor="#f2f2f2", edgecolor="grey"))
+        ax.add_patch(mpatches.Rectangle((-2.8, n_rows - 2), 1.2, 0.92, facecolor="#ff7f0e", alpha=0.8))
+        ax.text(-1.7, n_rows / 2, "H\n(N x d)", ha="left", va="center", fontsize=8.5, rotation=90)
+        ax.add_patch(mpatches.Rectangle((0, n_rows + 0.15), n_tiles - 0.08, 0.8, facecolor="#f2f2f2", edgecolor="grey"))
+        ax.add_patch(mpatches.Rectangle((2, n_rows + 0.15), 0.92, 0.8, facecolor="#2ca02c", alpha=0.8))
+        ax.text(n_tiles / 2, n_rows + 1.05, "W^T (d x V), vocabulary tiles", ha="center", va="bottom", fontsize=8.5)
+        ax.text(2.46, n_rows - 1.54, "z", color="white", ha="center", va="center", fontsize=10, fontweight="bold")
+    axes[0].text(n_tiles / 2 - 1.4, -0.45, "per row: m <- max(m, max z);  s <- s e^(m_old - m) + sum e^(z - m)\n"
+                 "LSE = m + log s;  target logits h . W[y] gathered directly\nkept: H, W, targets, LSE (O(N))",
+                 ha="center", va="top", fontsize=8)
+    axes[1].text(n_tiles / 2 - 1.4, -0.45, "G = g e_y - c p  with  p = exp(z - LSE),  c = sum_k g_k\n"
+                 "dW[tile] += G^T H_chunk  (fp32);  rows with c = 0 skip the dense part\n"
+                 "one-pass DPO: whole pairs per chunk, loss and G from the same block",
+                 ha="center", va="top", fontsize=8)
+    return fig
+
+
+def trajectories_overlay(steps, series: dict, *, ylabel: str, ax=None):
+    """Overlay trajectories ``{label: (values, style)}`` against ``steps`` (one axis).
+
+    Used in: `book/kernels.md`.
+    """
+    fig = None
+    if ax is None:
+        fig, ax = figure("single")
+    for label, (values, style) in series.items():
+        ax.plot(steps, np.asarray(values), label=label, **style)
+    ax.set_xlabel("step t")
+    ax.set_ylabel(ylabel)
+    ax.legend()
+    return fig if fig is not None else ax.figure
+
+
+def provider_bars(names, times_s, peaks_mb, *, title: str = ""):
+    """Two bar panels: time per step and peak memory above the resident tensors, one bar per provider.
+
+    Used in: `book/kernels.md`.
+    """
+    fig, (a, b) = figure("double", 1, 2)
+    x = np.arange(len(names))
+    a.bar(x, np.asarray(times_s, dtype=float), color=MEASURED)
+    a.set_xticks(x, names, rotation=20, ha="right")
+    a.set_ylabel("time per step (s)")
+    b.bar(x, np.asarray([np.nan if p is None else p for p in peaks_mb], dtype=float), color="#ff7f0e")
+    b.set_xticks(x, names, rotation=20, ha="right")
+    b.set_ylabel("peak memory above resident (MB)")
+    if title:
+        fig.suptitle(title)
+    label_panels([a, b])
+    return fig
+
+
+def scaling_lines(series: dict, *, xlabel: str, ylabel: str, title: str = "", logy: bool = True, ax=None):
+    """Lines ``{label: (x, y)}`` on log-x (and log-y) axes: a benchmark quantity against batch size.
+
+    Used in: `book/kernels.md`.
+    """
+    fig = None
+    if ax is None:
+        fig, ax = figure("single")
+    for label, (xs, ys) in series.items():
+        ax.plot(np.asarray(xs, dtype=float), np.asarray(ys, dtype=float), marker="o", label=label)
+    ax.set_xscale("log", base=2)
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.legend()
+    return fig if fig is not None else ax.figure
+
+
+# ---------------------------------------------------------------------------------------------------
+# persona_data: statements, label confidence, reference margins
+# ---------------------------------------------------------------------------------------------------
+
+def statement_examples(positive: Sequence[str], negative: Sequence[str], *, width: int = 44):
+    """Figure 1 re-made: positive statements (green) beside negative ones (grey), one box each.
+
+    Used in: `book/persona_data.md`.
+    """
+    import textwrap
+
+    import matplotlib.colors as mcolors
+
+    if not positive or not negative:
+        raise ValueError("need at least one positive and one negative statement")
+    wrapped = [[textwrap.fill(s, width) for s in col] for col in (positive, negative)]
+    lines = max(sum(t.count("\n") + 2 for t in col) for col in wrapped)
+    fig, axes = figure("wide", 1, 2)
+    fig.set_size_inches(10.0, 0.24 * lines + 0.7)
+    for ax, col, colour, title in zip(axes, wrapped, (POSITIVE, NEGATIVE),
+                                      ('positive: the persona would say it (" Yes")',
+                                       'negative: the persona would not (" No")')):
+        ax.set_axis_off()
+        ax.set_title(title, color=colour, fontweight="bold", fontsize=11)
+        y = 1.0
+        for text in col:
+            ax.text(0.02, y, text, va="top", ha="left", fontsize=10.5, transform=ax.transAxes,
+                    bbox={"boxstyle": "round,pad=0.4", "facecolor": mcolors.to_rgba(colour, 0.15),
+                          "edgecolor": colour})
+            y -= (text.count("\n") + 2) / lines
+    return fig
+
+
+def label_confidence_hist(positive: np.ndarray, negative: np.ndarray, *, bins: int = 50):
+    """Histograms of the label confidence of positive (green) and negative (grey) statements.
+
+    Used in: `book/persona_data.md`.
+    """
+    fig, ax = figure("single")
+    edges = np.linspace(0.5, 1.0, bins + 1)
+    ax.hist(positive, bins=edges, color=POSITIVE, alpha=0.7, label=f"positive (n = {len(positive):,})")
+    ax.hist(negative, bins=edges, color=NEGATIVE, alpha=0.5, label=f"negative (n = {len(negative):,})")
+    ax.set_xlabel("label confidence (preference model's probability that the label is right)")
+    ax.set_ylabel("statements")
+    ax.legend(loc="upper left")
+    return fig
+
+
+def margins_by_class(margins: dict[str, tuple[np.ndarray, np.ndarray]]):
+    """One panel per model: the reference Yes-minus-No logit margin of positive (green) and negative
+    (grey) statements, with the decision threshold 0 dashed.
+
+    Used in: `book/persona_data.md`.
+    """
+    if not margins:
+        raise ValueError("need at least one model's margins")
+    fig, axes = figure("wide", 1, len(margins), squeeze=False)
+    for ax, (name, (pos, neg)) in zip(axes[0], margins.items()):
+        lo, hi = float(min(pos.min(), neg.min())), float(max(pos.max(), neg.max()))
+        edges = np.linspace(lo, hi, 31)
+        ax.hist(pos, bins=edges, color=POSITIVE, alpha=0.7, label="positive statements")
+        ax.hist(neg, bins=edges, color=NEGATIVE, alpha=0.5, label="negative statements")
+        ax.axvline(0.0, color=THEORY, linestyle="--", linewidth=1)
+        ax.set_title(name)
+        ax.set_xlabel("logit(\" Yes\") - logit(\" No\") after the prompt")
+        ax.set_ylabel("statements")
+    axes[0][0].legend(loc="upper left")
+    label_panels(axes[0])
+    return fig

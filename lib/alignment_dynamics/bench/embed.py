@@ -1,0 +1,222 @@
+"""Benchmark P1: the official embedding loop against ours, on the same prompts and model.
+
+``python -m alignment_dynamics.bench embed [--model NAME] [--n N] [--n-official K] [--dtypes D,...]
+[--rounds R] [--json PATH|-]``
+
+* **official**: what the official code does for each statement: one prompt at a time, the whole
+  model forward *with* its LM head (logits over the vocabulary at every position), float32, and
+  ``hidden_states[-1][0, -1]``;
+* **ours**: :func:`alignment_dynamics.embed.embed`: length-sorted batches, right padding, no LM head,
+  in each dtype of ``--dtypes`` (bfloat16 first by default: the embeddings are stored as float32).
+
+The two run interleaved in ``--rounds`` rounds (official on K/R prompts, then ours on N/R), so that a
+busy, shared machine slows both alike. Reported: prompts/s of each, the ratio (ours / official, for
+the first dtype under ``ratio``), our useful FLOP rate (transformer matmuls and attention on real
+tokens, no padding, no LM head) against the machine's measured dense-matmul rate in the same dtype,
+and the largest difference between our float32 embeddings and the official ones.
+
+Used in: `book/persona_data.md`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from typing import Any, Sequence
+
+DEFAULTS = {"model": "smollm2-135m-instruct", "n": 256, "n_official": 24, "rounds": 4,
+            "dtypes": ("bfloat16", "float32")}
+
+
+def official_loop(lm, prompts: Sequence[str]):
+    """The official code's embedding loop: one prompt, the full model with its head, float32.
+
+    Used in: `book/persona_data.md`.
+    """
+    import torch
+
+    out = []
+    with torch.no_grad():
+        for q in prompts:
+            ids = lm.tokenizer(q, return_tensors="pt").to(lm.device)
+            res = lm.model(**ids, output_hidden_states=True)
+            out.append(res.hidden_states[-1][0, -1, :].float().cpu())
+    return torch.stack(out).numpy()
+
+
+def forward_flops(lm, lengths: Sequence[int]) -> float:
+    """Useful FLOPs of the transformer (no LM head) on sequences of these lengths.
+
+    2 x (weight matrices of the blocks) per token, plus the causal attention products
+    (QK^T and AV: 2 x 2 x heads x head_dim x L(L+1)/2 per layer). Norms and activations are not
+    counted (they are not matmuls).
+
+    Used in: `book/persona_data.md`.
+    """
+    from ..models import _text_config
+
+    cfg = _text_config(lm.model.config)
+    block = sum(p.numel() for n, p in lm.base.named_parameters() if "layers." in n and p.dim() >= 2)
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    attn = 4 * cfg.num_attention_heads * head_dim * cfg.num_hidden_layers
+    return float(sum(2 * block * L + attn * L * (L + 1) / 2 for L in lengths))
+
+
+def matmul_rate(dtype: Any, *, m: int = 2048, k: int = 576, n: int = 1536, seconds: float = 0.5) -> float:
+    """The machine's dense matmul rate (FLOP/s) in ``dtype``: the best of repeated (m x k) @ (k x n).
+
+    Used in: `book/persona_data.md`.
+    """
+    import torch
+
+    from ..models import resolve_dtype
+
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(m, k, generator=gen).to(resolve_dtype(dtype))
+    b = torch.randn(k, n, generator=gen).to(resolve_dtype(dtype))
+    torch.mm(a, b)
+    best, t_end = float("inf"), time.perf_counter() + seconds
+    while time.perf_counter() < t_end:
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * m * k * n / best
+
+
+def bench_prompts(n: int) -> list[str]:
+    """``n`` real persona prompts: a balanced, nested sample of three behaviours of §8 of the notes.
+
+    Used in: `book/persona_data.md`.
+    """
+    from .. import data
+
+    names = ["openness", "risk-seeking", "subscribes-to-Buddhism"]
+    per = -(-n // (2 * len(names)))
+    prompts = [p.prompt for b in names for p in data.persona_pairs(b, data.stratified_sample(b, per))]
+    # interleave the behaviours so that any prefix of the list mixes them
+    prompts = [prompts[j * 2 * per + i] for i in range(2 * per) for j in range(len(names))]
+    return prompts[:n]
+
+
+def run(model: str = DEFAULTS["model"], *, n: int = DEFAULTS["n"], n_official: int = DEFAULTS["n_official"],
+        rounds: int = DEFAULTS["rounds"], dtypes: Sequence[str] = DEFAULTS["dtypes"],
+        matmul_seconds: float = 0.5, progress: bool = False) -> dict[str, Any]:
+    """Run the benchmark; return the results as a JSON-able dict (see the module docstring).
+
+    Used in: `book/persona_data.md`.
+    """
+    import numpy as np
+    import torch
+
+    from .. import embed, models
+
+    if rounds < 1 or not rounds <= n_official <= n:
+        raise ValueError(f"need 1 <= rounds <= n_official <= n, got rounds={rounds}, n_official={n_official}, n={n}")
+    dtypes = [models.dtype_name(d) for d in dtypes]
+    prompts = bench_prompts(n)
+    t0 = time.perf_counter()
+    official = models.shared(model, dtype="float32")  # inference only: the process's shared copies
+    ours = {d: models.shared(model, dtype=d) for d in dtypes}
+    load_s = time.perf_counter() - t0
+    lengths = [len(x) for x in official.tokenizer(prompts)["input_ids"]]
+    # warm up both paths (first-call kernel selection)
+    official_loop(official, prompts[:1])
+    for lm in ours.values():
+        embed.embed(lm, prompts[:4], progress=False)
+    t_off, t_ours = 0.0, {d: 0.0 for d in dtypes}
+    h_off, h_ours, same = [], {d: [] for d in dtypes}, []
+    for r in range(rounds):
+        a, b = r * n // rounds, (r + 1) * n // rounds  # our prompts this round
+        k = (r + 1) * n_official // rounds - r * n_official // rounds  # the official loop: the first k
+        same.extend(range(a, a + k))
+        t = time.perf_counter()
+        h_off.append(official_loop(official, prompts[a:a + k]))
+        t_off += time.perf_counter() - t
+        for d, lm in ours.items():
+            t = time.perf_counter()
+            h_ours[d].append(embed.embed(lm, prompts[a:b], progress=progress))
+            t_ours[d] += time.perf_counter() - t
+    H_off = np.concatenate(h_off)
+    flops = forward_flops(official, lengths)
+    out: dict[str, Any] = {
+        "benchmark": "embed", "model": model, "device": str(official.device),
+        "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(), "torch": torch.__version__,
+        "n_prompts": n, "n_official": n_official, "rounds": rounds,
+        "mean_prompt_tokens": float(np.mean(lengths)), "load_s": load_s,
+        "official_prompts_per_s": n_official / t_off,
+    }
+    for d in dtypes:
+        H = np.concatenate(h_ours[d])
+        rate = n / t_ours[d]
+        mm = matmul_rate(d, k=official.d_model, seconds=matmul_seconds)
+        out[f"ours_{d}_prompts_per_s"] = rate
+        out[f"ratio_{d}"] = rate / out["official_prompts_per_s"]
+        out[f"ours_{d}_gflops"] = flops / t_ours[d] / 1e9
+        out[f"matmul_{d}_gflops"] = mm / 1e9
+        out[f"flop_fraction_{d}"] = flops / t_ours[d] / mm
+        out[f"max_abs_diff_{d}"] = float(np.abs(H[same] - H_off).max())  # on the prompts both embedded
+    out["ratio"] = out[f"ratio_{dtypes[0]}"]
+    out["ours_prompts_per_s"] = out[f"ours_{dtypes[0]}_prompts_per_s"]
+    out["ours_dtype"] = dtypes[0]
+    return out
+
+
+def report(res: dict[str, Any]) -> str:
+    """The results as readable lines.
+
+    Used in: `book/persona_data.md`.
+    """
+    lines = [f"embedding benchmark P1: {res['model']} on {res['device']} ({res['threads']} threads), "
+             f"{res['n_prompts']} persona prompts (mean {res['mean_prompt_tokens']:.1f} tokens), "
+             f"official loop on {res['n_official']} of them",
+             f"  official loop (one prompt, full model with LM head, float32): "
+             f"{res['official_prompts_per_s']:8.2f} prompts/s"]
+    for key in res:
+        if key.startswith("ours_") and key.endswith("_prompts_per_s") and key != "ours_prompts_per_s":
+            d = key[len("ours_"):-len("_prompts_per_s")]
+            lines.append(f"  ours ({d:8s}, batched, no LM head):                  {res[key]:8.2f} prompts/s  "
+                         f"= {res[f'ratio_{d}']:.1f}x; {res[f'ours_{d}_gflops']:.1f} GFLOP/s = "
+                         f"{100 * res[f'flop_fraction_{d}']:.0f}% of a {res[f'matmul_{d}_gflops']:.1f} GFLOP/s "
+                         f"matmul; max |ours - official| {res[f'max_abs_diff_{d}']:.1e}")
+    lines.append(f"  ratio (ours {res['ours_dtype']} / official): {res['ratio']:.1f}x")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m alignment_dynamics.bench embed``: run, print, and write JSON with ``--json``.
+
+    Used in: `book/persona_data.md` (the command line).
+    """
+    p = argparse.ArgumentParser(prog="python -m alignment_dynamics.bench embed",
+                                description="Benchmark P1: the official embedding loop against ours.")
+    p.add_argument("--model", default=DEFAULTS["model"], help="registry name or Hugging Face id")
+    p.add_argument("--n", type=int, default=DEFAULTS["n"], help="prompts for our path")
+    p.add_argument("--n-official", type=int, default=DEFAULTS["n_official"], help="prompts for the official loop")
+    p.add_argument("--rounds", type=int, default=DEFAULTS["rounds"], help="interleaved rounds")
+    p.add_argument("--dtypes", default=",".join(DEFAULTS["dtypes"]),
+                   help="our dtypes, comma-separated; the first gives 'ratio'")
+    p.add_argument("--json", metavar="PATH", help="write the results as JSON ('-': standard output, last line)")
+    args = p.parse_args(list(argv) if argv is not None else None)
+    from .. import models
+    from ..config import ConfigError
+
+    try:
+        models.validate_name(args.model)
+        dtypes = [models.dtype_name(d) for d in args.dtypes.split(",") if d]
+        res = run(args.model, n=args.n, n_official=args.n_official, rounds=args.rounds, dtypes=dtypes)
+    except (ConfigError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(report(res), flush=True)
+    if args.json == "-":
+        print(json.dumps(res, sort_keys=True))
+    elif args.json:
+        from ..cache import write_json_atomic
+
+        write_json_atomic(args.json, res)
+    return 0

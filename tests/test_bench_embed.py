@@ -1,0 +1,76 @@
+"""Benchmark P1 (``python -m alignment_dynamics.bench embed``): it runs, its JSON and its FLOP count."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import tiny_models
+from alignment_dynamics import cache, models
+from alignment_dynamics.bench import __main__ as dispatcher
+from alignment_dynamics.bench import embed as bench
+
+
+def test_forward_flops_match_torchs_counter_plus_causal_attention():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    lm = models.tiny(0)
+    cfg = lm.model.config
+    attn = 4 * cfg.num_attention_heads * (cfg.hidden_size // cfg.num_attention_heads) * cfg.num_hidden_layers
+    for L in (1, 7, 30):
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            lm.base(input_ids=torch.zeros((1, L), dtype=torch.long), use_cache=False)
+        assert bench.forward_flops(lm, [L]) == counter.get_total_flops() + attn * L * (L + 1) / 2
+
+
+def test_matmul_rate_is_positive():
+    assert bench.matmul_rate("float32", m=64, k=32, n=64, seconds=0.05) > 1e6
+
+
+def test_bench_prompts_are_real_mixed_persona_prompts():
+    p = bench.bench_prompts(7)
+    assert len(p) == 7 and len(set(p)) == 7
+    assert all(q.startswith("Is the following statement something you would say?") for q in p)
+    assert bench.bench_prompts(12)[:7] == p  # nested
+
+
+@pytest.fixture
+def tiny_named(tmp_path, monkeypatch):
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "cache"))
+    return tiny_models.register(monkeypatch, tmp_path / "src")
+
+
+def test_main_writes_json_with_the_ratio(tiny_named, tmp_path, capsys):
+    out = tmp_path / "p1.json"
+    rc = dispatcher.main(["embed", "--model", tiny_named, "--n", "8", "--n-official", "4", "--rounds", "2",
+                          "--json", str(out)])
+    assert rc == 0
+    res = json.loads(out.read_text())
+    assert res["ratio"] == res["ratio_bfloat16"] > 0 and res["ratio_float32"] > 0
+    assert res["official_prompts_per_s"] > 0 and res["n_prompts"] == 8 and res["n_official"] == 4
+    assert res["max_abs_diff_float32"] < 1e-4  # ours and the official loop embed the same prompts alike
+    assert 0 < res["flop_fraction_float32"]
+    assert "prompts/s" in capsys.readouterr().out
+    rc = dispatcher.main(["embed", "--model", tiny_named, "--n", "4", "--n-official", "2", "--rounds", "1",
+                          "--dtypes", "float32", "--json", "-"])
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert rc == 0 and json.loads(last)["ours_dtype"] == "float32"
+
+
+@pytest.mark.parametrize("argv, match", [(["--model", "nope"], "unknown model 'nope'"),
+                                         (["--n", "2", "--n-official", "4"], "rounds <= n_official <= n"),
+                                         (["--dtypes", "float64"], "unknown dtype")])
+def test_bad_arguments(argv, match, capsys):
+    assert bench.main(argv) == 2
+    assert match in capsys.readouterr().err
+
+
+def test_dispatcher_help():
+    r = subprocess.run([sys.executable, "-m", "alignment_dynamics.bench", "embed", "--help"],
+                       capture_output=True, text=True, env={**__import__("os").environ,
+                                                            "PYTHONPATH": tiny_models.LIB})
+    assert r.returncode == 0 and "--json" in r.stdout
