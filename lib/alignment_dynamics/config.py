@@ -291,7 +291,7 @@ register(ChapterSpec(slug="priority", params=(
     Param("REPEATS", {"smoke": 3, "fast": 8, "full": 32}, "independent training sets per instance", _typed(int, lo=2)),
 ), settings={"sweep_steps": {"smoke": 10, "fast": 40, "full": 100}}))
 
-# --- distinguishability ----------------------------------------------------------------------------
+# --- distinguishability (Part II: experiments) -----------------------------------------------------
 # The behaviours named by the paper's Figure 5 and by the official code's single-behaviour plots; the
 # smoke profile measures only these.
 _NAMED_BEHAVIORS = [
@@ -328,6 +328,7 @@ register(ChapterSpec(
     },
     datasets=("anthropic-persona",),
 ))
+# --- end distinguishability ------------------------------------------------------------------------
 
 # --- kernels ---------------------------------------------------------------------------------------
 register(ChapterSpec(
