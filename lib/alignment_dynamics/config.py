@@ -314,7 +314,7 @@ register(ChapterSpec(
     settings={
         # Statements per class and behaviour, drawn with data.stratified_sample (nested: a larger sample
         # contains a smaller one). None: every statement. Other chapters may read this to reuse the cache.
-        "per_class": {"smoke": 6, "fast": 24, "full": None},
+        "per_class": {"smoke": 6, "fast": 20, "full": None},
         "behaviors": {"smoke": _NAMED_BEHAVIORS, "fast": None, "full": None},  # None: all 135
         # Figure 2: statements per class for the three mapped behaviours (a superset of per_class).
         "map_per_class": {"smoke": 6, "fast": 150, "full": None},
