@@ -171,23 +171,22 @@ class _SelectiveLogprobs(torch.autograd.Function):
                 b = a + chunk_rows
                 z[a:b] = torch.einsum("nd,nkd->nk", H[a:b].to(acc), W[safe[a:b]].to(acc))
         logp = (z - lse[:, None]).masked_fill(ignore, 0.0)
-        ctx.save_for_backward(H, W, targets, lse)
+        ctx.save_for_backward(H, W, safe, ignore, lse)
         ctx.opts = (impl, acc, chunk_rows, vocab_tile, need_dh)
         ctx.mark_non_differentiable(lse)
         return logp, lse
 
     @staticmethod
     def backward(ctx, g_logp, g_lse):
-        H, W, targets, lse = ctx.saved_tensors
+        H, W, targets, ignore, lse = ctx.saved_tensors  # targets: ignored entries replaced by token 0
         impl, acc, chunk_rows, vocab_tile, need_dh = ctx.opts
         want_w = ctx.needs_input_grad[1]
         want_h = ctx.needs_input_grad[0] and need_dh
-        ignore = targets == IGNORE_INDEX
         g = g_logp.to(acc).masked_fill(ignore, 0.0)
         if impl == "gemm":
             from . import gemm_path as gp
 
-            dW, dH = gp.backward(H, W, targets.masked_fill(ignore, 0), lse, g, want_w=want_w, want_h=want_h,
+            dW, dH = gp.backward(H, W, targets, lse, g, want_w=want_w, want_h=want_h,
                                  chunk_rows=chunk_rows, vocab_chunk=vocab_tile)
             return (dH.to(H.dtype) if dH is not None else None, dW, None, None, None, None, None, None)
         c = g.sum(dim=1)

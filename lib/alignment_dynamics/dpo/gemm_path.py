@@ -110,25 +110,41 @@ def chunks(N: int, V: int, bytes_per: int, chunk_rows: int | None = None, vocab_
 # ---------------------------------------------------------------------------------------------------
 
 @triton.jit
-def _lse_rows_kernel(Z, stride_z, M, S, T, ZT, ncols, v0, K: tl.constexpr, BLOCK_V: tl.constexpr):
-    """One row of a slab: fold its logits into (M, S) and pick the targets that fall in it."""
+def _lse_rows_kernel(Z, stride_z, M, S, T, ZT, ncols, v0, K: tl.constexpr, BLOCK_V: tl.constexpr,
+                     FIRST: tl.constexpr, LAST: tl.constexpr):
+    """One row of a slab: fold its logits into the running (M, S) and pick the targets that fall in it.
+    The first chunk starts from (-inf, 0) and zero targets; the last writes M = max + log(sum), the LSE."""
     n = tl.program_id(0)
     row = Z + n.to(tl.int64) * stride_z
-    m = tl.load(M + n)
-    s = tl.load(S + n)
-    for c0 in range(0, ncols, BLOCK_V):
+    if FIRST:  # start from the first step's columns (every chunk has at least one)
+        cols = tl.arange(0, BLOCK_V)
+        z = tl.load(row + cols, mask=cols < ncols, other=float("-inf"))
+        m = tl.max(z, axis=0)
+        s = tl.sum(tl.exp(z - m), axis=0)
+        start = BLOCK_V
+    else:
+        m = tl.load(M + n)
+        s = tl.load(S + n)
+        start = 0
+    for c0 in range(start, ncols, BLOCK_V):
         cols = c0 + tl.arange(0, BLOCK_V)
         z = tl.load(row + cols, mask=cols < ncols, other=float("-inf"))
         m_new = tl.maximum(m, tl.max(z, axis=0))  # finite: every step has at least one real column
         s = s * tl.exp(m - m_new) + tl.sum(tl.exp(z - m_new), axis=0)
         m = m_new
-    tl.store(M + n, m)
-    tl.store(S + n, s)
+    if LAST:
+        tl.store(M + n, m + tl.log(s))
+    else:
+        tl.store(M + n, m)
+        tl.store(S + n, s)
     for k in tl.static_range(K):
         y = tl.load(T + n * K + k) - v0
         inside = (y >= 0) & (y < ncols)
         zy = tl.load(row + y, mask=inside, other=0.0)
-        old = tl.load(ZT + n * K + k)
+        if FIRST:
+            old = 0.0
+        else:
+            old = tl.load(ZT + n * K + k)
         tl.store(ZT + n * K + k, tl.where(inside, zy, old))
 
 
@@ -153,19 +169,22 @@ def _grad_rows_kernel(Z, stride_z, G, stride_g, LSE, C, T, GV, ncols, v0, K: tl.
 
 
 @triton.jit
-def _token_rows_kernel(H, stride_h, ROW, GV, YS, COUNT, DW, stride_dw, D, BLOCK_D: tl.constexpr):
-    """Entry i of the token-sorted list: if it starts a token's run (COUNT > 0), sum g·h over the run in
-    fp32 and write that token's row of dW once; other entries do nothing."""
+def _token_rows_kernel(H, stride_h, ORDER, GV, YS, END, DW, stride_dw, D, K: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Entry i of the token-sorted list (YS = tokens sorted, ORDER = their flat entry indices n·K + k,
+    END[i] = one past the last entry with token YS[i]): if it starts its token's run, sum g·h over the
+    run in fp32 and write that token's row of dW once; other entries do nothing."""
     i = tl.program_id(0)
     pid_d = tl.program_id(1)
     rd = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     dm = rd < D
-    cnt = tl.load(COUNT + i)
     tok = tl.load(YS + i)
+    prev = tl.load(YS + i - 1, mask=i > 0, other=-1)
+    cnt = tl.where(prev != tok, tl.load(END + i) - i, 0)
     acc = tl.zeros((BLOCK_D,), tl.float32)
     for j in range(0, cnt):
-        n = tl.load(ROW + i + j)
-        gv = tl.load(GV + i + j)
+        e = tl.load(ORDER + i + j)
+        n = e // K
+        gv = tl.load(GV + e)
         h = tl.load(H + n * stride_h + rd, mask=dm, other=0.0).to(tl.float32)
         acc += tl.where(gv != 0.0, gv * h, 0.0)  # an ignored entry (g = 0) adds nothing, even next to inf
     live = (tl.zeros((BLOCK_D,), tl.int64) + cnt) > 0  # a vector mask (the interpreter rejects vector & scalar)
@@ -189,19 +208,19 @@ def forward(H: torch.Tensor, W: torch.Tensor, targets: torch.Tensor, *, chunk_ro
     N, V = Hs.shape[0], Ws.shape[0]
     t = targets.reshape(N, -1).contiguous()
     K = t.shape[1]
-    m = torch.full((N,), float("-inf"), dtype=torch.float32, device=Hs.device)
-    s = torch.zeros(N, dtype=torch.float32, device=Hs.device)
-    zt = torch.zeros(N, K, dtype=torch.float32, device=Hs.device)
-    if N == 0:
-        return m, zt
+    lse = torch.empty(N, dtype=torch.float32, device=Hs.device)  # the running max until the last chunk
+    s = torch.empty(N, dtype=torch.float32, device=Hs.device)
+    zt = torch.empty(N, K, dtype=torch.float32, device=Hs.device)
+    if N == 0 or V == 0:
+        return lse.fill_(float("-inf")), zt.zero_()
     rows, vc = chunks(N, V, 4, chunk_rows, vocab_chunk)
     for v0 in range(0, V, vc):
         Wt = Ws[v0:v0 + vc].t()
         for r0 in range(0, N, rows):
             Z = mm_f32(Hs[r0:r0 + rows], Wt)
-            _lse_rows_kernel[(Z.shape[0],)](Z, Z.stride(0), m[r0:], s[r0:], t[r0:], zt[r0:], Z.shape[1], v0,
-                                            K=K, BLOCK_V=_BLOCK_V, num_warps=4)
-    return m + torch.log(s), zt
+            _lse_rows_kernel[(Z.shape[0],)](Z, Z.stride(0), lse[r0:], s[r0:], t[r0:], zt[r0:], Z.shape[1], v0,
+                                            K=K, BLOCK_V=_BLOCK_V, FIRST=v0 == 0, LAST=v0 + vc >= V, num_warps=4)
+    return lse, zt
 
 
 def backward(H: torch.Tensor, W: torch.Tensor, targets: torch.Tensor, lse: torch.Tensor, g: torch.Tensor, *,
@@ -222,15 +241,15 @@ def backward(H: torch.Tensor, W: torch.Tensor, targets: torch.Tensor, lse: torch
     g = g.reshape(N, -1).to(torch.float32).contiguous()
     K = t.shape[1]
     c = g.sum(dim=1)
-    active = (c != 0) | (g != 0).any(dim=1)
-    n_dense, n_active = torch.stack([(c != 0).sum(), active.sum()]).tolist()
-    if n_dense == 0:
+    dense = c != 0
+    if not bool(dense.any()):  # the one synchronisation of the sparse path
         dW = _sparse_dw(H, W, t, g) if want_w else None
         dH = None
         if want_h:
             dH = (g[:, :, None] * W[t].to(torch.float32)).sum(dim=1)
         return dW, dH
-    rows = None if n_active == N else torch.nonzero(active).flatten()
+    active = dense | (g != 0).any(dim=1)
+    rows = None if bool(active.all()) else torch.nonzero(active).flatten()
     Hs, Ws = operands(H, W)
     Hr = Hs if rows is None else Hs[rows]
     lr, cr, tr, gr = (lse, c, t, g) if rows is None else (lse[rows], c[rows], t[rows], g[rows])
@@ -287,16 +306,9 @@ def _sparse_dw(H: torch.Tensor, W: torch.Tensor, t: torch.Tensor, g: torch.Tenso
         return dW
     Hc = H.contiguous()
     y = t.reshape(-1)
-    order = torch.argsort(y, stable=True)
-    ys = y[order].contiguous()
-    row = (order // K).contiguous()
-    gv = g.reshape(-1)[order].contiguous()
-    head = torch.ones(E, dtype=torch.bool, device=y.device)
-    head[1:] = ys[1:] != ys[:-1]
-    seg = torch.cumsum(head, 0) - 1
-    run = torch.zeros(E, dtype=torch.long, device=y.device).scatter_add_(0, seg, torch.ones_like(seg))
-    count = torch.where(head, run[seg], 0).contiguous()
+    ys, order = torch.sort(y, stable=True)
+    end = torch.searchsorted(ys, ys, right=True)
     grid = (E, triton.cdiv(Hc.shape[1], _BLOCK_D))
-    _token_rows_kernel[grid](Hc, Hc.stride(0), row, gv, ys, count, dW, dW.stride(0), Hc.shape[1],
-                             BLOCK_D=_BLOCK_D, num_warps=4)
+    _token_rows_kernel[grid](Hc, Hc.stride(0), order, g.reshape(-1), ys, end, dW, dW.stride(0), Hc.shape[1],
+                             K=K, BLOCK_D=_BLOCK_D, num_warps=4)
     return dW
