@@ -90,6 +90,31 @@ def test_lse_kernel_matches_float64():
         torch.testing.assert_close(z.double().cpu(), want_z, rtol=1e-6, atol=1e-6)
 
 
+def test_gemm_chunks_fit_the_budget_and_mm_f32_accumulates_in_fp32():
+    from alignment_dynamics.dpo import gemm_path as gp
+
+    assert gp.chunks(64, 32000, 4) == (64, 32000)  # small batch: one slab, the whole vocabulary
+    rows, vc = gp.chunks(8192, 32000, 6)  # S2 bf16 backward at B = 4096: all rows, a multiple of 128 columns
+    assert rows == 8192 and vc % 128 == 0 and rows * vc * 6 <= gp.SLAB_BYTES
+    rows, vc = gp.chunks(10**7, 32000, 4)  # too many rows for one slab: the narrowest chunk, row blocks
+    assert vc == 128 and rows * vc * 4 <= gp.SLAB_BYTES
+    assert gp.chunks(100, 1000, 4, chunk_rows=7, vocab_chunk=33) == (7, 33)
+    a, b = torch.randn(30, 200).bfloat16(), torch.randn(200, 20).bfloat16()
+    out = gp.mm_f32(a, b)
+    assert out.dtype == torch.float32 and _rel(out, a.double() @ b.double()) <= 1e-6
+
+
+@cases
+def test_gemm_auto_strategy():
+    from alignment_dynamics.dpo.fused import choose_strategy
+
+    H, W = torch.randn(4, 8).to(DEV), torch.randn(16, 8).to(DEV)
+    assert choose_strategy(H, W, H, impl="gemm") == "one_pass"
+    assert choose_strategy(H.bfloat16(), W.bfloat16(), H.bfloat16(), impl="gemm") == "recompute"
+    assert choose_strategy(H.bfloat16(), W, H.bfloat16(), impl="gemm") == "one_pass"  # fp32 W: the buffer is dW
+    assert choose_strategy(H, W, H, impl="triton") == "recompute"
+
+
 @cases
 @pytest.mark.parametrize("kw", GEMM_CHUNKS)
 def test_gemm_path_matches_float64_with_dh(kw):

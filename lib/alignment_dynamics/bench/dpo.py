@@ -971,13 +971,13 @@ def gpu_series(results: dict[str, Any], scenario: str, dtype: str, key: str = "m
 
 
 def gpu_table(results: dict[str, Any]):
-    """The GPU records as a DataFrame (scenario, dtype, B, provider, times, memory, prediction).
+    """The GPU records as a DataFrame (scenario, dtype, B, provider, the path ours ran, times, memory, prediction).
 
     Used in: `book/kernels.md`.
     """
     import pandas as pd
 
-    cols = ["scenario", "dtype", "B", "provider", "median_ms", "p20_ms", "p80_ms", "predicted_ms",
+    cols = ["scenario", "dtype", "B", "provider", "path", "median_ms", "p20_ms", "p80_ms", "predicted_ms",
             "achieved_tflops", "peak_mb_above_resident", "first_call_s", "error"]
     df = pd.DataFrame([{c: rec.get(c) for c in cols} for rec in results["records"]])
     return df.dropna(axis=1, how="all")
