@@ -368,3 +368,34 @@ def test_gpu_distinct_contexts_at_size_repeat_bit_for_bit(dtype):
         assert grad.dtype == dtype
         assert abs(loss.double().item() - l64.item()) / abs(l64.item()) <= tol_l
         assert _rel(grad, g64) <= tol_g
+
+
+@gpu
+@pytest.mark.skipif(not CUDA, reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gpu_shared_context_two_tokens_at_paper_size(dtype):
+    """The paper's setting on its head (d = 4096, V = 32,000): every pair answers " Yes" or " No", so the
+    sparse backward sums two runs of B entries each; only those two rows move, as in float64."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    B, d, V, a, b = 4096, 4096, 32000, 3869, 1939
+    g = torch.Generator(device="cuda").manual_seed(50)
+    W0 = (0.02 * torch.randn(V, d, generator=g, device="cuda")).to(dtype)
+    H = torch.randn(B, d, generator=g, device="cuda").to(dtype)
+    yes = torch.rand(B, generator=g, device="cuda") < 0.5
+    c, r = torch.where(yes, a, b), torch.where(yes, b, a)
+    rc, rr = -10 - torch.rand(B, generator=g, device="cuda"), -10 - torch.rand(B, generator=g, device="cuda")
+
+    def step(Hx, W, **kw):
+        W = W.clone().requires_grad_(True)
+        out = fused_dpo_loss(Hx, W, c, r, rc.to(W.dtype), rr.to(W.dtype), beta=0.1, **kw)
+        out.loss.backward()
+        return out.loss.detach(), W.grad
+
+    l1, g1 = step(H, W0)
+    l2, g2 = step(H, W0)
+    assert torch.equal(l1, l2) and torch.equal(g1, g2)
+    assert g1.dtype == dtype and set(torch.nonzero(g1.abs().sum(1)).flatten().tolist()) == {a, b}
+    l64, g64 = step(H.double(), W0.double(), impl="torch")
+    tol_l, tol_g = (1e-6, 1e-5) if dtype == torch.float32 else (1e-2, 1e-2)
+    assert abs(l1.double().item() - l64.item()) / abs(l64.item()) <= tol_l
+    assert _rel(g1, g64) <= tol_g

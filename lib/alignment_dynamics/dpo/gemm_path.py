@@ -40,7 +40,8 @@ _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 SLAB_BYTES = 128 << 20  # the fp32 slab of logits (and, in the backward, G beside it): rows × vocabulary chunk
 _MIN_CHUNK = 128  # narrowest vocabulary chunk chosen automatically (keeps the GEMMs efficient)
 _BLOCK_V = 16 if _INTERPRET else 1024  # columns per step of a row kernel
-_BLOCK_D = 16 if _INTERPRET else 512  # feature columns per program of the segment kernel
+_BLOCK_D = 16 if _INTERPRET else 256  # feature columns per program of the segment kernel
+_BLOCK_E = 4 if _INTERPRET else 32  # entries of one token's run summed per step
 _STATE = {"mm_out_dtype": None, "fallback": None}  # whether torch.mm(..., out_dtype=float32) works here
 
 
@@ -169,24 +170,29 @@ def _grad_rows_kernel(Z, stride_z, G, stride_g, LSE, C, T, GV, ncols, v0, K: tl.
 
 
 @triton.jit
-def _token_rows_kernel(H, stride_h, ORDER, GV, YS, END, DW, stride_dw, D, K: tl.constexpr, BLOCK_D: tl.constexpr):
+def _token_rows_kernel(H, stride_h, ORDER, GV, YS, END, DW, stride_dw, D, K: tl.constexpr, BLOCK_E: tl.constexpr,
+                       BLOCK_D: tl.constexpr):
     """Entry i of the token-sorted list (YS = tokens sorted, ORDER = their flat entry indices n·K + k,
     END[i] = one past the last entry with token YS[i]): if it starts its token's run, sum g·h over the
-    run in fp32 and write that token's row of dW once; other entries do nothing."""
+    run in fp32, BLOCK_E entries at a time (a long run, such as every pair's " Yes", is not summed one
+    row after another), and write that token's row of dW once; other entries do nothing."""
     i = tl.program_id(0)
     pid_d = tl.program_id(1)
     rd = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     dm = rd < D
+    re = tl.arange(0, BLOCK_E)
     tok = tl.load(YS + i)
     prev = tl.load(YS + i - 1, mask=i > 0, other=-1)
     cnt = tl.where(prev != tok, tl.load(END + i) - i, 0)
     acc = tl.zeros((BLOCK_D,), tl.float32)
-    for j in range(0, cnt):
-        e = tl.load(ORDER + i + j)
+    for j0 in range(0, cnt, BLOCK_E):
+        em = (j0 + re) < cnt
+        e = tl.load(ORDER + i + j0 + re, mask=em, other=0)
         n = e // K
-        gv = tl.load(GV + e)
-        h = tl.load(H + n * stride_h + rd, mask=dm, other=0.0).to(tl.float32)
-        acc += tl.where(gv != 0.0, gv * h, 0.0)  # an ignored entry (g = 0) adds nothing, even next to inf
+        gv = tl.load(GV + e, mask=em, other=0.0)
+        h = tl.load(H + n[:, None] * stride_h + rd[None, :], mask=em[:, None] & dm[None, :], other=0.0).to(tl.float32)
+        # an ignored entry (g = 0) adds nothing, even next to an inf feature
+        acc += tl.sum(tl.where(gv[:, None] != 0.0, gv[:, None] * h, 0.0), axis=0)
     live = (tl.zeros((BLOCK_D,), tl.int64) + cnt) > 0  # a vector mask (the interpreter rejects vector & scalar)
     tl.store(DW + tok * stride_dw + rd, acc.to(DW.dtype.element_ty), mask=dm & live)
 
@@ -310,5 +316,5 @@ def _sparse_dw(H: torch.Tensor, W: torch.Tensor, t: torch.Tensor, g: torch.Tenso
     end = torch.searchsorted(ys, ys, right=True)
     grid = (E, triton.cdiv(Hc.shape[1], _BLOCK_D))
     _token_rows_kernel[grid](Hc, Hc.stride(0), order, g.reshape(-1), ys, end, dW, dW.stride(0), Hc.shape[1],
-                             K=K, BLOCK_D=_BLOCK_D, num_warps=4)
+                             K=K, BLOCK_E=_BLOCK_E, BLOCK_D=_BLOCK_D, num_warps=4)
     return dW
