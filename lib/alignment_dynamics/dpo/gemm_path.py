@@ -23,7 +23,8 @@ only the row-wise work, which is memory-bound and gains from fusion:
 Everything is deterministic: fixed chunk orders, cuBLAS GEMMs, and no atomics. The path also runs on
 the CPU under Triton's interpreter (``TRITON_INTERPRET=1``), where the GEMMs upcast bf16 operands to
 fp32 (the same products: bf16 × bf16 is exact in fp32) because ``torch.mm(..., out_dtype=)`` exists
-only on CUDA.
+only on CUDA. (The interpreter truncates fp32 → bf16 where the GPU rounds to nearest even, so its
+bf16 gradients are up to twice as far from float64 as the GPU's.)
 
 Used in: `book/kernels.md`.
 """
