@@ -113,6 +113,8 @@ def test_gemm_auto_strategy():
     assert choose_strategy(H.bfloat16(), W.bfloat16(), H.bfloat16(), impl="gemm") == "recompute"
     assert choose_strategy(H.bfloat16(), W, H.bfloat16(), impl="gemm") == "one_pass"  # fp32 W: the buffer is dW
     assert choose_strategy(H, W, H, impl="triton") == "recompute"
+    with pytest.raises(ValueError, match="accumulates in float32; use impl='torch'"):
+        selective_logprobs(H, W, torch.zeros(4, 1, dtype=torch.long).to(DEV), impl="gemm", accum_dtype=torch.float64)
 
 
 @cases

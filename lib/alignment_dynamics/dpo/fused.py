@@ -242,8 +242,12 @@ def selective_logprobs(H: torch.Tensor, W: torch.Tensor, targets: torch.Tensor, 
     if t2.dim() != 2:
         raise ValueError(f"targets must be [N] or [N, K], got shape {tuple(targets.shape)}")
     t2 = _check_tokens("targets", t2, H.shape[0], W.shape[0], allow_ignore=True).to(H.device)
-    impl = resolve_impl(impl, H, W)
+    asked, impl = impl, resolve_impl(impl, H, W)
     acc = _acc_dtype(H, W, accum_dtype)
+    if impl != "torch" and acc == torch.float64:  # the GPU paths accumulate in fp32
+        if asked != "auto":
+            raise ValueError(f"impl={impl!r} accumulates in float32; use impl='torch' for accum_dtype=torch.float64")
+        impl = "torch"
     cr, tv = _tiles(H.shape[0], W.shape[0], torch.finfo(acc).bits // 8, chunk_rows, vocab_tile)
     if impl == "gemm":  # its own slab sizes (gemm_path.chunks) unless given
         cr, tv = (cr if chunk_rows is not None else None), (tv if vocab_tile is not None else None)
