@@ -45,6 +45,12 @@ def test_gpu_benchmark_flow_runs_on_the_cpu(tmp_path):
     errs = {(e["scenario"], e["dtype"], e["provider"]): e for e in out["errors"]}
     assert errs[("S2", "fp32", "ours_torch")]["grad_rel"] <= 1e-5
     assert errs[("S2", "bf16", "ours_torch")]["grad_rel"] <= 2e-2
+    assert errs[("S2", "fp32", "ours")]["grad_rel"] <= 1e-5  # the default: the torch path on the CPU
+    paths = {(r["scenario"], r["dtype"], r["provider"]): r.get("path") for r in out["records"]}
+    assert paths[("S1", "bf16", "ours")] == "torch/sparse" and paths[("S2", "fp32", "ours_torch")] == "torch/one_pass"
+    # where our default's time goes, at three sizes; the GEMM path's pieces need Triton on a GPU (errors here)
+    assert [(p["scenario"], p["dtype"]) for p in out["phases"]] == [("S2", "bf16"), ("S1", "bf16"), ("S2", "fp32")]
+    assert all("step_ms" in p and "forward_ms" in p and "gemm_ref_ms" in p for p in out["phases"])
 
 
 def test_bench_command_line_help():

@@ -357,6 +357,21 @@ def test_one_pass_errors_and_auto_choice():
         fused_dpo_loss(Hw, W, tw, tl, rc, rr, strategy="one_pass", vocab_tile=8, **kw)
     with pytest.raises(ValueError, match="must describe the same pairs"):
         fused_dpo_loss(Hw, W, tw, tl, rc[:2], rr[:2], strategy="one_pass", **kw)
+    from alignment_dynamics.dpo.fused import choose_strategy
+
+    assert choose_strategy(Hw, W, Hl) == "one_pass"  # the torch path, frozen features, a scalar loss
+    assert choose_strategy(Hw, W, Hl, reduction="none") == "recompute"
+    assert choose_strategy(Hw, W, Hl, vocab_tile=8) == "recompute"
+    assert choose_strategy(Hw, W, Hl, strategy="recompute") == "recompute"
+    with pytest.raises(ValueError, match="unknown strategy 'fast'"):
+        choose_strategy(Hw, W, Hl, strategy="fast")
+    rec = dict(kw, strategy="recompute")
+    with pytest.raises(ValueError, match=r"chosen \(3\) and rejected \(2\) must describe the same pairs"):
+        fused_dpo_loss(Hw, W, tw, tl[:2], rc, rr, **dict(rec, H_rejected=Hl[:2]))
+    with pytest.raises(ValueError, match="rejected features have d=4"):
+        fused_dpo_loss(Hw, W, tw, tl, rc, rr, **dict(rec, H_rejected=Hl[..., :4]))
+    with pytest.raises(ValueError, match="must have one dtype"):
+        fused_dpo_loss(Hw, W, tw, tl, rc, rr, **dict(rec, H_rejected=Hl.double()))
     # auto with a differentiable H falls back to recompute and yields dH
     Hg = Hw.clone().requires_grad_(True)
     Wg = W.clone().requires_grad_(True)

@@ -6,8 +6,8 @@
 * :mod:`.two_row` -- the exact batched trainer for single-token answers on shared contexts
   (:func:`train_two_row`): only two rows of the head move, and DPO is logistic regression;
 * :mod:`.fused` -- fused linear log-probs and DPO for the general case (distinct contexts, multi-token
-  responses) without materialising the N x V logits, on the CPU (PyTorch) and on the GPU (Triton,
-  :mod:`.triton_kernels`);
+  responses) without materialising the N x V logits, on the CPU (PyTorch) and on the GPU (cuBLAS GEMMs
+  with Triton row kernels, :mod:`.gemm_path`; or fully fused Triton kernels, :mod:`.triton_kernels`);
 * :mod:`.sampling` -- the one mini-batch sampler every trainer draws through.
 
 See ``book/kernels.md`` for the derivations, the correctness evidence and the benchmarks.

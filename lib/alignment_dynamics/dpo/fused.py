@@ -14,10 +14,18 @@ returns log π(y_nk | h_n) = h_n · W[y_nk] − LSE_n:
   c_n = 0 and the op reduces by itself to the closed form of the two-row trainer. Nothing is filtered:
   every softmax entry of every row with c_n ≠ 0 enters the gradient. dH is produced only when asked.
 
-Two implementations, chosen by ``impl``: ``"torch"`` (any device; the CPU path) and ``"triton"``
-(:mod:`.triton_kernels`: a fused forward LSE kernel that never writes logits, and a backward of a
-softmax-times-c kernel, an fp32-accumulating dW kernel and a deterministic segment-sum kernel for the
-sparse term). ``"auto"`` picks Triton for CUDA tensors when Triton is importable.
+Three implementations, chosen by ``impl``:
+
+* ``"torch"`` (any device; the CPU path): row chunks × vocabulary tiles in plain torch;
+* ``"gemm"`` (:mod:`.gemm_path`; the GPU default): the large products in cuBLAS through ``torch.mm``
+  (bf16 operands with an fp32 result, or fp32), one slab of logits at a time, and Triton row kernels
+  for the online log-sum-exp, the softmax-times-c term and the sparse term; with c ≡ 0 the backward is
+  a per-token segment sum written straight into the gradient (no V × d fp32 buffer);
+* ``"triton"`` (:mod:`.triton_kernels`): fully fused Triton kernels (a forward LSE kernel that never
+  writes logits, a softmax-times-c kernel and an fp32-accumulating dW kernel). Kept by name: on an H200
+  its ``tl.dot`` GEMMs ran well below cuBLAS (fp32 without TF32 has no tensor cores).
+
+``"auto"`` picks ``"gemm"`` for CUDA tensors when Triton is importable, else ``"torch"``.
 
 :func:`fused_dpo_loss` puts the DPO loss on top, for shared contexts (one row per pair, K = 2) and for
 distinct contexts or multi-token responses (per-sequence sums of token log-probs with masks).
@@ -34,9 +42,10 @@ import torch
 
 from .reference import (IGNORE_INDEX, _check_matrix, _check_tokens, check_beta, check_loss_type, dpo_loss)
 
-IMPLS = ("auto", "torch", "triton")
+IMPLS = ("auto", "torch", "gemm", "triton")
 _BUDGET_BYTES = 64 << 20  # a chunk's tile of logits on the CPU path
-_ONE_PASS_BYTES = 32 << 20  # a chunk's logits in the one-pass DPO (one buffer, L3-sized)
+_ONE_PASS_BYTES = 32 << 20  # a chunk's logits in the one-pass DPO on the CPU (one buffer, L3-sized)
+_ONE_PASS_BYTES_CUDA = 256 << 20  # ... and on a GPU (large GEMMs; the fp32 dW it writes is V x d anyway)
 
 
 def triton_available() -> bool:
@@ -52,7 +61,11 @@ def triton_available() -> bool:
 
 
 def resolve_impl(impl: str, *tensors: torch.Tensor) -> str:
-    """The implementation ``impl`` stands for with these inputs (``"auto"`` -> ``"torch"``/``"triton"``).
+    """The implementation ``impl`` stands for with these inputs (``"auto"`` -> ``"torch"``/``"gemm"``).
+
+    ``"auto"``: ``"gemm"`` (cuBLAS GEMMs and Triton row kernels) for CUDA tensors that are not float64
+    when Triton is importable, else ``"torch"``. ``"gemm"`` and ``"triton"`` need Triton and CUDA
+    tensors (or ``TRITON_INTERPRET=1`` for CPU tensors) and take float32, bfloat16 or float16.
 
     Used in: `book/kernels.md`.
     """
@@ -61,14 +74,14 @@ def resolve_impl(impl: str, *tensors: torch.Tensor) -> str:
     on_cuda = all(t.is_cuda for t in tensors)
     if impl == "auto":
         ok = on_cuda and triton_available() and all(t.dtype != torch.float64 for t in tensors)
-        return "triton" if ok else "torch"
-    if impl == "triton":
+        return "gemm" if ok else "torch"
+    if impl in ("gemm", "triton"):
         if not triton_available():
-            raise RuntimeError("impl='triton' needs Triton with CUDA, or TRITON_INTERPRET=1 (the CPU interpreter)")
+            raise RuntimeError(f"impl={impl!r} needs Triton with CUDA, or TRITON_INTERPRET=1 (the CPU interpreter)")
         if not on_cuda and os.environ.get("TRITON_INTERPRET") != "1":
-            raise RuntimeError("impl='triton' needs CUDA tensors (or TRITON_INTERPRET=1 for CPU tensors)")
+            raise RuntimeError(f"impl={impl!r} needs CUDA tensors (or TRITON_INTERPRET=1 for CPU tensors)")
         if any(t.dtype == torch.float64 for t in tensors):
-            raise ValueError("the Triton path takes float32, bfloat16 or float16 inputs; use impl='torch' for float64")
+            raise ValueError(f"impl={impl!r} takes float32, bfloat16 or float16 inputs; use impl='torch' for float64")
     return impl
 
 
@@ -142,30 +155,40 @@ class _SelectiveLogprobs(torch.autograd.Function):
     def forward(ctx, H, W, targets, impl, acc, chunk_rows, vocab_tile, need_dh):
         ignore = targets == IGNORE_INDEX
         safe = targets.masked_fill(ignore, 0)
-        if impl == "triton":
-            from . import triton_kernels as tk
+        if impl == "gemm":
+            from . import gemm_path as gp
 
-            lse = tk.lse_forward(H, W)
+            lse, z = gp.forward(H, W, safe, chunk_rows=chunk_rows, vocab_chunk=vocab_tile)
         else:
-            lse = _lse_torch(H, W, acc, chunk_rows, vocab_tile)
-        z = torch.empty(targets.shape, dtype=acc, device=H.device)
-        for a in range(0, H.shape[0], chunk_rows):
-            b = a + chunk_rows
-            z[a:b] = torch.einsum("nd,nkd->nk", H[a:b].to(acc), W[safe[a:b]].to(acc))
+            if impl == "triton":
+                from . import triton_kernels as tk
+
+                lse = tk.lse_forward(H, W)
+            else:
+                lse = _lse_torch(H, W, acc, chunk_rows, vocab_tile)
+            z = torch.empty(targets.shape, dtype=acc, device=H.device)
+            for a in range(0, H.shape[0], chunk_rows):
+                b = a + chunk_rows
+                z[a:b] = torch.einsum("nd,nkd->nk", H[a:b].to(acc), W[safe[a:b]].to(acc))
         logp = (z - lse[:, None]).masked_fill(ignore, 0.0)
-        ctx.save_for_backward(H, W, targets, lse)
+        ctx.save_for_backward(H, W, safe, ignore, lse)
         ctx.opts = (impl, acc, chunk_rows, vocab_tile, need_dh)
         ctx.mark_non_differentiable(lse)
         return logp, lse
 
     @staticmethod
     def backward(ctx, g_logp, g_lse):
-        H, W, targets, lse = ctx.saved_tensors
+        H, W, targets, ignore, lse = ctx.saved_tensors  # targets: ignored entries replaced by token 0
         impl, acc, chunk_rows, vocab_tile, need_dh = ctx.opts
         want_w = ctx.needs_input_grad[1]
         want_h = ctx.needs_input_grad[0] and need_dh
-        ignore = targets == IGNORE_INDEX
         g = g_logp.to(acc).masked_fill(ignore, 0.0)
+        if impl == "gemm":
+            from . import gemm_path as gp
+
+            dW, dH = gp.backward(H, W, targets, lse, g, want_w=want_w, want_h=want_h,
+                                 chunk_rows=chunk_rows, vocab_chunk=vocab_tile)
+            return (dH.to(H.dtype) if dH is not None else None, dW, None, None, None, None, None, None)
         c = g.sum(dim=1)
         dW = torch.zeros(W.shape, dtype=acc, device=W.device) if want_w else None
         dH = torch.zeros(H.shape, dtype=acc, device=H.device) if want_h else None
@@ -203,7 +226,8 @@ def selective_logprobs(H: torch.Tensor, W: torch.Tensor, targets: torch.Tensor, 
     inputs' dtypes. ``chunk_rows`` and ``vocab_tile`` set the tiles (defaults: 64 MB of logits per tile
     on the torch path). ``need_dh`` (default: whether ``H`` requires grad) asks for dH. ``lse`` is
     returned without gradient. ``impl``: ``"torch"``, ``"triton"`` or ``"auto"`` (Triton for CUDA
-    tensors when available). The result equals :func:`alignment_dynamics.dpo.logprobs_naive`.
+    tensors when available; see :func:`resolve_impl`). The result equals
+    :func:`alignment_dynamics.dpo.logprobs_naive`.
 
     Used in: `book/kernels.md`.
     """
@@ -218,9 +242,15 @@ def selective_logprobs(H: torch.Tensor, W: torch.Tensor, targets: torch.Tensor, 
     if t2.dim() != 2:
         raise ValueError(f"targets must be [N] or [N, K], got shape {tuple(targets.shape)}")
     t2 = _check_tokens("targets", t2, H.shape[0], W.shape[0], allow_ignore=True).to(H.device)
-    impl = resolve_impl(impl, H, W)
+    asked, impl = impl, resolve_impl(impl, H, W)
     acc = _acc_dtype(H, W, accum_dtype)
+    if impl != "torch" and acc == torch.float64:  # the GPU paths accumulate in fp32
+        if asked != "auto":
+            raise ValueError(f"impl={impl!r} accumulates in float32; use impl='torch' for accum_dtype=torch.float64")
+        impl = "torch"
     cr, tv = _tiles(H.shape[0], W.shape[0], torch.finfo(acc).bits // 8, chunk_rows, vocab_tile)
+    if impl == "gemm":  # its own slab sizes (gemm_path.chunks) unless given
+        cr, tv = (cr if chunk_rows is not None else None), (tv if vocab_tile is not None else None)
     need = H.requires_grad if need_dh is None else bool(need_dh)
     logp, lse = _SelectiveLogprobs.apply(H, W, t2, impl, acc, cr, tv, need)
     return (logp.view(-1) if squeeze else logp), lse
@@ -253,11 +283,17 @@ def sequence_logps(H: torch.Tensor, W: torch.Tensor, tokens: torch.Tensor, mask:
 
     Used in: `book/kernels.md`.
     """
+    rows, t, (P, L) = _sequence_rows(H, tokens, mask)
+    logp, _ = selective_logprobs(rows, W, t, **kw)
+    return logp.view(P, L).sum(dim=1)
+
+
+def _sequence_rows(H, tokens, mask):
+    """(rows [P·L, d], tokens [P·L] with -100 where masked, (P, L)) of one side's sequences."""
     if H.dim() == 2:
         if tokens.dim() != 1:
             raise ValueError(f"with H [P, d], tokens must be [P]; got shape {tuple(tokens.shape)}")
-        logp, _ = selective_logprobs(H, W, tokens, **kw)
-        return logp
+        return H, tokens, (H.shape[0], 1)
     if H.dim() != 3 or tokens.shape != H.shape[:2]:
         raise ValueError(f"H must be [P, L, d] with tokens [P, L]; got H {tuple(H.shape)}, tokens {tuple(tokens.shape)}")
     t = tokens
@@ -266,8 +302,7 @@ def sequence_logps(H: torch.Tensor, W: torch.Tensor, tokens: torch.Tensor, mask:
             raise ValueError(f"mask must have the tokens' shape {tuple(tokens.shape)}, got {tuple(mask.shape)}")
         t = tokens.masked_fill(~mask.bool(), IGNORE_INDEX)
     P, L, d = H.shape
-    logp, _ = selective_logprobs(H.reshape(P * L, d), W, t.reshape(P * L), **kw)
-    return logp.view(P, L).sum(dim=1)
+    return H.reshape(P * L, d), t.reshape(P * L), (P, L)
 
 
 STRATEGIES = ("auto", "recompute", "one_pass")
@@ -286,15 +321,15 @@ class _OnePassDPO(torch.autograd.Function):
         from .reference import loss_derivative, loss_from_delta
 
         P = ref_c.numel()
-        V = W.shape[0]
         Wa = W.to(acc)
-        dW = torch.zeros(W.shape, dtype=acc, device=W.device) if W.requires_grad else None
+        dW = torch.empty(W.shape, dtype=acc, device=W.device) if W.requires_grad else None
+        written = False
         pc = torch.zeros(P, dtype=acc, device=W.device)
         pr = torch.zeros(P, dtype=acc, device=W.device)
         ref_c, ref_r = ref_c.to(acc), ref_r.to(acc)
         bounds = _pair_chunks(pair, P, chunk_rows)
         scale = 1.0 / P if mean else 1.0
-        for a, b, p0, p1 in bounds:
+        for a, b, p0, p1, width in bounds:
             Z = H[a:b].to(acc) @ Wa.T  # the chunk's logits: the only chunk-sized buffer
             tt = t[a:b]
             zt = Z.gather(1, tt[:, None]).squeeze(1)
@@ -303,8 +338,8 @@ class _OnePassDPO(torch.autograd.Function):
             ssum = Z.sum(dim=1)
             logp = zt - (m + torch.log(ssum))
             pp, sg = pair[a:b], sign[a:b]
-            pc.index_add_(0, pp, torch.where(sg > 0, logp, 0.0))
-            pr.index_add_(0, pp, torch.where(sg < 0, logp, 0.0))
+            sums = _side_sums(logp, pp - p0, sg, p1 - p0, width)
+            pc[p0:p1], pr[p0:p1] = sums[:, 0], sums[:, 1]
             if dW is None:
                 continue
             delta = (pc[p0:p1] - ref_c[p0:p1]) - (pr[p0:p1] - ref_r[p0:p1])
@@ -312,7 +347,13 @@ class _OnePassDPO(torch.autograd.Function):
             g = sg * dl[pp - p0]
             Z.mul_((-g / ssum)[:, None])                  # -g p  (softmax times the row's c)
             Z.scatter_add_(1, tt[:, None], g[:, None])     # + g e_y
-            dW.addmm_(Z.T, H[a:b].to(acc))
+            if written:
+                dW.addmm_(Z.T, H[a:b].to(acc))
+            else:  # the first chunk writes dW (no zero fill and re-read of a V x d buffer)
+                torch.mm(Z.T, H[a:b].to(acc), out=dW)
+                written = True
+        if dW is not None and not written:
+            dW.zero_()
         per = loss_from_delta((pc - ref_c) - (pr - ref_r), beta, loss_type, ls)
         loss = per.mean() if mean else per.sum()
         ctx.save_for_backward(dW if dW is not None else torch.empty(0))
@@ -330,17 +371,33 @@ class _OnePassDPO(torch.autograd.Function):
         return ((dW * g_loss).to(ctx.w_dtype),) + (None,) * 12
 
 
-def _pair_chunks(pair: torch.Tensor, P: int, chunk_rows: int) -> list[tuple[int, int, int, int]]:
-    """Row ranges [a, b) holding whole pairs [p0, p1), each with about ``chunk_rows`` rows (at least one pair)."""
+def _pair_chunks(pair: torch.Tensor, P: int, chunk_rows: int) -> list[tuple[int, int, int, int, int]]:
+    """Row ranges [a, b) holding whole pairs [p0, p1), each with about ``chunk_rows`` rows (at least one
+    pair), and the most rows any of those pairs has."""
     counts = torch.bincount(pair, minlength=P).tolist()
-    out, a, p0, rows = [], 0, 0, 0
+    out, a, p0, rows, width = [], 0, 0, 0, 1
     for p, c in enumerate(counts):
         if rows and rows + c > chunk_rows:
-            out.append((a, a + rows, p0, p))
-            a, p0, rows = a + rows, p, 0
+            out.append((a, a + rows, p0, p, width))
+            a, p0, rows, width = a + rows, p, 0, 1
         rows += c
-    out.append((a, a + rows, p0, P))
+        width = max(width, c)
+    out.append((a, a + rows, p0, P, width))
     return out
+
+
+def _side_sums(vals: torch.Tensor, pair: torch.Tensor, sign: torch.Tensor, n_pairs: int, width: int) -> torch.Tensor:
+    """``[n_pairs, 2]`` sums of ``vals`` per (pair, chosen/rejected side), deterministic on every device.
+
+    Rows are sorted by pair, chosen rows first within a pair, so each (pair, side) is one contiguous run;
+    each run is laid out in a row of a zero-padded [2·n_pairs, width] table (every cell written once) and
+    summed along it. No atomics (``index_add_`` on CUDA would make the sums order-dependent).
+    """
+    key = 2 * pair + (sign < 0).long()
+    pos = torch.arange(key.numel(), device=key.device) - torch.searchsorted(key, key)
+    table = torch.zeros(2 * n_pairs, width, dtype=vals.dtype, device=vals.device)
+    table[key, pos] = vals
+    return table.sum(dim=1).view(n_pairs, 2)
 
 
 def _flatten_pairs(H, t, mask, sign):
@@ -374,11 +431,12 @@ def fused_dpo_loss(H: torch.Tensor, W: torch.Tensor, chosen: torch.Tensor, rejec
     * Distinct contexts or multi-token responses: ``H`` (the chosen responses' features) and
       ``H_rejected`` are ``[P, d]`` with ``[P]`` tokens, or ``[P, L, d]`` with ``[P, L]`` tokens and
       optional masks (or ``-100`` entries); sequence log-probs are sums over the response tokens.
-      ``strategy="recompute"`` goes through :func:`selective_logprobs` (three GEMMs, O(N) memory, any
-      upstream use of the log-probs); ``"one_pass"`` computes the loss and dW together over chunks of
-      whole pairs (two GEMMs, chunk-sized logits; only ``loss`` carries gradient, W's only).
-      ``"auto"``: one pass on the torch path for a scalar loss with a frozen ``H`` (and no
-      ``vocab_tile``/``need_dh``), else recompute.
+      ``strategy="recompute"`` scores both sides in one :func:`selective_logprobs` call (three GEMMs,
+      O(N) memory, any upstream use of the log-probs); ``"one_pass"`` computes the loss and dW together
+      over chunks of whole pairs (two GEMMs, chunk-sized logits, an fp32 dW buffer; only ``loss``
+      carries gradient, W's only). ``"auto"`` (:func:`choose_strategy`): one pass for a scalar loss with
+      a frozen ``H`` (and no ``vocab_tile``/``need_dh``) on the torch path, and on the GEMM path when W
+      is already in the accumulation dtype (fp32: the buffer is the gradient itself); else recompute.
 
     ``ref_*_logps`` are the reference model's sequence log-probs (precompute them with the same
     function on W_0). Keyword arguments go to :func:`selective_logprobs` (``impl``, ``chunk_rows``,
@@ -397,19 +455,52 @@ def fused_dpo_loss(H: torch.Tensor, W: torch.Tensor, chosen: torch.Tensor, rejec
         logp, _ = selective_logprobs(H, W, torch.stack([chosen, rejected], dim=1), **kw)
         pc, pr = logp[:, 0], logp[:, 1]
     else:
-        impl = resolve_impl(kw.get("impl", "auto"), H, W)
-        one_pass = strategy == "one_pass" or (
-            strategy == "auto" and impl == "torch" and reduction != "none"
-            and not H.requires_grad and not H_rejected.requires_grad
-            and set(kw) <= {"impl", "chunk_rows", "accum_dtype"})
-        if one_pass:
+        if choose_strategy(H, W, H_rejected, strategy=strategy, reduction=reduction, **kw) == "one_pass":
             return _one_pass(H, W, chosen, rejected, ref_chosen_logps, ref_rejected_logps, beta, H_rejected,
                              chosen_mask, rejected_mask, loss_type, label_smoothing, reduction, kw)
-        pc = sequence_logps(H, W, chosen, chosen_mask, **kw)
-        pr = sequence_logps(H_rejected, W, rejected, rejected_mask, **kw)
+        # recompute: both sides in one call (one LSE pass, one dW, no second V x d gradient to add)
+        rc_, tc_, (P, Lc) = _sequence_rows(H, chosen, chosen_mask)
+        rr_, tr_, (Pr, Lr) = _sequence_rows(H_rejected, rejected, rejected_mask)
+        if Pr != P:
+            raise ValueError(f"chosen ({P}) and rejected ({Pr}) must describe the same pairs")
+        if rc_.shape[1] != rr_.shape[1]:
+            raise ValueError(f"chosen features have d={rc_.shape[1]} but rejected features have d={rr_.shape[1]}")
+        if rc_.dtype != rr_.dtype:
+            raise ValueError(f"H ({rc_.dtype}) and H_rejected ({rr_.dtype}) must have one dtype")
+        logp, _ = selective_logprobs(torch.cat([rc_, rr_]), W, torch.cat([tc_, tr_]), **kw)
+        pc = logp[:P * Lc].view(P, Lc).sum(dim=1)
+        pr = logp[P * Lc:].view(P, Lr).sum(dim=1)
     ref_c, ref_r = ref_chosen_logps.to(pc.dtype), ref_rejected_logps.to(pc.dtype)
     loss, per, cr, rr = dpo_loss(pc, pr, ref_c, ref_r, beta, loss_type, label_smoothing, reduction)
     return FusedDPOOutput(loss, per, pc, pr, cr, rr)
+
+
+def choose_strategy(H: torch.Tensor, W: torch.Tensor, H_rejected: torch.Tensor, *, strategy: str = "auto",
+                    reduction: str = "mean", **kw) -> str:
+    """What ``fused_dpo_loss(..., H_rejected=..., strategy=strategy)`` runs: ``"one_pass"`` or ``"recompute"``.
+
+    ``"auto"`` takes one pass (two GEMMs instead of three) for a scalar loss with frozen features and no
+    ``vocab_tile``/``need_dh``, on the torch path, and on the GEMM path when W is in the accumulation
+    dtype (fp32): there the one pass's fp32 dW buffer is the gradient itself, while with bf16 W it
+    would be an extra V × d fp32 buffer, so bf16 recomputes (its dW is reduced over all rows inside
+    cuBLAS, chunk by chunk, and needs no such buffer).
+
+    Used in: `book/kernels.md`.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; valid: {list(STRATEGIES)}")
+    if strategy != "auto":
+        return strategy
+    impl = resolve_impl(kw.get("impl", "auto"), H, W)
+    eligible = (reduction != "none" and not H.requires_grad and not H_rejected.requires_grad
+                and set(kw) <= {"impl", "chunk_rows", "accum_dtype"})
+    if not eligible:
+        return "recompute"
+    if impl == "torch":
+        return "one_pass"
+    if impl == "gemm" and _acc_dtype(H, W, kw.get("accum_dtype", torch.float32)) == W.dtype:
+        return "one_pass"
+    return "recompute"
 
 
 def _one_pass(H, W, chosen, rejected, ref_c, ref_r, beta, H_rejected, chosen_mask, rejected_mask, loss_type,
@@ -442,7 +533,8 @@ def _one_pass(H, W, chosen, rejected, ref_c, ref_r, beta, H_rejected, chosen_mas
     order = torch.argsort(pair, stable=True)
     Hall = torch.cat([Hc, Hr])[order]
     t_all, pair, sign = torch.cat([tc, tr])[order], pair[order], torch.cat([sc, sr])[order]
-    chunk_rows = kw.get("chunk_rows") or max(1, _ONE_PASS_BYTES // (V * (torch.finfo(acc).bits // 8)))
+    budget = _ONE_PASS_BYTES_CUDA if W.is_cuda else _ONE_PASS_BYTES
+    chunk_rows = kw.get("chunk_rows") or max(1, budget // (V * (torch.finfo(acc).bits // 8)))
     loss, per, pc, pr = _OnePassDPO.apply(W, Hall, t_all, pair, sign, ref_c, ref_r, beta, loss_type,
                                           label_smoothing, reduction == "mean", acc, chunk_rows)
     rc, rr = ref_c.to(acc), ref_r.to(acc)
