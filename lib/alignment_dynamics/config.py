@@ -240,6 +240,52 @@ register(ChapterSpec(
     },
     datasets=("anthropic-persona",),
 ))
+# --- dpo_last_layer (Part I: theory) ----------------------------------------------------------------
+register(ChapterSpec(slug="dpo_last_layer", params=(
+    _SEED,
+    Param("D", _same(16), "embedding dimension of the synthetic checks", positive_int),
+    Param("V", _same(50), "vocabulary size of the full-softmax reference", _typed(int, lo=8)),
+    Param("N", {"smoke": 100, "fast": 400, "full": 400}, "number of preference pairs", _typed(int, lo=4)),
+    Param("BETA", _same(0.5), "DPO temperature beta of the checks", positive_float),
+    Param("LR", _same(1.0), "SGD learning rate of the checks", positive_float),
+    Param("STEPS", {"smoke": 10, "fast": 200, "full": 200}, "full-batch steps of the trajectory check", positive_int),
+)))
+
+# --- update_rate (Part I: theory) -------------------------------------------------------------------
+register(ChapterSpec(slug="update_rate", params=(
+    _SEED,
+    Param("D", {"smoke": 16, "fast": 64, "full": 256}, "dimension of the illustrated instances", positive_int),
+    Param("N", {"smoke": 64, "fast": 512, "full": 2048}, "training pairs of the illustrated instances (even)", _typed(int, lo=4)),
+    Param("BETA_PRIME", _same(0.64), "beta' with beta = beta' / sqrt(d) (0.64: the official beta 0.01 at d = 4096)", positive_float),
+    Param("LR", _same(0.1), "GD step of the illustrated instances (0.1: the official learning rate)", positive_float),
+    Param("STEPS", {"smoke": 10, "fast": 100, "full": 100}, "GD steps of the illustrated instances", positive_int),
+    Param("N_INSTANCES", {"smoke": 6, "fast": 120, "full": 1000}, "random instances in the sweep", positive_int),
+    Param("REPEATS", {"smoke": 4, "fast": 16, "full": 64}, "independent training sets per instance", _typed(int, lo=2)),
+), settings={"sweep_steps": {"smoke": 10, "fast": 40, "full": 100}, "eps": _same(0.05)}))
+
+# --- accuracy (Part I: theory) ----------------------------------------------------------------------
+register(ChapterSpec(slug="accuracy", params=(
+    _SEED,
+    Param("D", {"smoke": 16, "fast": 64, "full": 256}, "dimension of the illustrated instances", positive_int),
+    Param("N", {"smoke": 64, "fast": 256, "full": 1024}, "training pairs of the illustrated instances", _typed(int, lo=8)),
+    Param("BETA_PRIME", _same(0.64), "beta' with beta = beta' / sqrt(d)", positive_float),
+    Param("LR_FRAC", _same(0.5), "step as a fraction of the step condition's limit 2 / (beta^2 E||h||^2)", _typed(float, lo=0.0, hi=1.0, lo_open=True)),
+    Param("STEPS", {"smoke": 10, "fast": 100, "full": 200}, "GD steps", positive_int),
+    Param("N_INSTANCES", {"smoke": 6, "fast": 60, "full": 500}, "random instances in the sweep", positive_int),
+    Param("REPEATS", {"smoke": 4, "fast": 16, "full": 64}, "independent training sets per instance", _typed(int, lo=2)),
+), settings={"sweep_steps": {"smoke": 10, "fast": 100, "full": 200}, "eps": _same(0.1)}))
+
+# --- priority (Part I: theory) ----------------------------------------------------------------------
+register(ChapterSpec(slug="priority", params=(
+    _SEED,
+    Param("D", {"smoke": 16, "fast": 64, "full": 256}, "dimension of the illustrated pairs", positive_int),
+    Param("N_PER", {"smoke": 32, "fast": 200, "full": 1000}, "training pairs per behaviour (even)", _typed(int, lo=2)),
+    Param("BETA_PRIME", _same(0.64), "beta' with beta = beta' / sqrt(d)", positive_float),
+    Param("LR", _same(0.5), "GD step", positive_float),
+    Param("STEPS", {"smoke": 10, "fast": 60, "full": 100}, "GD steps", positive_int),
+    Param("N_INSTANCES", {"smoke": 6, "fast": 100, "full": 800}, "random instances in the sweep", positive_int),
+    Param("REPEATS", {"smoke": 3, "fast": 8, "full": 32}, "independent training sets per instance", _typed(int, lo=2)),
+), settings={"sweep_steps": {"smoke": 10, "fast": 40, "full": 100}}))
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -284,3 +284,183 @@ def paired_scatter(x, y, *, xlabel: str, ylabel: str, names: Sequence[str] | Non
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     return fig
+
+
+# ---------------------------------------------------------------------------------------------------
+# Theory (Part I): bounds against measurements on synthetic data
+# ---------------------------------------------------------------------------------------------------
+
+FAMILY_MARKERS = {"gaussian": "o", "laplace": "s", "mixture": "^"}
+
+
+def plot_identity(x, y, *, xlabel: str, ylabel: str, groups=None, ax=None, title: str | None = None,
+                  log: bool = False):
+    """Scatter of a measured quantity ``y`` against its prediction ``x`` on the line ``y = x``.
+
+    ``groups`` (optional, one label per point) picks a marker per tail family or category.
+    Returns the figure.
+
+    Used in: `book/dpo_last_layer.md`, `book/update_rate.md`, `book/priority.md`.
+    """
+    if ax is None:
+        fig, ax = figure("square")
+    else:
+        fig = ax.figure
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if groups is None:
+        ax.scatter(x, y, s=14, color=MEASURED, alpha=0.7, label="measured")
+    else:
+        groups = np.asarray(groups)
+        for g in dict.fromkeys(groups.tolist()):
+            sel = groups == g
+            ax.scatter(x[sel], y[sel], s=14, alpha=0.7, marker=FAMILY_MARKERS.get(g, "o"), label=str(g))
+    lo = min(x.min(), y.min())
+    hi = max(x.max(), y.max())
+    ax.plot([lo, hi], [lo, hi], color=THEORY, linestyle="--", linewidth=1, label="prediction (y = x)")
+    if log:
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.legend()
+    return fig
+
+
+def plot_bound_curves(t, measured: Sequence, *, labels: Sequence[str], upper: Sequence | None = None,
+                      lower: Sequence | None = None, first_order: Sequence | None = None, ax=None,
+                      ylabel: str = "", title: str | None = None, upper_label: str = "upper bound",
+                      lower_label: str = "lower bound", logy: bool = False):
+    """Measured curves over steps (one per instance, plasma colours from least to most distinguishable)
+    with their bounds: ``upper`` dotted, ``lower`` dash-dotted, ``first_order`` dashed, all in the
+    instance's colour, and the region between lower and upper shaded.
+
+    Used in: `book/update_rate.md`, `book/accuracy.md`.
+    """
+    if ax is None:
+        fig, ax = figure("single")
+    else:
+        fig = ax.figure
+    colors = ordered_colors(len(measured))
+    for k, (y, c, lab) in enumerate(zip(measured, colors, labels)):
+        ax.plot(t, y, color=c, label=lab)
+        if first_order is not None:
+            ax.plot(t, first_order[k], color=c, linestyle="--", linewidth=1)
+        if upper is not None:
+            ax.plot(t, upper[k], color=c, linestyle=":", linewidth=1.2)
+        if lower is not None:
+            ax.plot(t, lower[k], color=c, linestyle="-.", linewidth=1)
+        if upper is not None and lower is not None:
+            ax.fill_between(t, lower[k], upper[k], color=c, alpha=0.08, linewidth=0)
+    import matplotlib.lines as mlines
+
+    handles, _ = ax.get_legend_handles_labels()
+    extra = [mlines.Line2D([], [], color=THEORY, linestyle=ls, label=lab) for ls, lab, on in (
+        ("--", "first order", first_order is not None), (":", upper_label, upper is not None),
+        ("-.", lower_label, lower is not None)) if on]
+    ax.legend(handles=handles + extra, ncol=2)
+    ax.set_xlabel("step t")
+    ax.set_ylabel(ylabel)
+    if logy:
+        ax.set_yscale("log")
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def plot_tightness(x, ratio, *, xlabel: str, ylabel: str, groups=None, ax=None, title: str | None = None,
+                   logx: bool = True, logy: bool = False, reference: float = 1.0):
+    """Tightness of a bound over random instances: ``ratio`` (measured / bound, or bound / measured)
+    against an instance property ``x``, with the line where the bound would be attained.
+
+    Used in: `book/update_rate.md`, `book/accuracy.md`, `book/priority.md`.
+    """
+    if ax is None:
+        fig, ax = figure("single")
+    else:
+        fig = ax.figure
+    x, ratio = np.asarray(x, float), np.asarray(ratio, float)
+    if groups is None:
+        ax.scatter(x, ratio, s=12, color=MEASURED, alpha=0.7)
+    else:
+        groups = np.asarray(groups)
+        for g in dict.fromkeys(groups.tolist()):
+            sel = groups == g
+            ax.scatter(x[sel], ratio[sel], s=12, alpha=0.7, marker=FAMILY_MARKERS.get(g, "o"), label=str(g))
+        ax.legend()
+    ax.axhline(reference, color=THEORY, linestyle="--", linewidth=1)
+    if logx:
+        ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def plot_reduction_check(t, reference: dict, closed: dict, *, steps_label: str = "step t"):
+    """Full-softmax reference (markers) against the logistic-regression recursion (lines): one panel per
+    quantity in ``closed`` (same keys in ``reference``), and a last panel with the absolute differences
+    on a log scale.
+
+    Used in: `book/dpo_last_layer.md`.
+    """
+    keys = list(closed)
+    fig, axes = figure("triple", 1, len(keys) + 1)
+    for ax, k in zip(axes, keys):
+        tt = np.asarray(t)[: len(reference[k])]
+        ax.plot(np.asarray(t)[: len(closed[k])], closed[k], color=THEORY, linestyle="--", label="logistic regression")
+        ax.plot(tt, reference[k], linestyle="none", marker="o", markersize=2.5, color=MEASURED, alpha=0.7,
+                label="full-softmax DPO")
+        ax.set_title(k)
+        ax.set_xlabel(steps_label)
+        ax.legend()
+    ax = axes[-1]
+    for k in keys:
+        n = min(len(reference[k]), len(closed[k]))
+        diff = np.abs(np.asarray(reference[k])[:n] - np.asarray(closed[k])[:n])
+        ax.semilogy(np.asarray(t)[:n], np.maximum(diff, 1e-18), label=k)
+    ax.axhline(np.finfo(float).eps, color=THEORY, linestyle=":", linewidth=1, label="float64 eps")
+    ax.set_ylim(1e-19, 1e-10)
+    ax.set_title("|difference|")
+    ax.set_xlabel(steps_label)
+    ax.legend()
+    label_panels(axes)
+    return fig
+
+
+def plot_priority_pair(t, margin_change, pred, band, loss, loss_lower, loss_upper, *, labels: Sequence[str],
+                       title: str | None = None):
+    """Two behaviours trained jointly: (a) each one's mean margin change with our first-order prediction
+    (dashed) and its guaranteed band (shaded); (b) each one's DPO loss with our two-sided bounds.
+    Arrays have shape ``(T+1, K)``; colours run from the less to the more distinguishable behaviour.
+
+    Used in: `book/priority.md`.
+    """
+    fig, (a1, a2) = figure("double", 1, 2)
+    K = margin_change.shape[1]
+    colors = ordered_colors(K)
+    for k in range(K):
+        c = colors[k]
+        a1.plot(t, margin_change[:, k], color=c, label=labels[k])
+        a1.plot(t, pred[:, k], color=c, linestyle="--", linewidth=1)
+        a1.fill_between(t, pred[:, k] - band[:, k], pred[:, k] + band[:, k], color=c, alpha=0.12, linewidth=0)
+        a2.plot(t, loss[:, k], color=c, label=labels[k])
+        a2.fill_between(t, loss_lower[:, k], loss_upper[:, k], color=c, alpha=0.15, linewidth=0)
+    a1.axhline(0, color=THEORY, linewidth=0.8)
+    a2.axhline(np.log(2), color=THEORY, linewidth=0.8, linestyle=":")
+    a1.set_xlabel("step t")
+    a1.set_ylabel("change of mean signed log-odds margin")
+    a1.set_title("margins: measured, first order (dashed), band")
+    a2.set_xlabel("step t")
+    a2.set_ylabel("per-behaviour DPO loss")
+    a2.set_title("losses with our bounds (shaded)")
+    a1.legend()
+    a2.legend()
+    if title:
+        fig.suptitle(title)
+    label_panels([a1, a2])
+    return fig
