@@ -318,6 +318,12 @@ def test_speed_table_aggregates_over_seeds():
     assert tab.loc["strong", "loss_drop_end"] == pytest.approx(np.mean(dy.LN2 - loss[runs.group == 1, -1]))
     assert tab.loc["strong", "loss_drop_end"] > tab.loc["weak", "loss_drop_end"]
     assert (tab["steps_to_level"] <= runs.steps + 1).all()
+    acc = runs.policy_accuracy["train"][:, :, 0]
+    for g, name in enumerate(["weak", "strong"]):
+        hit = (acc[runs.group == g] >= 0.9).any(axis=1)
+        assert tab.loc[name, "reached"] == pytest.approx(hit.mean())
+    never = tab["reached"] == 0
+    assert (tab.loc[never, "steps_to_level"] == runs.steps + 1).all()
     with pytest.raises(dy.DynamicsError, match="one learning rate"):
         dy.speed_table(dy.train_runs([[sets[0]]], facts=facts, steps=3, batch_size=4, seeds=[1], lr=[0.1, 0.2],
                                      beta=0.1, progress=False), k_early=1)
@@ -483,6 +489,25 @@ def test_update_rate_overlay_bounds_and_first_step():
     np.testing.assert_allclose(ov["first_order"][balanced], ov["distinguishability"][balanced], rtol=1e-12)
     with pytest.raises(dy.DynamicsError, match="the set given is"):
         dy.update_rate_overlay(sets[::-1], runs)
+
+
+def test_first_step_terms_are_exact_without_within_class_noise():
+    rng = np.random.default_rng(14)
+    d, n_pos, n_neg, B, reps = 5, 17, 13, 8, 1200
+    mu_p, mu_n = rng.standard_normal(d) + 12.0, rng.standard_normal(d) + 12.0
+    h = np.concatenate([np.tile(mu_p, (n_pos, 1)), np.tile(mu_n, (n_neg, 1))])
+    s = np.r_[np.ones(n_pos), -np.ones(n_neg)]
+    bs = dy.BehaviorSet("q", "synthetic", h, s, np.arange(30), h[:0], s[:0], np.arange(0))
+    terms = dy.first_step_terms(bs, B)
+    assert terms["ratio"] > 5  # a large common mean: the batch's imbalance dominates
+    facts, _ = make_facts(rng, d=d)
+    runs = dy.train_runs([[bs]], facts=facts, steps=1, batch_size=B, seeds=list(range(reps)), lr=1.0, beta=0.1,
+                         progress=False)
+    m_sq = (runs.head_change[:, 1] / (math.sqrt(2) * 0.05)) ** 2  # ||m_B||^2 of each first batch
+    se = m_sq.std(ddof=1) / math.sqrt(reps)
+    assert abs(m_sq.mean() - terms["class_means"]) < 5 * se
+    with pytest.raises(dy.DynamicsError, match="batch_size must be an int in 1..30"):
+        dy.first_step_terms(bs, 100)
 
 
 def test_single_threaded_restores_the_thread_count():

@@ -293,7 +293,7 @@ _LR = Param("LR", _same(None), "SGD learning rate of the head; None: matched to 
             "step eta beta^2 E||h||^2 on Llama-2-7B (see the chapter)", _typed(float, allow_none=True, lo=0.0, lo_open=True))
 _BETA_MODE = Param("BETA_MODE", _same("official"), "'official': beta = 0.01; 'matched': beta = 0.64/sqrt(d) "
                    "(Theorem 4.1's scaling) with the official learning rate 0.1", one_of("official", "matched"))
-_DIST = CHAPTERS["distinguishability"].settings
+_DIST = CHAPTERS["distinguishability"].settings  # the shared, nested sample of the all-behaviour sweeps
 
 
 def _model_pair(name: str, value: Any) -> list[str]:
@@ -302,14 +302,17 @@ def _model_pair(name: str, value: Any) -> list[str]:
     if len(out) != 2 or out[0] == out[1]:
         raise ConfigError(f"{name} must name exactly two different models, got {value!r}")
     return out
-  # the shared, nested sample of the all-behaviour sweeps
+
+
 _FIGURE_PER_CLASS = {"smoke": 6, "fast": 150, "full": None}  # = distinguishability's map_per_class in fast
+_TWO_MODELS = Param("MODELS", _same(["smollm2-135m-instruct", "gemma-3-270m"]),
+                    "the two models compared side by side (Figure 5 of prioritization: the first in fast)",
+                    _model_pair, kind="models")
 register(ChapterSpec(
     slug="training_dynamics",
     params=(
         _SEED,
-        Param("MODELS", _same(["smollm2-135m-instruct", "gemma-3-270m"]),
-              "the two models whose embeddings are trained on (compared side by side)", _model_pair, kind="models"),
+        _TWO_MODELS,
         _BETA_MODE,
         _LR,
         Param("NORM", _same("model"), "embedding normalisation: 'model' or 'double' (the official code's second "
@@ -345,8 +348,7 @@ register(ChapterSpec(
     slug="prioritization",
     params=(
         _SEED,
-        Param("MODELS", _same(["smollm2-135m-instruct", "gemma-3-270m"]),
-              "the two models compared (Figure 5 uses the first in fast)", _model_pair, kind="models"),
+        _TWO_MODELS,
         _BETA_MODE,
         _LR,
         Param("NORM", _same("model"), "embedding normalisation: 'model' or 'double'", one_of("model", "double")),

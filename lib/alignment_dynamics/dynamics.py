@@ -421,6 +421,33 @@ def update_rate_overlay(sets: Sequence[BehaviorSet], runs: Runs) -> dict[str, np
     return out
 
 
+def first_step_terms(bs: BehaviorSet, batch_size: int) -> dict[str, float]:
+    """The parts of a first SGD step's squared size E‖m̂_B‖², over random batches B.
+
+    With the class means of the training pairs, m̂_B = ½(μ̂₊ − μ̂₋) + (p_B − ½)(μ̂₊ + μ̂₋) plus the
+    batch's within-class noise, where p_B is the batch's share of Yes-preferred pairs. Drawing B of n
+    pairs without replacement, E p_B = p and Var p_B = p(1 − p)/B · (n − B)/(n − 1). Returns ``signal``
+    = ¼‖μ̂₊ − μ̂₋‖², ``imbalance`` = E(p_B − ½)² ‖μ̂₊ + μ̂₋‖², ``cross`` = (p − ½)⟨μ̂₊ − μ̂₋, μ̂₊ + μ̂₋⟩,
+    ``class_means`` = their sum (exact when every statement equals its class mean) and ``ratio`` =
+    imbalance/signal.
+
+    Used in: `book/training_dynamics.md`.
+    """
+    h, s = bs.part("train")
+    n = h.shape[0]
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or not 1 <= batch_size <= n:
+        raise DynamicsError(f"batch_size must be an int in 1..{n}, got {batch_size!r}")
+    p = float((s > 0).mean())
+    var = p * (1 - p) / batch_size * ((n - batch_size) / (n - 1) if n > 1 else 0.0)
+    plus, minus = h[s > 0].mean(0), h[s < 0].mean(0)
+    b, c = plus - minus, plus + minus
+    signal = 0.25 * float(b @ b)
+    imbalance = (var + (p - 0.5) ** 2) * float(c @ c)
+    cross = (p - 0.5) * float(b @ c)
+    return {"signal": signal, "imbalance": imbalance, "cross": cross, "class_means": signal + imbalance + cross,
+            "ratio": imbalance / signal if signal > 0 else math.inf}
+
+
 def margin_overlay(group: Sequence[BehaviorSet], runs: Runs, run: int) -> dict[str, Any]:
     """The priority theorem drawn over one joint run's measured training margins.
 
@@ -737,11 +764,13 @@ def speed_table(runs: Runs, *, k_early: int, level: float = 0.9):
         raise DynamicsError(f"k_early must be in 1..{runs.steps}, got {k_early!r}")
     loss = runs.loss["train"][:, :, 0]
     acc = runs.policy_accuracy["train"][:, :, 0]
+    steps = steps_to_level(acc, level)
     per_run = pd.DataFrame({
         "group": runs.group,
         "loss_drop_k": LN2 - loss[:, k_early],
         "loss_drop_end": LN2 - loss[:, -1],
-        "steps_to_level": np.minimum(steps_to_level(acc, level), runs.steps + 1),
+        "steps_to_level": np.minimum(steps, runs.steps + 1),
+        "reached": np.isfinite(steps).astype(np.float64),
         "acc_0": acc[:, 0],
         "acc_gain": acc[:, -1] - acc[:, 0],
         "slope": change_slope(runs.head_change),
@@ -750,7 +779,7 @@ def speed_table(runs: Runs, *, k_early: int, level: float = 0.9):
     agg = per_run.groupby("group").agg(
         loss_drop_k=("loss_drop_k", "mean"), loss_drop_end=("loss_drop_end", "mean"),
         steps_to_level=("steps_to_level", "median"),
-        reached=("steps_to_level", lambda x: float(np.isfinite(x).mean())),
+        reached=("reached", "mean"),
         acc_0=("acc_0", "mean"), acc_gain=("acc_gain", "mean"), slope=("slope", "mean"),
         first_step=("first_step", "mean"))
     agg.index = pd.Index([runs.groups[g][0] for g in agg.index], name="behavior")

@@ -484,6 +484,16 @@ def _grid_axes(n: int, ncols: int):
     return fig, flat[:n]
 
 
+def _panel_curves(p: dict, key: str, t) -> tuple[np.ndarray, list]:
+    """A panel's ``(K, T+1)`` curves under ``key`` and its K labels, checked against the steps ``t``."""
+    y = np.atleast_2d(np.asarray(p[key], float))
+    labels = list(p["labels"])
+    if y.shape != (len(labels), t.shape[0]):
+        raise ValueError(f"panel {p.get('title', '')!r}: {key} must be (K, T+1) = ({len(labels)}, {t.shape[0]}), "
+                         f"got {y.shape}")
+    return y, labels
+
+
 def curves_grid(t, panels: Sequence[dict], *, ylabel: str, ncols: int = 2, n_train: int | None = None,
                 batch_size: int | None = None, hline: float | None = None, hline_label: str = ""):
     """Per-behaviour curves over steps, one panel per dict, behaviours on the plasma map.
@@ -500,11 +510,7 @@ def curves_grid(t, panels: Sequence[dict], *, ylabel: str, ncols: int = 2, n_tra
     t = np.asarray(t, float)
     fig, axes = _grid_axes(len(panels), ncols)
     for ax, p in zip(axes, panels):
-        train = np.atleast_2d(np.asarray(p["train"], float))
-        labels = list(p["labels"])
-        if train.shape != (len(labels), t.shape[0]):
-            raise ValueError(f"panel {p.get('title', '')!r}: train must be (K, T+1) = ({len(labels)}, {t.shape[0]}), "
-                             f"got {train.shape}")
+        train, labels = _panel_curves(p, "train", t)
         colors = ordered_colors(len(labels))
         for k, (y, c, lab) in enumerate(zip(train, colors, labels)):
             ax.plot(t, y, color=c, label=_short(lab, 40), **TRAIN_STYLE)
@@ -520,11 +526,14 @@ def curves_grid(t, panels: Sequence[dict], *, ylabel: str, ncols: int = 2, n_tra
             ax.set_xlabel("step t")
     import matplotlib.lines as mlines
 
-    handles, _ = axes[0].get_legend_handles_labels()
-    if any(p.get("test") is not None for p in panels):
-        handles += [mlines.Line2D([], [], color="0.3", label="training set", **TRAIN_STYLE),
-                    mlines.Line2D([], [], color="0.3", label="test set", linewidth=1.1, **TEST_STYLE)]
-    axes[0].legend(handles=handles, fontsize=7.5)
+    for i, ax in enumerate(axes):
+        if i and list(panels[i]["labels"]) == list(panels[i - 1]["labels"]):
+            continue  # one legend per run of panels showing the same behaviours
+        handles, _ = ax.get_legend_handles_labels()
+        if i == 0 and any(p.get("test") is not None for p in panels):
+            handles += [mlines.Line2D([], [], color="0.3", label="training set", **TRAIN_STYLE),
+                        mlines.Line2D([], [], color="0.3", label="test set", linewidth=1.1, **TEST_STYLE)]
+        ax.legend(handles=handles, fontsize=7)
     return fig
 
 
@@ -547,11 +556,7 @@ def theory_overlay_grid(t, panels: Sequence[dict], *, ylabel: str, ncols: int = 
     t = np.asarray(t, float)
     fig, axes = _grid_axes(len(panels), ncols)
     for ax, p in zip(axes, panels):
-        meas = np.atleast_2d(np.asarray(p["measured"], float))
-        labels = list(p["labels"])
-        if meas.shape != (len(labels), t.shape[0]):
-            raise ValueError(f"panel {p.get('title', '')!r}: measured must be (K, T+1) = ({len(labels)}, "
-                             f"{t.shape[0]}), got {meas.shape}")
+        meas, labels = _panel_curves(p, "measured", t)
         colors = ordered_colors(len(labels))
         extra = []
         if p.get("band") is not None:
@@ -618,7 +623,7 @@ def speed_grid(panels: Sequence[dict], *, ncols: int = 3):
     """One scatter per (model, measure): a learning-speed measure against a behaviour property.
 
     Each panel is ``{"x", "y", "xlabel", "ylabel", "title", "names", "highlight": names to ring and
-    label, "note": text in the corner (e.g. ρ and its interval), "logy": bool}``. Points are coloured
+    label, "note": a second title line (e.g. ρ and its interval), "logy": bool}``. Points are coloured
     by the plasma rank of x (purple: smallest).
 
     Used in: `book/training_dynamics.md`.
@@ -642,14 +647,11 @@ def speed_grid(panels: Sequence[dict], *, ncols: int = 3):
             ax.scatter([x[k]], [y[k]], s=55, facecolors="none", edgecolors="black", zorder=4)
             ax.annotate(_short(name, 28), (x[k], y[k]), xytext=(5, 3 - 10 * (j % 3)), textcoords="offset points",
                         fontsize=6.5)
-        if p.get("note"):
-            ax.text(0.02, 0.97, p["note"], transform=ax.transAxes, ha="left", va="top", fontsize=7.5,
-                    bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "0.7", "alpha": 0.9})
         if p.get("logy"):
             ax.set_yscale("log")
         ax.set_xlabel(p.get("xlabel", ""))
         ax.set_ylabel(p.get("ylabel", ""))
-        ax.set_title(p.get("title", ""))
+        ax.set_title("\n".join(x for x in (p.get("title", ""), p.get("note", "")) if x), fontsize=9)
     return fig
 
 
