@@ -273,6 +273,10 @@ def test_behavior_set_splits_the_nested_sample_officially(tiny):
                                - h_all[np.concatenate([bs.s_train, bs.s_test]) < 0].mean(0))
     with pytest.raises(dy.DynamicsError, match="part must be"):
         bs.part("dev")
+    assert bs.computed == 20  # a fresh cache: every prompt was embedded
+    again = dy.behavior_set(tiny, name, 10, dtype="float32")
+    assert again.computed == 0  # then every row comes from the cache
+    np.testing.assert_array_equal(again.h_train, bs.h_train)
 
 
 def test_joint_splits_continue_one_stream():

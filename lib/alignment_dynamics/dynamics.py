@@ -52,7 +52,10 @@ HEAD_FACTS_VERSION = 1
 
 
 class DynamicsError(ValueError):
-    """An input the experiments cannot use (an empty set, a wrong shape, an invalid setting)."""
+    """An input the experiments cannot use (an empty set, a wrong shape, an invalid setting).
+
+    Used in: `book/training_dynamics.md`, `book/prioritization.md`.
+    """
 
 
 def _positive(name: str, value: Any) -> float:
@@ -74,6 +77,8 @@ class HeadFacts:
     ``a = w_yes − w_no`` gives the reference model's log-odds log π₀(Yes|x) − log π₀(No|x) = a·h(x).
     ``gain`` is the effective gain g of the final RMS norm (for Gemma's ``1 + w`` parametrisation,
     ``1 + w``) and ``eps`` its ε, so that the norm maps x to g ⊙ x / √(mean(x²) + ε).
+
+    Used in: `book/training_dynamics.md`, `book/prioritization.md`.
     """
 
     model: str
@@ -169,7 +174,10 @@ class BehaviorSet:
     """One behaviour's frozen features, split into training and test pairs.
 
     ``s_*`` is +1 where the preferred answer is " Yes" and −1 where it is " No"; ``idx_*`` are the
-    record indices (lines of the behaviour's file). ``h_*`` are float64 (n × d).
+    record indices (lines of the behaviour's file). ``h_*`` are float64 (n × d). ``computed`` counts
+    the embeddings that had to be computed (not found in the cache) when the set was made.
+
+    Used in: `book/training_dynamics.md`, `book/prioritization.md`.
     """
 
     behavior: str
@@ -180,6 +188,7 @@ class BehaviorSet:
     h_test: np.ndarray
     s_test: np.ndarray
     idx_test: np.ndarray
+    computed: int = field(default=0, compare=False)  # embeddings computed (not cached) when it was made
 
     def __post_init__(self):
         for part in ("train", "test"):
@@ -254,7 +263,7 @@ def behavior_set(model_name: str, behavior: str, per_class: int | None, *, seed:
     h = e.h.astype(np.float64)
     s = e.labels.astype(np.float64)
     return BehaviorSet(behavior, e.model, h[train], s[train], e.indices[train], h[~train], s[~train],
-                       e.indices[~train])
+                       e.indices[~train], computed=e.computed)
 
 
 def mean_sq_norm(sets: Sequence[BehaviorSet], *, part: str = "train", transform=None) -> float:
@@ -502,6 +511,8 @@ class Runs:
     set is empty). ``head_change`` is ‖W_t − W_0‖_F ``[R, T + 1]``, ``batch_loss`` the loss of each
     step's batch ``[R, T]``, ``first_step`` the exact prediction of ‖W_1 − W_0‖ from the first batch's
     own statistics, and ``max_batch_norm`` the largest batch mean of ‖h‖ (for the linear bound).
+
+    Used in: `book/training_dynamics.md`, `book/prioritization.md`.
     """
 
     groups: list[tuple[str, ...]]
