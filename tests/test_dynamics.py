@@ -46,8 +46,8 @@ def make_facts(rng, d=D, model="synthetic"):
 def reference_run(group, W0, *, lr, beta, steps, batch, seed, replicate=None):
     """train_reference on the pooled (replicated) pairs; eval on each behaviour's own sets."""
     rep = replicate or [1] * len(group)
-    H = torch.from_numpy(np.concatenate([np.repeat(bs.h_train, r, 0) for bs, r in zip(group, rep)]))
-    s = np.concatenate([np.tile(bs.s_train, r) for bs, r in zip(group, rep)])
+    H = torch.from_numpy(np.concatenate([bs.h_train for bs, r in zip(group, rep) for _ in range(r)]))
+    s = np.concatenate([bs.s_train for bs, r in zip(group, rep) for _ in range(r)])
     chosen = torch.from_numpy(np.where(s > 0, YES, NO))
     rejected = torch.from_numpy(np.where(s > 0, NO, YES))
     sets = {}
@@ -86,6 +86,12 @@ def test_single_behaviour_runs_match_the_full_vocabulary_reference(batch):
     # the exact first step, from the first batch's own statistics
     np.testing.assert_allclose(runs.first_step, runs.head_change[:, 1], rtol=1e-12)
     assert runs.policy_accuracy["train"][0, 0, 0] == np.mean(bs.s_train * (bs.h_train @ facts.a) > 0)
+    # the share of statements on which the policy prefers Yes, at W_0 and at the reference's final head
+    W_T = ref.W.numpy()
+    for part in ("train", "test"):
+        h = bs.part(part)[0]
+        assert runs.policy_yes[part][0, 0, 0] == np.mean(h @ facts.a > 0)
+        assert runs.policy_yes[part][0, -1, 0] == np.mean(h @ (W_T[YES] - W_T[NO]) > 0)
 
 
 def test_joint_and_oversampled_runs_match_the_reference_per_behaviour():
@@ -101,6 +107,24 @@ def test_joint_and_oversampled_runs_match_the_reference_per_behaviour():
         np.testing.assert_allclose(runs.loss["train"][0], ev["loss"][0].numpy(), rtol=0, atol=1e-12)
         np.testing.assert_array_equal(runs.policy_accuracy["test"][0], ref.eval_by_behavior["test"]["outputs/accuracies"][0].numpy())
         np.testing.assert_allclose(runs.head_change[0], ref.head_change[0].numpy(), rtol=1e-10, atol=1e-14)
+
+
+def test_oversampling_equals_training_on_copied_data():
+    rng = np.random.default_rng(15)
+    a, b = make_set(rng, "a", 9, 6), make_set(rng, "b", 5, 10, shift=2.0)
+    copied = dy.BehaviorSet("a", a.model, np.concatenate([a.h_train] * 3), np.concatenate([a.s_train] * 3),
+                            np.concatenate([a.idx_train] * 3), a.h_test, a.s_test, a.idx_test)
+    facts, _ = make_facts(rng)
+    kw = dict(facts=facts, steps=8, batch_size=12, seeds=[4], lr=0.6, beta=0.3, progress=False)
+    r_rep = dy.train_runs([[a, b]], replicate=[[3, 1]], **kw)
+    r_cop = dy.train_runs([[copied, b]], **kw)
+    np.testing.assert_allclose(r_rep.head_change, r_cop.head_change, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(r_rep.loss["train"][..., 1], r_cop.loss["train"][..., 1], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(r_rep.loss["train"][..., 0], r_cop.loss["train"][..., 0], rtol=0, atol=1e-12)
+    # the theorem's first step is exact for the oversampled group too (full batch)
+    full = dy.train_runs([[a, b]], replicate=[[3, 1]], **{**kw, "batch_size": None, "steps": 1})
+    ov = dy.margin_overlay([a, b], full, 0)
+    np.testing.assert_allclose(full.margin["train"][0][1], ov["imbalance"][:, 1], rtol=1e-10)
 
 
 def test_runs_are_ordered_group_lr_seed_and_reproducible():

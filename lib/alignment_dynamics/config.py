@@ -306,7 +306,7 @@ def _model_pair(name: str, value: Any) -> list[str]:
 
 _FIGURE_PER_CLASS = {"smoke": 6, "fast": 150, "full": None}  # = distinguishability's map_per_class in fast
 _TWO_MODELS = Param("MODELS", _same(["smollm2-135m-instruct", "gemma-3-270m"]),
-                    "the two models compared side by side (Figure 5 of prioritization: the first in fast)",
+                    "the two models compared side by side (the first is shown in the largest figures)",
                     _model_pair, kind="models")
 register(ChapterSpec(
     slug="training_dynamics",
@@ -359,7 +359,7 @@ register(ChapterSpec(
     settings={
         "dtype": _same("bfloat16"),
         "per_class": _FIGURE_PER_CLASS,
-        "figure_models": {"smoke": 1, "fast": 1, "full": 2},  # how many of MODELS get Figure 5
+        "figure_models": {"smoke": 1, "fast": 2, "full": 2},  # how many of MODELS train the Figure 5 pairs
         "pair_a": _same(_NAMED_BEHAVIORS[0:2]),
         "pair_b": _same(_NAMED_BEHAVIORS[2:4]),
         "sweep_per_class": _DIST["per_class"],

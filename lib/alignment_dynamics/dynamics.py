@@ -477,8 +477,7 @@ def margin_overlay(group: Sequence[BehaviorSet], runs: Runs, run: int) -> dict[s
     pr = group_priorities(group, rep)
     lr, beta = float(runs.lr[run]), float(runs.beta[run])
     t = runs.t.astype(np.float64)
-    H = np.concatenate([np.repeat(bs.h_train, r, axis=0) for bs, r in zip(group, rep)])
-    S = np.concatenate([np.tile(bs.s_train, r) for bs, r in zip(group, rep)])
+    H, S, _ = _pooled_training(group, rep)
     stats = sample_statistics(H, S)
     m_all = 2.0 * stats["m_hat"]
     theorem, imbalance, band = [], [], []
@@ -506,7 +505,8 @@ class Runs:
     Per-behaviour curves are ``[R, T + 1, K]`` (K behaviours per group, t = 0..T, evaluated at W_t on
     each behaviour's whole training or test set): ``loss``, ``margin`` (the mean DPO margin Δ = 2 s vᵀh,
     i.e. the change M(t) − M(0) of the mean signed log-odds), ``policy_accuracy`` (the policy prefers the
-    chosen answer: s (a + 2v)ᵀh > 0, the official accuracy) and ``reward_accuracy`` (TRL's
+    chosen answer: s (a + 2v)ᵀh > 0, the official accuracy), ``policy_yes`` (the share of statements on
+    which the policy prefers " Yes": (a + 2v)ᵀh > 0) and ``reward_accuracy`` (TRL's
     ``rewards/accuracies``: Δ > 0). Each is a dict with ``"train"`` and ``"test"`` (NaN where a test
     set is empty). ``head_change`` is ‖W_t − W_0‖_F ``[R, T + 1]``, ``batch_loss`` the loss of each
     step's batch ``[R, T]``, ``first_step`` the exact prediction of ‖W_1 − W_0‖ from the first batch's
@@ -526,6 +526,7 @@ class Runs:
     loss: dict[str, np.ndarray]
     margin: dict[str, np.ndarray]
     policy_accuracy: dict[str, np.ndarray]
+    policy_yes: dict[str, np.ndarray]
     reward_accuracy: dict[str, np.ndarray]
     head_change: np.ndarray
     batch_loss: np.ndarray
@@ -552,7 +553,7 @@ class Runs:
 
         return Runs(self.groups, self.group[m], self.lr[m], self.beta[m], self.seed[m], self.replicate, self.steps,
                     self.batch_size, sub(self.loss), sub(self.margin), sub(self.policy_accuracy),
-                    sub(self.reward_accuracy), self.head_change[m], self.batch_loss[m], self.first_step[m],
+                    sub(self.policy_yes), sub(self.reward_accuracy), self.head_change[m], self.batch_loss[m], self.first_step[m],
                     self.max_batch_norm[m], dict(self.meta))
 
 
@@ -561,6 +562,15 @@ def _as_list(name: str, value, kind=float) -> list:
     if not vals:
         raise DynamicsError(f"{name} must not be empty")
     return [kind(v) for v in vals]
+
+
+def _pooled_training(group: Sequence[BehaviorSet], replicate: Sequence[int]):
+    """The pooled training pairs of a group, behaviour k's set repeated ``replicate[k]`` times as a
+    whole (features and labels stay aligned): ``(H, s, behavior_id)``."""
+    h = np.concatenate([np.tile(bs.h_train, (r, 1)) for bs, r in zip(group, replicate)])
+    s = np.concatenate([np.tile(bs.s_train, r) for bs, r in zip(group, replicate)])
+    bid = np.concatenate([np.full(bs.n_train * r, i) for i, (bs, r) in enumerate(zip(group, replicate))])
+    return h, s, bid
 
 
 def _group_arrays(group: Sequence[BehaviorSet], replicate: Sequence[int], facts: HeadFacts):
@@ -576,9 +586,7 @@ def _group_arrays(group: Sequence[BehaviorSet], replicate: Sequence[int], facts:
     if len({bs.model for bs in group} | {facts.model}) != 1:
         raise DynamicsError(f"the sets and head facts come from different models: "
                             f"{sorted({bs.model for bs in group} | {facts.model})}")
-    h_tr = np.concatenate([np.repeat(bs.h_train, r, axis=0) if r > 1 else bs.h_train for bs, r in zip(group, replicate)])
-    s_tr = np.concatenate([np.tile(bs.s_train, r) for bs, r in zip(group, replicate)])
-    bid_tr = np.concatenate([np.full(bs.n_train * r, i) for i, (bs, r) in enumerate(zip(group, replicate))])
+    h_tr, s_tr, bid_tr = _pooled_training(group, replicate)
     ev = {}
     for part in ("train", "test"):
         h = np.concatenate([bs.part(part)[0] for bs in group])
@@ -672,7 +680,7 @@ def train_runs(groups: Sequence[Sequence[BehaviorSet]], *, facts: HeadFacts, ste
     R, T = len(plan), steps
     names = ("train", "test")
     out = {key: {p: np.full((R, T + 1, K), np.nan) for p in names}
-           for key in ("loss", "margin", "policy_accuracy", "reward_accuracy")}
+           for key in ("loss", "margin", "policy_accuracy", "policy_yes", "reward_accuracy")}
     head_change = np.zeros((R, T + 1))
     batch_loss = np.zeros((R, T))
     first_step = np.zeros(R)
@@ -702,8 +710,10 @@ def train_runs(groups: Sequence[Sequence[BehaviorSet]], *, facts: HeadFacts, ste
                     out["reward_accuracy"][p][r] = by["rewards/accuracies"][j].numpy()
                     h_e, s_e, bid_e, ah = arrays[gi][4][p]
                     z = h_e.numpy() @ V[j].T  # [n, T+1]
-                    correct = (s_e.numpy()[:, None] * (ah[:, None] + 2.0 * z) > 0).astype(np.float64)
+                    logodds = ah[:, None] + 2.0 * z  # log pi(Yes) - log pi(No) at W_t
+                    correct = (s_e.numpy()[:, None] * logodds > 0).astype(np.float64)
                     out["policy_accuracy"][p][r] = _group_mean(correct.T, bid_e.numpy(), K)
+                    out["policy_yes"][p][r] = _group_mean((logodds > 0).astype(np.float64).T, bid_e.numpy(), K)
                 head_change[r] = traj.head_change[j].numpy()
                 batch_loss[r] = traj.train["loss"][j].numpy()
                 b = traj.batches[j].numpy()
@@ -718,7 +728,8 @@ def train_runs(groups: Sequence[Sequence[BehaviorSet]], *, facts: HeadFacts, ste
     return Runs(groups=[tuple(bs.behavior for bs in g) for g in groups], group=plan_a[:, 0].astype(int),
                 lr=plan_a[:, 1].astype(float), beta=np.full(R, beta), seed=plan_a[:, 2].astype(int),
                 replicate=reps, steps=T, batch_size=batch_size, loss=out["loss"], margin=out["margin"],
-                policy_accuracy=out["policy_accuracy"], reward_accuracy=out["reward_accuracy"],
+                policy_accuracy=out["policy_accuracy"], policy_yes=out["policy_yes"],
+                reward_accuracy=out["reward_accuracy"],
                 head_change=head_change, batch_loss=batch_loss, first_step=first_step,
                 max_batch_norm=max_batch_norm, meta={"model": facts.model, "K": K})
 

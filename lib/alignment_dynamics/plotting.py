@@ -592,11 +592,13 @@ def theory_overlay_grid(t, panels: Sequence[dict], *, ylabel: str, ncols: int = 
 
 
 def lr_sensitivity(curves: dict, *, marks: dict, xlabel: str, ylabel: str,
-                   band: tuple[float, float] | None = None, band_label: str = "range of the assumptions"):
+                   band: tuple[float, float] | None = None, band_label: str = "range of the assumptions",
+                   logy: bool = False):
     """A measured quantity against a step size (log x axis), one line per model, with marked values.
 
     ``curves`` maps a label to ``(x, y)``; ``marks`` maps a label to ``{name: x}``, drawn as vertical
     lines in that curve's colour (dotted, dashed, dash-dotted in turn); ``band`` shades a range of x.
+    With ``logy`` the y axis is logarithmic and non-positive values (e.g. a loss that rose) are left out.
 
     Used in: `book/training_dynamics.md`.
     """
@@ -606,6 +608,8 @@ def lr_sensitivity(curves: dict, *, marks: dict, xlabel: str, ylabel: str,
         x, y = np.asarray(x, float), np.asarray(y, float)
         if x.shape != y.shape:
             raise ValueError(f"curve {label!r}: x and y must have one shape, got {x.shape} and {y.shape}")
+        if logy:
+            x, y = x[y > 0], y[y > 0]
         ax.plot(x, y, marker="os^"[k % 3], markersize=3.5, color=colors[k], label=label)
         for j, (name, xm) in enumerate((marks.get(label) or {}).items()):
             ax.axvline(xm, color=colors[k], linestyle=(":", "--", "-.")[j % 3], linewidth=1.1,
@@ -613,6 +617,8 @@ def lr_sensitivity(curves: dict, *, marks: dict, xlabel: str, ylabel: str,
     if band is not None:
         ax.axvspan(band[0], band[1], color="0.85", alpha=0.5, linewidth=0, label=band_label)
     ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=7.5)
