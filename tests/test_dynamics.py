@@ -140,6 +140,13 @@ def test_runs_are_ordered_group_lr_seed_and_reproducible():
     assert not np.array_equal(r1.loss["train"][0], r1.loss["train"][1])  # seeds differ
     sub = r1.select(r1.seed == 2)
     assert sub.runs == 4 and set(sub.seed.tolist()) == {2}
+    one = r1.select(r1.lr == 1.0)
+    np.testing.assert_allclose(one.curves(["b", "a"], "policy_accuracy", "test"),
+                               [one.policy_accuracy["test"][one.group == g][:, :, 0].mean(0) for g in (1, 0)])
+    with pytest.raises(dy.DynamicsError, match="no single-behaviour runs of \\['c'\\]"):
+        one.curves(["c"])
+    with pytest.raises(dy.DynamicsError, match="metric must be one of"):
+        one.curves(["a"], "speed")
 
 
 def test_empty_test_sets_give_nan_and_runs_still_train():
@@ -502,6 +509,24 @@ def test_priority_outcomes_reweighting_and_margin_theorem():
     assert bins["n"].tolist() == [2, 2] and bins["p"].tolist() == [0.5, 1.0]
     with pytest.raises(dy.DynamicsError, match="increasing"):
         dy.agreement_by_bins([0.1], [True], [1, 0])
+
+
+def test_reweighting_helps_the_lagging_behaviour_and_is_accounted_for():
+    rng = np.random.default_rng(16)
+    groups = [[make_set(rng, f"s{i}", 20, 20, shift=3.0), make_set(rng, f"w{i}", 20, 20, shift=1.0)] for i in range(3)]
+    groups[1] = groups[1][::-1]
+    facts, _ = make_facts(rng)
+    kw = dict(facts=facts, steps=15, batch_size=None, seeds=[1], lr=1.0, beta=0.3, progress=False)
+    before = dy.priority_outcomes(groups, dy.train_runs(groups, **kw))
+    plan = dy.reweighting_plan(groups, max_factor=20)
+    after = dy.priority_outcomes(groups, dy.train_runs(groups, replicate=plan, **kw))
+    eff = dy.reweighting_effect(groups, before, after)
+    low = [dy.less_distinguishable(g) for g in groups]
+    np.testing.assert_allclose(eff["low_before"], [np.asarray(g)[lw] for g, lw in zip(before["gains_loss"], low)])
+    assert (eff["low_after"] > eff["low_before"]).all() and (eff["high_after"] < eff["high_before"]).all()
+    assert eff["shrinks"].all() and eff["shrinks_p"] == 1.0 and eff["low_last_before"] == 1.0
+    with pytest.raises(dy.DynamicsError, match="same pairs"):
+        dy.reweighting_effect(groups, before, after.iloc[::-1].reset_index(drop=True))
 
 
 def test_update_rate_overlay_bounds_and_first_step():

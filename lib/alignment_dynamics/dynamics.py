@@ -542,6 +542,25 @@ class Runs:
     def t(self) -> np.ndarray:
         return np.arange(self.steps + 1)
 
+    def curves(self, behaviors: Sequence[str], metric: str = "loss", part: str = "train") -> np.ndarray:
+        """``(K, T + 1)`` curves of the named behaviours from single-behaviour runs, in the order given
+        (the mean over a behaviour's runs, e.g. its seeds). ``metric`` is ``"loss"``, ``"margin"``,
+        ``"policy_accuracy"``, ``"policy_yes"`` or ``"reward_accuracy"``; ``part`` ``"train"`` or ``"test"``.
+
+        Used in: `book/training_dynamics.md`.
+        """
+        metrics = ("loss", "margin", "policy_accuracy", "policy_yes", "reward_accuracy")
+        if metric not in metrics:
+            raise DynamicsError(f"metric must be one of {list(metrics)}, got {metric!r}")
+        if part not in ("train", "test"):
+            raise DynamicsError(f"part must be 'train' or 'test', got {part!r}")
+        pos = {g[0]: i for i, g in enumerate(self.groups) if len(g) == 1}
+        missing = [b for b in behaviors if b not in pos]
+        if missing:
+            raise DynamicsError(f"no single-behaviour runs of {missing}; the runs trained {self.groups}")
+        values = getattr(self, metric)[part]
+        return np.stack([values[self.group == pos[b]][:, :, 0].mean(axis=0) for b in behaviors])
+
     def select(self, mask) -> "Runs":
         """The runs where ``mask`` (bool [R]) holds."""
         m = np.asarray(mask, dtype=bool)
@@ -1249,4 +1268,41 @@ def reweighting_plan(groups: Sequence[Sequence[BehaviorSet]], *, max_factor: int
         low = less_distinguishable(group)
         r = balancing_replication(group[low].b("train"), group[1 - low].b("train"), max_factor=max_factor)
         out.append((r, 1) if low == 0 else (1, r))
+    return out
+
+
+def reweighting_effect(groups: Sequence[Sequence[BehaviorSet]], before, after, *, metric: str = "loss",
+                       level: float = 0.95) -> dict[str, Any]:
+    """What oversampling did to each pair: the gains of its less and more distinguishable members.
+
+    ``before`` and ``after`` are :func:`priority_outcomes` of the same pairs without and with the
+    reweighting. Returns arrays ``low_before``, ``low_after``, ``high_before``, ``high_after`` (the
+    members' gains by ``metric``), ``shrinks`` (the gap between the two gains got smaller), and
+    numbers: ``shrinks_p``/``_lo``/``_hi`` (share with a Wilson interval), ``low_last_before`` and
+    ``low_last_after`` (share of pairs where the less distinguishable member gained less),
+    ``low_ratio``, ``high_ratio`` and ``total_ratio`` (medians of after/before).
+
+    Used in: `book/prioritization.md`.
+    """
+    if len(groups) != len(before) or len(groups) != len(after):
+        raise DynamicsError(f"got {len(groups)} pairs, {len(before)} outcomes before and {len(after)} after")
+    if any(len(g) != 2 for g in groups):
+        raise DynamicsError("reweighting_effect needs pairs")
+    if list(before["members"]) != list(after["members"]):
+        raise DynamicsError("the outcomes before and after must describe the same pairs in the same order")
+    low = np.array([less_distinguishable(g) for g in groups])
+    idx = np.arange(len(groups))
+    b = np.stack(before[f"gains_{metric}"])
+    a = np.stack(after[f"gains_{metric}"])
+    out: dict[str, Any] = {"low_before": b[idx, low], "low_after": a[idx, low],
+                           "high_before": b[idx, 1 - low], "high_after": a[idx, 1 - low]}
+    out["shrinks"] = np.abs(out["high_after"] - out["low_after"]) < np.abs(out["high_before"] - out["low_before"])
+    p, lo, hi = wilson_interval(int(out["shrinks"].sum()), len(groups), level=level)
+    out.update(shrinks_p=p, shrinks_lo=lo, shrinks_hi=hi,
+               low_last_before=float(np.mean(out["low_before"] < out["high_before"])),
+               low_last_after=float(np.mean(out["low_after"] < out["high_after"])),
+               low_ratio=float(np.median(out["low_after"] / out["low_before"])),
+               high_ratio=float(np.median(out["high_after"] / out["high_before"])),
+               total_ratio=float(np.median((out["low_after"] + out["high_after"])
+                                           / (out["low_before"] + out["high_before"]))))
     return out
