@@ -241,6 +241,13 @@ def test_lr_choice_matches_the_official_effective_step():
     assert dy.lr_choice(data_, proxy="proxy", lr=0.3)["other"]["lr"] == 0.3
     with pytest.raises(dy.DynamicsError, match="proxy model 'llama' must be among"):
         dy.lr_choice(data_, proxy="llama")
+    # sets embedded with the official double norm: their own scale is the official one
+    twice = dy.lr_choice(data_, proxy="proxy", norm="double")
+    assert twice["proxy"]["q_official"] == pytest.approx(dy.mean_sq_norm(sa) / D)
+    assert math.isnan(dy.feature_scale(fa, sa, "double")["q_once"])
+    assert len(dy.lr_scenarios(data_, proxy="proxy", norm="double")) == 3
+    with pytest.raises(config.ConfigError, match="unknown norm"):
+        dy.feature_scale(fa, sa, "triple")
     rows = dy.lr_scenarios(data_, proxy="proxy")
     assert rows[0]["q"] == 1.0 and len(rows) == 5
     assert [r["in_range"] for r in rows] == [True, True, True, True, False]

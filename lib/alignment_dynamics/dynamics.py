@@ -333,18 +333,37 @@ def matched_lr(target_step: float, beta: float, mean_sq_norm: float) -> float:
                                                      * _positive("mean_sq_norm", mean_sq_norm))
 
 
-def lr_scenarios(models_data: Mapping[str, tuple[HeadFacts, Sequence[BehaviorSet]]], *, proxy: str) -> list[dict[str, Any]]:
+def feature_scale(facts: HeadFacts, sets: Sequence[BehaviorSet], norm: str = "model") -> dict[str, float]:
+    """The mean square of one coordinate, q = E‖h‖²/d, of a model's features normalised once (the
+    model's own features, ``q_once``) and twice (the official code's, ``q_twice``).
+
+    ``norm`` says how ``sets`` were embedded: ``"model"`` (once; the second normalisation is applied
+    here with the model's final-norm gain) or ``"double"`` (already twice; ``q_once`` is then unknown,
+    NaN).
+
+    Used in: `book/training_dynamics.md`.
+    """
+    if norm not in embed.NORMS:
+        raise ConfigError(f"unknown norm {norm!r}; valid: {list(embed.NORMS)}")
+    if norm == "double":
+        return {"q_once": math.nan, "q_twice": mean_sq_norm(sets) / facts.d}
+    return {"q_once": mean_sq_norm(sets) / facts.d, "q_twice": mean_sq_norm(sets, transform=facts.double_norm) / facts.d}
+
+
+def lr_scenarios(models_data: Mapping[str, tuple[HeadFacts, Sequence[BehaviorSet]]], *, proxy: str,
+                 norm: str = "model") -> list[dict[str, Any]]:
     """Assumptions about the mean square q of one coordinate of Llama-2-7B's (official) features.
 
     For RMS-normalised features h = g ⊙ x/rms(x), ‖h‖² = Σ g_k² x_k²/mean(x²) lies between
     d·min g² and d·max g², and equals ‖g‖² = d·mean g² when x spreads its energy evenly over the
     coordinates (the norm-weight argument of ``paper.md`` §4). Without Llama-2-7B's weights, q is
     bracketed by: unit gains (q = 1, an RMS norm at initialisation) and, for each model, its measured q
-    of the features normalised once (as our book trains on) and twice (as the official code trains on).
-    Returns rows ``{"assumption", "model", "q", "in_range"}`` (q = E‖h‖²/d). ``in_range`` marks the
-    rows that define the plausible range: all but the twice-normalised features of models other than
-    ``proxy`` (the Llama-architecture stand-in), whose second normalisation multiplies by gains that
-    Llama-2's plain RMS norm need not share.
+    of the features normalised once (as our book trains on) and twice (as the official code trains on;
+    :func:`feature_scale`). Returns rows ``{"assumption", "model", "q", "in_range"}``. ``in_range``
+    marks the rows that define the plausible range: all but the twice-normalised features of models
+    other than ``proxy`` (the Llama-architecture stand-in), whose second normalisation multiplies by
+    gains that Llama-2's plain RMS norm need not share. Rows whose q is unknown (``norm="double"``:
+    the once-normalised scale) are left out.
 
     Used in: `book/training_dynamics.md`.
     """
@@ -352,21 +371,23 @@ def lr_scenarios(models_data: Mapping[str, tuple[HeadFacts, Sequence[BehaviorSet
         raise DynamicsError(f"the proxy model {proxy!r} must be among the models given ({sorted(models_data)})")
     rows = [{"assumption": "unit gains (q = 1)", "model": "—", "q": 1.0, "in_range": True}]
     for name, (facts, sets) in models_data.items():
-        d = facts.d
-        rows.append({"assumption": "like this model, normalised once", "model": name,
-                     "q": mean_sq_norm(sets) / d, "in_range": True})
+        fs = feature_scale(facts, sets, norm)
+        if not math.isnan(fs["q_once"]):
+            rows.append({"assumption": "like this model, normalised once", "model": name, "q": fs["q_once"],
+                         "in_range": True})
         rows.append({"assumption": "like this model, normalised twice (official features)", "model": name,
-                     "q": mean_sq_norm(sets, transform=facts.double_norm) / d, "in_range": name == proxy})
+                     "q": fs["q_twice"], "in_range": name == proxy})
     return rows
 
 
 def lr_choice(models_data: Mapping[str, tuple[HeadFacts, Sequence[BehaviorSet]]], *, proxy: str,
-              beta_mode: str = "official", lr: float | None = None) -> dict[str, dict[str, float]]:
+              beta_mode: str = "official", lr: float | None = None, norm: str = "model") -> dict[str, dict[str, float]]:
     """β and η for each model, and the effective steps behind them.
 
     The official run's effective step is :func:`official_effective_step` with q = the ``proxy`` model's
     per-coordinate mean square of twice-normalised features (the official code's features; the proxy
-    stands in for Llama-2-7B). Then, per model, with E‖h‖² measured on its training pairs:
+    stands in for Llama-2-7B; :func:`feature_scale`, with ``norm`` saying how the sets were embedded).
+    Then, per model, with E‖h‖² measured on its training pairs (the features it is trained on):
 
     * ``lr`` given: that η (and β of ``beta_mode``);
     * ``beta_mode="official"``: β = 0.01 and η = :func:`matched_lr` of the official effective step;
@@ -380,8 +401,7 @@ def lr_choice(models_data: Mapping[str, tuple[HeadFacts, Sequence[BehaviorSet]]]
     if proxy not in models_data:
         raise DynamicsError(f"the proxy model {proxy!r} must be among the models given ({sorted(models_data)}): "
                             "its features stand in for Llama-2-7B's scale")
-    pf, psets = models_data[proxy]
-    q_off = mean_sq_norm(psets, transform=pf.double_norm) / pf.d
+    q_off = feature_scale(*models_data[proxy], norm)["q_twice"]
     kappa_off = official_effective_step(q_off)
     out = {}
     for name, (facts, sets) in models_data.items():
@@ -934,18 +954,19 @@ def speed_correlations(table, speeds: Sequence[str], properties: Sequence[str], 
     if missing:
         raise DynamicsError(f"columns {missing} are not in the table; it has {list(table.columns)}")
     rows = []
-    for j, key in enumerate(speeds):
-        y = table[key].to_numpy(dtype=np.float64)
-        for i, prop in enumerate(properties):
-            x = table[prop].to_numpy(dtype=np.float64)
-            others = [p for p in properties if p != prop]
-            if np.ptp(x) == 0 or np.ptp(y) == 0:
-                vals = [math.nan] * 6
-            else:
-                rho, lo, hi = spearman_ci(x, y, n_boot=n_boot, seed=(int(seed), j, i))
-                vals = [rho, lo, hi, *partial_spearman_ci(x, y, table[others].to_numpy(dtype=np.float64),
-                                                          n_boot=n_boot, seed=int(seed) + 101 * j + i)]
-            rows.append(dict(zip(("speed", "property", "rho", "lo", "hi", "prho", "plo", "phi"), [key, prop, *vals])))
+    with single_threaded():  # many small rank regressions
+        for j, key in enumerate(speeds):
+            y = table[key].to_numpy(dtype=np.float64)
+            for i, prop in enumerate(properties):
+                x = table[prop].to_numpy(dtype=np.float64)
+                others = table[[p for p in properties if p != prop]].to_numpy(dtype=np.float64)
+                if np.ptp(x) == 0 or np.ptp(y) == 0:
+                    vals = [math.nan] * 6
+                else:
+                    vals = [*spearman_ci(x, y, n_boot=n_boot, seed=(int(seed), j, i)),
+                            *partial_spearman_ci(x, y, others, n_boot=n_boot, seed=int(seed) + 101 * j + i)]
+                rows.append(dict(zip(("speed", "property", "rho", "lo", "hi", "prho", "plo", "phi"),
+                                     [key, prop, *vals])))
     return pd.DataFrame(rows)
 
 
