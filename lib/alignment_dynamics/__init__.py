@@ -22,6 +22,7 @@ _SUBMODULES = {
     "config",
     "data",
     "dpo",
+    "dynamics",
     "embed",
     "geometry",
     "models",

@@ -314,7 +314,7 @@ register(ChapterSpec(
     settings={
         # Statements per class and behaviour, drawn with data.stratified_sample (nested: a larger sample
         # contains a smaller one). None: every statement. Other chapters may read this to reuse the cache.
-        "per_class": {"smoke": 6, "fast": 20, "full": None},
+        "per_class": {"smoke": 6, "fast": 32, "full": None},
         "behaviors": {"smoke": _NAMED_BEHAVIORS, "fast": None, "full": None},  # None: all 135
         # Figure 2: statements per class for the three mapped behaviours (a superset of per_class).
         "map_per_class": {"smoke": 6, "fast": 150, "full": None},
@@ -346,6 +346,96 @@ register(ChapterSpec(
     reads_artifacts=True,
 ))
 # --- end kernels -----------------------------------------------------------------------------------
+
+
+# --- training_dynamics (Part II: experiments) ------------------------------------------------------
+_LR = Param("LR", _same(None), "SGD learning rate of the head; None: matched to the official run's effective "
+            "step eta beta^2 E||h||^2 on Llama-2-7B (see the chapter)", _typed(float, allow_none=True, lo=0.0, lo_open=True))
+_BETA_MODE = Param("BETA_MODE", _same("official"), "'official': beta = 0.01; 'matched': beta = 0.64/sqrt(d) "
+                   "(Theorem 4.1's scaling) with the official learning rate 0.1", one_of("official", "matched"))
+_DIST = CHAPTERS["distinguishability"].settings  # the shared, nested sample of the all-behaviour sweeps
+
+
+def _model_pair(name: str, value: Any) -> list[str]:
+    """Exactly two different model names (the chapters compare two models side by side)."""
+    out = model_names(name, value)
+    if len(out) != 2 or out[0] == out[1]:
+        raise ConfigError(f"{name} must name exactly two different models, got {value!r}")
+    return out
+
+
+_FIGURE_PER_CLASS = {"smoke": 6, "fast": 150, "full": None}  # = distinguishability's map_per_class in fast
+_TWO_MODELS = Param("MODELS", _same(["smollm2-135m-instruct", "gemma-3-270m"]),
+                    "the two models compared side by side (the first is shown in the largest figures)",
+                    _model_pair, kind="models")
+register(ChapterSpec(
+    slug="training_dynamics",
+    params=(
+        _SEED,
+        _TWO_MODELS,
+        _BETA_MODE,
+        _LR,
+        Param("NORM", _same("model"), "embedding normalisation: 'model' or 'double' (the official code's second "
+              "RMSNorm)", one_of("model", "double")),
+        Param("STEPS", {"smoke": 10, "fast": 100, "full": 100}, "SGD steps (official: 100)", positive_int),
+        Param("BATCH_SIZE", {"smoke": 4, "fast": 128, "full": 128}, "pairs per step in the figure runs "
+              "(official: 128)", positive_int),
+    ),
+    settings={
+        "dtype": _same("bfloat16"),  # the distinguishability chapter's DTYPE (shared embedding cache)
+        # Figures 3-4: statements per class of each shown behaviour, split by the official split.
+        "per_class": _FIGURE_PER_CLASS,
+        # The all-behaviour sweep: the distinguishability chapter's sample (embeddings computed once).
+        "sweep_per_class": _DIST["per_class"],
+        "sweep_behaviors": _DIST["behaviors"],
+        "sweep_batch": {"smoke": 4, "fast": 32, "full": 128},
+        "seeds": {"smoke": 2, "fast": 5, "full": 10},
+        "quantiles": _same([0.1, 0.3, 0.5, 0.7, 0.9]),  # Behaviors 1-5 by distinguishability
+        "official_five": _same(_NAMED_BEHAVIORS[4:]),
+        "k_early": {"smoke": 3, "fast": 20, "full": 20},
+        "acc_level": _same(0.9),
+        "n_boot": {"smoke": 100, "fast": 2000, "full": 5000},
+        "lr_grid": {"smoke": [0.1, 1.0, 10.0], "fast": [0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0],
+                    "full": [0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0]},
+        # Llama-2-7B's per-coordinate feature scale is taken from this Llama-architecture model.
+        "proxy": _same("smollm2-135m-instruct"),
+    },
+    datasets=("anthropic-persona",),
+))
+
+# --- prioritization (Part II: experiments) ---------------------------------------------------------
+register(ChapterSpec(
+    slug="prioritization",
+    params=(
+        _SEED,
+        _TWO_MODELS,
+        _BETA_MODE,
+        _LR,
+        Param("NORM", _same("model"), "embedding normalisation: 'model' or 'double'", one_of("model", "double")),
+        Param("STEPS", {"smoke": 10, "fast": 100, "full": 100}, "SGD steps (official: 100)", positive_int),
+        Param("BATCH_SIZE", {"smoke": 8, "fast": 128, "full": 128}, "pairs per step in the Figure 5 runs "
+              "(official: 128)", positive_int),
+    ),
+    settings={
+        "dtype": _same("bfloat16"),
+        "per_class": _FIGURE_PER_CLASS,
+        "figure_models": {"smoke": 1, "fast": 2, "full": 2},  # how many of MODELS train the Figure 5 pairs
+        "pair_a": _same(_NAMED_BEHAVIORS[0:2]),
+        "pair_b": _same(_NAMED_BEHAVIORS[2:4]),
+        "sweep_per_class": _DIST["per_class"],
+        "sweep_behaviors": _DIST["behaviors"],
+        "pair_batch": {"smoke": 8, "fast": 64, "full": 128},
+        "triple_batch": {"smoke": 12, "fast": 96, "full": 128},
+        "n_pairs": {"smoke": 6, "fast": 300, "full": 2000},
+        "n_triples": {"smoke": 4, "fast": 100, "full": 500},
+        "seeds": {"smoke": 1, "fast": 3, "full": 5},
+        "max_replication": _same(16),
+        "gap_bins": _same([0.0, 0.05, 0.1, 0.2, 0.4, 1.0]),
+        "proxy": _same("smollm2-135m-instruct"),
+    },
+    datasets=("anthropic-persona",),
+))
+# --- end training_dynamics / prioritization --------------------------------------------------------
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -1,0 +1,626 @@
+"""alignment_dynamics.dynamics: the experiments of training_dynamics and prioritization.
+
+The runs are checked against the float64 full-vocabulary reference trainer (losses, both accuracies,
+margins, head change, per behaviour and with oversampling); the learning-rate algebra and its scale
+invariance; the data plumbing (official splits on nested samples, the two-behaviour stream); the
+statistics (partial rank correlations, Wilson intervals, verdict rules) on cases with known answers;
+and the prioritisation helpers against the priority theorem's first-order algebra.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import tiny_models
+from alignment_dynamics import config, data, dpo, dynamics as dy, geometry, models, plotting
+
+V, D, YES, NO = 23, 7, 3, 11
+
+
+def make_set(rng, name="b", n_pos=13, n_neg=11, n_test=(3, 4), *, shift=0.8, common=4.0, d=D):
+    """A synthetic behaviour: class means c ± b/2 around a large common mean c (like real embeddings)."""
+    c = np.full(d, common / math.sqrt(d))
+    b = rng.standard_normal(d)
+    b *= shift / np.linalg.norm(b)
+
+    def draw(npos, nneg):
+        h = np.concatenate([c + b / 2 + rng.standard_normal((npos, d)), c - b / 2 + rng.standard_normal((nneg, d))])
+        s = np.concatenate([np.ones(npos), -np.ones(nneg)])
+        return h, s
+
+    htr, s_tr = draw(n_pos, n_neg)
+    hte, s_te = draw(*n_test)
+    return dy.BehaviorSet(name, "synthetic", htr, s_tr, np.arange(len(s_tr)), hte, s_te, np.arange(len(s_te)) + 1000)
+
+
+def make_facts(rng, d=D, model="synthetic"):
+    W0 = rng.standard_normal((V, d)) * 0.3
+    gain = 1.0 + 0.3 * rng.standard_normal(d)
+    return dy.HeadFacts(model, YES, NO, W0[YES].copy(), W0[NO].copy(), gain, 1e-5, V), W0
+
+
+def reference_run(group, W0, *, lr, beta, steps, batch, seed, replicate=None):
+    """train_reference on the pooled (replicated) pairs; eval on each behaviour's own sets."""
+    rep = replicate or [1] * len(group)
+    H = torch.from_numpy(np.concatenate([bs.h_train for bs, r in zip(group, rep) for _ in range(r)]))
+    s = np.concatenate([bs.s_train for bs, r in zip(group, rep) for _ in range(r)])
+    chosen = torch.from_numpy(np.where(s > 0, YES, NO))
+    rejected = torch.from_numpy(np.where(s > 0, NO, YES))
+    sets = {}
+    for part in ("train", "test"):
+        h = np.concatenate([bs.part(part)[0] for bs in group])
+        ss = np.concatenate([bs.part(part)[1] for bs in group])
+        bid = np.concatenate([np.full(bs.part(part)[0].shape[0], i) for i, bs in enumerate(group)])
+        sets[part] = (torch.from_numpy(h), torch.from_numpy(np.where(ss > 0, YES, NO)),
+                      torch.from_numpy(np.where(ss > 0, NO, YES)), torch.from_numpy(bid))
+    return dpo.train_reference(H, torch.from_numpy(W0), chosen, rejected, beta=beta, lr=lr, steps=steps,
+                               batch_size=batch, generator=seed, eval_sets=sets, n_behaviors=len(group))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Runs against the float64 reference
+# ---------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("batch", [8, None])
+def test_single_behaviour_runs_match_the_full_vocabulary_reference(batch):
+    rng = np.random.default_rng(0)
+    bs = make_set(rng)
+    facts, W0 = make_facts(rng)
+    lr, beta, steps, seed = 0.7, 0.3, 12, 5
+    runs = dy.train_runs([[bs]], facts=facts, steps=steps, batch_size=batch, seeds=[seed], lr=lr, beta=beta,
+                         progress=False)
+    ref = reference_run([bs], W0, lr=lr, beta=beta, steps=steps, batch=batch, seed=seed)
+    for part in ("train", "test"):
+        ev = ref.eval_by_behavior[part]
+        np.testing.assert_allclose(runs.loss[part][0, :, 0], ev["loss"][0, :, 0].numpy(), rtol=0, atol=1e-12)
+        np.testing.assert_allclose(runs.margin[part][0, :, 0], ev["rewards/margins"][0, :, 0].numpy() / beta,
+                                   rtol=0, atol=1e-10)
+        np.testing.assert_array_equal(runs.policy_accuracy[part][0, :, 0], ev["outputs/accuracies"][0, :, 0].numpy())
+        np.testing.assert_array_equal(runs.reward_accuracy[part][0, :, 0], ev["rewards/accuracies"][0, :, 0].numpy())
+    np.testing.assert_allclose(runs.head_change[0], ref.head_change[0].numpy(), rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(runs.batch_loss[0], ref.train["loss"][0].numpy(), rtol=0, atol=1e-12)
+    # the exact first step, from the first batch's own statistics
+    np.testing.assert_allclose(runs.first_step, runs.head_change[:, 1], rtol=1e-12)
+    assert runs.policy_accuracy["train"][0, 0, 0] == np.mean(bs.s_train * (bs.h_train @ facts.a) > 0)
+    # the share of statements on which the policy prefers Yes, at W_0 and at the reference's final head
+    W_T = ref.W.numpy()
+    for part in ("train", "test"):
+        h = bs.part(part)[0]
+        assert runs.policy_yes[part][0, 0, 0] == np.mean(h @ facts.a > 0)
+        assert runs.policy_yes[part][0, -1, 0] == np.mean(h @ (W_T[YES] - W_T[NO]) > 0)
+
+
+def test_joint_and_oversampled_runs_match_the_reference_per_behaviour():
+    rng = np.random.default_rng(1)
+    group = [make_set(rng, "x", 9, 10), make_set(rng, "y", 12, 8, shift=2.0)]
+    facts, W0 = make_facts(rng)
+    for replicate in ([1, 1], [3, 1]):
+        runs = dy.train_runs([group], facts=facts, steps=10, batch_size=16, seeds=[2], lr=0.5, beta=0.4,
+                             replicate=[replicate], progress=False)
+        ref = reference_run(group, W0, lr=0.5, beta=0.4, steps=10, batch=16, seed=2, replicate=replicate)
+        ev = ref.eval_by_behavior["train"]
+        assert runs.loss["train"].shape == (1, 11, 2)
+        np.testing.assert_allclose(runs.loss["train"][0], ev["loss"][0].numpy(), rtol=0, atol=1e-12)
+        np.testing.assert_array_equal(runs.policy_accuracy["test"][0], ref.eval_by_behavior["test"]["outputs/accuracies"][0].numpy())
+        np.testing.assert_allclose(runs.head_change[0], ref.head_change[0].numpy(), rtol=1e-10, atol=1e-14)
+
+
+def test_oversampling_equals_training_on_copied_data():
+    rng = np.random.default_rng(15)
+    a, b = make_set(rng, "a", 9, 6), make_set(rng, "b", 5, 10, shift=2.0)
+    copied = dy.BehaviorSet("a", a.model, np.concatenate([a.h_train] * 3), np.concatenate([a.s_train] * 3),
+                            np.concatenate([a.idx_train] * 3), a.h_test, a.s_test, a.idx_test)
+    facts, _ = make_facts(rng)
+    kw = dict(facts=facts, steps=8, batch_size=12, seeds=[4], lr=0.6, beta=0.3, progress=False)
+    r_rep = dy.train_runs([[a, b]], replicate=[[3, 1]], **kw)
+    r_cop = dy.train_runs([[copied, b]], **kw)
+    np.testing.assert_allclose(r_rep.head_change, r_cop.head_change, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(r_rep.loss["train"][..., 1], r_cop.loss["train"][..., 1], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(r_rep.loss["train"][..., 0], r_cop.loss["train"][..., 0], rtol=0, atol=1e-12)
+    # the theorem's first step is exact for the oversampled group too (full batch)
+    full = dy.train_runs([[a, b]], replicate=[[3, 1]], **{**kw, "batch_size": None, "steps": 1})
+    ov = dy.margin_overlay([a, b], full, 0)
+    np.testing.assert_allclose(full.margin["train"][0][1], ov["imbalance"][:, 1], rtol=1e-10)
+
+
+def test_runs_are_ordered_group_lr_seed_and_reproducible():
+    rng = np.random.default_rng(2)
+    sets = [make_set(rng, "a"), make_set(rng, "b")]
+    facts, _ = make_facts(rng)
+    kw = dict(facts=facts, steps=5, batch_size=4, seeds=[1, 2], lr=[0.1, 1.0], beta=0.2, progress=False)
+    r1 = dy.train_runs([[s] for s in sets], **kw)
+    r2 = dy.train_runs([[s] for s in sets], chunk=3, **kw)
+    assert r1.group.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+    assert r1.lr.tolist() == [0.1, 0.1, 1.0, 1.0] * 2 and r1.seed.tolist() == [1, 2] * 4
+    np.testing.assert_array_equal(r1.loss["train"], r2.loss["train"])  # chunking changes nothing
+    assert not np.array_equal(r1.loss["train"][0], r1.loss["train"][1])  # seeds differ
+    sub = r1.select(r1.seed == 2)
+    assert sub.runs == 4 and set(sub.seed.tolist()) == {2}
+    one = r1.select(r1.lr == 1.0)
+    np.testing.assert_allclose(one.curves(["b", "a"], "policy_accuracy", "test"),
+                               [one.policy_accuracy["test"][one.group == g][:, :, 0].mean(0) for g in (1, 0)])
+    with pytest.raises(dy.DynamicsError, match="no single-behaviour runs of \\['c'\\]"):
+        one.curves(["c"])
+    with pytest.raises(dy.DynamicsError, match="metric must be one of"):
+        one.curves(["a"], "speed")
+
+
+def test_empty_test_sets_give_nan_and_runs_still_train():
+    rng = np.random.default_rng(3)
+    full = make_set(rng, "full")
+    empty = dy.BehaviorSet("empty", "synthetic", full.h_train, full.s_train, full.idx_train,
+                           np.zeros((0, D)), np.zeros(0), np.zeros(0, dtype=int))
+    facts, _ = make_facts(rng)
+    runs = dy.train_runs([[full], [empty]], facts=facts, steps=4, batch_size=4, seeds=[1], lr=0.3, beta=0.2,
+                         progress=False)
+    assert np.isfinite(runs.loss["test"][0]).all() and np.isnan(runs.loss["test"][1]).all()
+    np.testing.assert_array_equal(runs.loss["train"][0], runs.loss["train"][1])
+
+
+def test_train_runs_rejects_bad_input_clearly():
+    rng = np.random.default_rng(4)
+    bs = make_set(rng)
+    facts, _ = make_facts(rng)
+    kw = dict(facts=facts, steps=3, seeds=[1], lr=0.1, beta=0.1, progress=False)
+    with pytest.raises(dy.DynamicsError, match="exceeds the 24 training pairs"):
+        dy.train_runs([[bs]], batch_size=100, **kw)
+    with pytest.raises(dy.DynamicsError, match="same number of behaviours"):
+        dy.train_runs([[bs], [bs, bs]], batch_size=4, **kw)
+    with pytest.raises(dy.DynamicsError, match="positive int per behaviour"):
+        dy.train_runs([[bs]], batch_size=4, replicate=[[0]], **kw)
+    with pytest.raises(dy.DynamicsError, match="lr must be a positive"):
+        dy.train_runs([[bs]], batch_size=4, **{**kw, "lr": -1.0})
+    other, _ = make_facts(rng, d=D + 1)
+    with pytest.raises(dy.DynamicsError, match="same width"):
+        dy.train_runs([[bs]], batch_size=4, **{**kw, "facts": other})
+
+
+# ---------------------------------------------------------------------------------------------------
+# The learning rate
+# ---------------------------------------------------------------------------------------------------
+
+def test_effective_step_algebra_and_beta_modes():
+    assert dy.effective_step(0.1, 0.01, 4096 * 2.0) == pytest.approx(0.1 * 1e-4 * 8192)
+    kappa = dy.official_effective_step(3.0)
+    assert kappa == pytest.approx(0.1 * 0.01 ** 2 * 4096 * 3.0)
+    lr = dy.matched_lr(kappa, 0.01, 2000.0)
+    assert dy.effective_step(lr, 0.01, 2000.0) == pytest.approx(kappa)
+    assert dy.beta_for("official", 576) == 0.01
+    assert dy.beta_for("matched", 4096) == pytest.approx(0.01)
+    assert dy.beta_for("matched", 576) == pytest.approx(0.64 / 24)
+    with pytest.raises(config.ConfigError, match="valid: \\['official', 'matched'\\]"):
+        dy.beta_for("offical", 576)
+    with pytest.raises(dy.DynamicsError, match="d must be a positive int"):
+        dy.beta_for("matched", 0)
+    for bad in (0.0, -1.0, float("nan"), True):
+        with pytest.raises(dy.DynamicsError, match="positive finite"):
+            dy.effective_step(bad, 0.01, 1.0)
+
+
+def test_losses_depend_on_the_scale_only_through_the_effective_step():
+    """h -> c h with eta -> eta / c^2: identical margins, losses and reward accuracies; ||W - W0|| / c."""
+    rng = np.random.default_rng(5)
+    bs = make_set(rng)
+    facts, _ = make_facts(rng)
+    c = 3.7
+    scaled = dy.BehaviorSet(bs.behavior, bs.model, c * bs.h_train, bs.s_train, bs.idx_train, c * bs.h_test, bs.s_test,
+                            bs.idx_test)
+    kw = dict(facts=facts, steps=20, batch_size=8, seeds=[3], beta=0.2, progress=False)
+    r1 = dy.train_runs([[bs]], lr=0.9, **kw)
+    r2 = dy.train_runs([[scaled]], lr=0.9 / c ** 2, **kw)
+    for part in ("train", "test"):
+        np.testing.assert_allclose(r1.loss[part], r2.loss[part], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(r1.margin[part], r2.margin[part], rtol=0, atol=1e-10)
+        np.testing.assert_array_equal(r1.reward_accuracy[part], r2.reward_accuracy[part])
+    np.testing.assert_allclose(r2.head_change, r1.head_change / c, rtol=1e-10, atol=1e-15)
+    # at a fixed eta * beta^2 the losses agree and the head change scales as 1 / beta
+    r3 = dy.train_runs([[bs]], lr=0.9 / 4, **{**kw, "beta": 0.4})
+    np.testing.assert_allclose(r3.loss["train"], r1.loss["train"], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(r3.head_change, r1.head_change / 2, rtol=1e-10, atol=1e-15)
+
+
+def test_lr_choice_matches_the_official_effective_step():
+    rng = np.random.default_rng(6)
+    fa, _ = make_facts(rng, model="proxy")
+    fb, _ = make_facts(rng, model="other")
+    sa = [make_set(rng, "p1"), make_set(rng, "p2")]
+    sb = [make_set(rng, "o1", common=9.0)]
+    data_ = {"proxy": (fa, sa), "other": (fb, sb)}
+    ch = dy.lr_choice(data_, proxy="proxy")
+    q2 = dy.mean_sq_norm(sa, transform=fa.double_norm) / D
+    for m in data_:
+        assert ch[m]["beta"] == 0.01
+        assert ch[m]["kappa"] == pytest.approx(dy.official_effective_step(q2))
+    assert ch["other"]["lr"] < ch["proxy"]["lr"]  # larger features, smaller step
+    matched = dy.lr_choice(data_, proxy="proxy", beta_mode="matched")
+    assert matched["other"]["lr"] == 0.1 and matched["other"]["beta"] == pytest.approx(0.64 / math.sqrt(D))
+    assert dy.lr_choice(data_, proxy="proxy", lr=0.3)["other"]["lr"] == 0.3
+    with pytest.raises(dy.DynamicsError, match="proxy model 'llama' must be among"):
+        dy.lr_choice(data_, proxy="llama")
+    # sets embedded with the official double norm: their own scale is the official one
+    twice = dy.lr_choice(data_, proxy="proxy", norm="double")
+    assert twice["proxy"]["q_official"] == pytest.approx(dy.mean_sq_norm(sa) / D)
+    assert math.isnan(dy.feature_scale(fa, sa, "double")["q_once"])
+    assert len(dy.lr_scenarios(data_, proxy="proxy", norm="double")) == 3
+    with pytest.raises(config.ConfigError, match="unknown norm"):
+        dy.feature_scale(fa, sa, "triple")
+    rows = dy.lr_scenarios(data_, proxy="proxy")
+    assert rows[0]["q"] == 1.0 and len(rows) == 5
+    assert [r["in_range"] for r in rows] == [True, True, True, True, False]
+    assert rows[1]["q"] == pytest.approx(dy.mean_sq_norm(sa) / D)
+
+
+def test_mean_sq_norm_and_double_norm():
+    rng = np.random.default_rng(7)
+    sets = [make_set(rng, "a"), make_set(rng, "b")]
+    pooled = np.concatenate([s.h_train for s in sets])
+    assert dy.mean_sq_norm(sets) == pytest.approx((pooled ** 2).sum(1).mean())
+    facts, _ = make_facts(rng)
+    h = pooled[:5]
+    expect = facts.gain * h / np.sqrt((h ** 2).mean(1, keepdims=True) + facts.eps)
+    np.testing.assert_allclose(facts.double_norm(h), expect)
+    with pytest.raises(dy.DynamicsError, match=f"h must be \\(n, {D}\\)"):
+        facts.double_norm(np.zeros((2, D + 1)))
+    with pytest.raises(dy.DynamicsError, match="at least one behaviour set"):
+        dy.mean_sq_norm([])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Data: head facts of a real (tiny) model, official splits on nested samples
+# ---------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def tiny(monkeypatch, tmp_path):
+    monkeypatch.setenv("ALIGNMENT_DYNAMICS_CACHE", str(tmp_path / "cache"))
+    return tiny_models.register(monkeypatch, tmp_path / "gguf")
+
+
+def test_head_facts_reads_the_answer_rows_and_the_final_norm(tiny, monkeypatch):
+    facts = dy.head_facts(tiny)
+    lm = models.load(tiny)
+    yes, no = lm.answer_token_ids()
+    assert (facts.yes_id, facts.no_id) == (yes, no)
+    np.testing.assert_allclose(facts.a, (lm.W_U[yes] - lm.W_U[no]).double().numpy(), rtol=1e-6)
+    h = torch.randn(4, lm.d_model)
+    with torch.no_grad():
+        once = lm.final_norm(h).double().numpy()
+    np.testing.assert_allclose(facts.double_norm(h.double().numpy()), once, rtol=1e-5, atol=1e-6)
+    # the second call reads the cache without loading the model
+    monkeypatch.setattr(models, "load", lambda *a, **k: (_ for _ in ()).throw(AssertionError("loaded again")))
+    again = dy.head_facts(tiny)
+    np.testing.assert_array_equal(again.gain, facts.gain)
+    assert again.eps == facts.eps and again.vocab_size == facts.vocab_size
+
+
+def test_behavior_set_splits_the_nested_sample_officially(tiny):
+    name = "openness"
+    sample = data.stratified_sample(name, 10, seed=1234)
+    bs = dy.behavior_set(tiny, name, 10, dtype="float32")
+    split = data.persona_split(name)
+    assert sorted(np.concatenate([bs.idx_train, bs.idx_test]).tolist()) == sample
+    assert set(bs.idx_train) <= set(split.train) and set(bs.idx_test) <= set(split.test)
+    recs = data.load_persona(name)
+    assert all((s > 0) == recs[i].positive for i, s in zip(bs.idx_train, bs.s_train))
+    h_all, _ = bs.part("all")
+    assert h_all.shape == (20, models.load(tiny).d_model)
+    np.testing.assert_allclose(bs.b("all"), h_all[np.concatenate([bs.s_train, bs.s_test]) > 0].mean(0)
+                               - h_all[np.concatenate([bs.s_train, bs.s_test]) < 0].mean(0))
+    with pytest.raises(dy.DynamicsError, match="part must be"):
+        bs.part("dev")
+    assert bs.computed == 20  # a fresh cache: every prompt was embedded
+    again = dy.behavior_set(tiny, name, 10, dtype="float32")
+    assert again.computed == 0  # then every row comes from the cache
+    np.testing.assert_array_equal(again.h_train, bs.h_train)
+
+
+def test_joint_splits_continue_one_stream():
+    a, b = "desire-to-influence-world", "subscribes-to-Islam"
+    assert dy.joint_splits([a, b]) == list(data.two_behavior_split(a, b))
+    three = dy.joint_splits([a, b, "risk-seeking"])
+    assert three[:2] == dy.joint_splits([a, b]) and three[0] == data.persona_split(a)
+    with pytest.raises(config.ConfigError):
+        dy.joint_splits([a, "no-such-behaviour"])
+
+
+def test_behavior_set_needs_both_classes():
+    h = np.zeros((4, D))
+    with pytest.raises(dy.DynamicsError, match="needs both classes"):
+        dy.BehaviorSet("x", "m", h, np.ones(4), np.arange(4), h, np.ones(4), np.arange(4))
+    with pytest.raises(dy.DynamicsError, match="disagree in shape"):
+        dy.BehaviorSet("x", "m", h, np.ones(3), np.arange(4), h, np.ones(4), np.arange(4))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Speed measures and statistics
+# ---------------------------------------------------------------------------------------------------
+
+def test_steps_to_level_and_change_slope():
+    acc = np.array([[0.5, 0.8, 0.95, 0.97], [0.2, 0.3, 0.4, 0.5], [0.91, 0.5, 0.95, 0.95]])
+    np.testing.assert_array_equal(dy.steps_to_level(acc, 0.9), [2, np.inf, 0])
+    t = np.arange(11.0)
+    assert dy.change_slope(3 * t) == pytest.approx(3.0)
+    np.testing.assert_allclose(dy.change_slope(np.stack([t, 2 * t])), [1.0, 2.0])
+    with pytest.raises(dy.DynamicsError, match="at least two steps"):
+        dy.change_slope(np.zeros(1))
+
+
+def test_speed_table_aggregates_over_seeds():
+    rng = np.random.default_rng(8)
+    sets = [make_set(rng, "weak", shift=0.1), make_set(rng, "strong", shift=4.0, common=0.0)]
+    facts, _ = make_facts(rng)
+    runs = dy.train_runs([[s] for s in sets], facts=facts, steps=30, batch_size=8, seeds=[1, 2, 3], lr=2.0, beta=0.5,
+                         progress=False)
+    tab = dy.speed_table(runs, k_early=5)
+    assert list(tab.index) == ["weak", "strong"]
+    loss = runs.loss["train"][:, :, 0]
+    assert tab.loc["strong", "loss_drop_end"] == pytest.approx(np.mean(dy.LN2 - loss[runs.group == 1, -1]))
+    assert tab.loc["strong", "loss_drop_end"] > tab.loc["weak", "loss_drop_end"]
+    assert (tab["steps_to_level"] <= runs.steps + 1).all()
+    acc = runs.policy_accuracy["train"][:, :, 0]
+    for g, name in enumerate(["weak", "strong"]):
+        hit = (acc[runs.group == g] >= 0.9).any(axis=1)
+        assert tab.loc[name, "reached"] == pytest.approx(hit.mean())
+    never = tab["reached"] == 0
+    assert (tab.loc[never, "steps_to_level"] == runs.steps + 1).all()
+    with pytest.raises(dy.DynamicsError, match="one learning rate"):
+        dy.speed_table(dy.train_runs([[sets[0]]], facts=facts, steps=3, batch_size=4, seeds=[1], lr=[0.1, 0.2],
+                                     beta=0.1, progress=False), k_early=1)
+
+
+def _manual_partial(x, y, z):
+    from scipy.stats import rankdata
+
+    rx, ry, rz = rankdata(x), rankdata(y), rankdata(z)
+    X = np.stack([np.ones_like(rz), rz], 1)
+    ex = rx - X @ np.linalg.lstsq(X, rx, rcond=None)[0]
+    ey = ry - X @ np.linalg.lstsq(X, ry, rcond=None)[0]
+    return np.corrcoef(ex, ey)[0, 1]
+
+
+def test_partial_spearman_removes_a_common_cause():
+    rng = np.random.default_rng(9)
+    z = rng.standard_normal(200)
+    x = z + 0.3 * rng.standard_normal(200)
+    y = np.exp(z) + 0.3 * rng.standard_normal(200)  # x and y related only through z
+    assert dy.partial_spearman(x, y) == pytest.approx(geometry.spearman(x, y))
+    assert dy.partial_spearman(x, y, z) == pytest.approx(_manual_partial(x, y, z))
+    assert abs(dy.partial_spearman(x, y, z)) < 0.2 < geometry.spearman(x, y)
+    rho, lo, hi = dy.partial_spearman_ci(x, y, z, n_boot=300, seed=1)
+    assert lo <= rho <= hi and lo < 0.05
+    assert dy.partial_spearman_ci(x, y, z, n_boot=300, seed=1) == (rho, lo, hi)
+    with pytest.raises(dy.DynamicsError, match="must not contain NaN"):
+        dy.partial_spearman(np.r_[x[:-1], np.nan], y)
+    with pytest.raises(dy.DynamicsError, match="same length"):
+        dy.partial_spearman(x[:5], y)
+
+
+def test_speed_correlations_and_outliers():
+    import pandas as pd
+
+    rng = np.random.default_rng(10)
+    d = rng.uniform(1, 5, 60)
+    tab = pd.DataFrame({"dist": d, "conc": d + rng.standard_normal(60), "speed": d ** 2, "flat": np.ones(60)},
+                       index=[f"b{i}" for i in range(60)])
+    tab.loc["b7", "speed"] = -10.0
+    c = dy.speed_correlations(tab, ["speed", "flat"], ["dist", "conc"], n_boot=200, seed=0)
+    row = c[(c.speed == "speed") & (c.property == "dist")].iloc[0]
+    assert row.rho > 0.9 and row.lo <= row.rho <= row.hi
+    assert c[c.speed == "flat"][["rho", "prho"]].isna().all().all()
+    out = dy.rank_outliers(tab["dist"], tab["speed"], list(tab.index), k=1)
+    assert list(out.index) == ["b7"]
+    assert math.isnan(dy.finite_spearman([1, 2, np.nan, 4], [1, 2, 3, np.nan]))
+    assert dy.finite_spearman([1, 2, 3, 4, np.inf], [1, 2, 3, 4, 5]) == pytest.approx(1.0)
+
+
+def test_wilson_interval_known_values():
+    p, lo, hi = dy.wilson_interval(5, 10)
+    assert p == 0.5 and lo == pytest.approx(0.2366, abs=1e-4) and hi == pytest.approx(0.7634, abs=1e-4)
+    assert dy.wilson_interval(0, 10)[1:] == (0.0, pytest.approx(0.2775, abs=1e-4))
+    assert dy.wilson_interval(10, 10)[1] == pytest.approx(0.7225, abs=1e-4)
+    with pytest.raises(dy.DynamicsError, match="successes must be an int in 0..10"):
+        dy.wilson_interval(11, 10)
+    with pytest.raises(dy.DynamicsError, match="n must be a positive int"):
+        dy.wilson_interval(0, 0)
+
+
+def test_verdict_rules():
+    assert dy.correlation_verdict(0.6, 0.4, 0.8) == "agrees"
+    assert dy.correlation_verdict(0.3, 0.1, 0.5) == "partly agrees"
+    assert dy.correlation_verdict(0.6, -0.1, 0.9) == "differs"
+    assert dy.correlation_verdict(math.nan, math.nan, math.nan) == "not testable here"
+    assert dy.fraction_verdict(0.9, 0.85, 0.95) == "agrees"
+    assert dy.fraction_verdict(0.7, 0.6, 0.8) == "partly agrees"
+    assert dy.fraction_verdict(0.55, 0.45, 0.65) == "differs"
+    assert dy.fraction_verdict(0.5, 0.4, 0.6, chance=1 / 3, strong=0.45) == "agrees"
+    assert dy.null_verdict([(-0.1, 0.2), (-0.3, 0.1)]) == "agrees"
+    assert dy.null_verdict([(0.1, 0.2), (-0.3, 0.1)]) == "partly agrees"
+    assert dy.null_verdict([(0.1, 0.2), (-0.3, -0.1)]) == "differs"
+    assert dy.null_verdict([(math.nan, 0.2)]) == "not testable here"
+    with pytest.raises(dy.DynamicsError, match="must lie in its interval"):
+        dy.correlation_verdict(0.9, 0.1, 0.5)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Prioritisation
+# ---------------------------------------------------------------------------------------------------
+
+def test_random_groups_are_distinct_and_seeded():
+    names = [f"b{i}" for i in range(8)]
+    g = dy.random_groups(names, 2, 28, seed=1)
+    assert len({frozenset(x) for x in g}) == 28 and all(len(set(x)) == 2 for x in g)
+    assert dy.random_groups(names, 3, 10, seed=1) == dy.random_groups(names, 3, 10, seed=1)
+    with pytest.raises(dy.DynamicsError, match="only 28 distinct groups"):
+        dy.random_groups(names, 2, 29, seed=1)
+
+
+def test_group_priorities_follow_the_official_definitions():
+    rng = np.random.default_rng(11)
+    group = [make_set(rng, "x", 10, 10), make_set(rng, "y", 10, 10, shift=2.0)]
+    pr = dy.group_priorities(group)
+    b = np.stack([bs.b() for bs in group])
+    np.testing.assert_allclose(pr["levels"], geometry.priority_levels(b)[[0, 1], [1, 0]])
+    assert pr["gap"] == pytest.approx(geometry.priority_gap(b[0], b[1]))
+    assert np.sign(pr["gap"]) == np.sign(np.linalg.norm(b[0]) - np.linalg.norm(b[1]))
+    heavy = dy.group_priorities(group, [3, 1])
+    np.testing.assert_allclose(heavy["weights"], [0.75, 0.25])
+    np.testing.assert_allclose(heavy["bbar"], 0.75 * b[0] + 0.25 * b[1])
+
+
+def test_order_agreement_and_final_gains():
+    pred = np.array([[3.0, 1.0, 2.0], [1.0, 2.0, 3.0]])
+    gain = np.array([[0.5, 0.1, 0.3], [0.3, 0.2, 0.1]])
+    a = dy.order_agreement(pred, gain)
+    assert a["top"].tolist() == [True, False] and a["order"].tolist() == [True, False]
+    np.testing.assert_allclose(a["tau"], [1.0, -1.0])
+    with pytest.raises(dy.DynamicsError, match="final_gains|metric must be"):
+        dy.final_gains(None, metric="speed")
+
+
+def test_balancing_replication_equalises_first_order_gains():
+    e1, e2 = np.eye(3)[0], np.eye(3)[1]
+    assert dy.balancing_replication(1.0 * e1, 2.0 * e2) == 4  # orthogonal: the ratio of squared norms
+    bl, bh = np.array([1.0, 0.2, 0.0]), np.array([0.3, 2.0, 0.5])
+    c = bl @ bh
+    ratio = (bh @ bh - c) / (bl @ bl - c)
+    w = np.array([ratio, 1.0]) / (ratio + 1.0)
+    bbar = w[0] * bl + w[1] * bh
+    assert bbar @ bl == pytest.approx(bbar @ bh)  # the weights the rounding starts from
+    assert dy.balancing_replication(bl, bh) == round(ratio)
+    assert dy.balancing_replication(np.array([1.0, 0.0]), np.array([2.0, 0.0]), max_factor=9) == 9  # infeasible
+    with pytest.raises(dy.DynamicsError, match="max_factor"):
+        dy.balancing_replication(e1, e2, max_factor=0)
+
+
+def test_priority_outcomes_reweighting_and_margin_theorem():
+    rng = np.random.default_rng(12)
+    strong, weak = make_set(rng, "strong", 20, 20, shift=3.0), make_set(rng, "weak", 20, 20, shift=0.5)
+    facts, _ = make_facts(rng)
+    groups = [[strong, weak], [weak, strong]]
+    runs = dy.train_runs(groups, facts=facts, steps=25, batch_size=None, seeds=[1], lr=1.0, beta=0.3, progress=False)
+    out = dy.priority_outcomes(groups, runs)
+    assert (out["gap"] > 0).tolist() == [True, False]
+    assert out["agree_loss"].all()
+    plan = dy.reweighting_plan(groups, max_factor=50)
+    assert plan[0][0] == 1 and plan[0][1] > 1 and plan[1][0] > 1 and plan[1][1] == 1
+    assert [dy.less_distinguishable(g) for g in groups] == [1, 0]
+    # the theorem over one full-batch step: exact with each set's own class balance
+    ov = dy.margin_overlay(groups[0], runs, 0)
+    np.testing.assert_allclose(runs.margin["train"][0][1], ov["imbalance"][:, 1], rtol=1e-10)
+    np.testing.assert_allclose(ov["theorem"], ov["imbalance"], rtol=1e-10)  # classes exactly balanced here
+    assert 0 <= ov["band_holds_until"] <= runs.steps
+    bins = dy.agreement_by_bins(np.array([0.01, 0.02, 0.3, 0.9]), np.array([False, True, True, True]), [0, 0.1, 1])
+    assert bins["n"].tolist() == [2, 2] and bins["p"].tolist() == [0.5, 1.0]
+    with pytest.raises(dy.DynamicsError, match="increasing"):
+        dy.agreement_by_bins([0.1], [True], [1, 0])
+
+
+def test_reweighting_helps_the_lagging_behaviour_and_is_accounted_for():
+    rng = np.random.default_rng(16)
+    groups = [[make_set(rng, f"s{i}", 20, 20, shift=3.0), make_set(rng, f"w{i}", 20, 20, shift=1.0)] for i in range(3)]
+    groups[1] = groups[1][::-1]
+    facts, _ = make_facts(rng)
+    kw = dict(facts=facts, steps=15, batch_size=None, seeds=[1], lr=1.0, beta=0.3, progress=False)
+    before = dy.priority_outcomes(groups, dy.train_runs(groups, **kw))
+    plan = dy.reweighting_plan(groups, max_factor=20)
+    after = dy.priority_outcomes(groups, dy.train_runs(groups, replicate=plan, **kw))
+    eff = dy.reweighting_effect(groups, before, after)
+    low = [dy.less_distinguishable(g) for g in groups]
+    np.testing.assert_allclose(eff["low_before"], [np.asarray(g)[lw] for g, lw in zip(before["gains_loss"], low)])
+    assert (eff["low_after"] > eff["low_before"]).all() and (eff["high_after"] < eff["high_before"]).all()
+    assert eff["shrinks"].all() and eff["shrinks_p"] == 1.0 and eff["low_last_before"] == 1.0
+    with pytest.raises(dy.DynamicsError, match="same pairs"):
+        dy.reweighting_effect(groups, before, after.iloc[::-1].reset_index(drop=True))
+
+
+def test_update_rate_overlay_bounds_and_first_step():
+    rng = np.random.default_rng(13)
+    sets = [make_set(rng, "u", 20, 20), make_set(rng, "v", 25, 15, shift=2.0)]
+    facts, _ = make_facts(rng)
+    runs = dy.train_runs([[s] for s in sets], facts=facts, steps=40, batch_size=8, seeds=[1, 2], lr=2.0, beta=0.3,
+                         progress=False)
+    ov = dy.update_rate_overlay(sets, runs)
+    assert ov["first_step_error"].max() < 1e-12
+    assert (runs.head_change <= ov["bound"] + 1e-12).all()
+    balanced = runs.group == 0
+    np.testing.assert_allclose(ov["first_order"][balanced], ov["distinguishability"][balanced], rtol=1e-12)
+    with pytest.raises(dy.DynamicsError, match="the set given is"):
+        dy.update_rate_overlay(sets[::-1], runs)
+
+
+def test_first_step_terms_are_exact_without_within_class_noise():
+    rng = np.random.default_rng(14)
+    d, n_pos, n_neg, B, reps = 5, 17, 13, 8, 1200
+    mu_p, mu_n = rng.standard_normal(d) + 12.0, rng.standard_normal(d) + 12.0
+    h = np.concatenate([np.tile(mu_p, (n_pos, 1)), np.tile(mu_n, (n_neg, 1))])
+    s = np.r_[np.ones(n_pos), -np.ones(n_neg)]
+    bs = dy.BehaviorSet("q", "synthetic", h, s, np.arange(30), h[:0], s[:0], np.arange(0))
+    terms = dy.first_step_terms(bs, B)
+    assert terms["ratio"] > 5  # a large common mean: the batch's imbalance dominates
+    facts, _ = make_facts(rng, d=d)
+    runs = dy.train_runs([[bs]], facts=facts, steps=1, batch_size=B, seeds=list(range(reps)), lr=1.0, beta=0.1,
+                         progress=False)
+    m_sq = (runs.head_change[:, 1] / (math.sqrt(2) * 0.05)) ** 2  # ||m_B||^2 of each first batch
+    se = m_sq.std(ddof=1) / math.sqrt(reps)
+    assert abs(m_sq.mean() - terms["class_means"]) < 5 * se
+    with pytest.raises(dy.DynamicsError, match="batch_size must be an int in 1..30"):
+        dy.first_step_terms(bs, 100)
+
+
+def test_single_threaded_restores_the_thread_count():
+    before = torch.get_num_threads()
+    with dy.single_threaded():
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+
+
+# ---------------------------------------------------------------------------------------------------
+# Configuration and plots
+# ---------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("slug", ["training_dynamics", "prioritization"])
+def test_chapter_configs_share_the_distinguishability_sample(slug):
+    for profile in config.PROFILES:
+        cfg = config.resolve(slug, profile)
+        dist = config.resolve("distinguishability", profile)
+        assert cfg.sweep_per_class == dist.per_class and cfg.sweep_behaviors == dist.behaviors
+        assert cfg.dtype == dist.dtype
+    with pytest.raises(config.ConfigError, match="exactly two different models"):
+        config.resolve(slug, "fast", models=["smollm2-135m-instruct"])
+    with pytest.raises(config.ConfigError, match="BETA_MODE must be one of"):
+        config.resolve(slug, "fast", beta_mode="paper")
+    with pytest.raises(config.ConfigError, match="LR must be"):
+        config.resolve(slug, "fast", lr=-0.1)
+
+
+def test_plots_return_figures_and_check_shapes():
+    import matplotlib.pyplot as plt
+
+    t = np.arange(6)
+    y = np.linspace(0, 1, 12).reshape(2, 6)
+    figs = [
+        plotting.curves_grid(t, [{"title": "x", "train": y, "test": y / 2, "labels": ["a", "b"]}], ylabel="loss",
+                             hline=0.5, n_train=100, batch_size=10),
+        plotting.theory_overlay_grid(t, [{"title": "x", "measured": y + 0.1, "labels": ["a", "b"], "theory": {"th": y},
+                                          "points": {"p": (1, [0.2, 0.3])}, "band": (y - 0.1, y + 0.1)}],
+                                     ylabel="c", clip_band=True),
+        plotting.lr_sensitivity({"m": ([0.1, 1.0], [0.1, 0.2])}, marks={"m": {"η": 0.3}}, xlabel="κ", ylabel="y",
+                                band=(0.2, 0.5)),
+        plotting.speed_grid([{"x": [1, 2, 3], "y": [3, 2, 1], "names": ["a", "b", "c"], "highlight": ["b"],
+                              "note": "ρ"}]),
+        plotting.agreement_bins(["a", "b"], {"m": ([0.5, 0.9], [0.3, 0.8], [0.7, 1.0])}, chance=0.5, xlabel="x",
+                                ylabel="y"),
+        plotting.balance_panels([{"x": [1, 2], "y": [2, 1], "title": "t"}] * 2, xlabel="x", ylabel="y"),
+    ]
+    assert all(isinstance(f, plt.Figure) for f in figs)
+    for f in figs:
+        plt.close(f)
+    with pytest.raises(ValueError, match="train must be"):
+        plotting.curves_grid(t, [{"train": y[:, :3], "labels": ["a", "b"]}], ylabel="")
+    with pytest.raises(ValueError, match="measured must be"):
+        plotting.theory_overlay_grid(t, [{"measured": y, "labels": ["a"]}], ylabel="")
+    with pytest.raises(ValueError, match="at least one panel"):
+        plotting.speed_grid([])
