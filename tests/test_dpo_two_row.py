@@ -191,3 +191,23 @@ def test_runs_sharing_features_with_other_signs():
              for h, s_ in ((H, p["s"]), (H.clone(), -p["s"]), (H[100:].clone(), p["s"][100:]))]
     for r in range(3):
         torch.testing.assert_close(shared.v[r], alone[r].v[0], rtol=0, atol=1e-14)
+
+
+def test_eval_sets_of_unequal_sizes_per_run_equal_single_runs():
+    """Per-run evaluation sets may differ in size (behaviours have different test splits)."""
+    ps = [_problem(n=n, m=m, seed=40 + i) for i, (n, m) in enumerate([(300, 60), (260, 90)])]
+    H, s, refs = [p["H"] for p in ps], [p["s"] for p in ps], [p["ref"] for p in ps]
+    evs = [(p["Ht"], p["st"], p["reft"], torch.arange(p["Ht"].shape[0]) % 2) for p in ps]
+    assert evs[0][0].shape[0] != evs[1][0].shape[0]
+    batched = dpo.train_two_row(H, s, reference=refs, beta=0.1, lr=2.0, steps=15, batch_size=64,
+                                generator=[5, 6], flip=[False, True], eval_sets={"test": evs})
+    for r in range(2):
+        single = dpo.train_two_row(H[r], s[r], reference=refs[r], beta=0.1, lr=2.0, steps=15, batch_size=64,
+                                   generator=5 + r, flip=[False, True][r], eval_sets={"test": evs[r]})
+        for k, v in single.eval["test"].items():
+            torch.testing.assert_close(batched.eval["test"][k][r], v[0], rtol=0, atol=1e-13)
+        for k, v in single.eval_by_behavior["test"].items():
+            torch.testing.assert_close(batched.eval_by_behavior["test"][k][r], v[0], rtol=0, atol=1e-13)
+    with pytest.raises(ValueError, match="for every run's set or for none"):
+        dpo.train_two_row(H, s, reference=refs, beta=0.1, lr=2.0, steps=2, batch_size=64, generator=[5, 6],
+                          eval_sets={"test": [evs[0], evs[1][:2]]})

@@ -329,8 +329,13 @@ def train_two_row(H, s, *, beta, lr, steps: int, batch_size: int | None, generat
     ev, ev_by = {}, {}
     for name, spec in (eval_sets or {}).items():
         per_run = _eval_spec(name, spec, runs, d)
-        if len({(sp[0].shape[0], sp[2] is None, sp[3] is None) for sp in per_run}) != 1:
-            raise ValueError(f"eval set {name!r}: every run's set must have the same size and the same optional parts")
+        if len({(sp[2] is None, sp[3] is None) for sp in per_run}) != 1:
+            raise ValueError(f"eval set {name!r}: give the reference and behaviour ids for every run's set or for none")
+        if len({sp[0].shape[0] for sp in per_run}) != 1:  # sets of unequal sizes: one run at a time
+            ev[name], by = _eval_ragged(per_run, flips, Vt, sv, betas, n_behaviors, dtype, kw)
+            if by:
+                ev_by[name] = by
+            continue
         He = _stack_shared([sp[0] for sp in per_run], dtype)  # [R, m, d]
         se = torch.stack([(-sp[1] if f else sp[1]).to(dtype) for sp, f in zip(per_run, flips)]).unsqueeze(1)
         refe = None
@@ -351,6 +356,26 @@ def train_two_row(H, s, *, beta, lr, steps: int, batch_size: int | None, generat
                     batch_size=batch_size, loss_type=loss_type, label_smoothing=float(label_smoothing),
                     optimizer=optimizer, momentum=momentum, flip=flips, dtype=str(dtype)),
         train_by_behavior=train_by, eval_by_behavior=ev_by, v=Vt if keep_v else None)
+
+
+def _eval_ragged(per_run, flips, Vt, sv, betas, n_behaviors, dtype, kw):
+    """Metrics of per-run evaluation sets of unequal sizes, run by run, stacked to ``[R, T+1]``."""
+    out, out_by = [], []
+    for r, ((H, s, ref, bid), flip) in enumerate(zip(per_run, flips)):
+        He = H.to(dtype)
+        se = (-s if flip else s).to(dtype).unsqueeze(0)  # [1, m]
+        refe = None
+        if ref is not None:
+            ref = ref.swapped() if flip else ref
+            refe = _RefRows(*(getattr(ref, f).to(dtype).unsqueeze(0) for f in _RefRows._fields))
+        wdot = Vt[r] @ He.T  # [T+1, m]
+        sd = (He @ sv[r]).unsqueeze(0) if sv is not None else torch.zeros(1, He.shape[0], dtype=dtype)
+        out.append(_pair_metrics(wdot, se, sd, refe, beta=betas[r], **kw))
+        if bid is not None:
+            bide = bid.unsqueeze(0).expand(wdot.shape[0], -1)
+            nbe = n_behaviors if n_behaviors is not None else int(max(int(sp[3].max()) for sp in per_run)) + 1
+            out_by.append(_pair_metrics(wdot, se, sd, refe, beta=betas[r], behavior_id=bide, n_behaviors=nbe, **kw))
+    return _stack_dicts(out), (_stack_dicts(out_by) if out_by else {})
 
 
 class _RefRows(NamedTuple):
