@@ -236,7 +236,7 @@ register(ChapterSpec(
         "check_per_class": {"smoke": 1, "fast": 1, "full": 8},
         # benchmark P1 at build time (python -m alignment_dynamics.bench embed): its sizes
         "bench": {"smoke": {"n": 8, "n_official": 2, "rounds": 1, "matmul_seconds": 0.1},
-                  "fast": {"n": 128, "n_official": 16, "rounds": 4, "matmul_seconds": 0.5},
+                  "fast": {"n": 96, "n_official": 12, "rounds": 2, "matmul_seconds": 0.5},
                   "full": {"n": 256, "n_official": 24, "rounds": 4, "matmul_seconds": 0.5}},
         "bench_models": {"smoke": ["smollm2-135m-instruct"], "fast": ["smollm2-135m-instruct"],
                          "full": ["smollm2-135m-instruct", "gemma-3-270m"]},
