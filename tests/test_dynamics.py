@@ -624,3 +624,21 @@ def test_plots_return_figures_and_check_shapes():
         plotting.theory_overlay_grid(t, [{"measured": y, "labels": ["a"]}], ylabel="")
     with pytest.raises(ValueError, match="at least one panel"):
         plotting.speed_grid([])
+
+
+def test_gap_size_comparison_decides_only_when_the_interval_excludes_zero():
+    rng = np.random.default_rng(7)
+    big = 400
+    # pair (a): very different distinguishabilities (large |gap|); pair (b): similar ones (small |gap|)
+    a = [make_set(rng, "a1", big, big, shift=0.3), make_set(rng, "a2", big, big, shift=3.0)]
+    b = [make_set(rng, "b1", big, big, shift=2.0), make_set(rng, "b2", big, big, shift=2.2)]
+    out = dy.gap_size_comparison(a, b, n_boot=200, seed=1)
+    assert out["gap_a"] > out["gap_b"] and 0 < out["diff_lo"] <= out["diff_hi"]
+    assert out["verdict"] == "agrees"
+    assert dy.gap_size_comparison(b, a, n_boot=200, seed=1)["verdict"] == "differs"
+    # two copies of the same pair: the difference is noise, undecided
+    same = dy.gap_size_comparison(b, [make_set(rng, "c1", 20, 20, shift=2.0), make_set(rng, "c2", 20, 20, shift=2.2)],
+                                  n_boot=200, seed=1)
+    assert same["diff_lo"] < 0 < same["diff_hi"] and same["verdict"] == "not testable here"
+    with pytest.raises(dy.DynamicsError, match="exactly two"):
+        dy.gap_size_comparison(a[:1], b, n_boot=50, seed=1)

@@ -419,7 +419,7 @@ register(ChapterSpec(
     settings={
         "dtype": _same("bfloat16"),
         "per_class": _FIGURE_PER_CLASS,
-        "figure_models": {"smoke": 1, "fast": 2, "full": 2},  # how many of MODELS train the Figure 5 pairs
+        "figure_models": {"smoke": 2, "fast": 2, "full": 2},  # how many of MODELS train the Figure 5 pairs
         "pair_a": _same(_NAMED_BEHAVIORS[0:2]),
         "pair_b": _same(_NAMED_BEHAVIORS[2:4]),
         "sweep_per_class": _DIST["per_class"],
@@ -431,6 +431,7 @@ register(ChapterSpec(
         "seeds": {"smoke": 1, "fast": 3, "full": 5},
         "max_replication": _same(16),
         "gap_bins": _same([0.0, 0.05, 0.1, 0.2, 0.4, 1.0]),
+        "n_boot": {"smoke": 50, "fast": 1000, "full": 2000},  # bootstrap of the Figure 5 gap comparison
         "proxy": _same("smollm2-135m-instruct"),
     },
     datasets=("anthropic-persona",),

@@ -1079,6 +1079,33 @@ def fraction_verdict(p: float, lo: float, hi: float, *, chance: float = 0.5, str
     return "differs"
 
 
+def gap_size_comparison(pair_a: Sequence["BehaviorSet"], pair_b: Sequence["BehaviorSet"], *, n_boot: int,
+                        seed: int) -> dict[str, float | str]:
+    """Is pair (a)'s priority gap larger than pair (b)'s? A stratified-bootstrap answer on the pairs'
+    training sets.
+
+    Returns |G(a)|, |G(b)|, the 95 % percentile interval of |G(a)| − |G(b)| over ``n_boot`` replicates
+    (:func:`alignment_dynamics.geometry.bootstrap_gaps`), and a verdict on "pair (a) has the larger gap":
+    "agrees" when the interval lies above 0, "differs" when it lies below 0, "not testable here" when it
+    contains 0 (undecided at this sample size).
+
+    Used in: `book/prioritization.md`.
+    """
+    from . import geometry
+
+    sets = list(pair_a) + list(pair_b)
+    if len(pair_a) != 2 or len(pair_b) != 2:
+        raise DynamicsError("each pair must hold exactly two behaviour sets")
+    data_ = {bs.behavior: (bs.h_train, bs.s_train > 0) for bs in sets}
+    pa, pb = tuple(bs.behavior for bs in pair_a), tuple(bs.behavior for bs in pair_b)
+    boot = geometry.bootstrap_gaps(data_, [pa, pb], n_boot=n_boot, seed=seed)
+    ga = abs(geometry.priority_gap(pair_a[0].b("train"), pair_a[1].b("train")))
+    gb = abs(geometry.priority_gap(pair_b[0].b("train"), pair_b[1].b("train")))
+    lo, hi = geometry.percentile_ci(np.abs(boot[pa]) - np.abs(boot[pb]))
+    verdict = "agrees" if lo > 0 else "differs" if hi < 0 else "not testable here"
+    return {"gap_a": ga, "gap_b": gb, "diff_lo": float(lo), "diff_hi": float(hi), "verdict": verdict}
+
+
 # ---------------------------------------------------------------------------------------------------
 # Prioritisation: groups, priority predictions, who is learned first, reweighting
 # ---------------------------------------------------------------------------------------------------
