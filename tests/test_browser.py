@@ -67,9 +67,14 @@ def _pages(html_dir: Path) -> list[Path]:
 
 _WAIT_MATHJAX = """
 const done = arguments[arguments.length - 1];
-if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
-  MathJax.startup.promise.then(() => done(true)).catch(e => done("mathjax error: " + e));
-} else { done(false); }
+const t0 = Date.now();
+(function poll() {
+  if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
+    MathJax.startup.promise.then(() => done(true)).catch(e => done("mathjax error: " + e));
+  } else if (Date.now() - t0 > 30000 || !document.querySelector('script[src*="mathjax"]')) {
+    done(false);
+  } else { setTimeout(poll, 100); }
+})();
 """
 
 _MATH_STATE = """
