@@ -23,6 +23,7 @@ _SUBMODULES = {
     "data",
     "dpo",
     "embed",
+    "finetune",
     "geometry",
     "models",
     "plotting",
