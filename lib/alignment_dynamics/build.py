@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from . import cache, config
-from .book import claims_from_notebook
+from .book import claims_from_notebook, runtime_cell
 
 KERNEL = {"name": "python3", "display_name": "Python 3", "language": "python"}
 STACK = ("numpy", "torch", "transformers", "papermill", "nbclient", "jupytext", "myst-nb")
@@ -322,6 +322,7 @@ class Build:
         wall = time.perf_counter() - t0
         executed = nbformat.read(out, as_version=4)
         _tag_injected(executed, "remove-cell" if self.profile == "fast" else "hide-cell")
+        executed.cells.append(runtime_cell(page.slug, wall))
         executed.metadata["alignment_dynamics"] = {
             "key": key, "profile": self.profile, "parameters": params, "wall_s": round(wall, 3),
             "versions": self._versions,
@@ -503,7 +504,8 @@ def build_book(root: Path, build_dir: Path, profile: str, *, only: list[str] | N
     status = 0 if not failed else 1
     if do_render:
         stage_dir = build_dir / "stage"
-        subset = None if not only else [p for p in pages if p.slug in only or p is pages[0]]
+        # a partial book keeps its root page and the plain pages (the bibliography)
+        subset = None if not only else [p for p in pages if p.slug in only or p is pages[0] or not p.notebook]
         stage(root, stage_dir, pages if subset is None else subset, executed, toc_subset=subset)
         ok, wall, log_tail = render(stage_dir, build_dir / "html", strict=not only)
         report["render"] = {"status": "ok" if ok else "failed", "wall_s": round(wall, 3),

@@ -231,3 +231,41 @@ def is_temporary(path: str | os.PathLike) -> bool:
 def scratch_dir(prefix: str = "ad-") -> Path:
     """A fresh temporary folder (the caller removes it)."""
     return Path(tempfile.mkdtemp(prefix=prefix))
+
+
+# ---------------------------------------------------------------------------------------------------
+# data / models / embeddings: a file lock for writers that must not run twice at once
+# ---------------------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created) for the ``with`` block.
+
+    Serialises expensive writers of one entry (a model conversion, an embedding store) across
+    processes. The kernel releases the lock when its holder dies, even by ``kill -9``, so a killed
+    writer never blocks the next run.
+
+    Used in: `book/persona_data.md` (through ``models`` and ``embed``).
+    """
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def sweep_temporaries_of(target: str | os.PathLike) -> int:
+    """Remove the temporaries :func:`atomic_path` left beside ``target`` (call it holding the target's lock)."""
+    target = Path(target)
+    if not target.parent.exists():
+        return 0
+    n = 0
+    for p in target.parent.glob(f"{target.name}{_TMP_MARK}*"):
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        n += 1
+    return n

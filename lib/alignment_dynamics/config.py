@@ -204,6 +204,90 @@ register(ChapterSpec(slug="intro", aggregates="claims"))
 # --- reproducibility -------------------------------------------------------------------------------
 register(ChapterSpec(slug="reproducibility", aggregates="report", reads_artifacts=True))
 
+# --- dpo_last_layer (Part I: theory) ----------------------------------------------------------------
+register(ChapterSpec(slug="dpo_last_layer", params=(
+    _SEED,
+    Param("D", _same(16), "embedding dimension of the synthetic checks", positive_int),
+    Param("V", _same(50), "vocabulary size of the full-softmax reference", _typed(int, lo=8)),
+    Param("N", {"smoke": 100, "fast": 400, "full": 400}, "number of preference pairs", _typed(int, lo=4)),
+    Param("BETA", _same(0.5), "DPO temperature beta of the checks", positive_float),
+    Param("LR", _same(1.0), "SGD learning rate of the checks", positive_float),
+    Param("STEPS", {"smoke": 10, "fast": 200, "full": 200}, "full-batch steps of the trajectory check", positive_int),
+)))
+
+# --- update_rate (Part I: theory) -------------------------------------------------------------------
+register(ChapterSpec(slug="update_rate", params=(
+    _SEED,
+    Param("D", {"smoke": 16, "fast": 64, "full": 256}, "dimension of the illustrated instances", positive_int),
+    Param("N", {"smoke": 64, "fast": 512, "full": 2048}, "training pairs of the illustrated instances (even)", _typed(int, lo=4)),
+    Param("BETA_PRIME", _same(0.64), "beta' with beta = beta' / sqrt(d) (0.64: the official beta 0.01 at d = 4096)", positive_float),
+    Param("LR", _same(0.1), "GD step of the illustrated instances (0.1: the official learning rate)", positive_float),
+    Param("STEPS", {"smoke": 10, "fast": 100, "full": 100}, "GD steps of the illustrated instances", positive_int),
+    Param("N_INSTANCES", {"smoke": 6, "fast": 120, "full": 1000}, "random instances in the sweep", positive_int),
+    Param("REPEATS", {"smoke": 4, "fast": 16, "full": 64}, "independent training sets per instance", _typed(int, lo=2)),
+), settings={"sweep_steps": {"smoke": 10, "fast": 40, "full": 100}, "eps": _same(0.05)}))
+
+# --- accuracy (Part I: theory) ----------------------------------------------------------------------
+register(ChapterSpec(slug="accuracy", params=(
+    _SEED,
+    Param("D", {"smoke": 16, "fast": 64, "full": 256}, "dimension of the illustrated instances", positive_int),
+    Param("N", {"smoke": 64, "fast": 256, "full": 1024}, "training pairs of the illustrated instances", _typed(int, lo=8)),
+    Param("BETA_PRIME", _same(0.64), "beta' with beta = beta' / sqrt(d)", positive_float),
+    Param("LR_FRAC", _same(0.5), "step as a fraction of the step condition's limit 2 / (beta^2 E||h||^2)", _typed(float, lo=0.0, hi=1.0, lo_open=True)),
+    Param("STEPS", {"smoke": 10, "fast": 100, "full": 200}, "GD steps", positive_int),
+    Param("N_INSTANCES", {"smoke": 6, "fast": 60, "full": 500}, "random instances in the sweep", positive_int),
+    Param("REPEATS", {"smoke": 4, "fast": 16, "full": 64}, "independent training sets per instance", _typed(int, lo=2)),
+), settings={"sweep_steps": {"smoke": 10, "fast": 100, "full": 200}, "eps": _same(0.1)}))
+
+# --- priority (Part I: theory) ----------------------------------------------------------------------
+register(ChapterSpec(slug="priority", params=(
+    _SEED,
+    Param("D", {"smoke": 16, "fast": 64, "full": 256}, "dimension of the illustrated pairs", positive_int),
+    Param("N_PER", {"smoke": 32, "fast": 200, "full": 1000}, "training pairs per behaviour (even)", _typed(int, lo=2)),
+    Param("BETA_PRIME", _same(0.64), "beta' with beta = beta' / sqrt(d)", positive_float),
+    Param("LR", _same(0.5), "GD step", positive_float),
+    Param("STEPS", {"smoke": 10, "fast": 60, "full": 100}, "GD steps", positive_int),
+    Param("N_INSTANCES", {"smoke": 6, "fast": 100, "full": 800}, "random instances in the sweep", positive_int),
+    Param("REPEATS", {"smoke": 3, "fast": 8, "full": 32}, "independent training sets per instance", _typed(int, lo=2)),
+), settings={"sweep_steps": {"smoke": 10, "fast": 40, "full": 100}}))
+
+# --- distinguishability ----------------------------------------------------------------------------
+# The behaviours named by the paper's Figure 5 and by the official code's single-behaviour plots; the
+# smoke profile measures only these.
+_NAMED_BEHAVIORS = [
+    "acts-like-it-wants-to-help-humans-but-does-not-care-about-that", "risk-seeking",
+    "desire-to-influence-world", "subscribes-to-Islam",
+    "subscribes-to-average-utilitarianism", "okay-with-building-an-AI-with-different-goals-to-accomplish-its-task",
+    "optionality-increasing", "desire-to-not-have-memory-erased", "subscribes-to-Buddhism",
+]
+register(ChapterSpec(
+    slug="distinguishability",
+    params=(
+        _SEED,
+        Param("MODELS", _same(["smollm2-135m-instruct", "gemma-3-270m"]),
+              "the models whose embeddings are measured (the first is the main one)", model_names, kind="models"),
+        Param("NORM", _same("model"), "embedding normalisation: 'model' (the logits' features) or 'double' "
+              "(the official code's second RMSNorm)", one_of("model", "double")),
+        Param("DTYPE", _same("bfloat16"), "dtype of the forward pass (embeddings are stored in float32)",
+              one_of("bfloat16", "float32")),
+    ),
+    settings={
+        # Statements per class and behaviour, drawn with data.stratified_sample (nested: a larger sample
+        # contains a smaller one). None: every statement. Other chapters may read this to reuse the cache.
+        "per_class": {"smoke": 6, "fast": 32, "full": None},
+        "behaviors": {"smoke": _NAMED_BEHAVIORS, "fast": None, "full": None},  # None: all 135
+        # Figure 2: statements per class for the three mapped behaviours (a superset of per_class).
+        "map_per_class": {"smoke": 6, "fast": 150, "full": None},
+        "map_method": {"smoke": "pca", "fast": "umap", "full": "umap"},
+        "n_boot": {"smoke": 50, "fast": 400, "full": 400},
+        "shrinkage": _same(0.1),  # λ of the shrunk Fisher distance
+        "tail_directions": {"smoke": 4, "fast": 16, "full": 16},
+        "beta": _same(0.01),  # the official β, for β′ = β √d
+        "eta": _same(0.1),  # the official SGD learning rate of the last-layer runs
+    },
+    datasets=("anthropic-persona",),
+))
+
 
 # ---------------------------------------------------------------------------------------------------
 # Resolution

@@ -96,3 +96,384 @@ def label_panels(axes: Sequence, start: str = "a") -> None:
     for i, ax in enumerate(np.ravel(axes)):
         ax.text(-0.02, 1.02, f"({chr(ord(start) + i)})", transform=ax.transAxes, ha="right", va="bottom",
                 fontweight="bold")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Geometry of preferences (book/distinguishability.md)
+# ---------------------------------------------------------------------------------------------------
+
+def _short(name: str, width: int = 38) -> str:
+    return name if len(name) <= width else name[: width - 1] + "…"
+
+
+def class_scatter_panels(points: Sequence, positive: Sequence, titles: Sequence[str], *,
+                         axis_name: str = "UMAP"):
+    """2-D maps of several behaviours side by side, positive statements green and negative grey.
+
+    ``points[k]`` is an (n, 2) array, ``positive[k]`` the matching bool mask and ``titles[k]`` plain
+    text (e.g. the behaviour and its distinguishability). Axis ticks are hidden: UMAP coordinates have
+    no units.
+
+    Used in: `book/distinguishability.md`.
+    """
+    if not (len(points) == len(positive) == len(titles)) or not points:
+        raise ValueError("points, positive and titles must be non-empty and of the same length")
+    k = len(points)
+    fig, axes = figure("triple" if k >= 3 else "double" if k == 2 else "square", 1, k, squeeze=False)
+    for ax, z, pos, title in zip(axes[0], points, positive, titles):
+        z = np.asarray(z)
+        pos = np.asarray(pos, dtype=bool)
+        if z.ndim != 2 or z.shape[1] != 2 or z.shape[0] != pos.shape[0]:
+            raise ValueError(f"each map must be (n, 2) with n labels, got {z.shape} and {pos.shape}")
+        ax.scatter(*z[~pos].T, s=9, color=NEGATIVE, alpha=0.7, label="negative (No)", linewidths=0)
+        ax.scatter(*z[pos].T, s=9, color=POSITIVE, alpha=0.7, label="positive (Yes)", linewidths=0)
+        ax.set_title(title)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_xlabel(f"{axis_name} 1")
+        ax.set_ylabel(f"{axis_name} 2")
+        ax.grid(False)
+    axes[0][0].legend(loc="best", markerscale=2)
+    return fig
+
+
+def sorted_with_intervals(panels: Sequence[dict], *, ylabel: str, highlight: Sequence[str] = (),
+                          log: bool = False):
+    """Behaviours sorted by a value, with interval bars and plasma colours, one panel per dict.
+
+    Each panel is ``{"values": array, "lo": array or None, "hi": array or None, "names": list,
+    "title": str}``. Points run left to right from the smallest value (purple) to the largest
+    (yellow). Names in ``highlight`` are ringed in black and labelled.
+
+    Used in: `book/distinguishability.md`.
+    """
+    import matplotlib as mpl
+
+    if not panels:
+        raise ValueError("need at least one panel")
+    fig, axes = figure("wide" if len(panels) > 1 else "single", 1, len(panels), squeeze=False)
+    cmap = mpl.colormaps["plasma"]
+    for ax, p in zip(axes[0], panels):
+        v = np.asarray(p["values"], dtype=float)
+        names = list(p["names"])
+        if len(names) != len(v):
+            raise ValueError("values and names must have the same length")
+        order = np.argsort(v, kind="stable")
+        x = np.arange(len(v))
+        colors = cmap(np.linspace(0.0, 0.9, len(v)))
+        if p.get("lo") is not None and p.get("hi") is not None:
+            lo, hi = np.asarray(p["lo"], float)[order], np.asarray(p["hi"], float)[order]
+            ax.vlines(x, lo, hi, colors=colors, alpha=0.6, linewidth=1.2)
+        ax.scatter(x, v[order], c=colors, s=12, zorder=3)
+        rank = {names[i]: r for r, i in enumerate(order)}
+        for j, name in enumerate(h for h in highlight if h in rank):
+            r = rank[name]
+            ax.scatter([r], [v[order][r]], s=60, facecolors="none", edgecolors="black", zorder=4)
+            ax.annotate(_short(name, 30), (r, v[order][r]), xytext=(6, -12 - 11 * (j % 3)), textcoords="offset points",
+                        fontsize=7.5, arrowprops={"arrowstyle": "-", "color": "0.4", "lw": 0.6})
+        ax.set_title(p.get("title", ""))
+        ax.set_xlabel("behaviours, sorted")
+        ax.set_ylabel(ylabel)
+        if log:
+            ax.set_yscale("log")
+    return fig
+
+
+def property_panels(table, *, order_by: str = "distinguishability", columns: Sequence[str] = (),
+                    labels: Sequence[str] = ()):
+    """Several per-behaviour columns of ``table`` (a DataFrame), all against one sort order.
+
+    One panel per column; the x axis is the rank by ``order_by`` and the colour the plasma colour of
+    that rank, so that one can see whether concentration and trace follow distinguishability.
+
+    Used in: `book/distinguishability.md`.
+    """
+    import matplotlib as mpl
+
+    columns = list(columns) or [order_by]
+    labels = list(labels) or columns
+    fig, axes = figure("triple", 1, len(columns), squeeze=False)
+    order = np.argsort(table[order_by].to_numpy(), kind="stable")
+    colors = mpl.colormaps["plasma"](np.linspace(0.0, 0.9, len(order)))
+    x = np.arange(len(order))
+    for ax, col, lab in zip(axes[0], columns, labels):
+        ax.scatter(x, table[col].to_numpy()[order], c=colors, s=10)
+        ax.set_xlabel(f"behaviours, sorted by {order_by}")
+        ax.set_ylabel(lab)
+    return fig
+
+
+def gap_heatmap(gaps, *, marks: Sequence[tuple[int, int, str]] = (), title: str = "",
+                axis_label: str = "behaviour rank by distinguishability"):
+    """A priority-gap matrix as a heatmap (diverging colours centred at 0) with marked pairs.
+
+    ``gaps`` is (k × k), rows and columns already in the order to show; ``marks`` are
+    ``(row, col, text)`` cells to ring and label. NaN cells (undefined gaps) are drawn white.
+
+    Used in: `book/distinguishability.md`.
+    """
+    g = np.asarray(gaps, dtype=float)
+    if g.ndim != 2 or g.shape[0] != g.shape[1]:
+        raise ValueError(f"gaps must be a square matrix, got shape {g.shape}")
+    fig, ax = figure("square")
+    vmax = float(np.nanmax(np.abs(g))) or 1.0
+    im = ax.imshow(g, cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest")
+    ax.grid(False)
+    for i, j, text in marks:
+        for (r, c) in ((i, j), (j, i)):
+            ax.scatter([c], [r], s=70, facecolors="none", edgecolors="black", linewidths=1.4)
+        ax.annotate(text, (j, i), xytext=(8, 8), textcoords="offset points", fontsize=9, fontweight="bold",
+                    bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "0.5", "alpha": 0.85})
+    ax.set_xlabel(f"j ({axis_label})")
+    ax.set_ylabel(f"i ({axis_label})")
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, shrink=0.8, label="priority gap G[i, j]")
+    return fig
+
+
+def tail_curves(curves: dict, references: dict, *, xlabel: str = "t (in standard deviations)"):
+    """Empirical P(|X| ≥ t) on a log scale, measured (solid) against reference laws (dashed).
+
+    ``curves`` and ``references`` map a label to ``(t, survival)``. A straight line on this plot is an
+    exponential (subexponential, α = 1) tail; a parabola bending down is a Gaussian tail.
+
+    Used in: `book/distinguishability.md`.
+    """
+    fig, ax = figure("single")
+    for k, (label, (t, s)) in enumerate(curves.items()):
+        s = np.asarray(s, float)
+        keep = s > 0
+        ax.plot(np.asarray(t)[keep], s[keep], label=label, color=ordered_colors(max(len(curves), 2))[k])
+    for k, (label, (t, s)) in enumerate(references.items()):
+        ax.plot(t, s, label=label, color=THEORY, linestyle=("--", ":", "-.")[k % 3], linewidth=1.2)
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("P(|X| ≥ t)")
+    ax.legend()
+    return fig
+
+
+def paired_scatter(x, y, *, xlabel: str, ylabel: str, names: Sequence[str] | None = None,
+                   highlight: Sequence[str] = (), diagonal: bool = False, logx: bool = False, logy: bool = False):
+    """One point per behaviour, ``x`` against ``y``, with named behaviours ringed and labelled.
+
+    ``diagonal`` draws y = x (dashed) for comparing one quantity between two models.
+
+    Used in: `book/distinguishability.md`.
+    """
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if x.shape != y.shape:
+        raise ValueError(f"x and y must have the same shape, got {x.shape} and {y.shape}")
+    fig, ax = figure("single")
+    ax.scatter(x, y, s=12, color=MEASURED, alpha=0.75)
+    if names is not None:
+        index = {n: k for k, n in enumerate(names)}
+        for j, name in enumerate(h for h in highlight if h in index):
+            k = index[name]
+            ax.scatter([x[k]], [y[k]], s=60, facecolors="none", edgecolors="black", zorder=4)
+            ax.annotate(_short(name, 30), (x[k], y[k]), xytext=(6, 4 - 11 * (j % 3)), textcoords="offset points",
+                        fontsize=7.5)
+    if diagonal:
+        lo, hi = min(x.min(), y.min()), max(x.max(), y.max())
+        ax.plot([lo, hi], [lo, hi], color=THEORY, linestyle="--", linewidth=1, label="y = x")
+        ax.legend()
+    if logx:
+        ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------------
+# Theory (Part I): bounds against measurements on synthetic data
+# ---------------------------------------------------------------------------------------------------
+
+FAMILY_MARKERS = {"gaussian": "o", "laplace": "s", "mixture": "^"}
+
+
+def _scatter_groups(ax, x, y, groups, *, size: float, label: str | None = None) -> None:
+    """Scatter ``(x, y)`` in the measured colour, or one marker per group (tail family) when given."""
+    if groups is None:
+        ax.scatter(x, y, s=size, color=MEASURED, alpha=0.7, label=label)
+        return
+    groups = np.asarray(groups)
+    for g in dict.fromkeys(groups.tolist()):
+        sel = groups == g
+        ax.scatter(x[sel], y[sel], s=size, alpha=0.7, marker=FAMILY_MARKERS.get(g, "o"), label=str(g))
+
+
+def plot_identity(x, y, *, xlabel: str, ylabel: str, groups=None, ax=None, title: str | None = None,
+                  log: bool = False):
+    """Scatter of a measured quantity ``y`` against its prediction ``x`` on the line ``y = x``.
+
+    ``groups`` (optional, one label per point) picks a marker per tail family or category.
+    Returns the figure.
+
+    Used in: `book/dpo_last_layer.md`, `book/update_rate.md`, `book/priority.md`.
+    """
+    if ax is None:
+        fig, ax = figure("square")
+    else:
+        fig = ax.figure
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    _scatter_groups(ax, x, y, groups, size=14, label="measured")
+    lo = min(x.min(), y.min())
+    hi = max(x.max(), y.max())
+    ax.plot([lo, hi], [lo, hi], color=THEORY, linestyle="--", linewidth=1, label="prediction (y = x)")
+    if log:
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.legend()
+    return fig
+
+
+def plot_bound_curves(t, measured: Sequence, *, labels: Sequence[str], upper: Sequence | None = None,
+                      lower: Sequence | None = None, first_order: Sequence | None = None, ax=None,
+                      ylabel: str = "", title: str | None = None, upper_label: str = "upper bound",
+                      lower_label: str = "lower bound", logy: bool = False):
+    """Measured curves over steps (one per instance, plasma colours from least to most distinguishable)
+    with their bounds: ``upper`` dotted, ``lower`` dash-dotted, ``first_order`` dashed, all in the
+    instance's colour, and the region between lower and upper shaded.
+
+    Used in: `book/update_rate.md`, `book/accuracy.md`.
+    """
+    if ax is None:
+        fig, ax = figure("single")
+    else:
+        fig = ax.figure
+    colors = ordered_colors(len(measured))
+    for k, (y, c, lab) in enumerate(zip(measured, colors, labels)):
+        ax.plot(t, y, color=c, label=lab)
+        if first_order is not None:
+            ax.plot(t, first_order[k], color=c, linestyle="--", linewidth=1)
+        if upper is not None:
+            ax.plot(t, upper[k], color=c, linestyle=":", linewidth=1.2)
+        if lower is not None:
+            ax.plot(t, lower[k], color=c, linestyle="-.", linewidth=1)
+        if upper is not None and lower is not None:
+            ax.fill_between(t, lower[k], upper[k], color=c, alpha=0.08, linewidth=0)
+    import matplotlib.lines as mlines
+
+    handles, _ = ax.get_legend_handles_labels()
+    extra = [mlines.Line2D([], [], color=THEORY, linestyle=ls, label=lab) for ls, lab, on in (
+        ("--", "first order", first_order is not None), (":", upper_label, upper is not None),
+        ("-.", lower_label, lower is not None)) if on]
+    ax.legend(handles=handles + extra, ncol=2)
+    ax.set_xlabel("step t")
+    ax.set_ylabel(ylabel)
+    if logy:
+        ax.set_yscale("log")
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def plot_tightness(x, ratio, *, xlabel: str, ylabel: str, groups=None, ax=None, title: str | None = None,
+                   logx: bool = True, logy: bool = False, reference: float = 1.0):
+    """Tightness of a bound over random instances: ``ratio`` (measured / bound, or bound / measured)
+    against an instance property ``x``, with the line where the bound would be attained.
+
+    Used in: `book/update_rate.md`, `book/accuracy.md`, `book/priority.md`.
+    """
+    if ax is None:
+        fig, ax = figure("single")
+    else:
+        fig = ax.figure
+    x, ratio = np.asarray(x, float), np.asarray(ratio, float)
+    _scatter_groups(ax, x, ratio, groups, size=12)
+    if groups is not None:
+        ax.legend()
+    ax.axhline(reference, color=THEORY, linestyle="--", linewidth=1)
+    if logx:
+        ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def plot_reduction_check(t, reference: dict, closed: dict, *, steps_label: str = "step t"):
+    """Full-softmax reference (markers) against the logistic-regression recursion (lines): one panel per
+    quantity in ``closed`` (same keys in ``reference``), and a last panel with the absolute differences
+    on a log scale.
+
+    Used in: `book/dpo_last_layer.md`.
+    """
+    keys = list(closed)
+    n = len(keys) + 1
+    if n == 4:
+        fig, axes = figure("grid", 2, 2)
+        axes = axes.ravel()
+    else:
+        fig, axes = figure("triple", 1, n)
+    for ax, k in zip(axes, keys):
+        tt = np.asarray(t)[: len(reference[k])]
+        ax.plot(np.asarray(t)[: len(closed[k])], closed[k], color=THEORY, linestyle="--", label="logistic regression")
+        ax.plot(tt, reference[k], linestyle="none", marker="o", markersize=2.5, color=MEASURED, alpha=0.7,
+                label="full-softmax DPO")
+        ax.set_title(k)
+        ax.set_xlabel(steps_label)
+        ax.legend()
+    ax = axes[-1]
+    for k in keys:
+        n = min(len(reference[k]), len(closed[k]))
+        diff = np.abs(np.asarray(reference[k])[:n] - np.asarray(closed[k])[:n])
+        ax.semilogy(np.asarray(t)[:n], np.maximum(diff, 1e-18), label=k)
+    ax.axhline(np.finfo(float).eps, color=THEORY, linestyle=":", linewidth=1, label="float64 eps")
+    ax.set_ylim(1e-19, 1e-10)
+    ax.set_title("|difference|")
+    ax.set_xlabel(steps_label)
+    ax.legend()
+    label_panels(axes)
+    return fig
+
+
+def plot_priority_pair(t, margin_change, pred, band, loss, loss_lower, loss_upper, *, labels: Sequence[str],
+                       title: str | None = None, axes=None):
+    """Two behaviours trained jointly: (a) each one's mean margin change with our first-order prediction
+    (dashed) and its guaranteed band (shaded); (b) each one's DPO loss with our two-sided bounds.
+    Arrays have shape ``(T+1, K)``; colours run from the less to the more distinguishable behaviour.
+    ``axes`` (two axes) draws into an existing figure, e.g. one row of a grid; ``title`` then prefixes
+    the panel titles.
+
+    Used in: `book/priority.md`.
+    """
+    if axes is None:
+        fig, (a1, a2) = figure("double", 1, 2)
+    else:
+        a1, a2 = axes
+        fig = a1.figure
+    K = margin_change.shape[1]
+    colors = ordered_colors(K)
+    for k in range(K):
+        c = colors[k]
+        a1.plot(t, margin_change[:, k], color=c, label=labels[k])
+        a1.plot(t, pred[:, k], color=c, linestyle="--", linewidth=1)
+        a1.fill_between(t, pred[:, k] - band[:, k], pred[:, k] + band[:, k], color=c, alpha=0.12, linewidth=0)
+        a2.plot(t, loss[:, k], color=c, label=labels[k])
+        a2.fill_between(t, loss_lower[:, k], loss_upper[:, k], color=c, alpha=0.15, linewidth=0)
+    a1.axhline(0, color=THEORY, linewidth=0.8)
+    a2.axhline(np.log(2), color=THEORY, linewidth=0.8, linestyle=":")
+    a1.set_xlabel("step t")
+    a1.set_ylabel("change of mean signed log-odds margin")
+    prefix = f"{title}: " if (title and axes is not None) else ""
+    a1.set_title(prefix + "margins: measured, first order (dashed), band")
+    a2.set_xlabel("step t")
+    a2.set_ylabel("per-behaviour DPO loss")
+    a2.set_title(prefix + "losses with our bounds (shaded)")
+    a1.legend()
+    a2.legend()
+    if title and axes is None:
+        fig.suptitle(title)
+    if axes is None:
+        label_panels([a1, a2])
+    return fig

