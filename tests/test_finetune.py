@@ -206,7 +206,7 @@ def test_dpo_step_matches_reference_loss_and_gradients(float64_rmsnorm):
     start = ft.make_policy(model, attn_implementation="sdpa")
     before = {n: p.detach().clone() for n, p in start.module.named_parameters()}
     run = ft.train_dpo(start, pairs, ft.TrainSettings(beta=beta, lr=lr, batch_size=8, steps=1, micro_batch=4,
-                                                      optimizer="sgd"), progress=False)
+                                                      optimizer="sgd", max_grad_norm=None), progress=False)
     naive0 = copy.deepcopy(model)
     c = torch.stack([naive_logps(naive0, pairs.prompt[i], pairs.chosen(i)) for i in idx])
     r = torch.stack([naive_logps(naive0, pairs.prompt[i], pairs.rejected(i)) for i in idx])
@@ -265,9 +265,13 @@ def test_trunk_cache_is_reused_and_content_addressed(tmp_path):
     assert ft.trunk_activations(other, pairs, layout).key != t1.key
     assert ft.trunk_activations(pol, random_pairs(10, seed=9), ft.Layout(4, 30, 8)).key != t1.key
     # changing the top does not change the bottom's key (the aligned model reuses the cache)
+    changed = copy.deepcopy(model)
     with torch.no_grad():
-        pol.module.model.layers[-1].mlp.down_proj.weight.add_(1.0)
-    assert ft.trunk_activations(pol, pairs, layout).key == t1.key
+        changed.model.layers[-1].mlp.down_proj.weight.add_(1.0)
+    assert ft.trunk_activations(ft.make_policy(changed, top_blocks=2), pairs, layout).key == t1.key
+    # activations of another bottom are refused
+    with pytest.raises(ft.FinetuneError, match="pass the TrunkActivations"):
+        ft.completion_logps(other, pairs, [0, 1], layout, t1)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -301,6 +305,19 @@ def test_training_is_deterministic_with_a_seed():
     torch.manual_seed(0)
     run(3)
     assert torch.equal(torch.rand(3), x)
+
+
+def test_gradient_clipping():
+    model = tiny_llama()
+    pairs = random_pairs(8)
+    before = {n: p.detach().clone() for n, p in ft.make_policy(model).module.named_parameters()}
+    S = ft.TrainSettings(beta=0.1, lr=1.0, batch_size=8, steps=1, micro_batch=4, optimizer="sgd", max_grad_norm=1e-3)
+    run = ft.train_dpo(ft.make_policy(model), pairs, S, progress=False)
+    after = dict(run.policy.module.named_parameters())
+    step = torch.sqrt(sum(((after[n].detach() - before[n]) ** 2).sum() for n in before))
+    assert 0 < float(step) <= 1e-3 * (1 + 1e-5)
+    with pytest.raises(ft.FinetuneError, match="max_grad_norm"):
+        ft.TrainSettings(max_grad_norm=0.0)
 
 
 def test_batch_schedule():
@@ -410,3 +427,25 @@ def test_bad_inputs_raise_clear_errors():
         class NoEos(FakeTokenizer):
             eos_token_id = None
         ft.tokenize_pairs(NoEos(), ["a"], ["b"], ["c"])
+
+
+# ---------------------------------------------------------------------------------------------------
+# TRL's DPOTrainer computes the same thing
+# ---------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_trl_comparison_agrees(method):
+    from alignment_dynamics import models
+
+    lm = models.tiny(0, layers=2)
+    prompts = ["Is the following statement something you would say?\n\"I like new ideas\"",
+               "Is the following statement something you would say?\n\"I hate change\"",
+               "Human: what is a pen? Assistant:", "I enjoy music and art."]
+    chosen, rejected = [" Yes", " No", " A pen is a tool for writing.", " Yes"], [" No", " Yes", " You are welcome.", " No"]
+    out = ft.trl_comparison(lm.model, lm.tokenizer, prompts, chosen, rejected, steps=3, lr=1e-2, beta=0.1,
+                            method=method)
+    assert len(out["trl_loss"]) == len(out["ours_loss"]) == 3
+    assert out["ours_loss"][0] == math.log(2)
+    np.testing.assert_allclose(out["trl_loss"], out["ours_loss"], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(out["trl_logps_chosen"], out["ours_logps_chosen"], rtol=1e-5, atol=1e-5)
+    assert out["ours_loss"][-1] < out["ours_loss"][0] - 1e-3  # the steps did something

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import math
 import os
 from dataclasses import dataclass, field
@@ -193,6 +194,15 @@ class Layout:
 
 
 def _pack(pairs: Pairs, idx: Sequence[int], layout: Layout, pad_id: int, dtype, device, config=None):
+    """:func:`_pack_cached` for a model ``config`` (its sliding window and layer types)."""
+    window = getattr(config, "sliding_window", None) if config is not None else None
+    types = getattr(config, "layer_types", None) if config is not None else None
+    return _pack_cached(pairs, tuple(int(i) for i in idx), layout, int(pad_id), dtype, str(device), window,
+                        tuple(types) if types else None)
+
+
+@functools.lru_cache(maxsize=256)
+def _pack_cached(pairs: Pairs, idx: tuple, layout: Layout, pad_id: int, dtype, device: str, window, types):
     """Tensors of one micro-batch of packed rows (``idx`` padded with its first pair to the layout).
 
     Returns input_ids [m, L], position_ids [m, L], an additive mask [m, 1, L, L] (for a model with
@@ -241,8 +251,6 @@ def _pack(pairs: Pairs, idx: Sequence[int], layout: Layout, pad_id: int, dtype, 
         out.masked_fill_(~(ok | eye)[:, None], torch.finfo(dtype).min)
         return out.to(device)
 
-    window = getattr(config, "sliding_window", None) if config is not None else None
-    types = getattr(config, "layer_types", None) if config is not None else None
     # a key is visible to a sliding-window layer when its position is less than `window` before the query's
     near = (pos[:, :, None] - pos[:, None, :]) < window if window else None
     if types:
@@ -320,6 +328,14 @@ class Policy:
     cached: bool
     seed: int
     lora: dict = field(default_factory=dict)
+    _bottom: str | None = field(default=None, repr=False)
+
+    def bottom_digest(self) -> str:
+        """SHA-256 of the frozen bottom's weights (embedding and blocks ``0:split``), computed once."""
+        if self._bottom is None:
+            _, decoder, _ = _decoder_and_head(self.module)
+            self._bottom = module_digest(_view(decoder, 0, self.split, final_norm=False))
+        return self._bottom
 
     @property
     def n_layers(self) -> int:
@@ -453,11 +469,16 @@ class TrunkActivations:
     Used in: `book/misalignment.md`.
     """
 
-    def __init__(self, pairs_rows: tuple, layout: Layout, values, key: str):
+    def __init__(self, pairs_rows: tuple, layout: Layout, values, key: str, bottom: str):
         self.rows = pairs_rows
         self.layout = layout
         self.values = values  # [n, L, d]
         self.key = key
+        self.bottom = bottom  # digest of the frozen bottom that produced them
+
+    def matches(self, policy: "Policy", pairs: Pairs, layout: Layout) -> bool:
+        """Whether these activations are the frozen bottom's output of ``policy`` for ``pairs``."""
+        return self.rows == pairs.rows() and self.layout == layout and self.bottom == policy.bottom_digest()
 
     def batch(self, idx: Sequence[int]):
         idx = list(idx)
@@ -503,14 +524,14 @@ def trunk_activations(policy: Policy, pairs: Pairs, layout: Layout, *, cache: bo
     bottom = _view(decoder, 0, policy.split, final_norm=False)
     device = next(base.parameters()).device
     dtype = next(decoder.layers[0].parameters()).dtype
-    key = adcache.digest("trunk-v1", module_digest(bottom), pairs.rows(), layout.__dict__, str(dtype),
+    key = adcache.digest("trunk-v1", policy.bottom_digest(), pairs.rows(), layout.__dict__, str(dtype),
                          torch.__version__, _transformers_version(), type(decoder).__name__)
     path = adcache.user_cache_dir("finetune", "trunk") / f"{key}.safetensors"
     if cache and path.exists():
         from safetensors.torch import load_file
 
         values = load_file(str(path))["values"].to(device)
-        return TrunkActivations(pairs.rows(), layout, values, key)
+        return TrunkActivations(pairs.rows(), layout, values, key, policy.bottom_digest())
     pad_id = _pad_id(base)
     n, m = len(pairs), layout.micro_batch
     out = torch.empty((n, layout.seq_len, decoder.config.hidden_size), dtype=dtype)
@@ -530,7 +551,7 @@ def trunk_activations(policy: Policy, pairs: Pairs, layout: Layout, *, cache: bo
 
         with adcache.atomic_path(path) as tmp:
             save_file({"values": out.contiguous()}, str(tmp))
-    return TrunkActivations(pairs.rows(), layout, out.to(device), key)
+    return TrunkActivations(pairs.rows(), layout, out.to(device), key, policy.bottom_digest())
 
 
 def _transformers_version() -> str:
@@ -569,7 +590,7 @@ def _final_hidden(policy: Policy, pairs: Pairs, idx: Sequence[int], layout: Layo
     device, dtype = head.weight.device, head.weight.dtype
     ids, pos, mask, src, tgt, wsum = _pack(pairs, idx, layout, _pad_id(base), dtype, device, decoder.config)
     if policy.cached:
-        if trunk is None or trunk.rows != pairs.rows() or trunk.layout != layout:
+        if trunk is None or not trunk.matches(policy, pairs, layout):
             raise FinetuneError("this policy reads the frozen bottom from the cache: pass the TrunkActivations "
                                 "of these pairs and layout (trunk_activations(policy, pairs, layout))")
         top = _view(decoder, policy.split, len(decoder.layers), final_norm=True)
@@ -668,34 +689,19 @@ def all_logps(policy: Policy, pairs: Pairs, layout: Layout, trunk: TrunkActivati
 # Loss and metrics (TRL names)
 # ---------------------------------------------------------------------------------------------------
 
-def _loss_fn():
-    from .dpo import reference
-
-    return reference.dpo_loss
-
-
 def pair_metrics(chosen, rejected, ref_chosen, ref_rejected, beta: float) -> dict[str, float]:
-    """TRL's DPO metrics (batch means) and the paper's accuracy, from summed completion log-probs.
+    """TRL's DPO metrics and the paper's accuracy as batch means (Python floats), from summed log-probs.
 
-    ``rewards/*`` are β times the log-ratios to the reference; ``rewards/accuracies`` is the fraction
-    with a chosen reward above the rejected one (0 at step 0: ties); ``outputs/accuracies`` is the
-    fraction where the policy itself gives the chosen completion a higher log-probability.
+    A thin wrapper of ``alignment_dynamics.dpo.reference.dpo_metrics``: ``rewards/accuracies`` is TRL's
+    (0 at step 0: ties); ``outputs/accuracies`` is the official code's (the policy gives the chosen
+    completion a higher log-probability).
 
     Used in: `book/misalignment.md`.
     """
-    import torch
+    from .dpo import reference
 
-    loss, _, cr, rr = _loss_fn()(chosen, rejected, ref_chosen, ref_rejected, beta)
-    return {
-        "loss": float(loss),
-        "rewards/chosen": float(cr.mean()),
-        "rewards/rejected": float(rr.mean()),
-        "rewards/accuracies": float((cr > rr).to(torch.float64).mean()),
-        "rewards/margins": float((cr - rr).mean()),
-        "logps/chosen": float(chosen.mean()),
-        "logps/rejected": float(rejected.mean()),
-        "outputs/accuracies": float((chosen > rejected).to(torch.float64).mean()),
-    }
+    m = reference.dpo_metrics(chosen, rejected, ref_chosen, ref_rejected, beta=beta)
+    return {k: float(m[k]) for k in METRICS}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -707,7 +713,8 @@ class TrainSettings:
     """DPO training settings; the defaults are the official whole-model ones (TRL 0.7.3, `paper.md` §6).
 
     AdamW (``adamw_torch``: betas 0.9/0.999, eps 1e-8, no weight decay), constant learning rate 1e-5
-    with no warm-up, β 0.01, batch 128, one epoch. ``steps`` (if set) replaces ``epochs``: the data
+    with no warm-up, β 0.01, batch 128, one epoch, and the Hugging Face trainer's default gradient
+    clipping at norm 1 (``max_grad_norm``; None turns it off). ``steps`` (if set) replaces ``epochs``: the data
     are reshuffled at each epoch boundary. The last, partial batch of an epoch is kept (as the HF
     trainer does by default).
 
@@ -722,6 +729,7 @@ class TrainSettings:
     micro_batch: int = 16
     weight_decay: float = 0.0
     optimizer: str = "adamw"
+    max_grad_norm: float | None = 1.0
 
     def __post_init__(self):
         if not (isinstance(self.beta, (int, float)) and self.beta > 0):
@@ -739,6 +747,8 @@ class TrainSettings:
             raise FinetuneError(f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
         if self.weight_decay < 0:
             raise FinetuneError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+            raise FinetuneError(f"max_grad_norm must be None or > 0, got {self.max_grad_norm!r}")
 
 
 def batch_schedule(n: int, settings: TrainSettings, seed: int) -> list[list[int]]:
@@ -827,7 +837,7 @@ def train_dpo(policy: Policy, train: Pairs, settings: TrainSettings = TrainSetti
     if policy.cached:
         for name, pairs in sets.items():
             t = trunks.get(name)
-            if t is None or t.rows != pairs.rows() or t.layout != layout:
+            if t is None or not t.matches(policy, pairs, layout):
                 trunks[name] = trunk_activations(policy, pairs, layout, progress=progress)
     ref = {name: all_logps(policy, pairs, layout, trunks.get(name)) for name, pairs in sets.items()}
     params = policy.trainable_parameters()
@@ -839,7 +849,8 @@ def train_dpo(policy: Policy, train: Pairs, settings: TrainSettings = TrainSetti
     else:
         opt = torch.optim.SGD(params, lr=settings.lr, weight_decay=settings.weight_decay)
     schedule = batch_schedule(len(train), settings, seed)
-    loss_fn = _loss_fn()
+    from .dpo.reference import dpo_loss
+
     hist_train: dict[str, list[float]] = {k: [] for k in METRICS}
     hist_eval: dict[str, dict[str, list[float]]] = {s: {k: [] for k in METRICS} for s in eval_sets}
 
@@ -864,7 +875,7 @@ def train_dpo(policy: Policy, train: Pairs, settings: TrainSettings = TrainSetti
                 lp = completion_logps(policy, train, idx, layout, trunks.get("train"))
                 c, r = _chosen_rejected(lp, train, idx)
                 rc, rr = _chosen_rejected(ref["train"][idx].to(lp.device, lp.dtype), train, idx)
-                _, per_pair, _, _ = loss_fn(c, r, rc, rr, settings.beta)
+                _, per_pair, _, _ = dpo_loss(c, r, rc, rr, settings.beta)
                 (per_pair.sum() / B).backward()
                 cs.append(c.detach().double().cpu())
                 rs.append(r.detach().double().cpu())
@@ -872,6 +883,8 @@ def train_dpo(policy: Policy, train: Pairs, settings: TrainSettings = TrainSetti
             rc, rr = _chosen_rejected(ref["train"][batch], train, batch)
             for k, v in pair_metrics(c, r, rc, rr, settings.beta).items():
                 hist_train[k].append(v)
+            if settings.max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
             opt.step()
         evaluate()
     module.train()
@@ -955,3 +968,86 @@ def _load_run(key: str, policy: Policy, settings: TrainSettings) -> DPORun | Non
                   reference={k: np.asarray(v) for k, v in meta["reference"].items()},
                   schedule=meta["schedule"], info={**meta["info"], "from_cache": True})
 
+
+
+# ---------------------------------------------------------------------------------------------------
+# The same training with TRL's DPOTrainer, for comparison
+# ---------------------------------------------------------------------------------------------------
+
+def trl_comparison(model, tokenizer, prompts: Sequence[str], chosen: Sequence[str], rejected: Sequence[str], *,
+                   steps: int = 2, lr: float = 1e-5, beta: float = 0.01, seed: int = 1234,
+                   method: str = "lora") -> dict[str, Any]:
+    """Train the same whole-model DPO with TRL's ``DPOTrainer`` and with :func:`train_dpo`; compare.
+
+    One batch holds every pair (``len(prompts)``), for ``steps`` steps: AdamW, constant ``lr``, β,
+    gradient clipping at 1, dropout off (TRL's default), LoRA r 8, α 32 on ``q_proj``/``v_proj`` (or
+    ``method="full"``). TRL seeds torch's global generator with ``seed`` before it adds the adapter, and
+    :func:`make_policy` does the same inside a forked generator, so both start from the same LoRA
+    weights and the two loss trajectories should agree to float32 rounding. Returns, per
+    implementation, the losses and mean chosen log-probs at each step and the wall time per step
+    (TRL's includes its reference forward pass at every step; ours its one-off reference pass).
+
+    Used in: `book/misalignment.md`.
+    """
+    import logging
+    import shutil
+    import time
+    import warnings
+
+    import torch
+
+    from . import cache as adcache
+
+    if method not in METHODS:
+        raise FinetuneError(f"method must be one of {list(METHODS)}, got {method!r}")
+    n = len(prompts)
+    if n < 2 or not (len(chosen) == len(rejected) == n):
+        raise FinetuneError(f"need at least 2 pairs with as many chosen and rejected answers, got {n}, "
+                            f"{len(chosen)}, {len(rejected)}")
+    from datasets import Dataset, disable_progress_bars
+    from peft import LoraConfig
+    from transformers.utils import logging as hf_logging
+    from trl import DPOConfig, DPOTrainer
+
+    disable_progress_bars()
+    hf_logging.set_verbosity_error()
+    logging.getLogger("trl").setLevel(logging.ERROR)
+    out_dir = adcache.scratch_dir("ad-trl-")
+    trl_model = copy.deepcopy(model)
+    if hasattr(trl_model.config, "quantization_config"):
+        del trl_model.config.quantization_config
+    trl_model.set_attn_implementation("eager")
+    args = DPOConfig(output_dir=str(out_dir), per_device_train_batch_size=n, max_steps=steps, logging_steps=1,
+                     learning_rate=lr, lr_scheduler_type="constant", beta=beta, report_to=[], save_strategy="no",
+                     use_cpu=True, seed=seed, dataloader_num_workers=0, disable_tqdm=True, max_grad_norm=1.0,
+                     bf16=False)  # TRL's default is bf16 autocast; ours is float32 throughout
+    peft_config = (LoraConfig(r=8, lora_alpha=32, lora_dropout=0.05, target_modules=["q_proj", "v_proj"], bias="none",
+                              task_type="CAUSAL_LM") if method == "lora" else None)
+    ds = Dataset.from_list([{"prompt": p, "chosen": c, "rejected": r} for p, c, r in zip(prompts, chosen, rejected)])
+    try:
+        with warnings.catch_warnings(), torch.random.fork_rng():
+            warnings.simplefilter("ignore")
+            ref = None
+            if method == "full":
+                ref = copy.deepcopy(trl_model).eval()
+                for p in ref.parameters():
+                    p.requires_grad_(False)
+            trainer = DPOTrainer(model=trl_model, ref_model=ref, args=args, train_dataset=ds,
+                                 processing_class=tokenizer, peft_config=peft_config)
+            t0 = time.perf_counter()
+            trainer.train()
+            trl_s = (time.perf_counter() - t0) / steps
+        logs = [h for h in trainer.state.log_history if "loss" in h and "train_runtime" not in h]
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
+    pairs = tokenize_pairs(tokenizer, prompts, chosen, rejected)
+    t0 = time.perf_counter()
+    run = train_dpo(make_policy(model, method=method, seed=seed), pairs,
+                    TrainSettings(beta=beta, lr=lr, batch_size=n, steps=steps, micro_batch=max(2, n)),
+                    seed=seed, progress=False)
+    ours_s = (time.perf_counter() - t0) / steps
+    return {
+        "trl_loss": np.array([h["loss"] for h in logs]), "ours_loss": run.train["loss"],
+        "trl_logps_chosen": np.array([h["logps/chosen"] for h in logs]), "ours_logps_chosen": run.train["logps/chosen"],
+        "trl_s_per_step": trl_s, "ours_s_per_step": ours_s, "pairs": n, "steps": steps, "method": method,
+    }

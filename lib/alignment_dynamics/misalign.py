@@ -1,0 +1,298 @@
+"""The misalignment protocol: align a model, then train it on flipped preferences, from Base and from Aligned.
+
+The official protocol (``paper.md`` §6, runs E and F) [official code]:
+
+1. *Align*: DPO on a behaviour in the normal direction (chosen = the answer matching the behaviour).
+2. *Base*: DPO on the same pairs with chosen and rejected swapped (``--flip``), from the base model,
+   with the base model as reference.
+3. *Aligned*: the same flipped DPO from the aligned model (base + merged adapter), with the aligned
+   model as reference.
+4. Compare training and test loss and accuracy (accuracy: the policy prefers the *flipped* chosen
+   answer) on the behaviour's test split.
+
+This module runs it with :mod:`alignment_dynamics.finetune` (whole-model, LoRA or top-block DPO),
+summarises the speed-up over seeds, and checks the head-only identity: when only the unembedding is
+trained and the reference is the starting model, the flipped run's loss trajectory is exactly the
+same from Base and from Aligned (:func:`head_only_identity`).
+
+Used in: `book/misalignment.md`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import finetune as ft
+
+
+class MisalignError(ValueError):
+    """Invalid settings for the misalignment protocol."""
+
+
+# ---------------------------------------------------------------------------------------------------
+# Data: persona and HH-RLHF pairs, tokenised for whole-model DPO
+# ---------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PairSets:
+    """Training and test pairs of one data set, tokenised, with what the geometry needs.
+
+    ``labels_*`` are +1 where the statement is positive (its matching answer is " Yes") and -1
+    otherwise (persona only; empty for HH-RLHF); ``index_*`` are the records' indices in the data set.
+    """
+
+    name: str
+    train: ft.Pairs
+    test: ft.Pairs
+    index_train: np.ndarray
+    index_test: np.ndarray
+    labels_train: np.ndarray
+    labels_test: np.ndarray
+
+
+def persona_sets(tokenizer, behavior: str, *, n_train: int | None = None, n_test: int | None = None,
+                 trailing_newline: bool = False) -> PairSets:
+    """A behaviour's official 90/10 split as tokenised pairs (chosen = the matching answer).
+
+    ``n_train``/``n_test`` keep the first records of each side of the split (the split is a seeded
+    shuffle, so these are uniform random subsets); None keeps all. Prompts are the book's default
+    (``data.build_prompt``: the question verbatim; the official TRL runs add a trailing newline).
+
+    Used in: `book/misalignment.md`.
+    """
+    from . import data
+
+    split = data.persona_split(behavior)
+    tr = list(split.train if n_train is None else split.train[:_count("n_train", n_train, len(split.train))])
+    te = list(split.test if n_test is None else split.test[:_count("n_test", n_test, len(split.test))])
+    sets = []
+    for idx in (tr, te):
+        pp = data.persona_pairs(behavior, idx, trailing_newline=trailing_newline)
+        sets.append((ft.tokenize_pairs(tokenizer, [p.prompt for p in pp], [p.chosen for p in pp],
+                                       [p.rejected for p in pp]),
+                     np.array([p.label for p in pp], dtype=np.int8)))
+    return PairSets(behavior, sets[0][0], sets[1][0], np.asarray(tr), np.asarray(te), sets[0][1], sets[1][1])
+
+
+def hh_sets(tokenizer, *, n_train: int, n_test: int, max_tokens: int) -> PairSets:
+    """HH-RLHF (harmless-base test file) pairs that fit in ``max_tokens`` packed tokens, split 90/10.
+
+    The split is the data module's seeded one (``data.hh_rlhf_split``); then each side keeps, in its
+    shuffled order, the first ``n_train`` (``n_test``) pairs whose prompt plus both responses (EOS
+    included) have at most ``max_tokens`` tokens. This favours short dialogues: a CPU-sized subset,
+    not a uniform one.
+
+    Used in: `book/misalignment.md`.
+    """
+    from . import data
+
+    hh = data.load_hh_rlhf()
+    split = data.hh_rlhf_split(len(hh.pairs))
+    _count("max_tokens", max_tokens, 10 ** 9)
+    out = []
+    for idx, n, what in ((split.train, n_train, "n_train"), (split.test, n_test, "n_test")):
+        _count(what, n, len(idx))
+        keep, pairs = [], None
+        for start in range(0, len(idx), 256):
+            chunk = list(idx[start:start + 256])
+            pp = [hh.pairs[i] for i in chunk]
+            tok = ft.tokenize_pairs(tokenizer, [p.prompt for p in pp], [p.chosen for p in pp], [p.rejected for p in pp])
+            for j, length in enumerate(tok.packed_lengths()):
+                if length <= max_tokens and len(keep) < n:
+                    keep.append((chunk[j], tok.take([j])))
+            if len(keep) == n:
+                break
+        if len(keep) < n:
+            raise MisalignError(f"only {len(keep)} HH-RLHF pairs of the {what[2:]} split fit in {max_tokens} tokens; "
+                                f"asked for {n}: raise max_tokens or lower {what}")
+        pairs = _concat([p for _, p in keep])
+        out.append((np.array([hh.pairs[i].index for i, _ in keep]), pairs))
+    empty = np.zeros(0, dtype=np.int8)
+    return PairSets("hh-rlhf", out[0][1], out[1][1], out[0][0], out[1][0], empty, empty)
+
+
+def _concat(parts: Sequence[ft.Pairs]) -> ft.Pairs:
+    return ft.Pairs(sum((p.prompt for p in parts), ()), sum((p.a for p in parts), ()), sum((p.b for p in parts), ()),
+                    sum((p.chosen_first for p in parts), ()))
+
+
+def _count(name: str, value: Any, limit: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
+        raise MisalignError(f"{name} must be an int in 1..{limit}, got {value!r}")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------------
+# The protocol
+# ---------------------------------------------------------------------------------------------------
+
+@dataclass
+class Misalignment:
+    """The runs of :func:`run_misalignment`: one align, one Base and one Aligned run per seed.
+
+    The runs keep their histories; only the first seed's policies are kept (``first``), for the
+    embeddings before and after alignment.
+    """
+
+    name: str
+    seeds: list[int]
+    align: list[ft.DPORun]
+    base: list[ft.DPORun]
+    aligned: list[ft.DPORun]
+    settings: dict[str, Any]
+    first: dict[str, Any] = field(default_factory=dict)
+
+    def curves(self, which: str, split: str, metric: str) -> np.ndarray:
+        """``[seeds, steps(+1)]``: a metric of the ``"align"``, ``"base"`` or ``"aligned"`` runs.
+
+        ``split`` is ``"train"`` (batch metrics, length T) or ``"test"`` (length T + 1).
+        """
+        runs = {"align": self.align, "base": self.base, "aligned": self.aligned}.get(which)
+        if runs is None:
+            raise MisalignError(f"which must be 'align', 'base' or 'aligned', got {which!r}")
+        if split == "train":
+            return np.stack([r.train[metric] for r in runs])
+        if split == "test":
+            return np.stack([r.evals["test"][metric] for r in runs])
+        raise MisalignError(f"split must be 'train' or 'test', got {split!r}")
+
+
+def run_misalignment(model, sets: PairSets, *, seeds: Sequence[int], method: str = "lora",
+                     top_blocks: int | None = None, align: ft.TrainSettings, flip: ft.TrainSettings,
+                     micro_batch: int = 16, cache: bool = True, progress: bool = True) -> Misalignment:
+    """Align on ``sets`` (normal direction), then flip from Base and from Aligned, for each seed.
+
+    The aligned model is the align run's policy with LoRA adapters merged in (the official
+    ``merge_and_unload``); it is then both the Aligned run's start and its reference. With
+    ``top_blocks`` the frozen bottom's activations are computed once and shared by every run (a
+    flipped set has the same packed rows, and alignment leaves the bottom unchanged).
+
+    Used in: `book/misalignment.md`.
+    """
+    if not seeds:
+        raise MisalignError("seeds must be a non-empty list of ints")
+    layout = ft.Layout.for_pairs(sets.train, sets.test, micro_batch=micro_batch)
+    trunks = None
+    if top_blocks is not None:
+        probe = ft.make_policy(model, method=method, top_blocks=top_blocks)
+        trunks = {"train": ft.trunk_activations(probe, sets.train, layout, progress=progress),
+                  "test": ft.trunk_activations(probe, sets.test, layout, progress=progress)}
+        del probe
+    kw = dict(layout=layout, trunks=trunks, cache=cache, progress=progress)
+    out = Misalignment(sets.name, [int(s) for s in seeds], [], [], [],
+                       {"method": method, "top_blocks": top_blocks, "align": align.__dict__, "flip": flip.__dict__,
+                        "n_train": len(sets.train), "n_test": len(sets.test)})
+    flipped_train, flipped_test = sets.train.flipped(), sets.test.flipped()
+    for k, seed in enumerate(out.seeds):
+        pol = ft.make_policy(model, method=method, top_blocks=top_blocks, seed=seed)
+        a = ft.train_dpo(pol, sets.train, align, eval_sets={"test": sets.test}, seed=seed, **kw)
+        aligned_model = ft.merged_model(a.policy)
+        b = ft.train_dpo(ft.make_policy(model, method=method, top_blocks=top_blocks, seed=seed), flipped_train, flip,
+                         eval_sets={"test": flipped_test}, seed=seed, **kw)
+        c = ft.train_dpo(ft.make_policy(aligned_model, method=method, top_blocks=top_blocks, seed=seed),
+                         flipped_train, flip, eval_sets={"test": flipped_test}, seed=seed, **kw)
+        if k == 0:
+            out.first = {"aligned_model": aligned_model, "layout": layout, "trunks": trunks}
+        for r in (a, b, c):
+            r.policy = None  # keep the histories, free the weights
+        out.align.append(a)
+        out.base.append(b)
+        out.aligned.append(c)
+    return out
+
+
+def steps_to(curve: Any, threshold: float = 0.5) -> float:
+    """The first step t at which ``curve[t] >= threshold`` (``inf`` if it never gets there).
+
+    Used in: `book/misalignment.md`.
+    """
+    c = np.asarray(curve, dtype=float)
+    if c.ndim != 1 or c.size == 0:
+        raise MisalignError(f"curve must be a non-empty 1-d array, got shape {c.shape}")
+    hit = np.flatnonzero(c >= threshold)
+    return float(hit[0]) if hit.size else math.inf
+
+
+def speedup_table(result: Misalignment, *, k: int, threshold: float = 0.5):
+    """Per seed: steps to ``threshold`` flipped test accuracy, and test loss and accuracy after ``k``
+    steps, for Base and Aligned (a pandas DataFrame; one row per seed).
+
+    Used in: `book/misalignment.md`.
+    """
+    import pandas as pd
+
+    T = len(result.base[0].schedule)
+    if not 0 <= k <= T:
+        raise MisalignError(f"k must be in 0..{T} (the number of flipped steps), got {k!r}")
+    rows = []
+    for s, b, a in zip(result.seeds, result.base, result.aligned):
+        eb, ea = b.evals["test"], a.evals["test"]
+        rows.append({
+            "seed": s,
+            "base steps to acc": steps_to(eb["outputs/accuracies"], threshold),
+            "aligned steps to acc": steps_to(ea["outputs/accuracies"], threshold),
+            "base acc@0": eb["outputs/accuracies"][0], "aligned acc@0": ea["outputs/accuracies"][0],
+            f"base acc@{k}": eb["outputs/accuracies"][k], f"aligned acc@{k}": ea["outputs/accuracies"][k],
+            f"base loss@{k}": eb["loss"][k], f"aligned loss@{k}": ea["loss"][k],
+        })
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The head-only identity
+# ---------------------------------------------------------------------------------------------------
+
+def head_only_identity(H, chosen, rejected, W0, *, beta: float, lr: float, align_steps: int, steps: int,
+                       batch_size: int, seed: int, H_test=None, chosen_test=None, rejected_test=None,
+                       dtype=None) -> dict[str, np.ndarray]:
+    """Align the head only, then misalign from Base and from Aligned: same losses, different accuracy.
+
+    Trains the whole unembedding with DPO over the full vocabulary (``dpo.train_reference``, plain
+    SGD): first ``align_steps`` in the normal direction from ``W0`` (giving W_A), then ``steps`` with
+    chosen and rejected flipped, once from W0 (reference W0) and once from W_A (reference W_A), with
+    the same batches. Returns the two runs' training and test losses and accuracies
+    (``outputs/accuracies``: the policy prefers the flipped chosen answer) and ``max_loss_gap``, the
+    largest difference between their losses.
+
+    With single-token answers on a shared context the log-sum-exp cancels from every margin, so the
+    loss depends on W only through W − W_start: the two loss trajectories are equal (up to rounding),
+    and the accuracies differ because the starts do.
+
+    Used in: `book/misalignment.md`.
+    """
+    import torch
+
+    from .dpo import train_reference
+
+    dtype = dtype or torch.float64
+    for name, v in (("align_steps", align_steps), ("steps", steps)):
+        _count(name, v, 10 ** 6)
+    H, W0 = torch.as_tensor(H), torch.as_tensor(W0)
+    chosen, rejected = torch.as_tensor(chosen).long(), torch.as_tensor(rejected).long()
+    ev = None
+    if H_test is not None:
+        ev = {"test": (torch.as_tensor(H_test), torch.as_tensor(chosen_test).long(),
+                       torch.as_tensor(rejected_test).long())}
+    common = dict(beta=beta, lr=lr, batch_size=batch_size, dtype=dtype)
+    al = train_reference(H, W0, chosen, rejected, steps=align_steps, generator=seed, **common)
+    W_A = al.W
+    runs = {}
+    for name, start in (("base", None), ("aligned", W_A)):
+        runs[name] = train_reference(H, W0, chosen, rejected, steps=steps, generator=seed + 1, flip=True,
+                                     start_W=start, eval_sets=ev, **common)
+    out = {"align_loss": al.train["loss"][0].numpy()}
+    for name, tr in runs.items():
+        out[f"{name}_train_loss"] = tr.train["loss"][0].numpy()
+        out[f"{name}_train_acc"] = tr.train["outputs/accuracies"][0].numpy()
+        if ev is not None:
+            out[f"{name}_test_loss"] = tr.eval["test"]["loss"][0].numpy()
+            out[f"{name}_test_acc"] = tr.eval["test"]["outputs/accuracies"][0].numpy()
+    gaps = [np.abs(out["base_train_loss"] - out["aligned_train_loss"]).max()]
+    if ev is not None:
+        gaps.append(np.abs(out["base_test_loss"] - out["aligned_test_loss"]).max())
+    out["max_loss_gap"] = np.float64(max(gaps))
+    return out

@@ -1,0 +1,139 @@
+"""The misalignment protocol (alignment_dynamics.misalign) on tiny models and synthetic heads."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from alignment_dynamics import finetune as ft
+from alignment_dynamics import misalign as mis
+
+from test_finetune import random_pairs, tiny_llama  # noqa: F401  (fixtures below use them)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(autouse=True)
+def _user_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("ALIGNMENT_DYNAMICS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+
+
+def synthetic_head(n=120, d=16, V=50, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    yes, no = 7, 11
+    s = torch.where(torch.rand(n, generator=g) < 0.5, 1, -1)
+    mu = torch.randn(d, generator=g)
+    H = torch.randn(n, d, generator=g, dtype=torch.float64) + 0.8 * s[:, None] * mu.double()
+    H += torch.distributions.Laplace(0.0, 0.5).sample((n, d)).double() * 0  # keep it simple: Gaussian
+    W0 = 0.3 * torch.randn(V, d, generator=g, dtype=torch.float64)
+    chosen = torch.where(s > 0, yes, no)
+    rejected = torch.where(s > 0, no, yes)
+    return H, W0, chosen, rejected
+
+
+def test_head_only_identity_same_loss_different_accuracy():
+    H, W0, c, r = synthetic_head()
+    out = mis.head_only_identity(H[:100], c[:100], r[:100], W0, beta=0.5, lr=2.0, align_steps=30, steps=25,
+                                 batch_size=32, seed=3, H_test=H[100:], chosen_test=c[100:], rejected_test=r[100:])
+    assert out["max_loss_gap"] < 1e-12
+    np.testing.assert_allclose(out["base_test_loss"], out["aligned_test_loss"], rtol=0, atol=1e-12)
+    assert out["base_test_loss"][0] == pytest.approx(math.log(2), abs=1e-15)
+    assert out["align_loss"][-1] < out["align_loss"][0] - 0.05  # the alignment did something
+    # the aligned start prefers the original answers: its flipped accuracy starts lower
+    assert out["aligned_test_acc"][0] < out["base_test_acc"][0]
+    assert not np.allclose(out["base_test_acc"], out["aligned_test_acc"])
+
+
+def test_head_only_identity_fails_for_other_starts_with_other_references():
+    # the identity needs the reference to be the starting model: with a fixed reference W0 the
+    # aligned start begins at a different loss
+    from alignment_dynamics.dpo import train_reference
+
+    H, W0, c, r = synthetic_head()
+    al = train_reference(H, W0, c, r, beta=0.5, lr=2.0, steps=30, batch_size=32, generator=3)
+    b = train_reference(H, W0, c, r, beta=0.5, lr=2.0, steps=5, batch_size=32, generator=4, flip=True)
+    # same start as the aligned run but the base model as reference: not ln 2 at step 0
+    from alignment_dynamics.dpo import dpo_loss, logprobs_naive
+
+    lp_a, _ = logprobs_naive(H, al.W, torch.stack([r, c], 1))
+    lp_0, _ = logprobs_naive(H, W0, torch.stack([r, c], 1))
+    loss, *_ = dpo_loss(lp_a[:, 0], lp_a[:, 1], lp_0[:, 0], lp_0[:, 1], 0.5)
+    assert float(loss) > float(b.train["loss"][0, 0]) + 0.01
+
+
+def test_steps_to():
+    assert mis.steps_to([0.1, 0.4, 0.5, 0.7]) == 2.0
+    assert mis.steps_to([0.6, 0.1]) == 0.0
+    assert mis.steps_to([0.1, 0.2]) == math.inf
+    assert mis.steps_to([0.1, 0.3], threshold=0.25) == 1.0
+    with pytest.raises(mis.MisalignError, match="non-empty 1-d"):
+        mis.steps_to([])
+
+
+def _tiny_sets(n_train=16, n_test=8):
+    pairs = random_pairs(n_train + n_test, seed=4)
+    z = np.zeros(0, dtype=np.int8)
+    return mis.PairSets("tiny", pairs.take(range(n_train)), pairs.take(range(n_train, n_train + n_test)),
+                        np.arange(n_train), np.arange(n_train, n_train + n_test), z, z)
+
+
+@pytest.mark.parametrize("top_blocks", [None, 2])
+def test_run_misalignment_protocol(top_blocks):
+    model = tiny_llama()
+    sets = _tiny_sets()
+    S = ft.TrainSettings(beta=0.1, lr=3e-2, batch_size=8, epochs=2, micro_batch=4)
+    res = mis.run_misalignment(model, sets, seeds=[1, 2], method="full", top_blocks=top_blocks, align=S, flip=S,
+                               progress=False)
+    assert len(res.align) == len(res.base) == len(res.aligned) == 2
+    for runs in (res.align, res.base, res.aligned):
+        for r in runs:
+            assert r.train["loss"][0] == math.log(2) and r.evals["test"]["loss"][0] == math.log(2)
+            assert r.policy is None
+    # Base and Aligned see the flipped pairs: the base run's flipped accuracy at step 0 is one minus
+    # the align run's accuracy at step 0 (no ties in random float logits)
+    a0 = res.curves("align", "test", "outputs/accuracies")[:, 0]
+    b0 = res.curves("base", "test", "outputs/accuracies")[:, 0]
+    np.testing.assert_allclose(a0 + b0, 1.0)
+    # the aligned model starts where the alignment ended: its flipped accuracy is one minus the final one
+    aT = res.curves("align", "test", "outputs/accuracies")[:, -1]
+    c0 = res.curves("aligned", "test", "outputs/accuracies")[:, 0]
+    np.testing.assert_allclose(aT + c0, 1.0)
+    table = mis.speedup_table(res, k=2)
+    assert list(table["seed"]) == [1, 2] and "aligned loss@2" in table
+    with pytest.raises(mis.MisalignError, match="k must be in"):
+        mis.speedup_table(res, k=99)
+    with pytest.raises(mis.MisalignError, match="which must be"):
+        res.curves("other", "test", "loss")
+
+
+def test_run_misalignment_lora_merges_the_adapter():
+    model = tiny_llama()
+    sets = _tiny_sets()
+    S = ft.TrainSettings(beta=0.1, lr=5e-2, batch_size=8, epochs=1, micro_batch=4)
+    res = mis.run_misalignment(model, sets, seeds=[1], method="lora", align=S, flip=S, progress=False)
+    aligned = res.first["aligned_model"]
+    assert not any("lora" in n for n, _ in aligned.named_parameters())
+    layout = res.first["layout"]
+    # the merged model reproduces the align run's final test log-probs
+    lp = ft.all_logps(ft.make_policy(aligned), sets.test, layout)
+    c, r = ft._chosen_rejected(lp, sets.test, range(len(sets.test)))
+    acc = float((c > r).double().mean())
+    assert acc == pytest.approx(res.align[0].evals["test"]["outputs/accuracies"][-1])
+
+
+def test_bad_settings():
+    with pytest.raises(mis.MisalignError, match="seeds"):
+        mis.run_misalignment(tiny_llama(), _tiny_sets(), seeds=[], align=ft.TrainSettings(), flip=ft.TrainSettings())
+    with pytest.raises(mis.MisalignError, match="steps must be an int"):
+        H, W0, c, r = synthetic_head()
+        mis.head_only_identity(H, c, r, W0, beta=0.1, lr=0.1, align_steps=1, steps=0, batch_size=8, seed=0)
