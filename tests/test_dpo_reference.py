@@ -4,17 +4,10 @@ import math
 
 import pytest
 import torch
+from dpo_helpers import one_thread  # noqa: F401  (autouse fixture)
 
 import alignment_dynamics.dpo as dpo
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP spin contention on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 LN2_F64 = 0.6931471805599453  # ln 2 (golden, independent of our code)
 LN2_F32 = 0.6931471824645996  # ln 2 rounded to float32

@@ -4,17 +4,10 @@ import math
 
 import pytest
 import torch
+from dpo_helpers import one_thread  # noqa: F401  (autouse fixture)
 
 import alignment_dynamics.dpo as dpo
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP spin contention on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 A, B_ = 7, 3  # the two answer tokens ("Yes", "No")
 
@@ -174,3 +167,27 @@ def test_two_row_errors():
         dpo.signs(torch.tensor([7, 1]), torch.tensor([3, 3]), A, B_)
     with pytest.raises(ValueError, match="lr must be a positive"):
         dpo.train_reference(p["H"], p["W0"], p["c"], p["r"], **{**kw, "lr": -1.0})
+
+
+def test_full_batches_of_unequal_sizes_equal_single_runs():
+    ps = [_problem(n=n, seed=20 + i) for i, n in enumerate([150, 90])]
+    kw = dict(beta=0.1, lr=2.0, steps=15, batch_size=None, generator=0)
+    both = dpo.train_two_row([p["H"] for p in ps], [p["s"] for p in ps], reference=[p["ref"] for p in ps], **kw)
+    assert both.batches.shape == (2, 15, 150) and int(both.batches[1, 0, 90]) == -1
+    for r, p in enumerate(ps):
+        one = dpo.train_two_row(p["H"], p["s"], reference=p["ref"], **kw)
+        torch.testing.assert_close(one.v[0], both.v[r], rtol=0, atol=1e-14)
+        torch.testing.assert_close(one.train["loss"][0], both.train["loss"][r], rtol=0, atol=1e-14)
+    ref_run = dpo.train_reference(ps[1]["H"], ps[1]["W0"], ps[1]["c"], ps[1]["r"], **kw)
+    assert (ref_run.train["loss"][0] - both.train["loss"][1]).abs().max().item() <= 1e-10
+
+
+def test_runs_sharing_features_with_other_signs():
+    p = _problem(n=300, seed=30)
+    kw = dict(beta=0.1, lr=2.0, steps=10, batch_size=64, generator=[5, 5, 5])
+    H = p["H"].contiguous()
+    shared = dpo.train_two_row([H, H, H[100:]], [p["s"], -p["s"], p["s"][100:]], **kw)
+    alone = [dpo.train_two_row(h, s_, beta=0.1, lr=2.0, steps=10, batch_size=64, generator=5)
+             for h, s_ in ((H, p["s"]), (H.clone(), -p["s"]), (H[100:].clone(), p["s"][100:]))]
+    for r in range(3):
+        torch.testing.assert_close(shared.v[r], alone[r].v[0], rtol=0, atol=1e-14)

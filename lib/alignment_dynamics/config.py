@@ -288,6 +288,23 @@ register(ChapterSpec(
     datasets=("anthropic-persona",),
 ))
 
+# --- kernels ---------------------------------------------------------------------------------------
+register(ChapterSpec(
+    slug="kernels",
+    params=(
+        _SEED,
+        Param("BENCH_SIZE", {"smoke": "tiny", "fast": "quick", "full": "full"},
+              "size of the CPU benchmark measured in the build (alignment_dynamics.bench.dpo.SIZES)",
+              one_of("tiny", "quick", "full")),
+    ),
+    settings={
+        "demo_vocab": {"smoke": 300, "fast": 5000, "full": 32000},  # V of the two-row vs reference demo
+        "demo_lr": {"smoke": 20.0, "fast": 20.0, "full": 20.0},
+    },
+    reads_artifacts=True,
+))
+# --- end kernels -----------------------------------------------------------------------------------
+
 
 # ---------------------------------------------------------------------------------------------------
 # Resolution

@@ -66,12 +66,20 @@ def _check_tokens(name: str, t: Any, n: int, vocab: int, *, allow_ignore: bool =
 
 
 def check_beta(beta: Any) -> float:
+    """``beta`` as a float, or a clear error when it is not a positive finite number.
+
+    Used in: `book/kernels.md` (through every DPO function).
+    """
     if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not math.isfinite(beta) or beta <= 0:
         raise ValueError(f"beta must be a positive finite number, got {beta!r}")
     return float(beta)
 
 
 def check_loss_type(loss_type: Any, label_smoothing: Any) -> tuple[str, float]:
+    """``(loss_type, label_smoothing)`` validated: a known loss, and smoothing in [0, 0.5) where it applies.
+
+    Used in: `book/kernels.md` (through every DPO function).
+    """
     if loss_type not in LOSS_TYPES:
         raise ValueError(f"unknown loss_type {loss_type!r}; valid loss types: {list(LOSS_TYPES)}")
     if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)) or not 0.0 <= label_smoothing < 0.5:
@@ -82,7 +90,10 @@ def check_loss_type(loss_type: Any, label_smoothing: Any) -> tuple[str, float]:
 
 
 def compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
-    """float64 if any input is float64, else float32 (bf16/fp16 inputs accumulate in fp32)."""
+    """float64 if any input is float64, else float32 (bf16/fp16 inputs accumulate in fp32).
+
+    Used in: `book/kernels.md` (through the log-prob functions).
+    """
     return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
 
 
@@ -162,7 +173,7 @@ def loss_derivative(delta: torch.Tensor, beta: float, loss_type: str = "sigmoid"
     if loss_type == "robust":
         return -beta * ((1 - eps) * torch.sigmoid(-z) + eps * torch.sigmoid(z)) / (1 - 2 * eps)
     if loss_type == "hinge":
-        return torch.where(1 - z > 0, torch.full_like(delta, -beta), torch.zeros_like(delta))
+        return torch.where(1 - z > 0, -beta * torch.ones_like(delta), torch.zeros_like(delta))
     if loss_type == "ipo":
         return 2 * (delta - 1 / (2 * beta))
     raise ValueError(f"unknown loss_type {loss_type!r}; valid loss types: {list(LOSS_TYPES)}")
@@ -208,6 +219,8 @@ class Reference:
     every *other* token (R_i of ``dpo-kernels.md`` §1) and ``mean_logit`` the mean logit over the
     vocabulary (TRL's ``logits/*``). Index it like a tensor (``ref[idx]``); :meth:`swapped` exchanges
     chosen and rejected (for flipped labels).
+
+    Used in: `book/kernels.md`, `book/training_dynamics.md`.
     """
 
     chosen_logps: torch.Tensor
@@ -390,6 +403,8 @@ class Trajectory:
     ``head_change``: ``[runs, steps + 1]``), so the head change is 0 at t = 0 and the last entry is the
     final head. ``*_by_behavior`` hold per-behaviour means (a trailing dimension). ``batches`` are the
     indices of each step's batch into the run's training set.
+
+    Used in: `book/kernels.md`, `book/training_dynamics.md`.
     """
 
     train: dict[str, torch.Tensor]

@@ -25,13 +25,14 @@ Used in: `book/kernels.md`, `book/training_dynamics.md`, `book/prioritization.md
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, NamedTuple
 
 import torch
 
 from .reference import (OPTIMIZERS, Reference, Trajectory, _check_hparams, _check_matrix, check_beta,
                         loss_derivative, metrics_from_parts)
 from .sampling import sample_batches
+
 
 IMPLS = ("auto", "numba", "torch")
 _LOSS_CODES = {"sigmoid": 0, "robust": 1, "hinge": 2, "ipo": 3}
@@ -88,7 +89,7 @@ def _numba_kernel():
             return -beta if 1.0 - z > 0.0 else 0.0
         return 2.0 * (delta - 1.0 / (2.0 * beta))
 
-    @numba.njit(parallel=True, cache=True, fastmath={"contract"})
+    @numba.njit(parallel=True, cache=True, fastmath={"reassoc", "contract"})
     def kernel(H, s, rows, counts, lr, beta, code, eps, opt, momentum, b1, b2, aeps, V, dots):
         R, T, _ = rows.shape
         d = H.shape[1]
@@ -332,34 +333,29 @@ def train_two_row(H, s, *, beta, lr, steps: int, batch_size: int | None, generat
     sv = _start_vectors(start_v, runs, d, dtype)
     sizes = [h.shape[0] for h in Hs]
     batches = sample_batches(sizes, batch_size, steps, generator)  # [R, T, B], -1 pads full batches
-
-    # one flat feature matrix; runs that share a tensor share its rows
-    feat_dtype = torch.float32 if dtype == torch.float32 else None
-    uniq: dict[int, int] = {}
-    blocks, offsets = [], []
-    off = 0
-    for h in Hs:
-        if id(h) not in uniq:
-            uniq[id(h)] = off
-            blocks.append(h)
-            off += h.shape[0]
-        offsets.append(uniq[id(h)])
-    Hflat = torch.cat([b.detach() for b in blocks]).contiguous()
-    if Hflat.dtype not in (torch.float32, torch.float64) or feat_dtype is not None:
-        Hflat = Hflat.to(feat_dtype or torch.float64)
-    sflat = torch.zeros(Hflat.shape[0], dtype=dtype)
-    for x, o in zip(ss, offsets):  # runs sharing rows but not signs would clash: check
-        prev = sflat[o:o + x.shape[0]]
-        if bool((prev != 0).any()) and not torch.equal(prev, x.to(dtype)):
-            Hflat, sflat, offsets = _unshared(Hs, ss, dtype, feat_dtype)
-            break
-        sflat[o:o + x.shape[0]] = x.to(dtype)
-    counts = torch.tensor([(batches[r, 0] >= 0).sum() for r in range(runs)], dtype=torch.long)
-    rows = torch.where(batches >= 0, batches + torch.tensor(offsets).view(runs, 1, 1), 0)
-
     T, B = steps, batches.shape[2]
+    counts = (batches[:, 0] >= 0).sum(1)
+    padded = bool((counts != B).any())
+
+    Hflat, offsets = _flat_features(Hs, torch.float32 if dtype == torch.float32 else None)
+    valid = batches >= 0
+    rows = torch.where(valid, batches + torch.tensor(offsets).view(runs, 1, 1), 0)
+    # per-run quantities gathered per step ([R, T, B]) through one flat index
+    gather = _Gather(batches, [h.shape[0] for h in Hs])
+    s_rows = gather(ss, dtype)
     Vt = torch.zeros(runs, T + 1, d, dtype=dtype)
     dots = torch.zeros(runs, T, B, dtype=dtype)
+    # runs that share feature rows must share signs too (else each run gets its own copy of the rows)
+    by_block: dict[tuple[int, int], torch.Tensor] = {}
+    clash = any(not torch.equal(by_block.setdefault((o, x.shape[0]), x), x) for o, x in zip(offsets, ss))
+    spans = sorted(by_block)
+    clash = clash or any(a[0] + a[1] > b[0] for a, b in zip(spans, spans[1:]))  # partly overlapping blocks
+    if clash:
+        Hflat, offsets = _flat_features(Hs, torch.float32 if dtype == torch.float32 else None, share=False)
+        rows = torch.where(valid, batches + torch.tensor(offsets).view(runs, 1, 1), 0)
+    sflat = torch.zeros(Hflat.shape[0], dtype=dtype)
+    for o, x in zip(offsets, ss):
+        sflat[o:o + x.shape[0]] = x
     lr_t = torch.tensor(lrs, dtype=dtype)
     beta_t = torch.tensor(betas, dtype=dtype)
     use_numba = impl == "numba" or (impl == "auto" and _numba_available())
@@ -372,50 +368,119 @@ def train_two_row(H, s, *, beta, lr, steps: int, batch_size: int | None, generat
         _run_torch(Hflat, sflat, rows, counts, lr_t, beta_t, loss_type, float(label_smoothing), optimizer,
                    float(momentum), float(adam_betas[0]), float(adam_betas[1]), float(adam_eps), Vt, dots)
 
-    kw = dict(beta=None, loss_type=loss_type, label_smoothing=float(label_smoothing))
-    # start dots v_start . h for every training row (zero when starting from W_0)
+    kw = dict(loss_type=loss_type, label_smoothing=float(label_smoothing))
+    beta_b = beta_t.view(runs, 1, 1)
     sdots = [(h.to(dtype) @ sv[r]) if sv is not None else torch.zeros(h.shape[0], dtype=dtype) for r, h in enumerate(Hs)]
-    train, train_by = [], []
-    for r in range(runs):
-        c = int(counts[r])
-        idx = batches[r, :, :c]
-        ref_b = refs[r][idx] if refs[r] is not None else None
-        kw["beta"] = betas[r]
-        args = (dots[r, :, :c], ss[r].to(dtype)[idx], sdots[r][idx], ref_b)
-        train.append(_pair_metrics(*args, **kw))
-        if bids[r] is not None:
-            train_by.append(_pair_metrics_grouped(*args, bids[r][idx], nb, kw))
+    has_ref = refs[0] is not None
+    if any((r is None) != (not has_ref) for r in refs):
+        raise ValueError("reference must be given for every run or for none")
+    if padded:  # full batches of unequal sizes: one run at a time over its valid entries
+        train, train_by = [], []
+        for r in range(runs):
+            idx = batches[r, :, :int(counts[r])]
+            args = (dots[r, :, :int(counts[r])], ss[r].to(dtype)[idx], sdots[r][idx],
+                    refs[r][idx] if has_ref else None)
+            train.append(_pair_metrics(*args, beta=betas[r], **kw))
+            if bids[0] is not None:
+                train_by.append(_pair_metrics(*args, beta=betas[r], behavior_id=bids[r][idx], n_behaviors=nb, **kw))
+        train, train_by = _stack_dicts(train), _stack_dicts(train_by)
+    else:
+        ref_rows = _RefRows(*(gather([getattr(r, f) for r in refs], dtype) for f in _RefRows._fields)) if has_ref else None
+        sd_rows = gather(sdots, dtype) if sv is not None else torch.zeros((), dtype=dtype)
+        args = (dots, s_rows, sd_rows, ref_rows)
+        train = _pair_metrics(*args, beta=beta_b, **kw)
+        train_by = (_pair_metrics(*args, beta=beta_b, behavior_id=gather(bids, torch.long), n_behaviors=nb, **kw)
+                    if bids[0] is not None else {})
     ev, ev_by = {}, {}
     for name, spec in (eval_sets or {}).items():
         per_run = _eval_spec(name, spec, runs, d)
-        ms, mbs = [], []
-        for r, (He, se, refe, bide) in enumerate(per_run):
-            se = -se if flips[r] else se
-            refe = refe.swapped() if (refe is not None and flips[r]) else refe
-            Hed = He.to(dtype)
-            wdot = (Hed @ Vt[r].T).T  # [T+1, m]
-            sd = Hed @ sv[r] if sv is not None else torch.zeros(He.shape[0], dtype=dtype)
-            kw["beta"] = betas[r]
-            ms.append(_pair_metrics(wdot, se.to(dtype), sd, refe, **kw))
-            if bide is not None:
-                mbs.append(_pair_metrics_grouped(wdot, se.to(dtype), sd, refe, bide,
-                                                 n_behaviors if n_behaviors is not None else int(bide.max()) + 1, kw))
-        ev[name] = _stack_dicts(ms)
-        if mbs:
-            if len(mbs) != runs:
-                raise ValueError(f"eval set {name!r}: behavior_id must be given for every run or for none")
-            ev_by[name] = _stack_dicts(mbs)
+        if len({(sp[0].shape[0], sp[2] is None, sp[3] is None) for sp in per_run}) != 1:
+            raise ValueError(f"eval set {name!r}: every run's set must have the same size and the same optional parts")
+        He = _stack_shared([sp[0] for sp in per_run], dtype)  # [R, m, d]
+        se = torch.stack([(-sp[1] if f else sp[1]).to(dtype) for sp, f in zip(per_run, flips)]).unsqueeze(1)
+        refe = None
+        if per_run[0][2] is not None:
+            refe = _stack_reference([sp[2].swapped() if f else sp[2] for sp, f in zip(per_run, flips)], dtype)
+        wdot = torch.bmm(Vt, He.transpose(1, 2))  # [R, T+1, m]
+        sd = (torch.bmm(He, torch.stack(sv).unsqueeze(2)).transpose(1, 2) if sv is not None
+              else torch.zeros(runs, 1, He.shape[1], dtype=dtype))
+        ev[name] = _pair_metrics(wdot, se, sd, refe, beta=beta_b, **kw)
+        if per_run[0][3] is not None:
+            bide = torch.stack([sp[3] for sp in per_run]).unsqueeze(1).expand(runs, T + 1, -1)
+            nbe = n_behaviors if n_behaviors is not None else int(bide.max()) + 1
+            ev_by[name] = _pair_metrics(wdot, se, sd, refe, beta=beta_b, behavior_id=bide, n_behaviors=nbe, **kw)
     head_change = math.sqrt(2.0) * torch.linalg.vector_norm(Vt, dim=-1)
     return Trajectory(
-        train=_stack_dicts(train), eval=ev, head_change=head_change, batches=batches,
+        train=train, eval=ev, head_change=head_change, batches=batches,
         config=dict(trainer="two_row", impl="numba" if use_numba else "torch", beta=betas, lr=lrs, steps=steps,
                     batch_size=batch_size, loss_type=loss_type, label_smoothing=float(label_smoothing),
                     optimizer=optimizer, momentum=momentum, flip=flips, dtype=str(dtype)),
-        train_by_behavior=_stack_dicts(train_by), eval_by_behavior=ev_by, v=Vt if keep_v else None)
+        train_by_behavior=train_by, eval_by_behavior=ev_by, v=Vt if keep_v else None)
 
 
-def _pair_metrics_grouped(wdot, s, sdot, ref, bid, nb, kw):
-    return _pair_metrics(wdot, s, sdot, ref, behavior_id=bid, n_behaviors=nb, **kw)
+class _RefRows(NamedTuple):
+    """The reference quantities the metrics need, per pair (any shape)."""
+
+    chosen_logits: torch.Tensor
+    rejected_logits: torch.Tensor
+    rest_lse: torch.Tensor
+    mean_logit: torch.Tensor
+
+
+class _Gather:
+    """``per_run[r][batches[r]]`` for every run as one ``[R, T, B]`` tensor, through one flat index.
+
+    Padding entries (-1, full batches of unequal sizes) read each run's first row; callers mask them.
+    """
+
+    def __init__(self, batches: torch.Tensor, sizes: list[int]):
+        off = torch.tensor([0] + sizes[:-1]).cumsum(0).view(-1, 1, 1)
+        self.shape = batches.shape
+        self.index = torch.where(batches >= 0, batches, 0).add(off).reshape(-1)
+
+    def __call__(self, per_run: list[torch.Tensor], dtype) -> torch.Tensor:
+        flat = torch.cat([x.to(dtype) for x in per_run])
+        return flat.index_select(0, self.index).view(self.shape)
+
+
+def _stack_reference(refs: list[Reference], dtype) -> _RefRows:
+    """Per-run references of equal size as ``[R, 1, m]`` fields (broadcast over steps)."""
+    return _RefRows(*(torch.stack([getattr(r, f).to(dtype) for r in refs]).unsqueeze(1) for f in _RefRows._fields))
+
+
+def _stack_shared(tensors: list[torch.Tensor], dtype) -> torch.Tensor:
+    if all(t is tensors[0] for t in tensors):
+        return tensors[0].to(dtype).unsqueeze(0).expand(len(tensors), -1, -1)
+    return torch.stack([t.to(dtype) for t in tensors])
+
+
+def _flat_features(Hs: list[torch.Tensor], cast, share: bool = True) -> tuple[torch.Tensor, list[int]]:
+    """All runs' training features as one ``[N, d]`` matrix and each run's first row in it.
+
+    Runs given the same tensor share its rows. Runs whose features are row blocks of one contiguous
+    tensor (e.g. slices of a matrix of all embeddings) are used in place, without a copy.
+    """
+    d = Hs[0].shape[1]
+    want = cast or (Hs[0].dtype if Hs[0].dtype in (torch.float32, torch.float64) else torch.float64)
+    same_store = share and all(
+        h.dtype == want and h.is_contiguous() and h.untyped_storage().data_ptr() == Hs[0].untyped_storage().data_ptr()
+        and h.storage_offset() % d == 0 for h in Hs)
+    if same_store:
+        starts = [h.storage_offset() // d for h in Hs]
+        lo = min(starts)
+        hi = max(s + h.shape[0] for s, h in zip(starts, Hs))
+        flat = torch.as_strided(Hs[0].detach(), (hi - lo, d), (d, 1), storage_offset=lo * d)
+        return flat, [s - lo for s in starts]
+    uniq: dict[int, int] = {}
+    blocks, offsets, off = [], [], 0
+    for h in Hs:
+        key = id(h) if share else len(blocks)
+        if key not in uniq:
+            uniq[key] = off
+            blocks.append(h.detach().to(want))
+            off += h.shape[0]
+        offsets.append(uniq[key])
+    return torch.cat(blocks).contiguous(), offsets
 
 
 def _start_vectors(start_v, runs: int, d: int, dtype) -> list[torch.Tensor] | None:
@@ -435,11 +500,3 @@ def _start_vectors(start_v, runs: int, d: int, dtype) -> list[torch.Tensor] | No
     return out
 
 
-def _unshared(Hs, ss, dtype, feat_dtype):
-    """Flat features without sharing (runs that share features but not signs)."""
-    Hflat = torch.cat([h.detach() for h in Hs]).contiguous()
-    if Hflat.dtype not in (torch.float32, torch.float64) or feat_dtype is not None:
-        Hflat = Hflat.to(feat_dtype or torch.float64)
-    sflat = torch.cat([x.to(dtype) for x in ss])
-    offsets = list(torch.tensor([0] + [h.shape[0] for h in Hs[:-1]]).cumsum(0).tolist())
-    return Hflat, sflat, offsets
