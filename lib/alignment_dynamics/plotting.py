@@ -580,6 +580,8 @@ def scaling_lines(series: dict, *, xlabel: str, ylabel: str, title: str = "", lo
     ax.legend()
     return fig if fig is not None else ax.figure
 
+
+# ---------------------------------------------------------------------------------------------------
 # Misalignment (book/misalignment.md)
 # ---------------------------------------------------------------------------------------------------
 
