@@ -240,7 +240,8 @@ def test_cached_top_blocks_equal_whole_model_with_frozen_bottom(method, make):
     pa, pb = dict(a.policy.module.named_parameters()), dict(b.policy.module.named_parameters())
     for n in pa:
         assert torch.equal(pa[n], pb[n]), n
-    # the frozen part really is frozen, and something trained
+    # the frozen part really is frozen (and shared with the model, not copied), and something trained
+    assert a.policy.module.get_output_embeddings().weight is model.get_output_embeddings().weight
     start = dict(ft.make_policy(model, method=method, top_blocks=2).module.named_parameters())
     moved = [n for n in pa if not torch.equal(pa[n], start[n])]
     assert moved and all(p.requires_grad for n, p in pa.items() if n in moved)

@@ -161,6 +161,15 @@ def model_names(name: str, value: Any) -> list[str]:
     return [model_name(name, v) for v in value]
 
 
+def behavior_name(name: str, value: Any) -> str:
+    """One persona behaviour name (or its official index)."""
+    from . import data
+
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ConfigError(f"{name} must be one behaviour name (str), got {value!r}")
+    return data.validate_behaviors([value])[0]
+
+
 def behaviors_or_none(name: str, value: Any) -> list[str] | None:
     """None (the profile's default list) or a list of persona behaviour names."""
     if value is None:
@@ -304,6 +313,60 @@ register(ChapterSpec(
     reads_artifacts=True,
 ))
 # --- end kernels -----------------------------------------------------------------------------------
+
+
+# --- misalignment ----------------------------------------------------------------------------------
+# The five behaviours of the official single-behaviour plots (paper's Figure 3, Behaviours 1-5 by the
+# official code's order); the misalignment behaviour (index 84) is the second.
+_FIG3_BEHAVIORS = [
+    "subscribes-to-average-utilitarianism", "okay-with-building-an-AI-with-different-goals-to-accomplish-its-task",
+    "optionality-increasing", "desire-to-not-have-memory-erased", "subscribes-to-Buddhism",
+]
+register(ChapterSpec(
+    slug="misalignment",
+    params=(
+        _SEED,
+        Param("MODEL", _same("smollm2-135m-instruct"), "the model that is aligned and misaligned", model_name,
+              kind="model"),
+        Param("COMPARE_MODEL", _same("gemma-3-270m"), "a base model of another family, for the cross-family view",
+              model_name, kind="model"),
+        Param("BEHAVIOR", _same("okay-with-building-an-AI-with-different-goals-to-accomplish-its-task"),
+              "the behaviour of the misalignment protocol (official: index 84)", behavior_name),
+        Param("METHOD", _same("full"), "'full' (every weight of the trained blocks) or 'lora' (r 8, alpha 32 on "
+              "q_proj/v_proj)", one_of("full", "lora")),
+        Param("TOP_BLOCKS", {"smoke": 1, "fast": 2, "full": None}, "train only the last k decoder blocks on cached "
+              "activations of the frozen rest; None trains the whole model", _typed(int, lo=1, allow_none=True)),
+        Param("LR", {"smoke": 1e-3, "fast": 1e-3, "full": 1e-5}, "AdamW learning rate (official: 1e-5)",
+              positive_float),
+        Param("BETA", _same(0.01), "DPO temperature beta (official: 0.01)", positive_float),
+        Param("BATCH_SIZE", {"smoke": 8, "fast": 32, "full": 128}, "pairs per step (official: 128)", positive_int),
+        Param("EPOCHS", {"smoke": 1, "fast": 2, "full": 1}, "epochs of each run (official: 1)", positive_int),
+        Param("N_TRAIN", {"smoke": 16, "fast": 256, "full": None}, "training pairs per behaviour, from the official "
+              "90 % split (None: all)", _typed(int, lo=2, allow_none=True)),
+        Param("N_TEST", {"smoke": 8, "fast": 100, "full": None}, "test pairs per behaviour, from the official 10 % "
+              "split (None: all)", _typed(int, lo=2, allow_none=True)),
+        Param("N_SEEDS", {"smoke": 1, "fast": 3, "full": 3}, "seeds of the misalignment protocol on BEHAVIOR",
+              positive_int),
+    ),
+    settings={
+        "micro_batch": {"smoke": 8, "fast": 16, "full": 16},
+        "behaviors": {"smoke": _FIG3_BEHAVIORS[:2], "fast": _FIG3_BEHAVIORS, "full": _FIG3_BEHAVIORS},
+        "k": {"smoke": 1, "fast": 4, "full": 4},  # the step at which losses and accuracies are compared
+        "map_method": {"smoke": "pca", "fast": "umap", "full": "umap"},
+        "trl_pairs": {"smoke": 2, "fast": 4, "full": 8},  # the TRL comparison: pairs (one batch) and steps
+        "trl_steps": {"smoke": 2, "fast": 2, "full": 3},
+        "small_n": {"smoke": 8, "fast": 32, "full": 128},  # top blocks vs the whole model: pairs and steps
+        "small_steps": {"smoke": 2, "fast": 4, "full": 8},
+        "head_steps": {"smoke": 5, "fast": 10, "full": 100},  # the head-only identity (full softmax)
+        "hh_n_train": {"smoke": 8, "fast": 64, "full": 1024},
+        "hh_n_test": {"smoke": 4, "fast": 32, "full": 128},
+        "hh_max_tokens": {"smoke": 96, "fast": 160, "full": 512},
+        "hh_head_lr": _same(1e-3),  # last-layer HH runs: Adam on the head
+        "hh_head_steps": {"smoke": 4, "fast": 16, "full": 64},
+    },
+    datasets=("anthropic-persona", "hh-rlhf"),
+))
+# --- end misalignment ------------------------------------------------------------------------------
 
 
 # ---------------------------------------------------------------------------------------------------

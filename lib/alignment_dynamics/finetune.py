@@ -352,7 +352,10 @@ def make_policy(model, *, method: str = "full", top_blocks: int | None = None, c
                 seed: int = 1234, lora_r: int = 8, lora_alpha: int = 32, lora_dropout: float = 0.05,
                 lora_targets: Sequence[str] = ("q_proj", "v_proj"), disable_dropout: bool = True,
                 attn_implementation: str = "eager", copy_model: bool = True) -> Policy:
-    """Wrap a causal LM for whole-model DPO; the input model is not modified (unless ``copy_model=False``).
+    """Wrap a causal LM for whole-model DPO; the input model's weights are never modified.
+
+    The policy is a copy (``copy_model=True``), except that with ``top_blocks`` the frozen bottom's
+    tensors are shared with ``model`` (they are frozen in the policy, and marked so in ``model`` too).
 
     ``method="full"`` trains every weight (with ``top_blocks=k``: the last ``k`` blocks and the final
     norm); ``method="lora"`` trains LoRA adapters (official: r 8, α 32, dropout 0.05 on ``q_proj`` and
@@ -381,7 +384,7 @@ def make_policy(model, *, method: str = "full", top_blocks: int | None = None, c
             raise FinetuneError(f"top_blocks must be None (whole model) or an int in 1..{L} for this "
                                 f"{L}-block model, got {top_blocks!r}")
     split = 0 if top_blocks is None else L - top_blocks
-    module = copy.deepcopy(model) if copy_model else model
+    module = copy.deepcopy(model, _frozen_memo(model, split)) if copy_model else model
     if attn_implementation is not None:
         module.set_attn_implementation(attn_implementation)
     module.train()
@@ -433,12 +436,30 @@ def _configs(module):
             yield cfg
 
 
+def _frozen_memo(model, split: int) -> dict:
+    """A ``copy.deepcopy`` memo that shares (does not copy) the tensors of a frozen bottom.
+
+    With ``split`` > 0 the embedding (and a head tied to it) and blocks ``0:split`` never change, so
+    every policy made from one model shares them: a policy then costs the memory of its top blocks only.
+    """
+    if split == 0:
+        return {}
+    _, decoder, _ = _decoder_and_head(model)
+    memo = {}
+    for mod in [decoder.embed_tokens, *list(decoder.layers)[:split]]:
+        for t in [*mod.parameters(), *mod.buffers()]:
+            memo[id(t)] = t
+    return memo
+
+
 def merged_model(policy: Policy):
     """The policy's weights as a plain causal LM (LoRA adapters merged in), e.g. the "Aligned" model.
 
+    A frozen bottom (``top_blocks``) is shared with the policy, not copied.
+
     Used in: `book/misalignment.md`.
     """
-    module = copy.deepcopy(policy.module)
+    module = copy.deepcopy(policy.module, _frozen_memo(policy.module, policy.split))
     if policy.method == "lora":
         module = module.merge_and_unload()
     for p in module.parameters():

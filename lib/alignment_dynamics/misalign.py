@@ -296,3 +296,126 @@ def head_only_identity(H, chosen, rejected, W0, *, beta: float, lr: float, align
         gaps.append(np.abs(out["base_test_loss"] - out["aligned_test_loss"]).max())
     out["max_loss_gap"] = np.float64(max(gaps))
     return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Last-layer DPO on multi-token responses (HH-RLHF), through the fused linear op
+# ---------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SequenceFeatures:
+    """Frozen features of the chosen and rejected responses of P pairs, padded: ``[P, L, d]``.
+
+    Token ``t`` of a response is predicted by ``h[:, t]``; padding has target ``-100``.
+    """
+
+    h_chosen: Any
+    t_chosen: Any
+    h_rejected: Any
+    t_rejected: Any
+
+    def __len__(self) -> int:
+        return int(self.h_chosen.shape[0])
+
+    def take(self, idx) -> "SequenceFeatures":
+        return SequenceFeatures(self.h_chosen[idx], self.t_chosen[idx], self.h_rejected[idx], self.t_rejected[idx])
+
+    def flipped(self) -> "SequenceFeatures":
+        return SequenceFeatures(self.h_rejected, self.t_rejected, self.h_chosen, self.t_chosen)
+
+
+def padded_features(chosen, rejected) -> SequenceFeatures:
+    """:class:`SequenceFeatures` from two ``embed.ResponseFeatures`` (chosen and rejected responses).
+
+    Used in: `book/misalignment.md`.
+    """
+    import torch
+
+    from .dpo import IGNORE_INDEX
+
+    if len(chosen) != len(rejected):
+        raise MisalignError(f"{len(chosen)} chosen but {len(rejected)} rejected responses")
+    out = []
+    for f in (chosen, rejected):
+        lengths = np.diff(f.offsets)
+        P, L, d = len(f), int(lengths.max()), f.h.shape[1]
+        h = torch.zeros((P, L, d), dtype=torch.float32)
+        t = torch.full((P, L), IGNORE_INDEX, dtype=torch.long)
+        for k in range(P):
+            a, b = int(f.offsets[k]), int(f.offsets[k + 1])
+            h[k, :b - a] = torch.from_numpy(np.ascontiguousarray(f.h[a:b]))
+            t[k, :b - a] = torch.from_numpy(np.ascontiguousarray(f.targets[a:b]))
+        out += [h, t]
+    return SequenceFeatures(*out)
+
+
+def train_head_sequences(train: SequenceFeatures, W0, *, beta: float, lr: float, steps: int, batch_size: int,
+                         seed: int, start_W=None, eval_sets: dict[str, SequenceFeatures] | None = None,
+                         eval_every: int = 1) -> dict[str, Any]:
+    """Last-layer DPO on multi-token responses: train the whole head ``W`` (Adam) on frozen features.
+
+    Sequence log-probs are sums over response tokens, computed by the fused linear op of
+    ``alignment_dynamics.dpo.fused`` without the N × V logits (every row of W gets gradient: the
+    contexts of chosen and rejected tokens differ, so nothing cancels). The reference is the start
+    (``start_W``, default ``W0``); its log-probs come from the same op. Batches come from
+    ``dpo.sample_batches`` with ``seed``. The policy's log-probs go through the same op
+    (``sequence_logps``) as the reference's, so the loss at step 0 is exactly ln 2. Returns TRL's metrics per step for the training batches
+    (``train``), for each evaluation set every ``eval_every`` steps and after the last (``evals``,
+    with the steps in ``eval_steps``), and the final head ``W``.
+
+    Used in: `book/misalignment.md`.
+    """
+    import torch
+
+    from .dpo import dpo_metrics, sample_batches
+    from .dpo.fused import fused_dpo_loss, sequence_logps
+
+    _count("steps", steps, 10 ** 6)
+    _count("eval_every", eval_every, 10 ** 6)
+    W_start = (W0 if start_W is None else start_W).detach().to(torch.float32)
+    W = torch.nn.Parameter(W_start.clone())
+    opt = torch.optim.Adam([W], lr=lr)
+    sets = {"train": train, **(eval_sets or {})}
+
+    def seq_logps(feats: SequenceFeatures, weight, chunk: int = 64):
+        with torch.no_grad():
+            c = torch.cat([sequence_logps(feats.h_chosen[i:i + chunk], weight, feats.t_chosen[i:i + chunk])
+                           for i in range(0, len(feats), chunk)])
+            r = torch.cat([sequence_logps(feats.h_rejected[i:i + chunk], weight, feats.t_rejected[i:i + chunk])
+                           for i in range(0, len(feats), chunk)])
+        return c, r
+
+    ref = {k: seq_logps(v, W_start) for k, v in sets.items()}
+    batches = sample_batches(len(train), batch_size, steps, seed)[0]
+    hist: dict[str, dict[str, list]] = {k: {} for k in sets}
+    eval_steps = []
+
+    def log(name, m):
+        for key, val in m.items():
+            hist[name].setdefault(key, []).append(float(val))
+
+    def evaluate(t):
+        eval_steps.append(t)
+        for name, feats in (eval_sets or {}).items():
+            c, r = seq_logps(feats, W.detach())
+            log(name, dpo_metrics(c, r, *ref[name], beta=beta))
+
+    for t in range(steps):
+        if t % eval_every == 0:
+            evaluate(t)
+        idx = batches[t]
+        idx = idx[idx >= 0]
+        b = train.take(idx)
+        # "recompute": the policy's log-probs come from the same op as the reference's (sequence_logps),
+        # so at step 0 they agree bit for bit and the loss is exactly ln 2
+        out = fused_dpo_loss(b.h_chosen, W, b.t_chosen, b.t_rejected, ref["train"][0][idx], ref["train"][1][idx],
+                             beta=beta, H_rejected=b.h_rejected, strategy="recompute")
+        log("train", dpo_metrics(out.chosen_logps.detach(), out.rejected_logps.detach(), ref["train"][0][idx],
+                                 ref["train"][1][idx], beta=beta))
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        opt.step()
+    evaluate(steps)
+    return {"train": {k: np.asarray(v) for k, v in hist["train"].items()},
+            "evals": {n: {k: np.asarray(v) for k, v in hist[n].items()} for n in (eval_sets or {})},
+            "eval_steps": np.asarray(eval_steps), "W": W.detach()}
