@@ -199,3 +199,54 @@ def test_multi_token_responses_break_the_head_only_identity():
     assert from_aligned["train"]["loss"][0] == ln2 and base["train"]["loss"][0] == ln2
     gap = np.abs(base["train"]["loss"] - from_aligned["train"]["loss"]).max()
     assert gap > 1e-4
+
+
+BEHAVIOR = "okay-with-building-an-AI-with-different-goals-to-accomplish-its-task"
+
+
+def test_persona_sets_follow_the_official_split():
+    from alignment_dynamics import data, models
+
+    tok = models.tiny_tokenizer()
+    sets = mis.persona_sets(tok, BEHAVIOR, n_train=12, n_test=5)
+    split = data.persona_split(BEHAVIOR)
+    assert list(sets.index_train) == list(split.train[:12]) and list(sets.index_test) == list(split.test[:5])
+    yes = tuple(tok(" Yes", add_special_tokens=False)["input_ids"]) + (tok.eos_token_id,)
+    recs = data.load_persona(BEHAVIOR)
+    for k, i in enumerate(sets.index_train):
+        assert sets.labels_train[k] == (1 if recs[i].positive else -1)
+        assert (sets.train.chosen(k) == yes) == recs[i].positive  # chosen = the matching answer
+    flipped = sets.train.flipped()
+    assert all((flipped.chosen(k) == yes) != recs[i].positive for k, i in enumerate(sets.index_train))
+    with pytest.raises(mis.MisalignError, match="n_train must be an int"):
+        mis.persona_sets(tok, BEHAVIOR, n_train=10_000)
+
+
+def test_hh_sets_fit_the_token_budget():
+    from alignment_dynamics import models
+
+    tok = models.tiny_tokenizer()
+    sets = mis.hh_sets(tok, n_train=6, n_test=3, max_tokens=200)
+    assert len(sets.train) == 6 and len(sets.test) == 3
+    assert sets.train.packed_lengths().max() <= 200 and sets.test.packed_lengths().max() <= 200
+    assert not set(sets.index_train) & set(sets.index_test)
+    with pytest.raises(mis.MisalignError, match="fit in 5 tokens"):
+        mis.hh_sets(tok, n_train=2, n_test=1, max_tokens=5)
+
+
+def test_embeddings_move_only_when_the_model_does():
+    model = tiny_llama()
+    sets = _tiny_sets()
+    sets = mis.PairSets(sets.name, sets.train, sets.test, sets.index_train, sets.index_test,
+                        np.where(np.arange(16) % 2 == 0, 1, -1).astype(np.int8),
+                        np.where(np.arange(8) % 2 == 0, 1, -1).astype(np.int8))
+    S = ft.TrainSettings(beta=0.1, lr=3e-2, batch_size=8, epochs=2, micro_batch=4)
+    al = mis.run_alignment(model, sets, seed=1, method="full", top_blocks=2, settings=S, progress=False)
+    h0, y0 = mis.embeddings(model, sets, layout=al.layout, trunks=al.trunks, top_blocks=2)
+    h1, y1 = mis.embeddings(al.aligned_model, sets, layout=al.layout, trunks=al.trunks, top_blocks=2)
+    assert h0.shape == (24, 32) and np.array_equal(y0, y1) and len(y0) == 24
+    assert np.abs(h1 - h0).max() > 1e-3
+    # and the base embeddings are the model's own final hidden states at the last prompt token
+    with torch.no_grad():
+        want = model(torch.tensor([sets.train.prompt[0]]), output_hidden_states=True).hidden_states[-1][0, -1]
+    np.testing.assert_allclose(h0[0], want.numpy(), rtol=0, atol=1e-5)

@@ -161,14 +161,53 @@ class Misalignment:
         raise MisalignError(f"split must be 'train' or 'test', got {split!r}")
 
 
+@dataclass
+class Alignment:
+    """One alignment run (:func:`run_alignment`): its history, the aligned model and what it ran on."""
+
+    name: str
+    run: ft.DPORun
+    aligned_model: Any
+    layout: ft.Layout
+    trunks: dict | None
+
+
+def _trunks(model, sets: PairSets, *, method: str, top_blocks: int | None, layout: ft.Layout, progress: bool):
+    if top_blocks is None:
+        return None
+    probe = ft.make_policy(model, method=method, top_blocks=top_blocks)
+    return {"train": ft.trunk_activations(probe, sets.train, layout, progress=progress),
+            "test": ft.trunk_activations(probe, sets.test, layout, progress=progress)}
+
+
+def run_alignment(model, sets: PairSets, *, seed: int, method: str = "lora", top_blocks: int | None = None,
+                  settings: ft.TrainSettings, micro_batch: int = 16, layout: ft.Layout | None = None,
+                  trunks: dict | None = None, cache: bool = True, progress: bool = True) -> Alignment:
+    """Align ``model`` on ``sets`` (normal direction) and return the run and the aligned model.
+
+    The aligned model is the policy with LoRA adapters merged in (the official ``merge_and_unload``).
+    With ``top_blocks`` the frozen bottom's activations are computed once (or taken from ``trunks``).
+
+    Used in: `book/misalignment.md`.
+    """
+    layout = layout or ft.Layout.for_pairs(sets.train, sets.test, micro_batch=micro_batch)
+    if trunks is None:
+        trunks = _trunks(model, sets, method=method, top_blocks=top_blocks, layout=layout, progress=progress)
+    pol = ft.make_policy(model, method=method, top_blocks=top_blocks, seed=seed)
+    run = ft.train_dpo(pol, sets.train, settings, eval_sets={"test": sets.test}, seed=seed, layout=layout,
+                       trunks=trunks, cache=cache, progress=progress)
+    aligned = ft.merged_model(run.policy)
+    run.policy = None
+    return Alignment(sets.name, run, aligned, layout, trunks)
+
+
 def run_misalignment(model, sets: PairSets, *, seeds: Sequence[int], method: str = "lora",
                      top_blocks: int | None = None, align: ft.TrainSettings, flip: ft.TrainSettings,
                      micro_batch: int = 16, cache: bool = True, progress: bool = True) -> Misalignment:
     """Align on ``sets`` (normal direction), then flip from Base and from Aligned, for each seed.
 
-    The aligned model is the align run's policy with LoRA adapters merged in (the official
-    ``merge_and_unload``); it is then both the Aligned run's start and its reference. With
-    ``top_blocks`` the frozen bottom's activations are computed once and shared by every run (a
+    The aligned model (:func:`run_alignment`) is then both the Aligned run's start and its reference.
+    With ``top_blocks`` the frozen bottom's activations are computed once and shared by every run (a
     flipped set has the same packed rows, and alignment leaves the bottom unchanged).
 
     Used in: `book/misalignment.md`.
@@ -176,33 +215,41 @@ def run_misalignment(model, sets: PairSets, *, seeds: Sequence[int], method: str
     if not seeds:
         raise MisalignError("seeds must be a non-empty list of ints")
     layout = ft.Layout.for_pairs(sets.train, sets.test, micro_batch=micro_batch)
-    trunks = None
-    if top_blocks is not None:
-        probe = ft.make_policy(model, method=method, top_blocks=top_blocks)
-        trunks = {"train": ft.trunk_activations(probe, sets.train, layout, progress=progress),
-                  "test": ft.trunk_activations(probe, sets.test, layout, progress=progress)}
-        del probe
+    trunks = _trunks(model, sets, method=method, top_blocks=top_blocks, layout=layout, progress=progress)
     kw = dict(layout=layout, trunks=trunks, cache=cache, progress=progress)
     out = Misalignment(sets.name, [int(s) for s in seeds], [], [], [],
                        {"method": method, "top_blocks": top_blocks, "align": align.__dict__, "flip": flip.__dict__,
                         "n_train": len(sets.train), "n_test": len(sets.test)})
     flipped_train, flipped_test = sets.train.flipped(), sets.test.flipped()
     for k, seed in enumerate(out.seeds):
-        pol = ft.make_policy(model, method=method, top_blocks=top_blocks, seed=seed)
-        a = ft.train_dpo(pol, sets.train, align, eval_sets={"test": sets.test}, seed=seed, **kw)
-        aligned_model = ft.merged_model(a.policy)
+        al = run_alignment(model, sets, seed=seed, method=method, top_blocks=top_blocks, settings=align, **kw)
         b = ft.train_dpo(ft.make_policy(model, method=method, top_blocks=top_blocks, seed=seed), flipped_train, flip,
                          eval_sets={"test": flipped_test}, seed=seed, **kw)
-        c = ft.train_dpo(ft.make_policy(aligned_model, method=method, top_blocks=top_blocks, seed=seed),
+        c = ft.train_dpo(ft.make_policy(al.aligned_model, method=method, top_blocks=top_blocks, seed=seed),
                          flipped_train, flip, eval_sets={"test": flipped_test}, seed=seed, **kw)
         if k == 0:
-            out.first = {"aligned_model": aligned_model, "layout": layout, "trunks": trunks}
-        for r in (a, b, c):
+            out.first = {"aligned_model": al.aligned_model, "layout": layout, "trunks": trunks}
+        for r in (b, c):
             r.policy = None  # keep the histories, free the weights
-        out.align.append(a)
+        out.align.append(al.run)
         out.base.append(b)
         out.aligned.append(c)
     return out
+
+
+def embeddings(model, sets: PairSets, *, layout: ft.Layout, trunks: dict | None = None,
+               top_blocks: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """h(x) of every statement of ``sets`` (training then test) under ``model``, with their labels.
+
+    Computed by the whole-model path (:func:`finetune.prompt_embeddings`), so a model whose top
+    blocks were trained shows its moved representation. Returns ``(h [n, d], labels [n])``.
+
+    Used in: `book/misalignment.md`.
+    """
+    pol = ft.make_policy(model, top_blocks=top_blocks)
+    parts = [ft.prompt_embeddings(pol, p, layout, (trunks or {}).get(k)).numpy()
+             for k, p in (("train", sets.train), ("test", sets.test))]
+    return np.concatenate(parts), np.concatenate([sets.labels_train, sets.labels_test])
 
 
 def steps_to(curve: Any, threshold: float = 0.5) -> float:
