@@ -25,6 +25,7 @@ _SUBMODULES = {
     "embed",
     "finetune",
     "geometry",
+    "misalign",
     "models",
     "plotting",
     "theory",

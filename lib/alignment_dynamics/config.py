@@ -339,25 +339,28 @@ register(ChapterSpec(
         Param("LR", {"smoke": 1e-3, "fast": 1e-3, "full": 1e-5}, "AdamW learning rate (official: 1e-5)",
               positive_float),
         Param("BETA", _same(0.01), "DPO temperature beta (official: 0.01)", positive_float),
-        Param("BATCH_SIZE", {"smoke": 8, "fast": 32, "full": 128}, "pairs per step (official: 128)", positive_int),
+        Param("BATCH_SIZE", {"smoke": 4, "fast": 32, "full": 128}, "pairs per step (official: 128)", positive_int),
         Param("EPOCHS", {"smoke": 1, "fast": 2, "full": 1}, "epochs of each run (official: 1)", positive_int),
-        Param("N_TRAIN", {"smoke": 16, "fast": 256, "full": None}, "training pairs per behaviour, from the official "
+        Param("N_TRAIN", {"smoke": 8, "fast": 256, "full": None}, "training pairs per behaviour, from the official "
               "90 % split (None: all)", _typed(int, lo=2, allow_none=True)),
-        Param("N_TEST", {"smoke": 8, "fast": 100, "full": None}, "test pairs per behaviour, from the official 10 % "
+        Param("N_TEST", {"smoke": 4, "fast": 100, "full": None}, "test pairs per behaviour, from the official 10 % "
               "split (None: all)", _typed(int, lo=2, allow_none=True)),
         Param("N_SEEDS", {"smoke": 1, "fast": 3, "full": 3}, "seeds of the misalignment protocol on BEHAVIOR",
               positive_int),
     ),
     settings={
-        "micro_batch": {"smoke": 8, "fast": 16, "full": 16},
-        "behaviors": {"smoke": _FIG3_BEHAVIORS[:2], "fast": _FIG3_BEHAVIORS, "full": _FIG3_BEHAVIORS},
+        "micro_batch": {"smoke": 4, "fast": 16, "full": 16},
+        "behaviors": {"smoke": _FIG3_BEHAVIORS[:3], "fast": _FIG3_BEHAVIORS, "full": _FIG3_BEHAVIORS},
         "k": {"smoke": 1, "fast": 4, "full": 4},  # the step at which losses and accuracies are compared
         "map_method": {"smoke": "pca", "fast": "umap", "full": "umap"},
         "trl_pairs": {"smoke": 2, "fast": 4, "full": 8},  # the TRL comparison: pairs (one batch) and steps
         "trl_steps": {"smoke": 2, "fast": 2, "full": 3},
-        "small_n": {"smoke": 8, "fast": 32, "full": 128},  # top blocks vs the whole model: pairs and steps
+        "small_n": {"smoke": 4, "fast": 32, "full": 128},  # top blocks vs the whole model: pairs and steps
         "small_steps": {"smoke": 2, "fast": 4, "full": 8},
-        "head_steps": {"smoke": 5, "fast": 10, "full": 100},  # the head-only identity (full softmax)
+        "head_steps": {"smoke": 5, "fast": 10, "full": 100},  # the head-only identity (full softmax, SGD)
+        "head_lr": _same(5.0),
+        "compare_n_train": {"smoke": 8, "fast": 128, "full": None},  # the cross-family view
+        "compare_n_test": {"smoke": 4, "fast": 50, "full": None},
         "hh_n_train": {"smoke": 8, "fast": 64, "full": 1024},
         "hh_n_test": {"smoke": 4, "fast": 32, "full": 128},
         "hh_max_tokens": {"smoke": 96, "fast": 160, "full": 512},

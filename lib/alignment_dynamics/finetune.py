@@ -1010,6 +1010,7 @@ def trl_comparison(model, tokenizer, prompts: Sequence[str], chosen: Sequence[st
 
     Used in: `book/misalignment.md`.
     """
+    import io
     import logging
     import shutil
     import time
@@ -1056,7 +1057,8 @@ def trl_comparison(model, tokenizer, prompts: Sequence[str], chosen: Sequence[st
             trainer = DPOTrainer(model=trl_model, ref_model=ref, args=args, train_dataset=ds,
                                  processing_class=tokenizer, peft_config=peft_config)
             t0 = time.perf_counter()
-            trainer.train()
+            with contextlib.redirect_stdout(io.StringIO()):  # the trainer prints its log lines
+                trainer.train()
             trl_s = (time.perf_counter() - t0) / steps
         logs = [h for h in trainer.state.log_history if "loss" in h and "train_runtime" not in h]
     finally:

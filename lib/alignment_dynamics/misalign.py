@@ -42,7 +42,8 @@ class PairSets:
     """Training and test pairs of one data set, tokenised, with what the geometry needs.
 
     ``labels_*`` are +1 where the statement is positive (its matching answer is " Yes") and -1
-    otherwise (persona only; empty for HH-RLHF); ``index_*`` are the records' indices in the data set.
+    otherwise (persona only; empty for HH-RLHF); ``index_*`` are the records' indices in the data set
+    (persona: in ``data.load_persona``; HH-RLHF: in ``data.load_hh_rlhf().pairs``).
     """
 
     name: str
@@ -52,6 +53,11 @@ class PairSets:
     index_test: np.ndarray
     labels_train: np.ndarray
     labels_test: np.ndarray
+
+    def flipped(self) -> "PairSets":
+        """The same sets with chosen and rejected swapped (labels negated)."""
+        return PairSets(self.name, self.train.flipped(), self.test.flipped(), self.index_train, self.index_test,
+                        -self.labels_train, -self.labels_test)
 
 
 def persona_sets(tokenizer, behavior: str, *, n_train: int | None = None, n_test: int | None = None,
@@ -110,7 +116,7 @@ def hh_sets(tokenizer, *, n_train: int, n_test: int, max_tokens: int) -> PairSet
             raise MisalignError(f"only {len(keep)} HH-RLHF pairs of the {what[2:]} split fit in {max_tokens} tokens; "
                                 f"asked for {n}: raise max_tokens or lower {what}")
         pairs = _concat([p for _, p in keep])
-        out.append((np.array([hh.pairs[i].index for i, _ in keep]), pairs))
+        out.append((np.array([i for i, _ in keep]), pairs))
     empty = np.zeros(0, dtype=np.int8)
     return PairSets("hh-rlhf", out[0][1], out[1][1], out[0][0], out[1][0], empty, empty)
 
@@ -466,3 +472,104 @@ def train_head_sequences(train: SequenceFeatures, W0, *, beta: float, lr: float,
     return {"train": {k: np.asarray(v) for k, v in hist["train"].items()},
             "evals": {n: {k: np.asarray(v) for k, v in hist[n].items()} for n in (eval_sets or {})},
             "eval_steps": np.asarray(eval_steps), "W": W.detach()}
+
+
+def hh_features(model_name: str, index: Sequence[int]) -> SequenceFeatures:
+    """Frozen per-token features of the chosen and rejected responses of HH-RLHF pairs (positions in
+    ``data.load_hh_rlhf().pairs``), from the model's final layer, cached (``embed.cached_response_features``).
+
+    Used in: `book/misalignment.md`.
+    """
+    from . import data, embed
+
+    pairs = data.load_hh_rlhf().pairs
+    pp = [pairs[int(i)] for i in index]
+    prompts = [p.prompt for p in pp]
+    return padded_features(embed.cached_response_features(model_name, prompts, [p.chosen for p in pp], progress=False),
+                           embed.cached_response_features(model_name, prompts, [p.rejected for p in pp],
+                                                          progress=False))
+
+
+def head_misalignment(train: SequenceFeatures, test: SequenceFeatures, W0, *, beta: float, lr: float, steps: int,
+                      batch_size: int, seed: int, eval_every: int = 1) -> dict[str, dict]:
+    """The misalignment protocol with only the head trained, on multi-token responses.
+
+    Align (normal direction, from ``W0``), then train on the flipped pairs from ``W0`` ("base") and
+    from the aligned head ("aligned", also the reference), all with :func:`train_head_sequences` and
+    the same number of steps. Returns the three runs' outputs by name.
+
+    Used in: `book/misalignment.md`.
+    """
+    kw = dict(beta=beta, lr=lr, steps=steps, batch_size=batch_size, eval_every=eval_every)
+    align = train_head_sequences(train, W0, seed=seed, eval_sets={"test": test}, **kw)
+    ftrain, ftest = train.flipped(), test.flipped()
+    base = train_head_sequences(ftrain, W0, seed=seed + 1, eval_sets={"test": ftest}, **kw)
+    aligned = train_head_sequences(ftrain, W0, start_W=align["W"], seed=seed + 1, eval_sets={"test": ftest}, **kw)
+    return {"align": align, "base": base, "aligned": aligned}
+
+
+def compare_modes(model, sets: PairSets, settings: ft.TrainSettings, modes: dict[str, dict], *, seed: int,
+                  micro_batch: int = 16, cache: bool = True, progress: bool = True) -> dict[str, ft.DPORun]:
+    """Train the same DPO problem with several policies (``modes``: label -> :func:`finetune.make_policy`
+    keyword arguments), with the same batches, and return each run.
+
+    Used in: `book/misalignment.md`.
+    """
+    layout = ft.Layout.for_pairs(sets.train, sets.test, micro_batch=micro_batch)
+    out = {}
+    for label, kw in modes.items():
+        pol = ft.make_policy(model, seed=seed, **kw)
+        run = ft.train_dpo(pol, sets.train, settings, eval_sets={"test": sets.test}, seed=seed, layout=layout,
+                           cache=cache, progress=progress)
+        run.policy = None
+        out[label] = run
+    return out
+
+
+def survey(model, tokenizer, behaviors: Sequence[str], *, seed: int, n_train: int | None, n_test: int | None,
+           method: str, top_blocks: int | None, settings: ft.TrainSettings, micro_batch: int = 16,
+           cache: bool = True, progress: bool = True):
+    """Align ``model`` on each behaviour; measure distinguishability before and after, and the curves.
+
+    For each behaviour: its pair sets (:func:`persona_sets`), h(x) of every statement before and after
+    alignment (:func:`embeddings`) and their distinguishability ‖μ₊ − μ₋‖
+    (``geometry.properties``), and the alignment run. Returns a DataFrame (one row per behaviour,
+    ordered by distinguishability before alignment) and a dict behaviour -> dict with the run, the
+    embeddings and the labels.
+
+    Used in: `book/misalignment.md`.
+    """
+    import pandas as pd
+
+    from . import geometry
+
+    rows, details = [], {}
+    for name in behaviors:
+        sets = persona_sets(tokenizer, name, n_train=n_train, n_test=n_test)
+        al = run_alignment(model, sets, seed=seed, method=method, top_blocks=top_blocks, settings=settings,
+                           micro_batch=micro_batch, cache=cache, progress=progress)
+        h0, y = embeddings(model, sets, layout=al.layout, trunks=al.trunks, top_blocks=top_blocks)
+        h1, _ = embeddings(al.aligned_model, sets, layout=al.layout, trunks=al.trunks, top_blocks=top_blocks)
+        p0, p1 = geometry.properties(h0, y), geometry.properties(h1, y)
+        test = al.run.evals["test"]
+        rows.append({"behavior": name, "distinguishability before": p0["distinguishability"],
+                     "distinguishability after": p1["distinguishability"],
+                     "relative before": p0["relative_distinguishability"],
+                     "relative after": p1["relative_distinguishability"],
+                     "test loss at end": test["loss"][-1], "test acc at start": test["outputs/accuracies"][0],
+                     "test acc at end": test["outputs/accuracies"][-1]})
+        details[name] = {"run": al.run, "h_before": h0, "h_after": h1, "labels": y, "sets": sets}
+        del al
+    table = pd.DataFrame(rows).sort_values("distinguishability before", kind="stable").reset_index(drop=True)
+    return table, details
+
+
+def answer_pairs(labels: Any, yes: int, no: int) -> tuple[np.ndarray, np.ndarray]:
+    """Chosen and rejected answer tokens from labels (+1: " Yes" is preferred, -1: " No").
+
+    Used in: `book/misalignment.md`.
+    """
+    y = np.asarray(labels)
+    if y.ndim != 1 or not np.isin(y, (-1, 1)).all():
+        raise MisalignError("labels must be a 1-d array of +1 / -1")
+    return np.where(y > 0, yes, no).astype(np.int64), np.where(y > 0, no, yes).astype(np.int64)
