@@ -12,47 +12,7 @@ import torch
 from alignment_dynamics import finetune as ft
 from alignment_dynamics.dpo import reference
 
-V = 61
-
-
-def tiny_llama(seed: int = 0, dtype=torch.float32, layers: int = 4):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    cfg = LlamaConfig(vocab_size=V, hidden_size=32, intermediate_size=48, num_hidden_layers=layers,
-                      num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True, pad_token_id=0,
-                      eos_token_id=1, bos_token_id=2)
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        model = LlamaForCausalLM(cfg)
-    return model.to(dtype).eval()
-
-
-def tiny_gemma3(seed: int = 0, dtype=torch.float32):
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
-
-    cfg = Gemma3TextConfig(vocab_size=V, hidden_size=32, intermediate_size=48, num_hidden_layers=4,
-                           num_attention_heads=4, num_key_value_heads=2, head_dim=8, sliding_window=4,
-                           layer_types=["sliding_attention", "full_attention"] * 2, pad_token_id=0,
-                           eos_token_id=1, bos_token_id=2, attn_implementation="eager")
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        model = Gemma3ForCausalLM(cfg)
-    return model.to(dtype).eval()
-
-
-def random_pairs(n: int, seed: int = 1, prompt=(3, 9), answer=(1, 4)) -> ft.Pairs:
-    g = torch.Generator().manual_seed(seed)
-
-    def rnd(lo, hi):
-        k = int(torch.randint(lo, hi, (1,), generator=g))
-        return torch.randint(3, V, (k,), generator=g).tolist()
-
-    P, C, R = [], [], []
-    while len(P) < n:
-        p, c, r = rnd(*prompt), rnd(*answer), rnd(*answer)
-        if c != r:
-            P.append(p), C.append(c), R.append(r)
-    return ft.Pairs.from_ids(P, C, R)
+from finetune_helpers import one_thread, random_pairs, tiny_gemma3, tiny_llama, user_cache  # noqa: F401
 
 
 def naive_logps(model, prompt, completion):
@@ -61,21 +21,6 @@ def naive_logps(model, prompt, completion):
     logits = model(ids).logits[0]
     ls = torch.log_softmax(logits, -1)
     return sum(ls[len(prompt) - 1 + j, t] for j, t in enumerate(completion))
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny matrices: threads only add overhead (and, on a busy machine, a lot of it)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(autouse=True)
-def _user_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("ALIGNMENT_DYNAMICS_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("TQDM_DISABLE", "1")
 
 
 SMALL = ft.TrainSettings(beta=0.1, lr=1e-2, batch_size=8, steps=4, micro_batch=4)

@@ -11,21 +11,7 @@ import torch
 from alignment_dynamics import finetune as ft
 from alignment_dynamics import misalign as mis
 
-from test_finetune import random_pairs, tiny_llama  # noqa: F401  (fixtures below use them)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(autouse=True)
-def _user_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("ALIGNMENT_DYNAMICS_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("TQDM_DISABLE", "1")
+from finetune_helpers import one_thread, random_pairs, tiny_llama, user_cache  # noqa: F401
 
 
 def synthetic_head(n=120, d=16, V=50, seed=0):

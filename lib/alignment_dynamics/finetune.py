@@ -658,17 +658,27 @@ def prompt_embeddings(policy: Policy, pairs: Pairs, layout: Layout, trunk: Trunk
     """
     import torch
 
+    def last_prompt_token(idx):
+        hid, *_ = _final_hidden(policy, pairs, idx, layout, trunk)
+        last = torch.tensor([len(pairs.prompt[i]) - 1 for i in idx], device=hid.device)
+        return hid[torch.arange(len(idx), device=hid.device), last]
+
+    return _evaluate_chunks(policy, len(pairs), layout, last_prompt_token, progress, "embeddings")
+
+
+def _evaluate_chunks(policy: Policy, n: int, layout: Layout, fn, progress: bool, desc: str):
+    """``fn(idx)`` over consecutive micro-batches, in eval mode and without gradients; float64 on the CPU."""
+    import torch
+
     module = policy.module
     was = module.training
     module.eval()
     out = []
     try:
         with torch.no_grad():
-            for s in _progress(range(0, len(pairs), layout.micro_batch), progress, "embeddings"):
-                idx = list(range(s, min(s + layout.micro_batch, len(pairs))))
-                hid, *_ = _final_hidden(policy, pairs, idx, layout, trunk)
-                last = torch.tensor([len(pairs.prompt[i]) - 1 for i in idx], device=hid.device)
-                out.append(hid[torch.arange(len(idx), device=hid.device), last].double().cpu())
+            chunks = [list(range(s, min(s + layout.micro_batch, n))) for s in range(0, n, layout.micro_batch)]
+            for idx in _progress(chunks, progress, desc):
+                out.append(fn(idx).double().cpu())
     finally:
         module.train(was)
     return torch.cat(out)
@@ -689,21 +699,8 @@ def all_logps(policy: Policy, pairs: Pairs, layout: Layout, trunk: TrunkActivati
 
     Used in: `book/misalignment.md`.
     """
-    import torch
-
-    module = policy.module
-    was = module.training
-    module.eval()
-    out = []
-    try:
-        with torch.no_grad():
-            chunks = [list(range(s, min(s + layout.micro_batch, len(pairs))))
-                      for s in range(0, len(pairs), layout.micro_batch)]
-            for idx in _progress(chunks, progress, "log-probs"):
-                out.append(completion_logps(policy, pairs, idx, layout, trunk).double().cpu())
-    finally:
-        module.train(was)
-    return torch.cat(out) if out else torch.zeros((0, 2), dtype=torch.float64)
+    return _evaluate_chunks(policy, len(pairs), layout, lambda idx: completion_logps(policy, pairs, idx, layout, trunk),
+                            progress, "log-probs")
 
 
 # ---------------------------------------------------------------------------------------------------
