@@ -236,3 +236,21 @@ def test_embeddings_move_only_when_the_model_does():
     with torch.no_grad():
         want = model(torch.tensor([sets.train.prompt[0]]), output_hidden_states=True).hidden_states[-1][0, -1]
     np.testing.assert_allclose(h0[0], want.numpy(), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("top_blocks", [None, 2])
+def test_sequence_features_reproduce_the_whole_model_logps(top_blocks):
+    from alignment_dynamics.dpo.fused import sequence_logps
+
+    model = tiny_llama()
+    pairs = random_pairs(10)
+    pol = ft.make_policy(model, top_blocks=top_blocks)
+    layout = ft.Layout.for_pairs(pairs, micro_batch=4)
+    trunk = ft.trunk_activations(pol, pairs, layout) if pol.cached else None
+    sf = mis.sequence_features(pol, pairs, layout, trunk)
+    W = model.get_output_embeddings().weight.detach()
+    c, r = ft._chosen_rejected(ft.all_logps(pol, pairs, layout, trunk), pairs, range(10))
+    with torch.no_grad():
+        np.testing.assert_allclose(sequence_logps(sf.h_chosen, W, sf.t_chosen).numpy(), c.numpy(), rtol=0, atol=1e-5)
+        np.testing.assert_allclose(sequence_logps(sf.h_rejected, W, sf.t_rejected).numpy(), r.numpy(), rtol=0, atol=1e-5)
+    assert [int((sf.t_chosen[i] >= 0).sum()) for i in range(10)] == [len(pairs.chosen(i)) for i in range(10)]

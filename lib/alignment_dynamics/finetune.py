@@ -42,6 +42,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from . import cache as _cache
+
 METHODS = ("full", "lora")
 LORA_DEFAULTS = {"r": 8, "alpha": 32, "dropout": 0.05, "targets": ("q_proj", "v_proj")}
 TRL_METRICS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins",
@@ -173,7 +175,10 @@ def tokenize_pairs(tokenizer, prompts: Sequence[str], chosen: Sequence[str], rej
 
 @dataclass(frozen=True)
 class Layout:
-    """The fixed shapes of every forward pass: rows per micro-batch, row length, scored rows per pair."""
+    """The fixed shapes of every forward pass: rows per micro-batch, row length, scored rows per pair.
+
+    Used in: `book/misalignment.md`.
+    """
 
     micro_batch: int
     seq_len: int
@@ -666,6 +671,45 @@ def prompt_embeddings(policy: Policy, pairs: Pairs, layout: Layout, trunk: Trunk
     return _evaluate_chunks(policy, len(pairs), layout, last_prompt_token, progress, "embeddings")
 
 
+def completion_features(policy: Policy, pairs: Pairs, layout: Layout, trunk: TrunkActivations | None = None,
+                        *, progress: bool = False):
+    """The final hidden states that predict each completion token, with the tokens: ``(h_a, t_a, h_b, t_b)``.
+
+    ``h_a`` is ``[n, L_a, d]`` (float32) and ``t_a`` ``[n, L_a]`` (``-100`` on padding), likewise for
+    completion ``b``: exactly the rows :func:`completion_logps` sends through the head, so a head
+    trained on them (last-layer DPO on multi-token responses) starts from the same log-probs.
+
+    Used in: `book/misalignment.md`.
+    """
+    import torch
+
+    R = layout.rows_per_pair
+    rows, which, tokens = [], [], []
+
+    def scored(idx):
+        hid, src, tgt, wsum = _final_hidden(policy, pairs, idx, layout, trunk)
+        m = len(idx)
+        rows.append(hid.reshape(-1, hid.shape[-1])[src].reshape(layout.micro_batch, R, -1)[:m].float().cpu())
+        side = torch.where(wsum[:, 0] > 0, 0, torch.where(wsum[:, 1] > 0, 1, -1))
+        which.append(side.reshape(layout.micro_batch, R)[:m].cpu())
+        tokens.append(tgt.reshape(layout.micro_batch, R)[:m].cpu())
+        return torch.zeros(m)
+
+    _evaluate_chunks(policy, len(pairs), layout, scored, progress, "completion features")
+    H, S, T = torch.cat(rows), torch.cat(which), torch.cat(tokens)
+    out = []
+    for side, lens in ((0, [len(a) for a in pairs.a]), (1, [len(b) for b in pairs.b])):
+        Ls = max(lens)
+        h = torch.zeros((len(pairs), Ls, H.shape[-1]), dtype=torch.float32)
+        t = torch.full((len(pairs), Ls), -100, dtype=torch.long)
+        for i in range(len(pairs)):
+            sel = S[i] == side
+            h[i, :lens[i]] = H[i][sel]
+            t[i, :lens[i]] = T[i][sel]
+        out += [h, t]
+    return tuple(out)
+
+
 def _evaluate_chunks(policy: Policy, n: int, layout: Layout, fn, progress: bool, desc: str):
     """``fn(idx)`` over consecutive micro-batches, in eval mode and without gradients; float64 on the CPU."""
     import torch
@@ -921,10 +965,12 @@ def train_dpo(policy: Policy, train: Pairs, settings: TrainSettings = TrainSetti
 # The run cache
 # ---------------------------------------------------------------------------------------------------
 
-def _source_digest() -> str:
-    from . import cache as adcache
+# The source this process runs, read once at import: a run cached by other code is never returned.
+_SOURCE_DIGEST = _cache.file_sha256(__file__)
 
-    return adcache.file_sha256(__file__)
+
+def _source_digest() -> str:
+    return _SOURCE_DIGEST
 
 
 def _run_key(policy: Policy, sets: Mapping[str, Pairs], settings: TrainSettings, seed: int, layout: Layout) -> str:

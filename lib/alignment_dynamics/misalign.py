@@ -271,8 +271,8 @@ def steps_to(curve: Any, threshold: float = 0.5) -> float:
 
 
 def speedup_table(result: Misalignment, *, k: int, threshold: float = 0.5):
-    """Per seed: steps to ``threshold`` flipped test accuracy, and test loss and accuracy after ``k``
-    steps, for Base and Aligned (a pandas DataFrame; one row per seed).
+    """Per seed: steps to ``threshold`` flipped test accuracy, the test loss and accuracy after ``k``
+    steps and the accuracy at the end, for Base and Aligned (a pandas DataFrame; one row per seed).
 
     Used in: `book/misalignment.md`.
     """
@@ -291,6 +291,7 @@ def speedup_table(result: Misalignment, *, k: int, threshold: float = 0.5):
             "base acc@0": eb["outputs/accuracies"][0], "aligned acc@0": ea["outputs/accuracies"][0],
             f"base acc@{k}": eb["outputs/accuracies"][k], f"aligned acc@{k}": ea["outputs/accuracies"][k],
             f"base loss@{k}": eb["loss"][k], f"aligned loss@{k}": ea["loss"][k],
+            "base acc@end": eb["outputs/accuracies"][-1], "aligned acc@end": ea["outputs/accuracies"][-1],
         })
     return pd.DataFrame(rows)
 
@@ -324,7 +325,7 @@ def head_only_identity(H, chosen, rejected, W0, *, beta: float, lr: float, align
     dtype = dtype or torch.float64
     for name, v in (("align_steps", align_steps), ("steps", steps)):
         _count(name, v, 10 ** 6)
-    H, W0 = torch.as_tensor(H), torch.as_tensor(W0)
+    H, W0 = torch.as_tensor(H), torch.as_tensor(W0).detach().cpu()  # float64 on the CPU
     chosen, rejected = torch.as_tensor(chosen).long(), torch.as_tensor(rejected).long()
     ev = None
     if H_test is not None:
@@ -376,30 +377,39 @@ class SequenceFeatures:
     def flipped(self) -> "SequenceFeatures":
         return SequenceFeatures(self.h_rejected, self.t_rejected, self.h_chosen, self.t_chosen)
 
+    def to(self, device) -> "SequenceFeatures":
+        return SequenceFeatures(*(t.to(device) for t in (self.h_chosen, self.t_chosen, self.h_rejected,
+                                                          self.t_rejected)))
 
-def padded_features(chosen, rejected) -> SequenceFeatures:
-    """:class:`SequenceFeatures` from two ``embed.ResponseFeatures`` (chosen and rejected responses).
+
+def sequence_features(policy: ft.Policy, pairs: ft.Pairs, layout: ft.Layout, trunk=None) -> SequenceFeatures:
+    """:class:`SequenceFeatures` of ``pairs`` (chosen and rejected responses) from a policy's forward pass.
+
+    The rows are those of :func:`finetune.completion_features`, so they are the features the whole-model
+    runs score; with top blocks the frozen bottom comes from the activation cache.
 
     Used in: `book/misalignment.md`.
     """
     import torch
 
-    from .dpo import IGNORE_INDEX
+    h_a, t_a, h_b, t_b = ft.completion_features(policy, pairs, layout, trunk)
+    first = torch.tensor(pairs.chosen_first)
+    pick = lambda x, y: torch.where(first.view(-1, *[1] * (x.dim() - 1)), x, y)  # noqa: E731
+    L = max(h_a.shape[1], h_b.shape[1])
+    h_a, h_b = (torch.nn.functional.pad(h, (0, 0, 0, L - h.shape[1])) for h in (h_a, h_b))
+    t_a, t_b = (torch.nn.functional.pad(t, (0, L - t.shape[1]), value=-100) for t in (t_a, t_b))
+    return SequenceFeatures(pick(h_a, h_b), pick(t_a, t_b), pick(h_b, h_a), pick(t_b, t_a))
 
-    if len(chosen) != len(rejected):
-        raise MisalignError(f"{len(chosen)} chosen but {len(rejected)} rejected responses")
-    out = []
-    for f in (chosen, rejected):
-        lengths = np.diff(f.offsets)
-        P, L, d = len(f), int(lengths.max()), f.h.shape[1]
-        h = torch.zeros((P, L, d), dtype=torch.float32)
-        t = torch.full((P, L), IGNORE_INDEX, dtype=torch.long)
-        for k in range(P):
-            a, b = int(f.offsets[k]), int(f.offsets[k + 1])
-            h[k, :b - a] = torch.from_numpy(np.ascontiguousarray(f.h[a:b]))
-            t[k, :b - a] = torch.from_numpy(np.ascontiguousarray(f.targets[a:b]))
-        out += [h, t]
-    return SequenceFeatures(*out)
+
+def set_features(model, sets: PairSets, *, layout: ft.Layout, trunks: dict | None = None,
+                 top_blocks: int | None = None) -> tuple[SequenceFeatures, SequenceFeatures]:
+    """:func:`sequence_features` of the training and test pairs of ``sets`` under ``model``.
+
+    Used in: `book/misalignment.md`.
+    """
+    pol = ft.make_policy(model, top_blocks=top_blocks)
+    return tuple(sequence_features(pol, p, layout, (trunks or {}).get(k))
+                 for k, p in (("train", sets.train), ("test", sets.test)))
 
 
 def train_head_sequences(train: SequenceFeatures, W0, *, beta: float, lr: float, steps: int, batch_size: int,
@@ -428,7 +438,9 @@ def train_head_sequences(train: SequenceFeatures, W0, *, beta: float, lr: float,
     W_start = (W0 if start_W is None else start_W).detach().to(torch.float32)
     W = torch.nn.Parameter(W_start.clone())
     opt = torch.optim.Adam([W], lr=lr)
-    sets = {"train": train, **(eval_sets or {})}
+    train = train.to(W.device)  # the features follow the head (a GPU when the model is on one)
+    eval_sets = {k: v.to(W.device) for k, v in (eval_sets or {}).items()}
+    sets = {"train": train, **eval_sets}
 
     def seq_logps(feats: SequenceFeatures, weight, chunk: int = 64):
         with torch.no_grad():
@@ -449,7 +461,7 @@ def train_head_sequences(train: SequenceFeatures, W0, *, beta: float, lr: float,
 
     def evaluate(t):
         eval_steps.append(t)
-        for name, feats in (eval_sets or {}).items():
+        for name, feats in eval_sets.items():
             c, r = seq_logps(feats, W.detach())
             log(name, dpo_metrics(c, r, *ref[name], beta=beta))
 
@@ -457,7 +469,7 @@ def train_head_sequences(train: SequenceFeatures, W0, *, beta: float, lr: float,
         if t % eval_every == 0:
             evaluate(t)
         idx = batches[t]
-        idx = idx[idx >= 0]
+        idx = idx[idx >= 0].to(W.device)
         b = train.take(idx)
         # "recompute": the policy's log-probs come from the same op as the reference's (sequence_logps),
         # so at step 0 they agree bit for bit and the loss is exactly ln 2
@@ -470,24 +482,8 @@ def train_head_sequences(train: SequenceFeatures, W0, *, beta: float, lr: float,
         opt.step()
     evaluate(steps)
     return {"train": {k: np.asarray(v) for k, v in hist["train"].items()},
-            "evals": {n: {k: np.asarray(v) for k, v in hist[n].items()} for n in (eval_sets or {})},
+            "evals": {n: {k: np.asarray(v) for k, v in hist[n].items()} for n in eval_sets},
             "eval_steps": np.asarray(eval_steps), "W": W.detach()}
-
-
-def hh_features(model_name: str, index: Sequence[int]) -> SequenceFeatures:
-    """Frozen per-token features of the chosen and rejected responses of HH-RLHF pairs (positions in
-    ``data.load_hh_rlhf().pairs``), from the model's final layer, cached (``embed.cached_response_features``).
-
-    Used in: `book/misalignment.md`.
-    """
-    from . import data, embed
-
-    pairs = data.load_hh_rlhf().pairs
-    pp = [pairs[int(i)] for i in index]
-    prompts = [p.prompt for p in pp]
-    return padded_features(embed.cached_response_features(model_name, prompts, [p.chosen for p in pp], progress=False),
-                           embed.cached_response_features(model_name, prompts, [p.rejected for p in pp],
-                                                          progress=False))
 
 
 def head_misalignment(train: SequenceFeatures, test: SequenceFeatures, W0, *, beta: float, lr: float, steps: int,

@@ -598,7 +598,8 @@ def base_vs_aligned(panels: Sequence[dict], *, n_train: int, batch_size: int, nc
     """Panels of Base vs Aligned curves: the mean over seeds (line) and the min-max band.
 
     Each panel is a dict with ``title``, ``ylabel``, ``base`` and ``aligned`` (arrays ``[seeds, T]``,
-    step t = 0, 1, ...), and optionally ``hline`` (a reference level drawn dotted, e.g. ln 2 or 0.5).
+    at steps t = 0, 1, ... unless the panel gives them as ``x``), and optionally ``hline`` (a reference
+    level drawn dotted, e.g. ln 2 or 0.5).
     The x axis is the step, with epochs (``batch_size`` t / ``n_train``) on top.
 
     Used in: `book/misalignment.md`.
@@ -612,7 +613,10 @@ def base_vs_aligned(panels: Sequence[dict], *, n_train: int, batch_size: int, nc
     for ax, p in zip(flat, panels):
         for key, color, label in (("base", BASE, labels[0]), ("aligned", ALIGNED, labels[1])):
             runs = np.atleast_2d(np.asarray(p[key], dtype=float))
-            _band(ax, np.arange(runs.shape[1]), runs, color, label)
+            x = np.asarray(p["x"]) if p.get("x") is not None else np.arange(runs.shape[1])
+            if x.shape != (runs.shape[1],):
+                raise ValueError(f"panel {p['title']!r}: x has shape {x.shape}, the curves {runs.shape[1]} points")
+            _band(ax, x, runs, color, label)
         if p.get("hline") is not None:
             ax.axhline(p["hline"], color=THEORY, linestyle=":", linewidth=1)
         ax.set_title(p["title"])
@@ -625,12 +629,15 @@ def base_vs_aligned(panels: Sequence[dict], *, n_train: int, batch_size: int, nc
     return fig
 
 
-def labelled_curves(panels: Sequence[dict], *, xlabel: str = "step t", colors: Sequence | None = None):
+def labelled_curves(panels: Sequence[dict], *, xlabel: str = "step t", colors: Sequence | None = None,
+                    styles: dict | None = None, legend: str = "first"):
     """Panels of several labelled curves each (mean line and min-max band when a curve has several runs).
 
     Each panel is a dict with ``title``, ``ylabel`` and ``curves`` (label -> array ``[T]`` or
     ``[runs, T]``), and optionally ``hline``. Labels keep their colour across panels (``colors`` in
-    label order; default: the plasma order).
+    label order; default: the plasma order) and their line style (``styles``: label -> matplotlib
+    keywords, e.g. a dashed curve drawn over a solid one it equals). ``legend``: ``"first"`` (only the
+    first panel) or ``"all"``.
 
     Used in: `book/misalignment.md`.
     """
@@ -643,16 +650,19 @@ def labelled_curves(panels: Sequence[dict], *, xlabel: str = "step t", colors: S
     color = dict(zip(labels, cols))
     fig, axes = figure("triple" if len(panels) >= 3 else "double" if len(panels) == 2 else "single",
                        1, len(panels), squeeze=False)
-    for ax, p in zip(axes[0], panels):
+    if legend not in ("first", "all"):
+        raise ValueError(f"legend must be 'first' or 'all', got {legend!r}")
+    for k, (ax, p) in enumerate(zip(axes[0], panels)):
         for label, runs in p["curves"].items():
             runs = np.atleast_2d(np.asarray(runs, dtype=float))
-            _band(ax, np.arange(runs.shape[1]), runs, color[label], label)
+            _band(ax, np.arange(runs.shape[1]), runs, color[label], _short(label, 48), (styles or {}).get(label))
         if p.get("hline") is not None:
             ax.axhline(p["hline"], color=THEORY, linestyle=":", linewidth=1)
         ax.set_title(p["title"])
         ax.set_ylabel(p["ylabel"])
         ax.set_xlabel(xlabel)
-        ax.legend()
+        if legend == "all" or k == 0:
+            ax.legend()
     if len(panels) > 1:
         label_panels(axes[0])
     return fig
