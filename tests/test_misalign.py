@@ -254,3 +254,45 @@ def test_sequence_features_reproduce_the_whole_model_logps(top_blocks):
         np.testing.assert_allclose(sequence_logps(sf.h_chosen, W, sf.t_chosen).numpy(), c.numpy(), rtol=0, atol=1e-5)
         np.testing.assert_allclose(sequence_logps(sf.h_rejected, W, sf.t_rejected).numpy(), r.numpy(), rtol=0, atol=1e-5)
     assert [int((sf.t_chosen[i] >= 0).sum()) for i in range(10)] == [len(pairs.chosen(i)) for i in range(10)]
+
+
+def test_plots_take_arrays_and_check_them():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from alignment_dynamics import plotting
+
+    runs = np.random.default_rng(0).random((3, 5))
+    fig = plotting.base_vs_aligned([{"title": "t", "ylabel": "y", "base": runs, "aligned": runs[:1], "hline": 0.5},
+                                    {"title": "u", "ylabel": "y", "base": runs[:, :3], "aligned": runs[:, :3],
+                                     "x": [0, 2, 4]}], n_train=10, batch_size=2)
+    assert len([a for a in fig.axes if a.get_visible() and a.get_title()]) == 2
+    with pytest.raises(ValueError, match="x has shape"):
+        plotting.base_vs_aligned([{"title": "t", "ylabel": "y", "base": runs, "aligned": runs, "x": [0, 1]}],
+                                 n_train=10, batch_size=2)
+    fig2 = plotting.labelled_curves([{"title": "a", "ylabel": "y", "curves": {"one": runs[0], "two": runs}}],
+                                    styles={"two": {"linestyle": "--"}})
+    assert [line.get_linestyle() for line in fig2.axes[0].lines][:2] == ["-", "--"]
+    with pytest.raises(ValueError, match="legend must be"):
+        plotting.labelled_curves([{"title": "a", "ylabel": "y", "curves": {"one": runs[0]}}], legend="none")
+    plt.close("all")
+
+
+def test_survey_repeat_and_cross_view_on_a_tiny_model():
+    from alignment_dynamics import models
+
+    lm = models.tiny(0, layers=3)
+    S = ft.TrainSettings(beta=0.1, lr=3e-2, batch_size=4, epochs=1, micro_batch=4)
+    behaviors = [BEHAVIOR, "subscribes-to-Buddhism", "optionality-increasing"]
+    kw = dict(seed=1, method="full", top_blocks=1, settings=S, micro_batch=4, progress=False)
+    survey, details = mis.survey(lm.model, lm.tokenizer, behaviors, n_train=8, n_test=4, **kw)
+    assert sorted(survey["behavior"]) == sorted(behaviors)
+    assert list(survey["distinguishability before"]) == sorted(survey["distinguishability before"])
+    assert (survey["distinguishability before"] > 0).all()
+    repeat = mis.repeat_on_extremes(lm.model, survey, details, exclude=BEHAVIOR, k=1, **kw)
+    assert sorted(repeat["behavior"]) == sorted(b for b in behaviors if b != BEHAVIOR)
+    assert {"base loss@1", "aligned acc@end", "distinguishability before"} <= set(repeat.columns)
+    view = mis.cross_model_view({"a": lm, "b": models.tiny(1, layers=3)}, BEHAVIOR, n_train=8, n_test=4, k=1, **kw)
+    assert list(view.index) == ["a", "b"] and view.loc["a", "flipped test loss at step 1"] > 0

@@ -1084,7 +1084,8 @@ def trl_comparison(model, tokenizer, prompts: Sequence[str], chosen: Sequence[st
     trl_model.set_attn_implementation("eager")
     args = DPOConfig(output_dir=str(out_dir), per_device_train_batch_size=n, max_steps=steps, logging_steps=1,
                      learning_rate=lr, lr_scheduler_type="constant", beta=beta, report_to=[], save_strategy="no",
-                     use_cpu=True, seed=seed, dataloader_num_workers=0, disable_tqdm=True, max_grad_norm=1.0,
+                     use_cpu=next(model.parameters()).device.type == "cpu", seed=seed, dataloader_num_workers=0,
+                     disable_tqdm=True, max_grad_norm=1.0,
                      bf16=False)  # TRL's default is bf16 autocast; ours is float32 throughout
     peft_config = (LoraConfig(r=8, lora_alpha=32, lora_dropout=0.05, target_modules=["q_proj", "v_proj"], bias="none",
                               task_type="CAUSAL_LM") if method == "lora" else None)

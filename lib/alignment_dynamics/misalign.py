@@ -569,3 +569,57 @@ def answer_pairs(labels: Any, yes: int, no: int) -> tuple[np.ndarray, np.ndarray
     if y.ndim != 1 or not np.isin(y, (-1, 1)).all():
         raise MisalignError("labels must be a 1-d array of +1 / -1")
     return np.where(y > 0, yes, no).astype(np.int64), np.where(y > 0, no, yes).astype(np.int64)
+
+
+def repeat_on_extremes(model, survey, details: dict, *, exclude: str, seed: int, method: str,
+                       top_blocks: int | None, settings: ft.TrainSettings, k: int, micro_batch: int = 16,
+                       cache: bool = True, progress: bool = True):
+    """The misalignment protocol (one seed) on the least and the most distinguishable behaviours of a
+    :func:`survey` other than ``exclude``; one :func:`speedup_table` row per behaviour, with its
+    distinguishability before alignment.
+
+    Used in: `book/misalignment.md`.
+    """
+    import pandas as pd
+
+    names = [n for n in survey["behavior"] if n != exclude]
+    if not names:
+        raise MisalignError(f"the survey has no behaviour besides {exclude!r}")
+    rows = []
+    for name in dict.fromkeys([names[0], names[-1]]):
+        res = run_misalignment(model, details[name]["sets"], seeds=[seed], method=method, top_blocks=top_blocks,
+                               align=settings, flip=settings, micro_batch=micro_batch, cache=cache, progress=progress)
+        rows.append(speedup_table(res, k=k).assign(behavior=name))
+    out = pd.concat(rows, ignore_index=True)
+    return out.merge(survey[["behavior", "distinguishability before"]], on="behavior")
+
+
+def cross_model_view(models: dict, behavior: str, *, n_train: int | None, n_test: int | None, seed: int,
+                     method: str, top_blocks: int | None, settings: ft.TrainSettings, k: int,
+                     micro_batch: int = 16, cache: bool = True, progress: bool = True):
+    """For each model (name -> object with ``.model`` and ``.tokenizer``): the behaviour's
+    distinguishability under it and one flipped DPO run from its own start (a pandas DataFrame, one
+    row per model).
+
+    Used in: `book/misalignment.md`.
+    """
+    import pandas as pd
+
+    from . import geometry
+
+    rows = {}
+    for name, lm in models.items():
+        sets = persona_sets(lm.tokenizer, behavior, n_train=n_train, n_test=n_test)
+        al = run_alignment(lm.model, sets.flipped(), seed=seed, method=method, top_blocks=top_blocks,
+                           settings=settings, micro_batch=micro_batch, cache=cache, progress=progress)
+        h, y = embeddings(lm.model, sets, layout=al.layout, trunks=al.trunks, top_blocks=top_blocks)
+        p = geometry.properties(h, y)
+        test = al.run.evals["test"]
+        kk = min(k, len(al.run.schedule))
+        rows[name] = {"distinguishability": p["distinguishability"],
+                      "relative distinguishability": p["relative_distinguishability"],
+                      "flipped test acc at start": test["outputs/accuracies"][0],
+                      f"flipped test loss at step {kk}": test["loss"][kk],
+                      "flipped test acc at end": test["outputs/accuracies"][-1]}
+        del al
+    return pd.DataFrame(rows).T
