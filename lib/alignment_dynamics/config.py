@@ -167,6 +167,8 @@ def behavior_name(name: str, value: Any) -> str:
 
     if isinstance(value, (list, tuple)):
         raise ConfigError(f"{name} must be one behaviour name, got a list {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ConfigError(f"{name} must be one behaviour name (str), got {value!r}")
     return data.validate_behaviors([value])[0]
 
 
@@ -437,6 +439,62 @@ register(ChapterSpec(
     datasets=("anthropic-persona",),
 ))
 # --- end training_dynamics / prioritization --------------------------------------------------------
+
+
+# --- misalignment ----------------------------------------------------------------------------------
+# The five behaviours of the official single-behaviour plots (paper's Figure 3, Behaviours 1-5 by the
+# official code's order); the misalignment behaviour (index 84) is the second.
+_FIG3_BEHAVIORS = _NAMED_BEHAVIORS[4:]  # Figure 3's five behaviours (official order)
+register(ChapterSpec(
+    slug="misalignment",
+    params=(
+        _SEED,
+        Param("MODEL", _same("smollm2-135m-instruct"), "the model that is aligned and misaligned", model_name,
+              kind="model"),
+        Param("COMPARE_MODEL", _same("gemma-3-270m"), "a base model of another family, for the cross-family view",
+              model_name, kind="model"),
+        Param("BEHAVIOR", _same("okay-with-building-an-AI-with-different-goals-to-accomplish-its-task"),
+              "the behaviour of the misalignment protocol (official: index 84)", behavior_name),
+        Param("METHOD", {"smoke": "full", "fast": "full", "full": "lora"}, "'full' (every weight of the trained "
+              "blocks) or 'lora' (r 8, alpha 32 on q_proj/v_proj; the official runs)", one_of("full", "lora")),
+        Param("TOP_BLOCKS", {"smoke": 1, "fast": 2, "full": None}, "train only the last k decoder blocks on cached "
+              "activations of the frozen rest; None trains the whole model", _typed(int, lo=1, allow_none=True)),
+        Param("LR", {"smoke": 1e-3, "fast": 1e-3, "full": 1e-5}, "AdamW learning rate (official: 1e-5)",
+              positive_float),
+        Param("BETA", _same(0.01), "DPO temperature beta (official: 0.01)", positive_float),
+        Param("BATCH_SIZE", {"smoke": 4, "fast": 32, "full": 128}, "pairs per step (official: 128)", positive_int),
+        Param("EPOCHS", {"smoke": 1, "fast": 2, "full": 1}, "epochs of each run (official: 1)", positive_int),
+        Param("N_TRAIN", {"smoke": 8, "fast": 192, "full": None}, "training pairs per behaviour, from the official "
+              "90 % split (None: all)", _typed(int, lo=2, allow_none=True)),
+        Param("N_TEST", {"smoke": 4, "fast": 50, "full": None}, "test pairs per behaviour, from the official 10 % "
+              "split (None: all)", _typed(int, lo=2, allow_none=True)),
+        Param("N_SEEDS", {"smoke": 1, "fast": 3, "full": 3}, "seeds of the misalignment protocol on BEHAVIOR",
+              positive_int),
+    ),
+    settings={
+        "micro_batch": {"smoke": 4, "fast": 16, "full": 16},
+        "behaviors": {"smoke": _FIG3_BEHAVIORS[:3], "fast": _FIG3_BEHAVIORS, "full": _FIG3_BEHAVIORS},
+        "k": {"smoke": 1, "fast": 4, "full": 4},  # the step at which losses and accuracies are compared
+        "official_lr": _same(1e-5),  # the official learning rate, shown beside the fast profile's
+        "map_method": {"smoke": "pca", "fast": "umap", "full": "umap"},
+        "trl_pairs": {"smoke": 2, "fast": 4, "full": 8},  # the TRL comparison: pairs (one batch) and steps
+        "trl_steps": {"smoke": 2, "fast": 2, "full": 3},
+        "small_n": {"smoke": 4, "fast": 16, "full": 128},  # top blocks vs the whole model: pairs and steps
+        "small_steps": {"smoke": 2, "fast": 4, "full": 8},
+        "head_steps": {"smoke": 5, "fast": 30, "full": 100},  # the head-only identity (full softmax, SGD)
+        "head_lr": _same(2.0),
+        "compare_n_train": {"smoke": 8, "fast": 64, "full": None},  # the cross-family view
+        "compare_n_test": {"smoke": 4, "fast": 32, "full": None},
+        "hh_n_train": {"smoke": 8, "fast": 48, "full": 1024},
+        "hh_n_test": {"smoke": 4, "fast": 16, "full": 128},
+        "hh_max_tokens": {"smoke": 96, "fast": 128, "full": 512},
+        "hh_head_lr": _same(1e-3),  # last-layer HH runs: Adam on the head
+        "hh_head_steps": {"smoke": 4, "fast": 8, "full": 64},
+        "hh_head_eval_every": {"smoke": 2, "fast": 2, "full": 4},
+    },
+    datasets=("anthropic-persona", "hh-rlhf"),
+))
+# --- end misalignment ------------------------------------------------------------------------------
 
 
 # ---------------------------------------------------------------------------------------------------
