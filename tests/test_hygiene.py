@@ -135,3 +135,35 @@ def test_prf_labels_are_referenced_only_with_prf_ref():
 def test_every_chapter_has_a_config_spec():
     for page in CHAPTERS:
         config.chapter(page.slug)
+
+
+MAKE_CHAPTER = re.compile(r"make chapter NAME=(?P<name>[\w-]+)(?: PROFILE=(?P<profile>\w+))?(?: ARGS=\"(?P<args>[^\"]*)\")?")
+
+
+def _documented_chapter_commands(root):
+    for path in [root / "README.md", root / "CONTRIBUTING.md", *sorted((root / "book").glob("*.md"))]:
+        for m in MAKE_CHAPTER.finditer(path.read_text()):
+            yield path.name, m
+
+
+def test_documented_chapter_commands_are_valid(root):
+    """Every `make chapter NAME=... ARGS="-p ..."` the README and the book show names a real chapter,
+    profile and parameters with valid values (placeholders such as `<chapter>` or `...` excepted)."""
+    import shlex
+
+    seen = 0
+    for where, m in _documented_chapter_commands(root):
+        name, profile, args = m["name"], m["profile"] or "fast", m["args"] or ""
+        if "..." in args or "<" in args:
+            continue
+        assert name in config.CHAPTERS, f"{where}: {m[0]!r} names no chapter"
+        config.check_profile(profile)
+        words = shlex.split(args)
+        assert len(words) % 3 == 0 and all(w == "-p" for w in words[::3]), f"{where}: {m[0]!r}: not '-p NAME VALUE'"
+        overrides = {k: config.parse_value(v) for k, v in zip(words[1::3], words[2::3])}
+        try:
+            config.validate_params(name, overrides)
+        except config.ConfigError as exc:
+            raise AssertionError(f"{where}: {m[0]!r}: {exc}") from None
+        seen += 1
+    assert seen >= 5

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -296,3 +297,11 @@ def test_survey_repeat_and_cross_view_on_a_tiny_model():
     assert {"base loss@1", "aligned acc@end", "distinguishability before"} <= set(repeat.columns)
     view = mis.cross_model_view({"a": lm, "b": models.tiny(1, layers=3)}, BEHAVIOR, n_train=8, n_test=4, k=1, **kw)
     assert list(view.index) == ["a", "b"] and view.loc["a", "flipped test loss at step 1"] > 0
+    # A behaviour passed as known gives the row a fresh alignment gives, without training it again.
+    again, _ = mis.survey(lm.model, lm.tokenizer, behaviors[:2], n_train=8, n_test=4,
+                          known={BEHAVIOR: details[BEHAVIOR]}, **kw)
+    pd.testing.assert_frame_equal(again, survey[survey["behavior"].isin(behaviors[:2])].reset_index(drop=True))
+    with pytest.raises(mis.MisalignError, match="was not run with n_train=6"):
+        mis.survey(lm.model, lm.tokenizer, [BEHAVIOR], n_train=6, n_test=4, known={BEHAVIOR: details[BEHAVIOR]}, **kw)
+    with pytest.raises(mis.MisalignError, match="must be a dict with keys"):
+        mis.survey(lm.model, lm.tokenizer, [BEHAVIOR], n_train=8, n_test=4, known={BEHAVIOR: {"run": None}}, **kw)

@@ -464,7 +464,7 @@ register(ChapterSpec(
         Param("BETA", _same(0.01), "DPO temperature beta (official: 0.01)", positive_float),
         Param("BATCH_SIZE", {"smoke": 4, "fast": 32, "full": 128}, "pairs per step (official: 128)", positive_int),
         Param("EPOCHS", {"smoke": 1, "fast": 2, "full": 1}, "epochs of each run (official: 1)", positive_int),
-        Param("N_TRAIN", {"smoke": 8, "fast": 192, "full": None}, "training pairs per behaviour, from the official "
+        Param("N_TRAIN", {"smoke": 8, "fast": 160, "full": None}, "training pairs per behaviour, from the official "
               "90 % split (None: all)", _typed(int, lo=2, allow_none=True)),
         Param("N_TEST", {"smoke": 4, "fast": 50, "full": None}, "test pairs per behaviour, from the official 10 % "
               "split (None: all)", _typed(int, lo=2, allow_none=True)),
@@ -483,10 +483,10 @@ register(ChapterSpec(
         "small_steps": {"smoke": 2, "fast": 4, "full": 8},
         "head_steps": {"smoke": 5, "fast": 30, "full": 100},  # the head-only identity (full softmax, SGD)
         "head_lr": _same(2.0),
-        "compare_n_train": {"smoke": 8, "fast": 64, "full": None},  # the cross-family view
-        "compare_n_test": {"smoke": 4, "fast": 32, "full": None},
-        "hh_n_train": {"smoke": 8, "fast": 48, "full": 1024},
-        "hh_n_test": {"smoke": 4, "fast": 16, "full": 128},
+        "compare_n_train": {"smoke": 8, "fast": 32, "full": None},  # the cross-family view
+        "compare_n_test": {"smoke": 4, "fast": 16, "full": None},
+        "hh_n_train": {"smoke": 8, "fast": 24, "full": 1024},
+        "hh_n_test": {"smoke": 4, "fast": 12, "full": 128},
         "hh_max_tokens": {"smoke": 96, "fast": 128, "full": 512},
         "hh_head_lr": _same(1e-3),  # last-layer HH runs: Adam on the head
         "hh_head_steps": {"smoke": 4, "fast": 8, "full": 64},

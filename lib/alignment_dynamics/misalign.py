@@ -524,14 +524,16 @@ def compare_modes(model, sets: PairSets, settings: ft.TrainSettings, modes: dict
 
 def survey(model, tokenizer, behaviors: Sequence[str], *, seed: int, n_train: int | None, n_test: int | None,
            method: str, top_blocks: int | None, settings: ft.TrainSettings, micro_batch: int = 16,
-           cache: bool = True, progress: bool = True):
+           known: dict | None = None, cache: bool = True, progress: bool = True):
     """Align ``model`` on each behaviour; measure distinguishability before and after, and the curves.
 
     For each behaviour: its pair sets (:func:`persona_sets`), h(x) of every statement before and after
     alignment (:func:`embeddings`) and their distinguishability ‖μ₊ − μ₋‖
     (``geometry.properties``), and the alignment run. Returns a DataFrame (one row per behaviour,
     ordered by distinguishability before alignment) and a dict behaviour -> dict with the run, the
-    embeddings and the labels.
+    embeddings and the labels. ``known`` maps a behaviour already aligned with these very settings,
+    seed and sizes to such a dict (``run``, ``h_before``, ``h_after``, ``labels``, ``sets``); it is
+    used instead of training the behaviour again.
 
     Used in: `book/misalignment.md`.
     """
@@ -539,23 +541,36 @@ def survey(model, tokenizer, behaviors: Sequence[str], *, seed: int, n_train: in
 
     from . import geometry
 
+    known = dict(known or {})
+    need = {"run", "h_before", "h_after", "labels", "sets"}
+    for name, d in known.items():
+        if not isinstance(d, dict) or not need <= set(d):
+            raise MisalignError(f"known[{name!r}] must be a dict with keys {sorted(need)}")
     rows, details = [], {}
     for name in behaviors:
-        sets = persona_sets(tokenizer, name, n_train=n_train, n_test=n_test)
-        al = run_alignment(model, sets, seed=seed, method=method, top_blocks=top_blocks, settings=settings,
-                           micro_batch=micro_batch, cache=cache, progress=progress)
-        h0, y = embeddings(model, sets, layout=al.layout, trunks=al.trunks, top_blocks=top_blocks)
-        h1, _ = embeddings(al.aligned_model, sets, layout=al.layout, trunks=al.trunks, top_blocks=top_blocks)
+        if name in known:
+            d = known[name]
+            run, h0, h1, y, sets = d["run"], d["h_before"], d["h_after"], d["labels"], d["sets"]
+            if ((n_train is not None and len(sets.train) != n_train) or (n_test is not None and len(sets.test) != n_test)
+                    or len(y) != len(h0)):
+                raise MisalignError(f"known[{name!r}] was not run with n_train={n_train}, n_test={n_test}")
+        else:
+            sets = persona_sets(tokenizer, name, n_train=n_train, n_test=n_test)
+            al = run_alignment(model, sets, seed=seed, method=method, top_blocks=top_blocks, settings=settings,
+                               micro_batch=micro_batch, cache=cache, progress=progress)
+            run = al.run
+            h0, y = embeddings(model, sets, layout=al.layout, trunks=al.trunks, top_blocks=top_blocks)
+            h1, _ = embeddings(al.aligned_model, sets, layout=al.layout, trunks=al.trunks, top_blocks=top_blocks)
+            del al
         p0, p1 = geometry.properties(h0, y), geometry.properties(h1, y)
-        test = al.run.evals["test"]
+        test = run.evals["test"]
         rows.append({"behavior": name, "distinguishability before": p0["distinguishability"],
                      "distinguishability after": p1["distinguishability"],
                      "relative before": p0["relative_distinguishability"],
                      "relative after": p1["relative_distinguishability"],
                      "test loss at end": test["loss"][-1], "test acc at start": test["outputs/accuracies"][0],
                      "test acc at end": test["outputs/accuracies"][-1]})
-        details[name] = {"run": al.run, "h_before": h0, "h_after": h1, "labels": y, "sets": sets}
-        del al
+        details[name] = {"run": run, "h_before": h0, "h_after": h1, "labels": y, "sets": sets}
     table = pd.DataFrame(rows).sort_values("distinguishability before", kind="stable").reset_index(drop=True)
     return table, details
 
