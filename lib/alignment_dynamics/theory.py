@@ -558,11 +558,18 @@ def linear_accuracy(theta, H, s) -> np.ndarray:
     return np.mean(s * z > 0, axis=-1)
 
 
+def _class_mean(H: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Mean of the rows ``mask`` selects (leading axes kept); NaN, without a warning, for an empty class."""
+    if not mask.any():
+        return np.full(H.shape[:-2] + H.shape[-1:], np.nan)
+    return H[..., mask, :].mean(-2)
+
+
 def sample_statistics(H, s) -> dict[str, np.ndarray]:
     """The empirical quantities the bounds use, per training set (leading axes kept).
 
     ``m_hat = mean s h``, ``M1 = mean ||h||``, ``M2 = mean ||h||^2``, ``G_norm = ||mean h h^T||``,
-    ``max_norm = max ||h||``, the class means and counts.
+    ``max_norm = max ||h||``, the class means (NaN for an empty class) and counts.
 
     Used in: `book/update_rate.md`, `book/accuracy.md`.
     """
@@ -578,8 +585,8 @@ def sample_statistics(H, s) -> dict[str, np.ndarray]:
         "M2": (norms ** 2).mean(-1),
         "G_norm": np.linalg.eigvalsh(G)[..., -1],
         "max_norm": norms.max(-1),
-        "mu_plus": H[..., plus, :].mean(-2),
-        "mu_minus": H[..., ~plus, :].mean(-2),
+        "mu_plus": _class_mean(H, plus),
+        "mu_minus": _class_mean(H, ~plus),
         "n_plus": int(plus.sum()),
         "n_minus": int((~plus).sum()),
     }
