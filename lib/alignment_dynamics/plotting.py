@@ -918,6 +918,10 @@ def balance_panels(panels: Sequence[dict], *, xlabel: str, ylabel: str):
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
     axes[0][0].legend()
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------------
 # Misalignment (book/misalignment.md)
 # ---------------------------------------------------------------------------------------------------
 
