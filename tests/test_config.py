@@ -87,3 +87,10 @@ def test_parse_value_reads_cli_values_like_papermill():
     assert config.parse_value("gemma-3-270m") == "gemma-3-270m"
     assert config.parse_value("[a, b]") == ["a", "b"]
     assert config.parse_value("null") is None
+
+
+def test_a_chapter_can_check_its_parameters_together():
+    ok = config.resolve("misalignment", "smoke", model="smollm2-135m-instruct", compare_model="gemma-3-270m")
+    assert ok.model != ok.compare_model
+    with pytest.raises(ConfigError, match="MODEL and COMPARE_MODEL must be two different models"):
+        config.resolve("misalignment", "smoke", compare_model="smollm2-135m-instruct")

@@ -74,6 +74,7 @@ class ChapterSpec:
     datasets: tuple[str, ...] = ()  # "anthropic-persona", "hh-rlhf": fingerprinted by the build
     reads_artifacts: bool = False  # artifacts/MANIFEST.json enters the cache key
     aggregates: str | None = None  # "claims" (intro) or "report" (reproducibility): run last
+    check: Any = None  # optional check of the parameters together: f(upper-case dict) raises ConfigError
 
     def param(self, name: str) -> Param:
         for p in self.params:
@@ -445,8 +446,15 @@ register(ChapterSpec(
 # The five behaviours of the official single-behaviour plots (paper's Figure 3, Behaviours 1-5 by the
 # official code's order); the misalignment behaviour (index 84) is the second.
 _FIG3_BEHAVIORS = _NAMED_BEHAVIORS[4:]  # Figure 3's five behaviours (official order)
+def _two_different_models(params: Mapping[str, Any]) -> None:
+    if params["MODEL"] == params["COMPARE_MODEL"]:
+        raise ConfigError(f"MODEL and COMPARE_MODEL must be two different models (the cross-family view compares "
+                          f"them), both are {params['MODEL']!r}")
+
+
 register(ChapterSpec(
     slug="misalignment",
+    check=_two_different_models,
     params=(
         _SEED,
         Param("MODEL", _same("smollm2-135m-instruct"), "the model that is aligned and misaligned", model_name,
@@ -609,6 +617,8 @@ def resolve(slug: str, profile: str, **params: Any) -> Config:
     merged = {p.name: _copy(p.values[profile]) for p in spec.params}
     merged.update(upper)
     checked = validate_params(slug, merged)
+    if spec.check is not None:
+        spec.check(checked)
     values = {k.lower(): v for k, v in checked.items()}
     for key, per_profile in spec.settings.items():
         if key in values:
