@@ -946,10 +946,7 @@ def base_vs_aligned(panels: Sequence[dict], *, n_train: int, batch_size: int, nc
     """
     if not panels:
         raise ValueError("need at least one panel")
-    nrows = (len(panels) + ncols - 1) // ncols
-    fig, axes = figure("grid" if nrows > 1 else ("double" if ncols == 2 else "triple"), nrows, ncols,
-                       squeeze=False)
-    flat = list(axes.ravel())
+    fig, flat = _grid_axes(len(panels), ncols)
     for ax, p in zip(flat, panels):
         for key, color, label in (("base", BASE, labels[0]), ("aligned", ALIGNED, labels[1])):
             runs = np.atleast_2d(np.asarray(p[key], dtype=float))
@@ -963,9 +960,7 @@ def base_vs_aligned(panels: Sequence[dict], *, n_train: int, batch_size: int, nc
         ax.set_ylabel(p["ylabel"])
         steps_and_epochs_axis(ax, n_train, batch_size)
         ax.legend()
-    for ax in flat[len(panels):]:
-        ax.set_visible(False)
-    label_panels(flat[:len(panels)])
+    label_panels(flat)
     return fig
 
 
