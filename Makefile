@@ -23,6 +23,7 @@ help:
 	@echo "make book PROFILE=full             ... at paper scale"
 	@echo "make chapter NAME=x ARGS='-p K V'  re-run one chapter with overrides into $(BUILD_DIR)/chapters/x"
 	@echo "make test                          run every test (what CI runs)"
+	@echo "make test-fast                     the library tests only (no book build), for development"
 	@echo "make clean                         remove $(BUILD_DIR) (the user cache stays)"
 
 venv: $(STAMP)
@@ -47,6 +48,10 @@ chapter: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -m "not full" tests
+
+# The library tier only (no book build, no browser): for development, within ~5 minutes on 2 cores.
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not full and not book" tests
 
 clean:
 	rm -rf $(BUILD_DIR)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import tiny_models
-from alignment_dynamics import cache, models
+from alignment_dynamics import cache, hardware, models
 from alignment_dynamics.bench import __main__ as dispatcher
 from alignment_dynamics.bench import embed as bench
 
@@ -27,8 +27,17 @@ def test_forward_flops_match_torchs_counter_plus_causal_attention():
         assert bench.forward_flops(lm, [L]) == counter.get_total_flops() + attn * L * (L + 1) / 2
 
 
-def test_matmul_rate_is_positive():
-    assert bench.matmul_rate("float32", m=64, k=32, n=64, seconds=0.05) > 1e6
+def test_gemm_peak_is_the_best_size_and_knows_emulation(monkeypatch):
+    sizes = ((64, 32, 64), (128, 128, 128))
+    peak = bench.gemm_peak("float32", seconds=0.05, sizes=sizes)
+    assert peak["flops"] == max(peak["rates"].values()) and peak["size"] in peak["rates"]
+    assert not peak["emulated"]
+    monkeypatch.setattr(hardware, "cpuinfo_text", lambda: "model name : AMD EPYC\nflags : fpu avx2\n")
+    assert bench.gemm_peak("bfloat16", seconds=0.02, sizes=sizes)["emulated"] is True
+    monkeypatch.setattr(hardware, "cpuinfo_text", lambda: "model name : Xeon\nflags : avx512f avx512_bf16\n")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    assert bench.gemm_peak("bfloat16", seconds=0.02, sizes=sizes)["emulated"] is False
 
 
 def test_bench_prompts_are_real_mixed_persona_prompts():
@@ -50,15 +59,24 @@ def test_main_writes_json_with_the_ratio(tiny_named, tmp_path, capsys):
                           "--json", str(out)])
     assert rc == 0
     res = json.loads(out.read_text())
-    assert res["ratio"] == res["ratio_bfloat16"] > 0 and res["ratio_float32"] > 0
+    assert res["ours_dtype"] == hardware.auto_dtype() and res["ratio"] == res[f"ratio_{res['ours_dtype']}"] > 0
+    assert res["ratio_float32"] > 0 and res["cpu"] == hardware.cpu_model()
     assert res["official_prompts_per_s"] > 0 and res["n_prompts"] == 8 and res["n_official"] == 4
     assert res["max_abs_diff_float32"] < 1e-4  # ours and the official loop embed the same prompts alike
-    assert 0 < res["flop_fraction_float32"]
+    assert 0 < res["flop_fraction_float32"] <= 1
     assert "prompts/s" in capsys.readouterr().out
     rc = dispatcher.main(["embed", "--model", tiny_named, "--n", "4", "--n-official", "2", "--rounds", "1",
                           "--dtypes", "float32", "--json", "-"])
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert rc == 0 and json.loads(last)["ours_dtype"] == "float32"
+
+
+def test_fraction_of_the_peak_is_never_above_one(tiny_named, monkeypatch):
+    slow = {"dtype": "float32", "flops": 1.0, "size": "1x1x1", "rates": {"1x1x1": 1.0}, "emulated": False}
+    monkeypatch.setattr(bench, "gemm_peak", lambda d, **k: {**slow, "dtype": d})
+    res = bench.run(tiny_named, n=4, n_official=2, rounds=1, dtypes=["float32"])
+    assert res["flop_fraction_float32"] == 1.0 and res["peak_underestimated_float32"] is True
+    assert "under-measured" in bench.report(res)
 
 
 @pytest.mark.parametrize("argv, match", [(["--model", "nope"], "unknown model 'nope'"),

@@ -26,11 +26,12 @@ _SUBMODULES = {
     "embed",
     "finetune",
     "geometry",
+    "hardware",
     "misalign",
     "models",
     "plotting",
+    "progress",
     "theory",
-    "training",
 }
 
 

@@ -150,6 +150,11 @@ def begin(slug: str) -> None:
     _state.update(slug=slug, start=time.perf_counter(), glued={}, volatile=set(), claims=[])
 
 
+def current_slug() -> str | None:
+    """The slug of the chapter that called :func:`begin` in this process (None before)."""
+    return _state["slug"]
+
+
 def finish() -> None:
     """Print every deterministic glued value, one per line.
 

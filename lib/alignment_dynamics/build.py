@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import cache, config
+from . import cache, config, hardware
 from .book import claims_from_notebook, runtime_cell
 
 KERNEL = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -282,6 +282,7 @@ class Build:
             self._versions,
             artifacts_digest(self.root) if spec.reads_artifacts else "",
             extra,
+            hardware.auto_dtype(),  # what dtype="auto" means here (a chapter's numbers may depend on it)
         )
 
     # -- one chapter --------------------------------------------------------------------------------
@@ -465,7 +466,8 @@ def build_book(root: Path, build_dir: Path, profile: str, *, only: list[str] | N
         chapters = [p for p in chapters if p.slug in only]
     b = Build(root=root, build_dir=build_dir, profile=profile, use_cache=use_cache)
     report: dict[str, Any] = {"profile": profile, "mode": "book", "status": "running", "started_utc": _utc(),
-                              "chapters": [], "render": None, "versions": b._versions}
+                              "chapters": [], "render": None, "versions": b._versions,
+                              "machine": hardware.summary()}
     report_path = build_dir / "report.json"
 
     def save_report():
@@ -555,7 +557,7 @@ def build_chapter(root: Path, build_dir: Path, name: str, profile: str, override
     page = chapters[name]
     res = b.execute(page, progress="[1/1]")
     report = {"profile": profile, "mode": "chapter", "chapter": name, "overrides": overrides,
-              "chapters": [res.as_dict()], "started_utc": _utc()}
+              "chapters": [res.as_dict()], "started_utc": _utc(), "machine": hardware.summary()}
     if res.status != "ok":
         report["status"] = "failed"
         cache.write_json_atomic(out_dir / "report.json", report)

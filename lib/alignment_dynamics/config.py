@@ -311,8 +311,9 @@ register(ChapterSpec(
               "the models whose embeddings are measured (the first is the main one)", model_names, kind="models"),
         Param("NORM", _same("model"), "embedding normalisation: 'model' (the logits' features) or 'double' "
               "(the official code's second RMSNorm)", one_of("model", "double")),
-        Param("DTYPE", _same("bfloat16"), "dtype of the forward pass (embeddings are stored in float32)",
-              one_of("bfloat16", "float32")),
+        Param("DTYPE", _same("auto"), "dtype of the forward pass (embeddings are stored in float32): 'auto' "
+              "(bfloat16 where this machine runs it natively, else float32), 'float32' or 'bfloat16'",
+              one_of("auto", "float32", "bfloat16")),
     ),
     settings={
         # Statements per class and behaviour, drawn with data.stratified_sample (nested: a larger sample
@@ -385,7 +386,7 @@ register(ChapterSpec(
               "(official: 128)", positive_int),
     ),
     settings={
-        "dtype": _same("bfloat16"),  # the distinguishability chapter's DTYPE (shared embedding cache)
+        "dtype": _same("auto"),  # as the distinguishability chapter's DTYPE (shared embedding cache)
         # Figures 3-4: statements per class of each shown behaviour, split by the official split.
         "per_class": _FIGURE_PER_CLASS,
         # The all-behaviour sweep: the distinguishability chapter's sample (embeddings computed once).
@@ -420,7 +421,7 @@ register(ChapterSpec(
               "(official: 128)", positive_int),
     ),
     settings={
-        "dtype": _same("bfloat16"),
+        "dtype": _same("auto"),
         "per_class": _FIGURE_PER_CLASS,
         "figure_models": {"smoke": 2, "fast": 2, "full": 2},  # how many of MODELS train the Figure 5 pairs
         "pair_a": _same(_NAMED_BEHAVIORS[0:2]),
@@ -624,6 +625,10 @@ def resolve(slug: str, profile: str, **params: Any) -> Config:
         if key in values:
             raise ConfigError(f"{slug}: setting {key!r} clashes with a parameter")
         values[key] = _copy(per_profile[profile])
+    if "dtype" in values:  # "auto" resolved here, once, for the machine the chapter runs on
+        from . import hardware
+
+        values["dtype"] = hardware.resolve_dtype(values["dtype"])
     return Config(slug, profile, values)
 
 

@@ -600,9 +600,9 @@ def _pad_id(base) -> int:
 def _progress(it, enabled: bool, desc: str):
     if not enabled or os.environ.get("TQDM_DISABLE"):
         return it
-    from tqdm.auto import tqdm
+    from . import progress
 
-    return tqdm(it, desc=desc, leave=False)
+    return progress.steps(it, desc)
 
 
 # ---------------------------------------------------------------------------------------------------

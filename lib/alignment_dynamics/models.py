@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from . import cache
+from . import cache, hardware
 from .config import ConfigError, suggest
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -321,57 +321,23 @@ def converted_dir(name: str) -> Path:
 # Loading
 # ---------------------------------------------------------------------------------------------------
 
-_DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
-           "float16": "float16", "fp16": "float16"}
-
-
 def resolve_dtype(dtype: Any = None):
-    """``None``/``"float32"``/``"bfloat16"``/``"float16"`` (or a torch dtype) as a ``torch.dtype``.
-
-    ``None`` means float32. Anything else is a :class:`ConfigError` listing the valid names.
-
-    Used in: `book/persona_data.md`.
+    """A dtype name (``"auto"``, ``"float32"``, ``"bfloat16"``, ``"float16"``) or a torch dtype as a
+    ``torch.dtype``; ``None`` means float32 and ``"auto"`` resolves through :func:`hardware.auto_dtype`
+    (bfloat16 only where it is native). Anything else is a :class:`ConfigError` listing the valid names.
     """
     import torch
 
-    if dtype is None:
-        return torch.float32
-    if isinstance(dtype, torch.dtype):
-        key = str(dtype).removeprefix("torch.")
-    else:
-        key = dtype
-    if not isinstance(key, str) or key not in _DTYPES:
-        raise ConfigError(f"unknown dtype {dtype!r}; valid: 'float32', 'bfloat16', 'float16' "
-                          f"(or the torch dtypes).{suggest(str(dtype), _DTYPES)}")
-    return getattr(torch, _DTYPES[key])
+    return getattr(torch, dtype_name(dtype))
 
 
-def dtype_name(dtype: Any) -> str:
-    """The canonical name (``"float32"``, ``"bfloat16"``, ``"float16"``) of a dtype.
-
-    Used in: `book/persona_data.md`.
-    """
-    return str(resolve_dtype(dtype)).removeprefix("torch.")
-
-
-def fast_dtype(device: Any = None) -> str:
-    """The faster of float32 and bfloat16 for inference here: ``"bfloat16"`` on a CUDA device that
-    supports it or a CPU with native bf16 arithmetic (AVX512-BF16 or AMX), else ``"float32"``.
-
-    Emulated bf16 (on CPUs without those instructions) is slower than float32, so it is never chosen.
-
-    Used in: `book/persona_data.md` (the embedding default of ``embed.behavior_embeddings``).
-    """
-    import torch
-
-    dev = resolve_device(device)
-    if dev.startswith("cuda"):
-        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+def dtype_name(dtype: Any, device: Any = None) -> str:
+    """The canonical name (``"float32"``, ``"bfloat16"``, ``"float16"``) of a dtype; ``"auto"`` resolved for
+    ``device`` (None: CUDA when present, else the CPU)."""
     try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "float32"
-    return "bfloat16" if (" avx512_bf16" in flags or " amx_bf16" in flags) else "float32"
+        return hardware.resolve_dtype(dtype, device)
+    except hardware.DtypeError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def resolve_device(device: Any = None) -> str:
@@ -522,7 +488,7 @@ def load(name: str = DEFAULT_MODEL, *, dtype: Any = None, device: Any = None) ->
     name = validate_name(name)
     dev = resolve_device(device)
     hf = name not in REGISTRY
-    dt = resolve_dtype(dtype if dtype is not None else ("bfloat16" if hf and dev.startswith("cuda") else None))
+    dt = resolve_dtype(dtype_name(dtype if dtype is not None else ("bfloat16" if hf and dev.startswith("cuda") else None), dev))
     t0 = time.perf_counter()
     if not hf:
         folder = converted_dir(name)
@@ -575,7 +541,7 @@ def shared(name: str = DEFAULT_MODEL, *, dtype: Any = None, device: Any = None) 
 
     Used in: `book/persona_data.md` (through ``embed.behavior_embeddings``).
     """
-    key = (validate_name(name), dtype_name(dtype), resolve_device(device))
+    key = (validate_name(name), dtype_name(dtype, resolve_device(device)), resolve_device(device))
     if key not in _SHARED:
         _SHARED[key] = load(name, dtype=dtype, device=device)
     return _SHARED[key]

@@ -7,13 +7,17 @@
   model forward *with* its LM head (logits over the vocabulary at every position), float32, and
   ``hidden_states[-1][0, -1]``;
 * **ours**: :func:`alignment_dynamics.embed.embed`: length-sorted batches, right padding, no LM head,
-  in each dtype of ``--dtypes`` (bfloat16 first by default: the embeddings are stored as float32).
+  in each dtype of ``--dtypes`` (by default ``auto``, this machine's dtype, and float32 beside it when
+  auto is bfloat16: the embeddings are stored as float32 either way).
 
 The two run interleaved in ``--rounds`` rounds (official on K/R prompts, then ours on N/R), so that a
 busy, shared machine slows both alike. Reported: prompts/s of each, the ratio (ours / official, for
 the first dtype under ``ratio``), our useful FLOP rate (transformer matmuls and attention on real
-tokens, no padding, no LM head) against the machine's measured dense-matmul rate in the same dtype,
-and the largest difference between our float32 embeddings and the official ones.
+tokens, no padding, no LM head) against the machine's GEMM peak in the same dtype (the best rate over
+several large sizes, measured before and after the run: :func:`gemm_peak`), whether that dtype is
+emulated on this CPU, and the largest difference between our embeddings and the official ones. The
+fraction of the peak is never reported above 100 %: a useful rate above the measured peak means the
+peak was under-measured (a busy machine) and is flagged ``peak_underestimated_<dtype>``.
 
 Used in: `book/persona_data.md`.
 """
@@ -23,13 +27,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from typing import Any, Sequence
 
 DEFAULTS = {"model": "smollm2-135m-instruct", "n": 256, "n_official": 24, "rounds": 4,
-            "dtypes": ("bfloat16", "float32")}
+            "dtypes": ("auto",)}  # "auto": this machine's dtype (float32 is added when auto is not float32)
 
 
 def official_loop(lm, prompts: Sequence[str]):
@@ -66,6 +69,11 @@ def forward_flops(lm, lengths: Sequence[int]) -> float:
     return float(sum(2 * block * L + attn * L * (L + 1) / 2 for L in lengths))
 
 
+# GEMM sizes whose best rate is the machine's peak: square ones and the shapes of a small model's
+# projections (tokens x d) @ (d x 3d); the best over them, measured in the dtype used.
+PEAK_SIZES = ((1024, 1024, 1024), (2048, 2048, 2048), (4096, 576, 1536), (4096, 640, 2048), (2048, 1536, 576))
+
+
 def matmul_rate(dtype: Any, *, m: int = 2048, k: int = 576, n: int = 1536, seconds: float = 0.5) -> float:
     """The machine's dense matmul rate (FLOP/s) in ``dtype``: the best of repeated (m x k) @ (k x n).
 
@@ -85,6 +93,23 @@ def matmul_rate(dtype: Any, *, m: int = 2048, k: int = 576, n: int = 1536, secon
         torch.mm(a, b)
         best = min(best, time.perf_counter() - t0)
     return 2.0 * m * k * n / best
+
+
+def gemm_peak(dtype: Any, *, seconds: float = 0.4, sizes=PEAK_SIZES) -> dict[str, Any]:
+    """The machine's GEMM peak in ``dtype``: the best rate over ``sizes`` (FLOP/s), the size that gave
+    it, and whether the dtype is emulated here (bfloat16 without native instructions).
+
+    Used in: `book/persona_data.md`.
+    """
+    from .. import hardware, models
+
+    name = models.dtype_name(dtype)
+    # an emulated dtype is ~45x slower: a shorter, smaller measurement says as much
+    emulated = name == "bfloat16" and not hardware.native_bf16("cpu")[0]
+    use = sizes[:1] if emulated else sizes
+    rates = {f"{m}x{k}x{n}": matmul_rate(name, m=m, k=k, n=n, seconds=seconds) for m, k, n in use}
+    best = max(rates, key=rates.get)
+    return {"dtype": name, "flops": rates[best], "size": best, "rates": rates, "emulated": emulated}
 
 
 def bench_prompts(n: int) -> list[str]:
@@ -116,8 +141,14 @@ def run(model: str = DEFAULTS["model"], *, n: int = DEFAULTS["n"], n_official: i
 
     if rounds < 1 or not rounds <= n_official <= n:
         raise ValueError(f"need 1 <= rounds <= n_official <= n, got rounds={rounds}, n_official={n_official}, n={n}")
-    dtypes = [models.dtype_name(d) for d in dtypes]
+    from .. import hardware
+
+    asked = [models.dtype_name(d) for d in dtypes]
+    if list(dtypes) == ["auto"] and asked != ["float32"]:
+        asked.append("float32")  # the auto dtype against float32
+    dtypes = list(dict.fromkeys(asked))
     prompts = bench_prompts(n)
+    peak_before = {d: gemm_peak(d, seconds=matmul_seconds) for d in dtypes}
     t0 = time.perf_counter()
     official = models.shared(model, dtype="float32")  # inference only: the process's shared copies
     ours = {d: models.shared(model, dtype=d) for d in dtypes}
@@ -142,10 +173,11 @@ def run(model: str = DEFAULTS["model"], *, n: int = DEFAULTS["n"], n_official: i
             t_ours[d] += time.perf_counter() - t
     H_off = np.concatenate(h_off)
     flops = forward_flops(official, lengths)
+    machine = hardware.summary(official.device)
     out: dict[str, Any] = {
         "benchmark": "embed", "model": model, "device": str(official.device),
-        "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(), "torch": torch.__version__,
+        "threads": torch.get_num_threads(), "cpu": machine["cpu"], "cpu_flags": machine["flags"],
+        "cpu_count": os.cpu_count(), "torch": torch.__version__, "auto_dtype": machine["auto_dtype"],
         "n_prompts": n, "n_official": n_official, "rounds": rounds,
         "mean_prompt_tokens": float(np.mean(lengths)), "load_s": load_s,
         "official_prompts_per_s": n_official / t_off,
@@ -153,12 +185,18 @@ def run(model: str = DEFAULTS["model"], *, n: int = DEFAULTS["n"], n_official: i
     for d in dtypes:
         H = np.concatenate(h_ours[d])
         rate = n / t_ours[d]
-        mm = matmul_rate(d, k=official.d_model, seconds=matmul_seconds)
+        after = gemm_peak(d, seconds=matmul_seconds)
+        peak = max(peak_before[d], after, key=lambda p: p["flops"])  # the best of before and after
+        useful = flops / t_ours[d]
         out[f"ours_{d}_prompts_per_s"] = rate
         out[f"ratio_{d}"] = rate / out["official_prompts_per_s"]
-        out[f"ours_{d}_gflops"] = flops / t_ours[d] / 1e9
-        out[f"matmul_{d}_gflops"] = mm / 1e9
-        out[f"flop_fraction_{d}"] = flops / t_ours[d] / mm
+        out[f"ours_{d}_gflops"] = useful / 1e9
+        out[f"matmul_{d}_gflops"] = peak["flops"] / 1e9
+        out[f"matmul_{d}_size"] = peak["size"]
+        out[f"emulated_{d}"] = peak["emulated"]
+        # A fraction above 1 would mean the peak was under-measured (a busy machine): never reported as such.
+        out[f"peak_underestimated_{d}"] = useful > peak["flops"]
+        out[f"flop_fraction_{d}"] = min(1.0, useful / peak["flops"])
         out[f"max_abs_diff_{d}"] = float(np.abs(H[same] - H_off).max())  # on the prompts both embedded
     out["ratio"] = out[f"ratio_{dtypes[0]}"]
     out["ours_prompts_per_s"] = out[f"ours_{dtypes[0]}_prompts_per_s"]
@@ -171,7 +209,8 @@ def report(res: dict[str, Any]) -> str:
 
     Used in: `book/persona_data.md`.
     """
-    lines = [f"embedding benchmark P1: {res['model']} on {res['device']} ({res['threads']} threads), "
+    lines = [f"embedding benchmark P1: {res['model']} on {res['device']} ({res.get('cpu', '?')}, "
+             f"{res['threads']} threads), "
              f"{res['n_prompts']} persona prompts (mean {res['mean_prompt_tokens']:.1f} tokens), "
              f"official loop on {res['n_official']} of them",
              f"  official loop (one prompt, full model with LM head, float32): "
@@ -179,10 +218,12 @@ def report(res: dict[str, Any]) -> str:
     for key in res:
         if key.startswith("ours_") and key.endswith("_prompts_per_s") and key != "ours_prompts_per_s":
             d = key[len("ours_"):-len("_prompts_per_s")]
-            lines.append(f"  ours ({d:8s}, batched, no LM head):                  {res[key]:8.2f} prompts/s  "
+            emu = " (EMULATED on this CPU: slow)" if res.get(f"emulated_{d}") else ""
+            under = " (peak under-measured: machine busy?)" if res.get(f"peak_underestimated_{d}") else ""
+            lines.append(f"  ours ({d:8s}{emu}, batched, no LM head): {res[key]:8.2f} prompts/s  "
                          f"= {res[f'ratio_{d}']:.1f}x; {res[f'ours_{d}_gflops']:.1f} GFLOP/s = "
-                         f"{100 * res[f'flop_fraction_{d}']:.0f}% of a {res[f'matmul_{d}_gflops']:.1f} GFLOP/s "
-                         f"matmul; max |ours - official| {res[f'max_abs_diff_{d}']:.1e}")
+                         f"{100 * res[f'flop_fraction_{d}']:.0f}% of the {res[f'matmul_{d}_gflops']:.1f} GFLOP/s "
+                         f"GEMM peak{under}; max |ours - official| {res[f'max_abs_diff_{d}']:.1e}")
     lines.append(f"  ratio (ours {res['ours_dtype']} / official): {res['ratio']:.1f}x")
     return "\n".join(lines)
 
@@ -199,7 +240,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--n-official", type=int, default=DEFAULTS["n_official"], help="prompts for the official loop")
     p.add_argument("--rounds", type=int, default=DEFAULTS["rounds"], help="interleaved rounds")
     p.add_argument("--dtypes", default=",".join(DEFAULTS["dtypes"]),
-                   help="our dtypes, comma-separated; the first gives 'ratio'")
+                   help="our dtypes, comma-separated ('auto': this machine's; float32 is added); the first "
+                        "gives 'ratio'")
     p.add_argument("--json", metavar="PATH", help="write the results as JSON ('-': standard output, last line)")
     args = p.parse_args(list(argv) if argv is not None else None)
     from .. import models
@@ -207,7 +249,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         models.validate_name(args.model)
-        dtypes = [models.dtype_name(d) for d in args.dtypes.split(",") if d]
+        dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
+        [models.dtype_name(d) for d in dtypes]  # an unknown dtype fails here, before any model loads
         res = run(args.model, n=args.n, n_official=args.n_official, rounds=args.rounds, dtypes=dtypes)
     except (ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,0 +1,163 @@
+"""What this machine is, and the forward-pass dtype that follows from it: the one place that resolves
+``dtype="auto"``.
+
+bfloat16 is chosen only where the hardware runs it natively: a CUDA device that supports it, or a CPU
+with AVX512-BF16 or AMX-BF16 instructions (and a PyTorch build allowed to use them). Everywhere else
+(AVX2-only x86 CPUs, Apple and other ARM CPUs, an unknown CPU) it is float32: emulated bfloat16 was
+measured ~45x slower than float32 on a 2-core AMD EPYC with AVX2 only.
+
+``ALIGNMENT_DYNAMICS_DTYPE`` (``float32`` or ``bfloat16``) overrides the automatic choice for a whole
+run, e.g. to check that verdicts do not depend on the dtype. Setting ``ATEN_CPU_CAPABILITY=avx2`` and
+``ONEDNN_MAX_CPU_ISA=AVX2`` on an AVX-512 machine makes PyTorch behave like an AVX2-only CPU (bfloat16
+emulated); ``auto`` then resolves to float32 there too.
+
+This module imports nothing from the package (a leaf), so every other module may use it.
+
+Used in: `book/reproducibility.md`, `book/persona_data.md`, and through ``config.resolve`` by every
+chapter with a ``dtype``.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+from pathlib import Path
+from typing import Any
+
+ENV_DTYPE = "ALIGNMENT_DYNAMICS_DTYPE"
+DTYPE_NAMES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+               "float16": "float16", "fp16": "float16"}
+# CPU flags that matter for the dtype and the kernels (as /proc/cpuinfo spells them).
+RELEVANT_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16", "avx512_fp16")
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+# ISA caps that forbid the bf16 instructions (oneDNN: anything below AVX512_CORE_BF16).
+_ONEDNN_BF16_ISAS = ("AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX10_1_512", "AVX512_CORE_AMX",
+                     "AVX512_CORE_AMX_FP16", "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16", "DEFAULT", "ALL", "")
+
+
+class DtypeError(ValueError):
+    """An unknown dtype name (the message lists the valid ones)."""
+
+
+def cpuinfo_text() -> str:
+    """The text of ``/proc/cpuinfo`` ('' where there is none, e.g. macOS or Windows)."""
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
+def cpu_model() -> str:
+    """The CPU's model name, e.g. 'Intel(R) Xeon(R) Processor' or 'AMD EPYC 7B13'."""
+    m = re.search(r"^model name\s*:\s*(.+)$", cpuinfo_text(), flags=re.M)
+    if m:
+        return m.group(1).strip()
+    if platform.system() == "Darwin":
+        import subprocess
+
+        try:
+            return subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True,
+                                  timeout=5).stdout.strip() or platform.processor()
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (first processor of ``/proc/cpuinfo``; empty where unknown)."""
+    m = re.search(r"^(?:flags|Features)\s*:\s*(.*)$", cpuinfo_text(), flags=re.M)
+    return set(m.group(1).split()) if m else set()
+
+
+def _isa_capped() -> str | None:
+    """Why PyTorch may not use the bf16 instructions although the CPU has them (None: it may)."""
+    aten = os.environ.get("ATEN_CPU_CAPABILITY", "").strip().lower()
+    if aten and aten not in ("avx512", "default"):
+        return f"ATEN_CPU_CAPABILITY={aten}"
+    onednn = os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", "")).strip().upper()
+    if onednn not in _ONEDNN_BF16_ISAS:
+        return f"ONEDNN_MAX_CPU_ISA={onednn}"
+    return None
+
+
+def native_bf16(device: Any = None) -> tuple[bool, str]:
+    """Whether bfloat16 arithmetic is native on ``device`` (None: CUDA when present, else the CPU), and why."""
+    dev = _device(device)
+    if dev.startswith("cuda"):
+        import torch
+
+        ok = bool(torch.cuda.is_bf16_supported())
+        return ok, f"CUDA device {torch.cuda.get_device_name(dev)}: bf16 {'supported' if ok else 'not supported'}"
+    flags = cpu_flags()
+    have = [f for f in NATIVE_BF16_FLAGS if f in flags]
+    if not have:
+        return False, f"CPU without {' or '.join(NATIVE_BF16_FLAGS)}: bfloat16 would be emulated"
+    capped = _isa_capped()
+    if capped:
+        return False, f"CPU has {', '.join(have)} but {capped} forbids it: bfloat16 would be emulated"
+    return True, f"CPU with {', '.join(have)}"
+
+
+def auto_dtype(device: Any = None) -> str:
+    """``"bfloat16"`` where it is native on ``device``, else ``"float32"``; ``ALIGNMENT_DYNAMICS_DTYPE``
+    overrides the choice."""
+    forced = os.environ.get(ENV_DTYPE, "").strip()
+    if forced:
+        name = DTYPE_NAMES.get(forced.lower())
+        if name not in ("float32", "bfloat16"):
+            raise DtypeError(f"{ENV_DTYPE}={forced!r} is not a dtype; valid: 'float32', 'bfloat16' (or unset it)")
+        return name
+    return "bfloat16" if native_bf16(device)[0] else "float32"
+
+
+def resolve_dtype(dtype: Any, device: Any = None) -> str:
+    """The canonical name of a dtype (``"float32"``, ``"bfloat16"``, ``"float16"``); ``"auto"`` resolves
+    through :func:`auto_dtype`, ``None`` means float32. A torch dtype is accepted too."""
+    if dtype is None:
+        return "float32"
+    if isinstance(dtype, str) and dtype.strip().lower() == "auto":
+        return auto_dtype(device)
+    key = str(dtype).removeprefix("torch.") if not isinstance(dtype, str) else dtype.strip().lower()
+    if key not in DTYPE_NAMES:
+        import difflib
+
+        close = difflib.get_close_matches(str(dtype), list(DTYPE_NAMES) + ["auto"], n=2, cutoff=0.5)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise DtypeError(f"unknown dtype {dtype!r}; valid: 'auto', 'float32', 'bfloat16', 'float16' "
+                         f"(or the torch dtypes).{hint}")
+    return DTYPE_NAMES[key]
+
+
+def _device(device: Any = None) -> str:
+    if device is not None:
+        return str(device)
+    try:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return "cpu"
+
+
+def summary(device: Any = None) -> dict[str, Any]:
+    """The machine as the build report and the reproducibility page show it: CPU model, its relevant
+    flags, cores, PyTorch's threads and CPU capability, whether bf16 is native and the auto dtype."""
+    import torch
+
+    flags = cpu_flags()
+    native, why = native_bf16(device)
+    return {
+        "cpu": cpu_model(),
+        "machine": platform.machine(),
+        "system": platform.system(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "flags": {f: (f in flags) for f in RELEVANT_FLAGS},
+        "device": _device(device),
+        "native_bf16": native,
+        "native_bf16_reason": why,
+        "dtype_override": os.environ.get(ENV_DTYPE) or None,
+        "auto_dtype": auto_dtype(device),
+    }
