@@ -27,6 +27,20 @@ def test_forward_flops_match_torchs_counter_plus_causal_attention():
         assert bench.forward_flops(lm, [L]) == counter.get_total_flops() + attn * L * (L + 1) / 2
 
 
+def test_executed_flops_count_the_shared_prefix_once():
+    lm = models.tiny(0)
+    k, lengths = 5, [9, 12, 5]
+    whole = bench.forward_flops(lm, lengths)
+    shared = bench.forward_flops(lm, lengths, prefix=k)
+    # the prefix once, plus each prompt's rest (its own cost minus its prefix's cost)
+    expected = bench.forward_flops(lm, [k]) + sum(bench.forward_flops(lm, [L]) - bench.forward_flops(lm, [k])
+                                                  for L in lengths)
+    assert shared == pytest.approx(expected) and shared < whole
+    assert bench.forward_flops(lm, lengths, prefix=0) == whole
+    with pytest.raises(ValueError, match="shorter than the shared prefix"):
+        bench.forward_flops(lm, [3], prefix=4)
+
+
 def test_gemm_peak_is_the_best_size_and_knows_emulation(monkeypatch):
     sizes = ((64, 32, 64), (128, 128, 128))
     peak = bench.gemm_peak("float32", seconds=0.05, sizes=sizes)

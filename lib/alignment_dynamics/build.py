@@ -282,7 +282,8 @@ class Build:
             self._versions,
             artifacts_digest(self.root) if spec.reads_artifacts else "",
             extra,
-            hardware.auto_dtype(),  # what dtype="auto" means here (a chapter's numbers may depend on it)
+            # what dtype="auto" means here (numbers may depend on it) and the CPU (its times do)
+            hardware.auto_dtype(), hardware.cpu_model(),
         )
 
     # -- one chapter --------------------------------------------------------------------------------
@@ -522,12 +523,30 @@ def build_book(root: Path, build_dir: Path, profile: str, *, only: list[str] | N
     report["status"] = "ok" if status == 0 else "failed"
     report["failed"] = failed
     save_report()
+    cache.write_json_atomic(build_dir / "timings.json", timings(report))
     print(f"build ({profile}): {report['status']} in {report['wall_s']:.1f} s; "
           f"{sum(r.cached for r in b.results)} of {len(b.results)} chapters from cache; "
           f"report: {report_path}", flush=True)
     if failed:
         print(f"failed chapters: {failed}; partial notebooks in {build_dir / 'failed'}", flush=True)
     return status
+
+
+def timings(report: dict[str, Any]) -> dict[str, Any]:
+    """The budget view of a build report: per-chapter seconds (and whether each came from the cache),
+    the render's seconds, the total, and the machine: CPU, its relevant flags, threads, the auto dtype.
+    ``make book`` writes it as ``<build>/timings.json``; ``--timings`` prints it."""
+    m = report.get("machine") or {}
+    return {
+        "profile": report.get("profile"), "status": report.get("status"), "started_utc": report.get("started_utc"),
+        "cpu": m.get("cpu"), "cpu_flags": [f for f, on in (m.get("flags") or {}).items() if on],
+        "cores": m.get("cores"), "threads": m.get("torch_threads"), "dtype": m.get("auto_dtype"),
+        "native_bf16": m.get("native_bf16"),
+        "chapters": {c["name"]: {"wall_s": c["wall_s"], "cached": c["cached"], "status": c["status"]}
+                     for c in report.get("chapters", [])},
+        "render_s": (report.get("render") or {}).get("wall_s"),
+        "total_s": report.get("wall_s"),
+    }
 
 
 def collect_claims(results: list[ChapterResult]) -> list[dict[str, str]]:
@@ -607,11 +626,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-cache", action="store_true", help="execute every chapter even if cached")
     ap.add_argument("--no-render", action="store_true", help="execute only")
     ap.add_argument("--list", action="store_true", help="list the chapters and their parameters")
+    ap.add_argument("--timings", action="store_true",
+                    help="print the last build's per-chapter seconds, CPU, threads and dtype as JSON")
     args = ap.parse_args(argv)
     try:
         root = find_root()
         if args.list:
             print(describe(root))
+            return 0
+        if args.timings:
+            where = (Path(args.build_dir).resolve() if args.build_dir else root / "_build") / "report.json"
+            if not where.exists():
+                raise BuildError(f"no build report at {where}: run `make book` (or pass --build-dir) first")
+            print(json.dumps(timings(json.loads(where.read_text())), indent=1))
             return 0
         profile = config.check_profile(args.profile)
         build_dir = Path(args.build_dir).resolve() if args.build_dir else root / "_build"

@@ -144,6 +144,15 @@ def common_prefix(seqs: Sequence[Sequence[int]]) -> int:
 MIN_SHARED_PREFIX = 4
 
 
+def shared_prefix_length(ids: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens :func:`embed` runs once for all of these token lists (0: none shared).
+
+    Used in: `book/persona_data.md` (through the embedding benchmark's FLOP count).
+    """
+    k = common_prefix(ids) if len(ids) > 1 else 0
+    return k if k >= MIN_SHARED_PREFIX else 0
+
+
 def _cache_kwarg(base) -> str:
     """The name of the key/value cache argument (``cache`` in recent transformers, else ``past_key_values``)."""
     import inspect
@@ -177,9 +186,7 @@ def embed(lm: models.LoadedModel, prompts: Sequence[str], *, norm: str = "model"
     tokens_cap, rows_cap = batch_limits(lm.device)
     max_batch_tokens, max_batch_rows = max_batch_tokens or tokens_cap, max_batch_rows or rows_cap
     ids = lm.tokenizer(prompts)["input_ids"]
-    k = common_prefix(ids) if share_prefix and len(ids) > 1 else 0
-    if k < MIN_SHARED_PREFIX:
-        k = 0
+    k = shared_prefix_length(ids) if share_prefix else 0
     lengths = [len(s) - k for s in ids]
     out = np.empty((len(prompts), lm.d_model), dtype=np.float32)
     pad = _pad_id(lm.tokenizer)

@@ -161,3 +161,19 @@ def summary(device: Any = None) -> dict[str, Any]:
         "dtype_override": os.environ.get(ENV_DTYPE) or None,
         "auto_dtype": auto_dtype(device),
     }
+
+
+def summary_table(s: dict[str, Any] | None = None):
+    """:func:`summary` as a two-column DataFrame (what, value) for the reproducibility page."""
+    import pandas as pd
+
+    s = s if s is not None else summary()
+    flags = s.get("flags") or {}
+    rows = [("CPU", s.get("cpu")), ("architecture", f"{s.get('machine')} ({s.get('system')})"),
+            ("cores / PyTorch threads", f"{s.get('cores')} / {s.get('torch_threads')}"),
+            ("PyTorch CPU capability", s.get("torch_cpu_capability")),
+            ("relevant CPU flags", ", ".join(f for f, on in flags.items() if on) or "none found"),
+            ("native bfloat16", f"{'yes' if s.get('native_bf16') else 'no'}: {s.get('native_bf16_reason')}"),
+            ("dtype='auto' means", s.get("auto_dtype")
+             + (f" (forced by {ENV_DTYPE}={s['dtype_override']})" if s.get("dtype_override") else ""))]
+    return pd.DataFrame(rows, columns=["what", "value"])
