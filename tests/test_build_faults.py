@@ -215,3 +215,22 @@ def test_a_killed_run_never_leaves_ok(chapter_build):
     proc = run_build("--profile", "smoke", "--chapter", CHEAP, build_dir=chapter_build)
     assert proc.returncode == 0 and _report(chapter_build)["status"] == "ok"
     assert build.STALE_MARK not in _page(chapter_build).read_text()
+
+
+def test_make_refuses_to_rebind_a_venv_of_another_checkout(tmp_path):
+    """The venv records its checkout (.checkout); `make` elsewhere stops before touching it. A fake venv
+    and PYTHON=false: nothing can be installed even if the guard failed."""
+    import shutil
+
+    if shutil.which("make") is None:
+        pytest.skip("no make")
+    venv = tmp_path / "venv"
+    venv.mkdir()
+    (venv / ".checkout").write_text("/some/other/checkout\n")
+    proc = subprocess.run(["make", "-C", str(ROOT), "venv", f"VENV={venv}", "PYTHON=false"], text=True,
+                          capture_output=True, timeout=60)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert (f"the venv {venv} belongs to the checkout /some/other/checkout, not {ROOT}; refusing to rebind"
+            in proc.stderr), proc.stderr
+    assert sorted(p.name for p in venv.iterdir()) == [".checkout"]
+    assert "echo \"$(CURDIR)\" > $(CHECKOUT_FILE)" in (ROOT / "Makefile").read_text()  # the stamp records it

@@ -27,7 +27,6 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
-import io
 import json
 import math
 import os
