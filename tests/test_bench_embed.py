@@ -93,7 +93,7 @@ def test_fraction_of_the_peak_is_never_above_one(tiny_named, monkeypatch):
     assert "under-measured" in bench.report(res)
 
 
-@pytest.mark.parametrize("argv, match", [(["--model", "nope"], "unknown model 'nope'"),
+@pytest.mark.parametrize("argv, match", [(["--model", "smollm2"], "unknown model 'smollm2'"),
                                          (["--n", "2", "--n-official", "4"], "rounds <= n_official <= n"),
                                          (["--dtypes", "float64"], "unknown dtype")])
 def test_bad_arguments(argv, match, capsys):

@@ -116,3 +116,89 @@ def test_user_cache_dir_honours_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "c"))
     assert cache.user_cache_dir("models") == tmp_path / "c" / "models"
     assert (tmp_path / "c" / "models").is_dir()
+
+
+def test_sha256_memo_overwritten_with_zeros_is_not_trusted(tmp_path, monkeypatch):
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "cache"))
+    f = tmp_path / "model.gguf"
+    f.write_bytes(b"abc")
+    good = cache.file_sha256_cached(f)
+    (memo,) = (tmp_path / "cache" / "sha256").iterdir()
+    obj = json.loads(memo.read_text())
+    obj["sha256"] = "0" * 64
+    memo.write_text(json.dumps(obj))
+    assert cache.file_sha256_cached(f) == good
+    memo.write_text("0" * 64)  # the old memo format, or any junk
+    assert cache.file_sha256_cached(f) == good
+
+
+def test_sha256_memo_sees_a_rewrite_with_the_mtime_restored(tmp_path, monkeypatch):
+    """The memo key has the inode and ctime: restoring the mtime (os.utime) does not hide a change."""
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "cache"))
+    f = tmp_path / "model.gguf"
+    f.write_bytes(b"x" * 4096)
+    st = f.stat()
+    h1 = cache.file_sha256_cached(f)
+    with open(f, "r+b") as fh:  # corrupt in place, same size
+        fh.seek(100)
+        fh.write(b"y" * 10)
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert f.stat().st_mtime_ns == st.st_mtime_ns and f.stat().st_size == st.st_size
+    assert cache.file_sha256_cached(f) == cache.file_sha256(f) != h1
+    f2 = tmp_path / "copy"
+    f2.write_bytes(f.read_bytes())
+    os.replace(f2, f)  # a new inode at the same path
+    assert cache.file_sha256_cached(f) == cache.file_sha256(f)
+
+
+def test_verify_file_says_why(tmp_path, monkeypatch):
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "cache"))
+    f = tmp_path / "w.bin"
+    f.write_bytes(b"abc")
+    assert cache.verify_file(f, cache.file_sha256(f)) is None
+    assert "differs from the recorded" in cache.verify_file(f, "0" * 64)
+    assert "cannot read it" in cache.verify_file(tmp_path / "nope", "0" * 64)
+
+
+def test_a_full_or_read_only_disk_is_one_line_naming_the_path(tmp_path, monkeypatch):
+    import errno
+
+    target = tmp_path / "sub" / "report.json"
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(cache.DiskError) as info:
+        with cache.atomic_path(target) as tmp:
+            tmp.write_bytes(b"x")
+            full()
+    msg = str(info.value)
+    assert msg == f"cannot write {target}: No space left on device (free some space or use another folder)"
+    assert "\n" not in msg and not list(target.parent.iterdir())
+    ro = OSError(errno.EROFS, "Read-only file system", str(tmp_path / "x"))
+    assert str(cache.disk_error(ro)) == f"cannot write {tmp_path / 'x'}: Read-only file system (make it writable or use another folder)"
+    assert cache.disk_error(ValueError("no")) is None
+
+
+def test_json_files_never_hold_infinity(tmp_path):
+    with pytest.raises(ValueError):
+        cache.write_json_atomic(tmp_path / "r.json", {"beta": float("inf")})
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_exclusive_lock_names_its_holder(tmp_path):
+    lock = tmp_path / ".build.lock"
+    code = ("import sys, time; from alignment_dynamics import cache\n"
+            f"with cache.exclusive_lock({str(lock)!r}, 'x'):\n    print('HELD', flush=True); time.sleep(60)\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "lib")}
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "HELD"
+        with pytest.raises(cache.LockedError, match=rf"the folder is in use by another build: pid {proc.pid} on .*started"):
+            with cache.exclusive_lock(lock, "the folder"):
+                pass
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)  # kill -9 releases it
+        proc.wait()
+    with cache.exclusive_lock(lock, "the folder"):
+        pass

@@ -38,7 +38,9 @@ def test_int_is_accepted_for_a_float_parameter(toy_chapter):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"beta": -1.0}, "BETA must be > 0"),
+    ({"beta": -1.0}, r"BETA must be float > 0.0, got -1.0"),
+    ({"beta": float("inf")}, r"BETA must be a finite number .*got inf"),
+    ({"beta": float("-inf")}, r"BETA must be a finite number"),
     ({"beta": "x"}, "BETA must be float"),
     ({"beta": float("nan")}, "NaN"),
     ({"steps": 2.5}, "STEPS must be int"),
@@ -87,6 +89,68 @@ def test_parse_value_reads_cli_values_like_papermill():
     assert config.parse_value("gemma-3-270m") == "gemma-3-270m"
     assert config.parse_value("[a, b]") == ["a", "b"]
     assert config.parse_value("null") is None
+
+
+@pytest.mark.parametrize("text, value", [
+    ("1e-3", 1e-3), ("1e-5", 1e-5), ("1E3", 1000.0), (".5", 0.5), ("-2", -2),  # floats as float() reads them
+    ("010", 10), ("007", 7), ("1_000", 1000),  # a leading zero is decimal, never octal
+    ("0x10", "0x10"), (".inf", ".inf"), ("0o17", "0o17"),  # not numbers for papermill: strings (the check refuses)
+    ("True", True), ("False", False), ("None", None), ("true", True),
+    ("[gemma-3-270m, smollm2-135m-instruct]", ["gemma-3-270m", "smollm2-135m-instruct"]),
+    ("[1e-3, 010]", [1e-3, 10]), ("'0.5'", "0.5"),
+])
+def test_parse_value_is_papermills(text, value):
+    got = config.parse_value(text)
+    assert got == value and type(got) is type(value)
+    import papermill.cli as pm
+
+    if not text.startswith(("[", "'")) and text != "true":  # papermill's own -p parser agrees
+        assert pm._resolve_type(text) == value
+
+
+@pytest.mark.parametrize("text", ["inf", "-inf", "nan", "NaN", "Infinity", "[0.1, inf]"])
+def test_parse_value_refuses_non_finite_numbers(text):
+    with pytest.raises(ConfigError, match="not a finite number"):
+        config.parse_value(text)
+
+
+def test_parse_value_bad_list_is_a_clear_error():
+    with pytest.raises(ConfigError, match="cannot parse parameter value .* as a list"):
+        config.parse_value("[a, b")
+
+
+@pytest.mark.parametrize("slug, params, message", [
+    ("update_rate", {"N": 65}, r"N must be an even integer in \[4, 1000000\] \(two equal classes\), got 65; use 64 or 66"),
+    ("priority", {"N_PER": 201}, r"N_PER must be an even integer .* got 201"),
+    ("update_rate", {"N": 200_000_000}, r"N must be an even integer in \[4, 1000000\], got 200000000 \(the upper limit"),
+    ("update_rate", {"N": 1_000_000, "D": 4096}, r"N \* D \* REPEATS is too large: .* GiB\); the limit is"),
+    ("dpo_last_layer", {"N": 100_000, "V": 262_144}, r"N \* V is too large"),
+    ("dpo_last_layer", {"STEPS": 0}, r"STEPS must be int in \[1, 100000\], got 0"),
+    ("dpo_last_layer", {"BETA": float("inf")}, r"BETA must be a finite number"),
+    ("dpo_last_layer", {"BETA": ".inf"}, r"BETA must be float > 0.0, got '.inf' \(str\)"),
+    ("dpo_last_layer", {"STEPS": "0x10"}, r"STEPS must be int in \[1, 100000\], got '0x10' \(str\)"),
+    ("misalignment", {"COMPARE_MODEL": "smollm2-135m-instruct"}, "MODEL and COMPARE_MODEL must be two different"),
+    ("persona_data", {"MODELS": ["smollm2-135m-instruct", "smollm2-135m-instruct"]},
+     r"MODELS lists the same model more than once: \['smollm2-135m-instruct'\]"),
+    ("misalignment", {"N_SEEDS": 10_000}, r"N_SEEDS must be int in \[1, 100\]"),
+])
+def test_parameters_are_checked_together_before_any_kernel(slug, params, message):
+    """validate_params (what the build calls before executing) applies ranges, parity, upper limits,
+    duplicates and the rules between parameters."""
+    merged = {**config.profile_params(slug, "smoke"), **params}
+    with pytest.raises(ConfigError, match=message):
+        config.validate_params(slug, merged)
+
+
+def test_every_size_parameter_has_an_upper_limit():
+    """No int parameter of a chapter (but SEED) accepts an absurd size."""
+    for slug, spec in config.CHAPTERS.items():
+        for p in spec.params:
+            v = p.values["smoke"]
+            if p.name == "SEED" or not isinstance(v, int) or isinstance(v, bool) or p.check is None:
+                continue
+            with pytest.raises(ConfigError, match="must be"):
+                p.check(p.name, 10 ** 12)
 
 
 def test_a_chapter_can_check_its_parameters_together():

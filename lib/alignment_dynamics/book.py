@@ -259,20 +259,35 @@ def glue_keys_in_notebook(nb) -> set[str]:
     return keys
 
 
+def _own_profile(obj: Any) -> bool:
+    """Whether a collected file belongs to the running build's profile (any profile outside a build)."""
+    profile = os.environ.get("ALIGNMENT_DYNAMICS_PROFILE")
+    return not profile or (isinstance(obj, dict) and obj.get("profile") == profile)
+
+
 def load_claims() -> list[dict[str, str]]:
-    """Claims collected by the running build from every executed chapter (the intro's scorecard)."""
-    path = build_dir() / "claims.json"
+    """Claims collected by the running build from every executed chapter (the intro's scorecard).
+
+    The build names the file (``$ALIGNMENT_DYNAMICS_CLAIMS``, else ``<build>/claims.json``); claims
+    collected for another profile than the running one are never shown (an empty list instead).
+    """
+    env = os.environ.get("ALIGNMENT_DYNAMICS_CLAIMS")
+    path = Path(env) if env else build_dir() / "claims.json"
     if not path.exists():
         return []
-    return json.loads(path.read_text())["claims"]
+    obj = json.loads(path.read_text())
+    return list(obj.get("claims", [])) if _own_profile(obj) else []
 
 
 def load_report() -> dict | None:
-    """The running build's execution report (``report.json``), or None outside a build."""
-    path = build_dir() / "report.json"
+    """The running build's execution report (``$ALIGNMENT_DYNAMICS_REPORT``, else
+    ``<build>/report.json``), or None outside a build or when the report is another profile's."""
+    env = os.environ.get("ALIGNMENT_DYNAMICS_REPORT")
+    path = Path(env) if env else build_dir() / "report.json"
     if not path.exists():
         return None
-    return json.loads(path.read_text())
+    obj = json.loads(path.read_text())
+    return obj if _own_profile(obj) else None
 
 
 def verdict_counts(claims: list[dict[str, str]]) -> dict[str, int]:

@@ -33,7 +33,9 @@ import importlib.metadata
 import json
 import os
 import platform
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -51,6 +53,37 @@ STACK = ("numpy", "torch", "transformers", "papermill", "nbclient", "jupytext", 
 
 class BuildError(RuntimeError):
     """A problem with the book's sources or a build request."""
+
+
+class Interrupted(BaseException):
+    """The build received SIGINT or SIGTERM (raised by the handlers :func:`main` installs)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+_SIGNALLED: list[int] = []  # the signals received, so that a kernel's failure caused by one is not a chapter failure
+
+
+def _on_signal(signum, frame):  # pragma: no cover - exercised through subprocess tests
+    _SIGNALLED.append(signum)
+    raise Interrupted(signum)
+
+
+def _input_errors() -> tuple[type, ...]:
+    """The errors of a request's inputs (a model that cannot be had, a dataset that is missing)."""
+    from . import data, models
+
+    return (config.ConfigError, models.ModelError, data.DataError)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -236,6 +269,7 @@ class Build:
     use_cache: bool = True
     timeout: int = 1800
     results: list[ChapterResult] = field(default_factory=list)
+    kernel_files: dict[str, str] = field(default_factory=dict)  # ALIGNMENT_DYNAMICS_CLAIMS / _REPORT
 
     def __post_init__(self):
         self.cache_dir = self.build_dir / "cache" / "chapters"
@@ -272,8 +306,14 @@ class Build:
 
     def key_for(self, page: Page, nb, params: dict[str, Any], extra: Any = None) -> str:
         spec = config.chapter(page.slug)
+        try:
+            return self._key(page, nb, params, extra, spec)
+        except _input_errors() as exc:
+            raise BuildError(f"chapter {page.slug!r}: {exc}") from exc
+
+    def _key(self, page: Page, nb, params, extra, spec) -> str:
         return cache.digest(
-            "chapter-v1",
+            "chapter-v2",
             normalised_source(nb),
             params,
             self._lib,
@@ -293,9 +333,14 @@ class Build:
         params = self.params_for(page, nb)
         key = self.key_for(page, nb, params, extra_key)
         cached_path = self.cache_dir / f"{page.slug}-{key[:32]}.ipynb"
-        if self.use_cache and cached_path.exists() and _readable_notebook(cached_path):
-            print(f"{progress} {page.slug}: cached ({key[:12]})", flush=True)
-            return ChapterResult(page.slug, "ok", True, time.perf_counter() - t0, key, executed=str(cached_path))
+        if self.use_cache and cached_path.exists():
+            problem = entry_problem(cached_path, page.slug, key)
+            if problem is None:
+                print(f"{progress} {page.slug}: cached ({key[:12]})", flush=True)
+                return ChapterResult(page.slug, "ok", True, time.perf_counter() - t0, key, executed=str(cached_path))
+            print(f"{progress} {page.slug}: cache entry {cached_path} is corrupt ({problem}); executing again",
+                  flush=True)
+            cached_path.unlink(missing_ok=True)
         print(f"{progress} {page.slug}: executing with {params}", flush=True)
         import nbformat
         import papermill
@@ -311,6 +356,11 @@ class Build:
                 execution_timeout=self.timeout, log_output=True, progress_bar=True, report_mode=False,
             )
         except Exception as exc:  # papermill raises PapermillExecutionError and friends
+            if _SIGNALLED:  # the kernel died of the same Ctrl-C / SIGTERM: an interruption, not a failure
+                raise Interrupted(_SIGNALLED[-1]) from exc
+            disk = cache.disk_error(exc)
+            if disk is not None:
+                raise disk from exc
             wall = time.perf_counter() - t0
             if out.exists():
                 self.failed_dir.mkdir(parents=True, exist_ok=True)
@@ -326,8 +376,8 @@ class Build:
         _tag_injected(executed, "remove-cell" if self.profile == "fast" else "hide-cell")
         executed.cells.append(runtime_cell(page.slug, wall))
         executed.metadata["alignment_dynamics"] = {
-            "key": key, "profile": self.profile, "parameters": params, "wall_s": round(wall, 3),
-            "versions": self._versions,
+            "key": key, "chapter": page.slug, "profile": self.profile, "parameters": params,
+            "wall_s": round(wall, 3), "versions": self._versions,
         }
         cache.write_text_atomic(cached_path, nbformat.writes(executed))
         out.unlink(missing_ok=True)
@@ -341,18 +391,42 @@ class Build:
             "ALIGNMENT_DYNAMICS_PROFILE": self.profile,
             "PYTHONHASHSEED": "0",
             "HF_HUB_DISABLE_TELEMETRY": "1",
+            **self.kernel_files,
         }
-        added = [k for k in env if k not in os.environ]
+        added = [k for k in env if k not in os.environ or k in self.kernel_files]
         os.environ.update(env)
         return added
 
 
-def _readable_notebook(path: Path) -> bool:
+def entry_problem(path: Path, slug: str, key: str | None = None) -> str | None:
+    """``None`` when ``path`` is a valid executed notebook of chapter ``slug`` (and of ``key`` when
+    given), else a short reason: unreadable, not JSON, not a valid nbformat-4 notebook, another
+    chapter's or another key's.
+
+    Used in: the build (cache entries and the last build's executed notebooks are checked before use).
+    """
+    import nbformat
+
     try:
-        json.loads(path.read_text())
-        return True
-    except (OSError, ValueError):
-        return False
+        nb = nbformat.read(str(path), as_version=4)
+    except OSError as exc:
+        return f"cannot read it: {exc.strerror or exc}"
+    except Exception as exc:  # NotJSONError, JSONDecodeError, a missing nbformat field ...
+        return f"not a notebook: {str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__}"
+    try:
+        nbformat.validate(nb)
+    except Exception as exc:  # nbformat.ValidationError
+        return f"not a valid notebook: {str(exc).splitlines()[0][:120]}"
+    meta = nb.metadata.get("alignment_dynamics") if isinstance(nb.metadata, dict) else None
+    if not isinstance(meta, dict) or "key" not in meta:
+        return "it carries no build key"
+    if meta.get("chapter", slug) != slug:
+        return f"it is chapter {meta.get('chapter')!r}, not {slug!r}"
+    if key is not None and meta["key"] != key:
+        return f"its key {str(meta['key'])[:12]} is not {key[:12]}"
+    if not nb.cells:
+        return "it has no cells"
+    return None
 
 
 def _short_error(exc: Exception) -> str:
@@ -418,8 +492,14 @@ def stage(root: Path, stage_dir: Path, pages: list[Page], executed: dict[str, Pa
             shutil.copyfile(page.path, dest)
 
 
-def render(stage_dir: Path, html_dir: Path, strict: bool = True) -> tuple[bool, float, str]:
-    """Render the staged book with Jupyter Book; move the HTML to ``html_dir`` atomically."""
+def render(stage_dir: Path, html_dir: Path, strict: bool = True,
+           expected: list[str] | None = None) -> tuple[bool, float, str]:
+    """Render the staged book with Jupyter Book; move the HTML to ``html_dir`` atomically.
+
+    Only a successful render (exit 0, ``index.html`` and every page of ``expected`` present, and in
+    strict mode no traceback) replaces ``html_dir``: a failed one leaves the previous pages as they
+    are, and its output stays in ``<stage>/../render`` for inspection.
+    """
     t0 = time.perf_counter()
     out = stage_dir.parent / "render"
     if out.exists():
@@ -436,14 +516,46 @@ def render(stage_dir: Path, html_dir: Path, strict: bool = True) -> tuple[bool, 
     ok = proc.returncode == 0 and (built / "index.html").exists()
     if "Traceback (most recent call last)" in log and strict:
         ok = False
-    if built.exists():
+    missing = [f for f in (expected or []) if not (built / f"{f}.html").exists()]
+    if missing:
+        ok = False
+        log += f"\nmissing pages: {missing}"
+    disk = re.search(r"(OSError|PermissionError): \[Errno (28|30|13|122)\][^\n]*", log)
+    if disk:
+        print(f"render: the render could not write its output: {disk.group(0)}", flush=True)
+    if ok:
         with cache.atomic_path(html_dir) as tmp:
             shutil.copytree(built, tmp)
+    else:
+        print(f"render: FAILED; the previous pages in {html_dir} are kept (the failed render is in {out})", flush=True)
     return ok, time.perf_counter() - t0, _tail(log, 40)
 
 
 def _tail(text: str, n: int) -> str:
     return "\n".join(text.strip().splitlines()[-n:])
+
+
+STALE_MARK = "alignment-dynamics-stale"
+
+
+def mark_stale(page_html: Path, message: str) -> bool:
+    """Put a visible banner saying why at the top of a rendered page (replacing an earlier one);
+    ``False`` when there is no such page.
+
+    Used in: the build (a chapter's page whose latest run failed, was interrupted or is running).
+    """
+    if not page_html.exists():
+        return False
+    import html as _html
+
+    text = page_html.read_text(encoding="utf-8", errors="replace")
+    text = re.sub(rf'<div class="{STALE_MARK}".*?</div>\n?', "", text, flags=re.S)
+    banner = (f'<div class="{STALE_MARK}" style="background:#fdd;border:2px solid #c00;padding:0.8em;'
+              f'margin:0.5em;font-weight:bold">STALE PAGE: {_html.escape(message)}</div>\n')
+    m = re.search(r"<body[^>]*>", text)
+    text = text[:m.end()] + "\n" + banner + text[m.end():] if m else banner + text
+    cache.write_text_atomic(page_html, text)
+    return True
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -454,7 +566,6 @@ def build_book(root: Path, build_dir: Path, profile: str, *, only: list[str] | N
                use_cache: bool = True, do_render: bool = True) -> int:
     """Execute and render the book; return the exit status (0 = everything ok)."""
     config.check_profile(profile)
-    t_start = time.perf_counter()
     pages = read_toc(root)
     chapters = [p for p in pages if p.notebook]
     for p in chapters:
@@ -465,11 +576,25 @@ def build_book(root: Path, build_dir: Path, profile: str, *, only: list[str] | N
             if name not in valid:
                 raise BuildError(f"unknown chapter {name!r}; valid chapters: {valid}.{config.suggest(name, valid)}")
         chapters = [p for p in chapters if p.slug in only]
+    with _lock(build_dir):
+        return _build_book(root, build_dir, profile, pages, chapters, only, use_cache, do_render)
+
+
+def _lock(build_dir: Path):
+    """The build folder's lock: a second build into the same folder stops with an error naming the
+    holder (:class:`alignment_dynamics.cache.LockedError`, exit status 2)."""
+    return cache.exclusive_lock(build_dir / ".build.lock", f"the build folder {build_dir}")
+
+
+def _build_book(root, build_dir, profile, pages, chapters, only, use_cache, do_render) -> int:
+    t_start = time.perf_counter()
     b = Build(root=root, build_dir=build_dir, profile=profile, use_cache=use_cache)
     report: dict[str, Any] = {"profile": profile, "mode": "book", "status": "running", "started_utc": _utc(),
-                              "chapters": [], "render": None, "versions": b._versions,
+                              "pid": os.getpid(), "chapters": [], "render": None, "versions": b._versions,
                               "machine": hardware.summary()}
     report_path = build_dir / "report.json"
+    claims_path = build_dir / "claims.json"
+    b.kernel_files = {"ALIGNMENT_DYNAMICS_CLAIMS": str(claims_path), "ALIGNMENT_DYNAMICS_REPORT": str(report_path)}
 
     def save_report():
         report["chapters"] = [r.as_dict() for r in b.results]
@@ -480,46 +605,65 @@ def build_book(root: Path, build_dir: Path, profile: str, *, only: list[str] | N
              + [p for p in chapters if config.chapter(p.slug).aggregates == "claims"]
              + [p for p in chapters if config.chapter(p.slug).aggregates == "report"])
     save_report()
-    for i, page in enumerate(order, 1):
-        spec = config.chapter(page.slug)
-        extra = None
-        if spec.aggregates == "claims":
-            claims = collect_claims(b.results)
-            cache.write_json_atomic(build_dir / "claims.json", {"claims": claims})
-            extra = claims
-        elif spec.aggregates == "report":
-            extra = [(r.name, r.key, r.status) for r in b.results]
-        try:
-            res = b.execute(page, extra_key=extra, progress=f"[{i}/{len(order)}]")
-        except (BuildError, config.ConfigError) as exc:
-            res = ChapterResult(page.slug, "failed", False, 0.0, error=str(exc))
-            print(f"[{i}/{len(order)}] {page.slug}: FAILED: {exc}", flush=True)
-        b.results.append(res)
-        save_report()
+    current = None
+    try:
+        for i, page in enumerate(order, 1):
+            current = page.slug
+            spec = config.chapter(page.slug)
+            extra = None
+            if spec.aggregates == "claims":
+                claims = collect_claims(b.results)
+                cache.write_json_atomic(claims_path, {"profile": profile, "claims": claims})
+                extra = claims
+            elif spec.aggregates == "report":
+                extra = [(r.name, r.key, r.status) for r in b.results]
+            try:
+                res = b.execute(page, extra_key=extra, progress=f"[{i}/{len(order)}]")
+            except (BuildError, config.ConfigError) as exc:
+                res = ChapterResult(page.slug, "failed", False, 0.0, error=str(exc))
+                print(f"[{i}/{len(order)}] {page.slug}: FAILED: {exc}", flush=True)
+            b.results.append(res)
+            save_report()
+        current = None
 
-    executed = {r.name: Path(r.executed) for r in b.results if r.status == "ok"}
-    exec_dir = build_dir / "executed" / profile
-    exec_dir.mkdir(parents=True, exist_ok=True)
-    for name, path in executed.items():
-        with cache.atomic_path(exec_dir / f"{name}.ipynb") as tmp:
-            shutil.copyfile(path, tmp)
-    failed = [r.name for r in b.results if r.status != "ok"]
-    status = 0 if not failed else 1
-    if do_render:
-        stage_dir = build_dir / "stage"
-        # a partial book keeps its root page and the plain pages (the bibliography)
-        subset = None if not only else [p for p in pages if p.slug in only or p is pages[0] or not p.notebook]
-        stage(root, stage_dir, pages if subset is None else subset, executed, toc_subset=subset)
-        ok, wall, log_tail = render(stage_dir, build_dir / "html", strict=not only)
-        report["render"] = {"status": "ok" if ok else "failed", "wall_s": round(wall, 3),
-                            "log_tail": "" if ok else log_tail}
-        if ok:
-            missing = [p.file for p in (subset or pages) if not (build_dir / "html" / f"{p.file}.html").exists()]
-            if missing:
-                report["render"].update(status="failed", missing_pages=missing)
-                ok = False
-        if not ok:
-            status = 1
+        executed = {r.name: Path(r.executed) for r in b.results if r.status == "ok"}
+        exec_dir = build_dir / "executed" / profile
+        exec_dir.mkdir(parents=True, exist_ok=True)
+        for name, path in executed.items():
+            with cache.atomic_path(exec_dir / f"{name}.ipynb") as tmp:
+                shutil.copyfile(path, tmp)
+        failed = [r.name for r in b.results if r.status != "ok"]
+        for name in failed:  # never leave a failed chapter's old notebook for `--chapter` builds to show
+            (exec_dir / f"{name}.ipynb").unlink(missing_ok=True)
+        status = 0 if not failed else 1
+        if do_render:
+            current = "render"
+            stage_dir = build_dir / "stage"
+            # a partial book keeps its root page and the plain pages (the bibliography)
+            subset = None if not only else [p for p in pages if p.slug in only or p is pages[0] or not p.notebook]
+            stage(root, stage_dir, pages if subset is None else subset, executed, toc_subset=subset)
+            ok, wall, log_tail = render(stage_dir, build_dir / "html", strict=not only,
+                                        expected=[p.file for p in (subset or pages)])
+            report["render"] = {"status": "ok" if ok else "failed", "wall_s": round(wall, 3),
+                                "log_tail": "" if ok else log_tail}
+            if ok:
+                for r in b.results:
+                    if r.status != "ok":
+                        page = next(p for p in pages if p.slug == r.name)
+                        mark_stale(build_dir / "html" / f"{page.file}.html",
+                                   f"this chapter failed to execute in this build ({r.error[:200]}); it is shown "
+                                   f"without its results. See {report_path}.")
+            else:
+                status = 1
+            current = None
+    except Interrupted as exc:
+        report["status"] = "interrupted"
+        report["interrupted"] = {"signal": exc.name, "during": current}
+        save_report()
+        print(f"build ({profile}) interrupted by {exc.name} while {'rendering' if current == 'render' else 'executing chapter ' + repr(current) if current else 'finishing'}; "
+              f"report marked 'interrupted': {report_path}. Run it again: finished chapters come from the cache.",
+              file=sys.stderr, flush=True)
+        return exc.exit_code
     report["status"] = "ok" if status == 0 else "failed"
     report["failed"] = failed
     save_report()
@@ -559,39 +703,118 @@ def collect_claims(results: list[ChapterResult]) -> list[dict[str, str]]:
     return claims
 
 
+def _previous_notebooks(build_dir: Path, profile: str, pages: list[Page]) -> dict[str, Path]:
+    """The last book build's executed notebooks of ``profile`` that are valid notebooks of their chapter."""
+    previous = build_dir / "executed" / profile
+    out = {}
+    slugs = {p.slug for p in pages if p.notebook}
+    for path in sorted(previous.glob("*.ipynb")) if previous.exists() else []:
+        if path.stem not in slugs:
+            continue
+        problem = entry_problem(path, path.stem)
+        if problem is None:
+            out[path.stem] = path
+        else:
+            print(f"{path} is corrupt ({problem}); its page is rendered without results", flush=True)
+    return out
+
+
 def build_chapter(root: Path, build_dir: Path, name: str, profile: str, overrides: dict[str, Any],
                   use_cache: bool = True) -> int:
     """Re-execute one chapter with overrides into ``<build>/chapters/<name>/`` and render its page.
 
     The default build stays intact: other pages are taken from the last build of the same profile
-    (``<build>/executed/<profile>``) when there is one, else rendered unexecuted.
+    (``<build>/executed/<profile>``) when there is one, else rendered unexecuted. Aggregating chapters
+    read only that profile's claims and report.
+
+    While it runs, ``report.json`` says ``running`` (a kill leaves it so, never ``ok``) and the
+    previous page carries a "stale" banner; a failed or interrupted run leaves ``failed`` /
+    ``interrupted`` and the banner saying so; only a successful render replaces the page.
     """
     config.check_profile(profile)
     pages = read_toc(root)
     chapters = {p.slug: p for p in pages if p.notebook}
     if name not in chapters:
         raise BuildError(f"unknown chapter {name!r}; valid chapters: {sorted(chapters)}.{config.suggest(name, chapters)}")
+    with _lock(build_dir):
+        return _build_chapter(root, build_dir, name, profile, overrides, use_cache, pages, chapters)
+
+
+def _build_chapter(root, build_dir, name, profile, overrides, use_cache, pages, chapters) -> int:
     out_dir = build_dir / "chapters" / name
-    b = Build(root=root, build_dir=build_dir, profile=profile, overrides=overrides, use_cache=use_cache)
     page = chapters[name]
-    res = b.execute(page, progress="[1/1]")
-    report = {"profile": profile, "mode": "chapter", "chapter": name, "overrides": overrides,
-              "chapters": [res.as_dict()], "started_utc": _utc(), "machine": hardware.summary()}
-    if res.status != "ok":
-        report["status"] = "failed"
-        cache.write_json_atomic(out_dir / "report.json", report)
-        return 1
-    with cache.atomic_path(out_dir / f"{name}.ipynb") as tmp:
-        shutil.copyfile(res.executed, tmp)
-    previous = build_dir / "executed" / profile
-    executed = {p.stem: p for p in previous.glob("*.ipynb")} if previous.exists() else {}
-    executed[name] = out_dir / f"{name}.ipynb"
-    stage(root, out_dir / "stage", pages, executed)
-    ok, wall, _ = render(out_dir / "stage", out_dir / "html", strict=False)
+    page_html = out_dir / "html" / f"{page.file}.html"
+    report_path = out_dir / "report.json"
+    b = Build(root=root, build_dir=build_dir, profile=profile, overrides=overrides, use_cache=use_cache)
+    previous = _previous_notebooks(build_dir, profile, pages)
+    spec = config.chapter(name)
+    extra = None
+    if spec.aggregates == "claims":
+        import nbformat
+
+        claims = []
+        for p in pages:
+            if p.slug in previous and p.slug != name and not config.chapter(p.slug).aggregates:
+                claims.extend(claims_from_notebook(nbformat.read(previous[p.slug], as_version=4)))
+        claims_path = out_dir / "claims.json"
+        cache.write_json_atomic(claims_path, {"profile": profile, "claims": claims})
+        b.kernel_files = {"ALIGNMENT_DYNAMICS_CLAIMS": str(claims_path)}
+        extra = claims
+    elif spec.aggregates == "report":
+        book_report = build_dir / "report.json"
+        try:
+            rep = json.loads(book_report.read_text()) if book_report.exists() else None
+        except ValueError:
+            rep = None
+        own = isinstance(rep, dict) and rep.get("profile") == profile
+        b.kernel_files = {"ALIGNMENT_DYNAMICS_REPORT": str(book_report if own else out_dir / "no-report.json")}
+        extra = [(c.get("name"), c.get("key"), c.get("status")) for c in rep.get("chapters", [])] if own else "no report"
+    nb = load_notebook(page.path)  # the request is checked before anything is marked or run (rc 2)
+    b.key_for(page, nb, b.params_for(page, nb), extra)
+    report = {"profile": profile, "mode": "chapter", "chapter": name, "overrides": overrides, "status": "running",
+              "pid": os.getpid(), "chapters": [], "started_utc": _utc(), "machine": hardware.summary()}
+    cache.write_json_atomic(report_path, report)
+    mark_stale(page_html, f"a run of {name} with the overrides {overrides} (profile {profile}) started at "
+                          f"{report['started_utc']} and has not finished; this page is from an earlier run. "
+                          f"See {report_path}.")
+    stage_what = "executing"
+    try:
+        res = b.execute(page, extra_key=extra, progress="[1/1]")
+        report["chapters"] = [res.as_dict()]
+        if res.status != "ok":
+            report["status"] = "failed"
+            cache.write_json_atomic(report_path, report)
+            mark_stale(page_html, f"the latest run of {name} with the overrides {overrides} FAILED "
+                                  f"({res.error[:200]}); this page is from an earlier run. See {report_path}.")
+            print(f"chapter {name}: FAILED; report: {report_path}", flush=True)
+            return 1
+        with cache.atomic_path(out_dir / f"{name}.ipynb") as tmp:
+            shutil.copyfile(res.executed, tmp)
+        executed = dict(previous)
+        executed[name] = out_dir / f"{name}.ipynb"
+        stage_what = "rendering"
+        stage(root, out_dir / "stage", pages, executed)
+        ok, wall, _ = render(out_dir / "stage", out_dir / "html", strict=False, expected=[page.file])
+    except Interrupted as exc:
+        report.update(status="interrupted", interrupted={"signal": exc.name, "during": stage_what})
+        cache.write_json_atomic(report_path, report)
+        mark_stale(page_html, f"the latest run of {name} with the overrides {overrides} was interrupted "
+                              f"({exc.name}); this page is from an earlier run.")
+        print(f"chapter {name} interrupted by {exc.name} while {stage_what}; report marked 'interrupted': "
+              f"{report_path}; the page there, if any, is marked stale", file=sys.stderr, flush=True)
+        return exc.exit_code
+    except Exception as exc:
+        report.update(status="failed", error=_short_error(exc))
+        cache.write_json_atomic(report_path, report)
+        mark_stale(page_html, f"the latest run of {name} with the overrides {overrides} failed ({_short_error(exc)[:200]}); "
+                              f"this page is from an earlier run.")
+        raise
     report["render"] = {"status": "ok" if ok else "failed", "wall_s": round(wall, 3)}
     report["status"] = "ok" if ok else "failed"
-    cache.write_json_atomic(out_dir / "report.json", report)
-    page_html = out_dir / "html" / f"{page.file}.html"
+    cache.write_json_atomic(report_path, report)
+    if not ok:
+        mark_stale(page_html, f"the latest run of {name} with the overrides {overrides} executed but its page "
+                              f"failed to render; this page is from an earlier run. See {report_path}.")
     print(f"chapter {name} ({profile}, overrides {overrides}): {report['status']}; page: {page_html}", flush=True)
     return 0 if ok else 1
 
@@ -621,7 +844,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--chapter", help="re-execute this one chapter with overrides into <build>/chapters/<name>")
     ap.add_argument("--only", help="comma-separated chapters: execute and render only these (a partial book)")
     ap.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                    help="override a parameter of --chapter (value parsed as YAML, as papermill -p does)")
+                    help="override a parameter of --chapter (value parsed as papermill -p does: 1e-3 is a "
+                         "float, 010 is 10; lists as [a, b])")
     ap.add_argument("--build-dir", default=None, help="build folder (default: <root>/_build)")
     ap.add_argument("--no-cache", action="store_true", help="execute every chapter even if cached")
     ap.add_argument("--no-render", action="store_true", help="execute only")
@@ -629,6 +853,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timings", action="store_true",
                     help="print the last build's per-chapter seconds, CPU, threads and dtype as JSON")
     args = ap.parse_args(argv)
+    handlers = {}
+    if argv is None:  # the command line: Ctrl-C and SIGTERM mark the report before exiting
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            handlers[sig] = signal.signal(sig, _on_signal)
     try:
         root = find_root()
         if args.list:
@@ -642,7 +870,11 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         profile = config.check_profile(args.profile)
         build_dir = Path(args.build_dir).resolve() if args.build_dir else root / "_build"
-        overrides = {name: config.parse_value(value) for name, value in args.parameter}
+        overrides = {}
+        for name, value in args.parameter:
+            if name in overrides:
+                raise BuildError(f"-p {name} is given twice ({overrides[name]!r} and {value!r}); give it once")
+            overrides[name] = config.parse_value(value)
         if "PROFILE" in overrides:
             raise BuildError("set the profile with --profile (or PROFILE=... for make), not -p PROFILE")
         if args.chapter:
@@ -652,14 +884,32 @@ def main(argv: list[str] | None = None) -> int:
         only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
         return build_book(root, build_dir, profile, only=only, use_cache=not args.no_cache,
                           do_render=not args.no_render)
-    except (BuildError, config.ConfigError) as exc:
+    except (BuildError, config.ConfigError, cache.LockedError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Interrupted as exc:
+        print(f"interrupted by {exc.name} before any chapter ran; nothing was changed", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
+        print("interrupted (Ctrl-C)", file=sys.stderr)
         return 130
-    except Exception:  # pragma: no cover - unexpected: show it all
+    except OSError as exc:
+        disk = cache.disk_error(exc)
+        if disk is None:
+            traceback.print_exc()
+            return 1
+        print(f"error: {disk}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # pragma: no cover - unexpected: show it all
+        disk = cache.disk_error(exc)
+        if disk is not None:
+            print(f"error: {disk}", file=sys.stderr)
+            return 1
         traceback.print_exc()
         return 1
+    finally:
+        for sig, h in handlers.items():
+            signal.signal(sig, h)
 
 
 if __name__ == "__main__":

@@ -16,10 +16,12 @@ Used in: every chapter, through ``alignment_dynamics.models``, ``.embed`` and ``
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -95,22 +97,57 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def file_sha256_cached(path: str | os.PathLike) -> str:
-    """:func:`file_sha256`, remembered in the user cache by (absolute path, size, mtime_ns).
-
-    Hashing a 250 MB model file takes about a second; builds ask for it on every run.
-    """
+def stat_key(path: str | os.PathLike) -> list:
+    """What identifies one version of a file without reading it: absolute path, device, inode, size,
+    mtime and ctime (ns). ``ctime`` cannot be set back by a program (``os.utime`` restoring an mtime
+    sets it to now), so a file rewritten in place with its mtime restored gets another key."""
     p = Path(path).resolve()
     st = p.stat()
-    key = digest(str(p), st.st_size, st.st_mtime_ns)
-    memo = user_cache_dir("sha256") / f"{key}.txt"
-    if memo.exists():
-        value = memo.read_text().strip()
-        if len(value) == 64:
+    return [str(p), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def file_sha256_cached(path: str | os.PathLike) -> str:
+    """:func:`file_sha256`, remembered in the user cache by :func:`stat_key` (path, inode, size,
+    mtime, ctime).
+
+    Hashing a 250 MB model file takes about a second; builds ask for it on every run. The memo holds
+    its own key and a digest of (key, value): a memo edited by hand (zeros written into it) or left
+    by another version of the file is ignored and the file hashed again. A memo is only ever a
+    shortcut to hashing this very file: where a checksum is pinned, the caller compares the value
+    with the pinned one (:func:`verify_file`), never the memo's presence.
+    """
+    p = Path(path).resolve()
+    key = stat_key(p)
+    name = digest("sha256-memo-v2", key)
+    memo = user_cache_dir("sha256") / f"{name}.json"
+    try:
+        obj = json.loads(memo.read_text())
+        value = obj["sha256"]
+        if obj["key"] == key and obj["check"] == digest(name, key, value) and len(value) == 64:
             return value
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
     value = file_sha256(p)
-    write_text_atomic(memo, value)
+    if stat_key(p) == key:  # not changed while we read it
+        try:
+            write_json_atomic(memo, {"key": key, "sha256": value, "check": digest(name, key, value)})
+        except OSError:  # a read-only cache: the memo is only a shortcut
+            pass
     return value
+
+
+def verify_file(path: str | os.PathLike, expected: str) -> str | None:
+    """``None`` when the file's SHA-256 is ``expected``, else a one-line reason."""
+    try:
+        got = file_sha256_cached(path)
+    except OSError as exc:
+        return f"cannot read it ({exc.strerror or exc})"
+    return None if got == expected else f"SHA-256 {got[:16]}... differs from the recorded {expected[:16]}..."
+
+
+def report_corrupt(what: str, path: str | os.PathLike, reason: str, action: str = "rebuilding it") -> None:
+    """Say in one line (on stderr) that a cache entry is corrupt and what is done about it."""
+    print(f"cache: {what} {path} is corrupt ({reason}); {action}", file=sys.stderr, flush=True)
 
 
 def tree_digest(root: str | os.PathLike, *, exclude_dirs: tuple[str, ...] = ("__pycache__",),
@@ -143,24 +180,63 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     Used in: `book/persona_data.md` (through the embedding cache) and the build.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f"{target.name}{_TMP_MARK}{uuid.uuid4().hex[:12]}"
     try:
-        yield tmp
-        if not tmp.exists():
-            raise FileNotFoundError(f"atomic_path: nothing was written to {tmp}")
-        _fsync(tmp)
-        if tmp.is_dir() and target.exists():
-            old = target.parent / f"{target.name}{_TMP_MARK}old-{uuid.uuid4().hex[:12]}"
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-        _fsync_dir(target.parent)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            yield tmp
+            if not tmp.exists():
+                raise FileNotFoundError(f"atomic_path: nothing was written to {tmp}")
+            _fsync(tmp)
+            if tmp.is_dir() and target.exists():
+                old = target.parent / f"{target.name}{_TMP_MARK}old-{uuid.uuid4().hex[:12]}"
+                os.replace(target, old)
+                os.replace(tmp, target)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, target)
+            _fsync_dir(target.parent)
+        except OSError as exc:
+            if exc.errno in DISK_ERRNOS:
+                raise DiskError(target, exc) from exc
+            raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+
+
+#: errno values that mean "this place cannot be written": read-only, no permission, full, over quota.
+DISK_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT})
+
+
+class DiskError(OSError):
+    """A file that cannot be written because its folder is read-only, not ours, or full.
+
+    ``str()`` is one line naming the path and the cause.
+    """
+
+    def __init__(self, path: str | os.PathLike, cause: OSError):
+        super().__init__(cause.errno, cause.strerror, str(path))
+        self.path = Path(path)
+
+    def __str__(self) -> str:
+        hint = {errno.ENOSPC: "free some space or use another folder",
+                errno.EDQUOT: "free some space or use another folder"}.get(self.errno,
+                                                                          "make it writable or use another folder")
+        return f"cannot write {self.path}: {self.strerror} ({hint})"
+
+
+def disk_error(exc: BaseException) -> "DiskError | None":
+    """``exc`` (or an exception it was raised from) as a :class:`DiskError`, if it is one."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, DiskError):
+            return exc
+        if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
+            return DiskError(exc.filename or "(unknown path)", exc)
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _fsync(path: Path) -> None:
@@ -202,7 +278,7 @@ def write_text_atomic(target: str | os.PathLike, text: str) -> Path:
 
 def write_json_atomic(target: str | os.PathLike, obj: Any, *, indent: int | None = 2) -> Path:
     """Write ``obj`` as JSON (sorted keys) to ``target`` atomically."""
-    text = json.dumps(obj, sort_keys=True, indent=indent, default=_jsonable)
+    text = json.dumps(obj, sort_keys=True, indent=indent, default=_jsonable, allow_nan=False)
     return write_text_atomic(target, text + "\n")
 
 
@@ -269,3 +345,51 @@ def sweep_temporaries_of(target: str | os.PathLike) -> int:
         shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
         n += 1
     return n
+
+
+class LockedError(RuntimeError):
+    """Another process holds the lock (the message names it)."""
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | os.PathLike, what: str) -> Iterator[None]:
+    """Hold an exclusive, non-blocking ``flock`` on ``path`` for the ``with`` block, with the holder
+    (pid, host, start time, command) written into the file; if another process holds it, raise
+    :class:`LockedError` naming that holder. A holder killed even by ``kill -9`` releases it.
+
+    Used in: the build (one build per build folder).
+    """
+    import fcntl
+    import platform
+    import time
+
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(path, "a+")
+    except OSError as exc:
+        if exc.errno in DISK_ERRNOS:
+            raise DiskError(path, exc) from exc
+        raise
+    try:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "(a process that has not written its name yet)"
+            raise LockedError(f"{what} is in use by another build: {holder}. Wait for it to finish, stop it, "
+                              f"or use another build folder (--build-dir / BUILD_DIR=...)") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {platform.node()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}: "
+                f"{' '.join(sys.argv)[:300]}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            f.seek(0)
+            f.truncate()
+            f.flush()
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+    finally:
+        f.close()

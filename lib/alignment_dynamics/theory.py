@@ -31,6 +31,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from . import validate as _v
+
 FAMILIES: tuple[str, ...] = ("gaussian", "laplace", "mixture")
 LN2 = math.log(2.0)
 
@@ -475,14 +477,13 @@ def logistic_gd(H, s, *, beta: float, lr: float, steps: int, v0=None, momentum: 
 
     Used in: `book/dpo_last_layer.md`, `book/update_rate.md`, `book/accuracy.md`, `book/priority.md`.
     """
-    H = np.asarray(H, dtype=np.float64)
-    s = np.asarray(s, dtype=np.float64)
-    beta = _positive("beta", beta)
-    lr = _positive("lr", lr)
-    if int(steps) != steps or steps < 0:
-        raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
-    if H.ndim < 2:
-        raise ValueError(f"H must have shape (..., n, d), got {H.shape}")
+    H = _v.finite_array("H", H, min_ndim=2)
+    s = _v.finite_array("s", s)
+    beta = _v.positive("beta", beta)
+    lr = _v.positive("lr", lr)
+    steps = _v.count("steps", steps, lo=0)
+    if v0 is not None:
+        v0 = _v.finite_array("v0", v0)
     if s.shape[-1] != H.shape[-2]:
         raise ValueError(f"s has {s.shape[-1]} labels but H has {H.shape[-2]} examples")
     if not np.all(np.abs(s) == 1):
@@ -516,6 +517,10 @@ def dpo_loss_from_v(v, H, s, beta: float):
     """
     from scipy.special import log_expit
 
+    beta = _v.positive("beta", beta)
+    H = _v.finite_array("H", H, min_ndim=2)
+    v = _v.finite_array("v", v)
+    s = _v.labels("s", s, H.shape[-2])
     z = np.einsum("...nd,...d->...n", H, v) if np.ndim(v) == np.ndim(H) - 1 else np.einsum("...nd,...td->...tn", H, v)
     return -np.mean(log_expit(2.0 * beta * s * z), axis=-1)
 
@@ -525,7 +530,9 @@ def first_step_v(H, s, *, beta: float, lr: float) -> np.ndarray:
 
     Used in: `book/dpo_last_layer.md`, `book/update_rate.md`.
     """
-    H = np.asarray(H, dtype=np.float64)
+    beta, lr = _v.positive("beta", beta), _v.positive("lr", lr)
+    H = _v.finite_array("H", H, min_ndim=2)
+    s = _v.labels("s", s, H.shape[-2])
     return 0.5 * lr * beta * np.einsum("...n,...nd->...d", np.broadcast_to(s, H.shape[:-1]), H) / H.shape[-2]
 
 
@@ -573,8 +580,8 @@ def sample_statistics(H, s) -> dict[str, np.ndarray]:
 
     Used in: `book/update_rate.md`, `book/accuracy.md`.
     """
-    H = np.asarray(H, dtype=np.float64)
-    s = np.asarray(s, dtype=np.float64)
+    H = _v.finite_array("H", H, min_ndim=2)
+    s = _v.labels("s", s, H.shape[-2])
     n = H.shape[-2]
     norms = np.linalg.norm(H, axis=-1)
     plus = s > 0
@@ -617,7 +624,11 @@ def kappa_of(lr: float, beta: float, G_norm) -> np.ndarray:
 
     Used in: `book/update_rate.md`.
     """
-    return lr * beta ** 2 * np.asarray(G_norm, dtype=np.float64) / 2.0
+    lr, beta = _v.positive("lr", lr), _v.positive("beta", beta)
+    G_norm = _v.finite_array("G_norm", G_norm)
+    if np.any(G_norm < 0):
+        raise _v.InputError("G_norm (the largest eigenvalue of mean h h^T) must be >= 0")
+    return lr * beta ** 2 * G_norm / 2.0
 
 
 def remainder_bound(t, *, lr: float, beta: float, mhat_norm, G_norm, M1=None):
@@ -666,6 +677,8 @@ def bernstein_radius(eps: float, n: int, alpha: float):
     Used in: `book/update_rate.md`, `book/accuracy.md`.
     """
     _prob("eps", eps)
+    n = _v.count("n", n, lo=1)
+    alpha = _v.positive("alpha", alpha)
     L = math.log(2.0 / eps)
     return 4.0 * alpha * max(math.sqrt(L / n), L / n)
 
@@ -1476,7 +1489,7 @@ def update_rate_instance(params: dict[str, Any], rng, *, steps: int, repeats: in
 
     Used in: `book/update_rate.md`.
     """
-    d, n = params["d"], params["n"]
+    d, n = params["d"], _v.count("n", params["n"], lo=4, even=True)
     model = _model_from(params, rng)
     beta = params["beta_prime"] / math.sqrt(d)
     lr = params["lr"]
@@ -1565,6 +1578,14 @@ def update_rate_curves(seed: int, *, d: int, n: int, beta_prime: float, lr: floa
 
     Used in: `book/update_rate.md`.
     """
+    n = _v.count("n", n, lo=4, even=True)  # two equal classes of n / 2: the bounds use this n
+    d = _v.count("d", d, lo=1)
+    steps = _v.count("steps", steps, lo=1)
+    repeats = _v.count("repeats", repeats, lo=2)
+    beta_prime, lr = _v.positive("beta_prime", beta_prime), _v.positive("lr", lr)
+    if len(deltas) == 0:
+        raise _v.InputError("deltas is empty: give at least one distinguishability")
+    deltas = [_v.positive("delta", x) for x in deltas]
     base = {"d": d, "n": n, "center_norm": center_norm, "trace_per_dim": trace_per_dim, "decay": decay,
             "family": family, "beta_prime": beta_prime, "lr": lr}
     return _run_curves(update_rate_instance, seed, base, deltas, steps=steps, repeats=repeats, eps1=eps1, eps2=eps2)

@@ -26,6 +26,7 @@ from typing import Any, Mapping
 import torch
 import torch.nn.functional as F
 
+from ..validate import finite_tensor, positive
 from .sampling import sample_batches
 
 LOSS_TYPES = ("sigmoid", "robust", "hinge", "ipo")
@@ -45,7 +46,7 @@ def _check_matrix(name: str, x: Any, *, ndim: int = 2) -> torch.Tensor:
         raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(x.shape)}")
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
-    return x
+    return finite_tensor(name, x)  # no NaN / inf, not empty
 
 
 def _check_tokens(name: str, t: Any, n: int, vocab: int, *, allow_ignore: bool = False) -> torch.Tensor:
@@ -70,9 +71,7 @@ def check_beta(beta: Any) -> float:
 
     Used in: `book/kernels.md` (through every DPO function).
     """
-    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not math.isfinite(beta) or beta <= 0:
-        raise ValueError(f"beta must be a positive finite number, got {beta!r}")
-    return float(beta)
+    return positive("beta", beta)
 
 
 def check_loss_type(loss_type: Any, label_smoothing: Any) -> tuple[str, float]:
@@ -199,6 +198,10 @@ def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Ten
                                        reference_chosen_logps, reference_rejected_logps)}
     if len(shapes) != 1:
         raise ValueError(f"the four log-prob tensors must have one shape, got {sorted(shapes)}")
+    for name, t in (("policy_chosen_logps", policy_chosen_logps), ("policy_rejected_logps", policy_rejected_logps),
+                    ("reference_chosen_logps", reference_chosen_logps),
+                    ("reference_rejected_logps", reference_rejected_logps)):
+        finite_tensor(name, t)
     chosen_logratios = policy_chosen_logps - reference_chosen_logps
     rejected_logratios = policy_rejected_logps - reference_rejected_logps
     per_pair = loss_from_delta(chosen_logratios - rejected_logratios, beta, loss_type, label_smoothing)
