@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from . import cache, config
-from .book import claims_from_notebook, runtime_cell
+from .book import bounds_from_notebook, claims_from_notebook, runtime_cell
 
 KERNEL = {"name": "python3", "display_name": "Python 3", "language": "python"}
 STACK = ("numpy", "torch", "transformers", "papermill", "nbclient", "jupytext", "myst-nb")
@@ -494,6 +494,7 @@ def build_book(root: Path, build_dir: Path, profile: str, *, only: list[str] | N
         b.results.append(res)
         save_report()
 
+    write_theory_bounds(build_dir, b.results)
     executed = {r.name: Path(r.executed) for r in b.results if r.status == "ok"}
     exec_dir = build_dir / "executed" / profile
     exec_dir.mkdir(parents=True, exist_ok=True)
@@ -538,6 +539,22 @@ def collect_claims(results: list[ChapterResult]) -> list[dict[str, str]]:
     return claims
 
 
+def write_theory_bounds(build_dir: Path, results: list[ChapterResult]) -> Path:
+    """Write ``<build>/theory_bounds.json``: the headline-bound rows of every executed chapter (a list).
+    Rows of chapters not executed in this run are kept from the file's previous version."""
+    import nbformat
+
+    path = build_dir / "theory_bounds.json"
+    fresh = {r.name: bounds_from_notebook(nbformat.read(r.executed, as_version=4))
+             for r in results if r.status == "ok" and r.executed}
+    old = json.loads(path.read_text()) if path.exists() else []
+    rows = [row for row in old if row.get("chapter") not in fresh]
+    for name in fresh:
+        rows.extend(fresh[name])
+    cache.write_json_atomic(path, rows)
+    return path
+
+
 def build_chapter(root: Path, build_dir: Path, name: str, profile: str, overrides: dict[str, Any],
                   use_cache: bool = True) -> int:
     """Re-execute one chapter with overrides into ``<build>/chapters/<name>/`` and render its page.
@@ -562,6 +579,7 @@ def build_chapter(root: Path, build_dir: Path, name: str, profile: str, override
         return 1
     with cache.atomic_path(out_dir / f"{name}.ipynb") as tmp:
         shutil.copyfile(res.executed, tmp)
+    write_theory_bounds(build_dir, [res])
     previous = build_dir / "executed" / profile
     executed = {p.stem: p for p in previous.glob("*.ipynb")} if previous.exists() else {}
     executed[name] = out_dir / f"{name}.ipynb"
