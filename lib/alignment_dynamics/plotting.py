@@ -421,6 +421,69 @@ def plot_tightness(x, ratio, *, xlabel: str, ylabel: str, groups=None, ax=None, 
     return fig
 
 
+def update_rate_bound_panels(curves: Sequence[dict], *, labels: Sequence[str]):
+    """Three panels of the update-rate bounds over steps (log-log), from ``theory.update_rate_curves``:
+    (a) the a-priori band around the first-order line, (b) the loss-drop sandwich (convexity below,
+    energy above), (c) the lower bound in the paper's scaling and the label-blind expected upper bound.
+    Returns the figure.
+
+    Used in: `book/update_rate.md`.
+    """
+    fig, axes = figure("triple", 1, 3)
+    t = curves[0]["t"][1:]
+    meas = [c["measured"][1:] for c in curves]
+    floor = 1e-12
+    plot_bound_curves(t, meas, labels=labels, upper=[c["band_upper"][1:] for c in curves],
+                      lower=[np.maximum(c["band_lower"][1:], floor) for c in curves],
+                      first_order=[c["first_order"][1:] for c in curves], ax=axes[0],
+                      ylabel="||W_t - W_0||_F", title="a-priori band", logy=True)
+    plot_bound_curves(t, meas, labels=labels, upper=[c["energy_upper"][1:] for c in curves],
+                      lower=[np.maximum(c["convexity_lower"][1:], floor) for c in curves], ax=axes[1],
+                      ylabel="||W_t - W_0||_F", title="loss-drop sandwich", logy=True,
+                      upper_label="energy", lower_label="convexity")
+    plot_bound_curves(t, meas, labels=labels, upper=[c["expected_upper"][1:] for c in curves],
+                      lower=[np.maximum(c["realised_lower"][1:], floor) for c in curves], ax=axes[2],
+                      ylabel="||W_t - W_0||_F", title="paper's scaling", logy=True,
+                      upper_label="E-upper (label-blind)", lower_label="lower (item 3)")
+    lo = min(float(np.min(m)) for m in meas) / 10
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_ylim(bottom=lo)
+    label_panels(axes)
+    return fig
+
+
+def headline_tightness(x, sweep, names: Sequence[str], *, ax=None, xlabel: str = "",
+                       title: str = "tightness of the headline bounds"):
+    """Per-instance tightness (column ``tight_<name>`` of a sweep) of several headline bounds against an
+    instance property ``x``, one colour per bound, with the line where a bound would be attained.
+    Returns the figure.
+
+    Used in: `book/update_rate.md`, `book/accuracy.md`, `book/priority.md`.
+    """
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        fig, ax = figure("single")
+    else:
+        fig = ax.figure
+    x = np.asarray(x, dtype=np.float64)
+    colors = plt.get_cmap("tab10").colors
+    markers = ("o", "s", "^", "D", "v", "P")
+    for k, name in enumerate(names):
+        y = np.asarray(sweep[f"tight_{name}"], dtype=np.float64)
+        ok = np.isfinite(y) & np.isfinite(x)
+        ax.scatter(x[ok], y[ok], s=12, alpha=0.7, color=colors[k % 10], marker=markers[k % len(markers)], label=name)
+    ax.axhline(1.0, color=THEORY, linestyle="--", linewidth=1)
+    ax.set_xscale("log")
+    ax.set_ylim(-0.05, 1.08)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("tightness (0: vacuous)")
+    ax.set_title(title)
+    ax.legend(fontsize="small")
+    return fig
+
+
 def plot_reduction_check(t, reference: dict, closed: dict, *, steps_label: str = "step t"):
     """Full-softmax reference (markers) against the logistic-regression recursion (lines): one panel per
     quantity in ``closed`` (same keys in ``reference``), and a last panel with the absolute differences

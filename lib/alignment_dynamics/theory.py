@@ -483,6 +483,24 @@ def bound_sentence(row: dict[str, Any]) -> str:
             + ("meets" if goal_met(row) else "misses") + " the goal (>= 50 %, >= 0.30)")
 
 
+def rank_correlation(x, y) -> float:
+    """Spearman's rank correlation of ``x`` and ``y``.
+
+    Used in: `book/update_rate.md`.
+    """
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)).statistic)
+
+
+def rank_agrees(rho: float, threshold: float = 0.5) -> bool:
+    """The book's rule for "a quantity ranks the instances": a rank correlation above ``threshold``.
+
+    Used in: `book/update_rate.md`.
+    """
+    return bool(rho > threshold)
+
+
 # ---------------------------------------------------------------------------------------------------
 # 2. Closed-form dynamics: last-layer DPO is logistic regression
 # ---------------------------------------------------------------------------------------------------
