@@ -453,6 +453,31 @@ def update_rate_bound_panels(curves: Sequence[dict], *, labels: Sequence[str]):
     return fig
 
 
+def accuracy_bound_panels(curves: Sequence[dict], *, labels: Sequence[str]):
+    """Three panels of the accuracy guarantees over steps, from ``theory.accuracy_curves``: (a) accuracy
+    with the before-training guarantee, (b) accuracy with the after-training guarantee, (c) the training
+    loss with its before-training bound (log-log). Returns the figure.
+
+    Used in: `book/accuracy.md`.
+    """
+    fig, axes = figure("triple", 1, 3)
+    t = curves[0]["t"]
+    acc = [c["accuracy"] for c in curves]
+    plot_bound_curves(t, acc, labels=labels, lower=[c["guarantee_prior"] for c in curves], ax=axes[0],
+                      ylabel="official training accuracy", title="before training", lower_label="guarantee")
+    plot_bound_curves(t, acc, labels=labels, lower=[c["guarantee_post"] for c in curves], ax=axes[1],
+                      ylabel="official training accuracy", title="after training (from the loss)",
+                      lower_label="guarantee")
+    plot_bound_curves(t[1:], [c["loss"][1:] for c in curves], labels=labels,
+                      upper=[c["loss_prior"][1:] for c in curves], ax=axes[2], ylabel="training loss",
+                      title="loss", logy=True, upper_label="bound before training")
+    axes[2].set_xscale("log")
+    for ax in axes[:2]:
+        ax.set_ylim(-0.02, 1.02)
+    label_panels(axes)
+    return fig
+
+
 def headline_tightness(x, sweep, names: Sequence[str], *, ax=None, xlabel: str = "",
                        title: str = "tightness of the headline bounds"):
     """Per-instance tightness (column ``tight_<name>`` of a sweep) of several headline bounds against an

@@ -501,6 +501,24 @@ def rank_agrees(rho: float, threshold: float = 0.5) -> bool:
     return bool(rho > threshold)
 
 
+def strictly_increasing(values) -> bool:
+    """Whether ``values`` increase strictly (the book's rule for "ordered by distinguishability").
+
+    Used in: `book/accuracy.md`, `book/priority.md`.
+    """
+    x = np.asarray(values, dtype=np.float64)
+    return bool(np.all(np.diff(x) > 0))
+
+
+def order_verdict(measured_order: bool, bound_order: bool) -> str:
+    """"agrees" when both the measurements and the guarantees are ordered, "partly agrees" when only the
+    measurements are, "differs" otherwise.
+
+    Used in: `book/accuracy.md`.
+    """
+    return "agrees" if measured_order and bound_order else "partly agrees" if measured_order else "differs"
+
+
 # ---------------------------------------------------------------------------------------------------
 # 2. Closed-form dynamics: last-layer DPO is logistic regression
 # ---------------------------------------------------------------------------------------------------
