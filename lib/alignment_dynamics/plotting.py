@@ -478,6 +478,28 @@ def accuracy_bound_panels(curves: Sequence[dict], *, labels: Sequence[str]):
     return fig
 
 
+def gap_against_slowdown(gap, slowdown, *, ax=None):
+    """The official priority gap of each equal-size pair (x) against the measured first-step relative
+    slowdown of the weaker behaviour (y), with the line y = x that our bound says the points stay above.
+    Returns the figure.
+
+    Used in: `book/priority.md`.
+    """
+    if ax is None:
+        fig, ax = figure("square")
+    else:
+        fig = ax.figure
+    gap, slowdown = np.asarray(gap, float), np.asarray(slowdown, float)
+    ax.scatter(gap, slowdown, s=12, color=MEASURED, alpha=0.7, label="pairs (runs)")
+    hi = max(float(np.max(gap)), float(np.max(slowdown)), 1e-3)
+    ax.plot([0, hi], [0, hi], color=THEORY, linestyle="--", linewidth=1, label="y = x (bound attained)")
+    ax.set_xlabel("official priority gap (p_i - p_j) / max ||b||")
+    ax.set_ylabel("measured slowdown 1 - dM_j(1) / dM_i(1)")
+    ax.set_title("gap against first-step slowdown")
+    ax.legend()
+    return fig
+
+
 def headline_tightness(x, sweep, names: Sequence[str], *, ax=None, xlabel: str = "",
                        title: str = "tightness of the headline bounds"):
     """Per-instance tightness (column ``tight_<name>`` of a sweep) of several headline bounds against an

@@ -510,6 +510,14 @@ def strictly_increasing(values) -> bool:
     return bool(np.all(np.diff(x) > 0))
 
 
+def always_lower(x, y) -> bool:
+    """Whether ``x < y`` at every step (the book's rule for "learned first").
+
+    Used in: `book/priority.md`.
+    """
+    return bool(np.all(np.asarray(x, dtype=np.float64) < np.asarray(y, dtype=np.float64)))
+
+
 def order_verdict(measured_order: bool, bound_order: bool) -> str:
     """"agrees" when both the measurements and the guarantees are ordered, "partly agrees" when only the
     measurements are, "differs" otherwise.
@@ -1267,6 +1275,33 @@ def first_step_order_bound(v1, *, beta: float, b_i, b_j, G_i) -> float:
     """
     v1 = np.asarray(v1, dtype=np.float64)
     return float(0.5 * beta * v1 @ (np.asarray(b_i) - np.asarray(b_j)) - 0.5 * beta ** 2 * v1 @ np.asarray(G_i) @ v1)
+
+
+@_single_threaded
+def unequal_sizes_example(*, n_i: int = 20, n_j: int = 180, norm_i: float = 4.42, norm_j: float = 3.57,
+                          cos: float = 0.1, beta_prime: float = 0.64, lr: float = 0.1,
+                          steps: int = 20) -> dict[str, Any]:
+    """Two behaviours of unequal sizes where the *more* distinguishable one (i) is learned *second*: each
+    behaviour is two points ``+- b/2`` (class-balanced, no noise) in ``d = 2``, trained jointly with
+    full-batch GD. Returns both conditions (equal-weight reading and the weighted one) and both losses
+    over steps.
+
+    Used in: `book/priority.md`.
+    """
+    d = 2
+    b_i = np.array([norm_i, 0.0])
+    b_j = norm_j * np.array([cos, math.sqrt(1 - cos ** 2)])
+    n = n_i + n_j
+    Hs, ss = [], []
+    for b, m in ((b_i, n_i), (b_j, n_j)):
+        Hs.append(np.concatenate([np.tile(b / 2, (m // 2, 1)), np.tile(-b / 2, (m // 2, 1))]))
+        ss.append(np.concatenate([np.ones(m // 2), -np.ones(m // 2)]))
+    beta = beta_prime / math.sqrt(d)
+    v = logistic_gd(np.concatenate(Hs), np.concatenate(ss), beta=beta, lr=lr, steps=steps)
+    return {"b_i": b_i, "b_j": b_j, "w_i": n_i / n, "w_j": n_j / n,
+            "equal_weight_condition": pair_condition(b_i, b_j, 0.5, 0.5),
+            "weighted_condition": pair_condition(b_i, b_j, n_i / n, n_j / n),
+            "loss_i": dpo_loss_from_v(v, Hs[0], ss[0], beta), "loss_j": dpo_loss_from_v(v, Hs[1], ss[1], beta)}
 
 
 # ---------------------------------------------------------------------------------------------------
