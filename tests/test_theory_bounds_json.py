@@ -38,3 +38,9 @@ def test_bound_summary_refuses_bad_rows():
         book.bound_summary([{**good, "kind": "both"}])
     with pytest.raises(ValueError, match="no headline bounds"):
         th.bound_summary_rows("intro", None)
+    empty = {"tight_gap_slowdown": [float("nan")], "nonvac_gap_slowdown": [float("nan")],
+             "tight_first_step_order": [0.5], "nonvac_first_step_order": [1.0]}
+    rows = th.bound_summary_rows("priority", empty)
+    assert rows[0]["instances"] == 0 and rows[0]["nonvacuous_share"] == 0.0
+    assert rows[1] == {"chapter": "priority", "bound": "first_step_order", "kind": "lower", "instances": 1,
+                       "nonvacuous_share": 1.0, "median_tightness": 0.5}
