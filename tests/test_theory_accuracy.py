@@ -10,15 +10,73 @@ import pytest
 from alignment_dynamics import theory as th
 
 
-def test_sweep_every_bound_holds():
-    df = th.sweep_accuracy(11, 16, steps=40, repeats=8)
-    det = df[["viol_lemma", "viol_reward", "viol_official", "viol_comparator"]]
+HEADLINE_VIOL = ["viol_guarantee_prior", "viol_guarantee_post", "viol_loss_prior"]
+
+
+@pytest.fixture(scope="module")
+def sweep():
+    return th.sweep_accuracy(11, 16, steps=40, repeats=8)
+
+
+def test_sweep_every_bound_holds(sweep):
+    df = sweep
+    det = df[["viol_lemma", "viol_reward", "viol_official", "viol_comparator"] + HEADLINE_VIOL]
     assert (det <= 0).all().all()
     assert (df["first_step_rel_err"] < 1e-10).all()
     assert (df["mc_official_margin"] >= 0).all() and (df["mc_reward_margin"] >= 0).all()
+    assert (df["mc_unconditional_margin"] >= 0).all()
     assert (df["mc_loss_margin"] >= 0).all()
     assert (df["prob_fail_max"] <= df["prob_fail_allowed"]).all()
-    assert ((df["bound_acc_T"] >= 0) & (df["bound_acc_T"] <= 1)).all()
+
+
+def test_mutated_headline_bounds_fail():
+    df = th.sweep_accuracy(11, 16, steps=40, repeats=8, mutate=0.5)
+    for col in HEADLINE_VIOL:
+        assert (df[col] > 0).any(), col
+
+
+def test_headline_bounds_bind(sweep):
+    rows = {r["bound"]: r for r in th.bound_summary_rows("accuracy", sweep)}
+    assert th.goal_met(rows["guarantee_post"]) and th.goal_met(rows["loss_prior"]), rows
+    assert rows["guarantee_prior"]["nonvacuous_share"] >= 0.5  # before training: binds often, but loosely
+    assert (sweep["boundary_best"] > 0.3).mean() >= 0.5  # the boundary route is strong early in training
+    for name, _ in th.HEADLINE_BOUNDS["accuracy"]:
+        full = sweep[f"nonvac_{name}"] == 1
+        assert full.any(), name
+        tight = sweep.loc[full, f"tight_{name}"]
+        assert ((tight > 0) & (tight <= 1)).all(), name
+        assert (tight < 1).any(), name
+
+
+def test_unconditional_bound_adds_the_step_condition():
+    m = th.make_two_class(0, 16, delta=1.0)
+    pb = th.AccuracyProblem(m, np.zeros(16), 40, 40, 0.1, 0.1)
+    t = np.arange(5)
+    p = th.kappa_tail_bound(pb)
+    assert 0 < p < 1
+    np.testing.assert_allclose(th.unconditional_error_bound(pb, t),
+                               np.minimum(th.expected_error_bound(pb, t) + p, 1.0))
+    # a step beyond the limit 2 / (beta^2 E||h||^2): no control of kappa, the bound is 1
+    big = th.AccuracyProblem(m, np.zeros(16), 40, 40, 0.1, 1e4)
+    assert th.kappa_tail_bound(big) == 1.0
+
+
+def test_boundary_guarantee_direct():
+    """The decision-boundary guarantee is a lower bound at every step, exact at t = 0."""
+    rng = np.random.default_rng(6)
+    m = th.make_two_class(rng, 16, delta=1.0)
+    a = th.random_offset(rng, m, 2.0, -0.3)
+    H, s = m.sample(rng, 60, 60)
+    beta, lr = 0.16, 2.0
+    v = th.logistic_gd(H, s, beta=beta, lr=lr, steps=30)
+    acc = th.linear_accuracy(th.decision_direction(a, v), H, s)
+    st = th.sample_statistics(H, s)
+    t = np.arange(31)
+    rho = th.remainder_bound(t, lr=lr, beta=beta, mhat_norm=np.linalg.norm(st["m_hat"]), G_norm=st["G_norm"],
+                             M1=st["M1"])
+    g = th.boundary_guarantee(a, st["m_hat"], H, s, t, lr=lr, beta=beta, rho=rho)
+    assert np.all(acc >= g - 1e-15) and g[0] == acc[0]
+    assert g[1] > acc[0]  # it sees the first step's progress
 
 
 def test_guarantee_is_informative_on_an_easy_instance():

@@ -25,7 +25,7 @@ from typing import Any
 VERDICTS = ("agrees", "partly agrees", "differs", "not testable here")
 _KEY_RE = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)+$")
 
-_state: dict[str, Any] = {"slug": None, "start": None, "glued": {}, "volatile": set(), "claims": []}
+_state: dict[str, Any] = {"slug": None, "start": None, "glued": {}, "volatile": set(), "claims": [], "bounds": []}
 
 
 class GlueError(ValueError):
@@ -147,7 +147,7 @@ def begin(slug: str) -> None:
     from .config import chapter
 
     chapter(slug)
-    _state.update(slug=slug, start=time.perf_counter(), glued={}, volatile=set(), claims=[])
+    _state.update(slug=slug, start=time.perf_counter(), glued={}, volatile=set(), claims=[], bounds=[])
 
 
 def current_slug() -> str | None:
@@ -245,6 +245,57 @@ def claims_from_notebook(nb) -> list[dict[str, str]]:
             if text is None:
                 continue
             found.append((int(m.group(1)), json.loads(ast.literal_eval(text))))
+    return [row for _, row in sorted(found, key=lambda t: t[0])]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Bound summaries (the build collects them into <build>/theory_bounds.json)
+# ---------------------------------------------------------------------------------------------------
+
+BOUND_FIELDS = ("chapter", "bound", "kind", "instances", "nonvacuous_share", "median_tightness")
+
+
+def bound_summary(rows: list[dict[str, Any]]):
+    """Record the chapter's headline bounds, one row each with :data:`BOUND_FIELDS` (``chapter`` must be
+    this chapter), glue their numbers as ``<slug>_<bound>_instances``, ``..._nonvacuous_share`` and
+    ``..._median_tightness``, and glue each row (``<slug>_bound_<k>``) for the build's
+    ``theory_bounds.json``. Returns the rows as a DataFrame.
+    """
+    import pandas as pd
+
+    slug = _state["slug"]
+    if slug is None:
+        raise RuntimeError("call ad.book.begin(slug) before recording bounds")
+    for r in rows:
+        if set(r) != set(BOUND_FIELDS):
+            raise GlueError(f"a bound row needs exactly the fields {BOUND_FIELDS}, got {sorted(r)}")
+        if r["chapter"] != slug:
+            raise GlueError(f"bound row of chapter {r['chapter']!r} recorded in {slug!r}")
+        if r["kind"] not in ("upper", "lower"):
+            raise GlueError(f"kind must be 'upper' or 'lower', got {r['kind']!r}")
+        row = {"chapter": slug, "bound": str(r["bound"]), "kind": r["kind"],
+               "instances": int(to_python_number(r["instances"])),
+               "nonvacuous_share": float(to_python_number(r["nonvacuous_share"])),
+               "median_tightness": float(to_python_number(r["median_tightness"]))}
+        for q in ("instances", "nonvacuous_share", "median_tightness"):
+            glue_num(f"{slug}_{row['bound']}_{q}", row[q])
+        _state["bounds"].append(row)
+        glue_text(f"{slug}_bound_{len(_state['bounds'])}", json.dumps(row, sort_keys=True))
+    return pd.DataFrame(rows, columns=list(BOUND_FIELDS))
+
+
+def bounds_from_notebook(nb) -> list[dict[str, Any]]:
+    """The bound rows glued in an executed notebook (a ``nbformat`` node), in order."""
+    found = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            name = out.get("metadata", {}).get("scrapbook", {}).get("name", "")
+            m = re.match(r"^[a-z0-9_]+_bound_(\d+)$", name)
+            if not m:
+                continue
+            text = next((v for k, v in out.get("data", {}).items() if k.endswith("text/plain")), None)
+            if text is not None:
+                found.append((int(m.group(1)), json.loads(ast.literal_eval(text))))
     return [row for _, row in sorted(found, key=lambda t: t[0])]
 
 

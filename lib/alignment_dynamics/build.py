@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from . import cache, config, hardware
-from .book import claims_from_notebook, runtime_cell
+from .book import bounds_from_notebook, claims_from_notebook, runtime_cell
 
 KERNEL = {"name": "python3", "display_name": "Python 3", "language": "python"}
 STACK = ("numpy", "torch", "transformers", "papermill", "nbclient", "jupytext", "myst-nb")
@@ -626,6 +626,7 @@ def _build_book(root, build_dir, profile, pages, chapters, only, use_cache, do_r
             save_report()
         current = None
 
+        write_theory_bounds(build_dir, b.results)
         executed = {r.name: Path(r.executed) for r in b.results if r.status == "ok"}
         exec_dir = build_dir / "executed" / profile
         exec_dir.mkdir(parents=True, exist_ok=True)
@@ -719,6 +720,27 @@ def _previous_notebooks(build_dir: Path, profile: str, pages: list[Page]) -> dic
     return out
 
 
+def write_theory_bounds(build_dir: Path, results: list[ChapterResult]) -> Path:
+    """Write ``<build>/theory_bounds.json``: the headline-bound rows of every executed chapter (a list).
+    Rows of chapters not executed in this run are kept from the file's previous version."""
+    import nbformat
+
+    path = build_dir / "theory_bounds.json"
+    fresh = {r.name: bounds_from_notebook(nbformat.read(r.executed, as_version=4))
+             for r in results if r.status == "ok" and r.executed}
+    try:
+        old = json.loads(path.read_text()) if path.exists() else []
+    except ValueError:  # a corrupt file: rebuilt from this run's chapters
+        print(f"{path} is corrupt; writing it again from this run's chapters", flush=True)
+        old = []
+    old = old if isinstance(old, list) else []
+    rows = [row for row in old if row.get("chapter") not in fresh]
+    for name in fresh:
+        rows.extend(fresh[name])
+    cache.write_json_atomic(path, rows)
+    return path
+
+
 def build_chapter(root: Path, build_dir: Path, name: str, profile: str, overrides: dict[str, Any],
                   use_cache: bool = True) -> int:
     """Re-execute one chapter with overrides into ``<build>/chapters/<name>/`` and render its page.
@@ -790,6 +812,7 @@ def _build_chapter(root, build_dir, name, profile, overrides, use_cache, pages, 
             return 1
         with cache.atomic_path(out_dir / f"{name}.ipynb") as tmp:
             shutil.copyfile(res.executed, tmp)
+        write_theory_bounds(out_dir, [res])  # beside the chapter's page: the default build stays intact
         executed = dict(previous)
         executed[name] = out_dir / f"{name}.ipynb"
         stage_what = "rendering"

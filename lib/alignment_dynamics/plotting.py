@@ -421,6 +421,116 @@ def plot_tightness(x, ratio, *, xlabel: str, ylabel: str, groups=None, ax=None, 
     return fig
 
 
+def update_rate_bound_panels(curves: Sequence[dict], *, labels: Sequence[str]):
+    """Three panels of the update-rate bounds over steps (log-log), from ``theory.update_rate_curves``:
+    (a) the a-priori band around the first-order line, (b) the loss-drop sandwich (convexity below,
+    energy above), (c) the lower bound in the paper's scaling and the label-blind expected upper bound.
+    Returns the figure.
+
+    Used in: `book/update_rate.md`.
+    """
+    fig, axes = figure("triple", 1, 3)
+    t = curves[0]["t"][1:]
+    meas = [c["measured"][1:] for c in curves]
+    floor = 1e-12
+    plot_bound_curves(t, meas, labels=labels, upper=[c["band_upper"][1:] for c in curves],
+                      lower=[np.maximum(c["band_lower"][1:], floor) for c in curves],
+                      first_order=[c["first_order"][1:] for c in curves], ax=axes[0],
+                      ylabel="||W_t - W_0||_F", title="a-priori band", logy=True)
+    plot_bound_curves(t, meas, labels=labels, upper=[c["energy_upper"][1:] for c in curves],
+                      lower=[np.maximum(c["convexity_lower"][1:], floor) for c in curves], ax=axes[1],
+                      ylabel="||W_t - W_0||_F", title="loss-drop sandwich", logy=True,
+                      upper_label="energy", lower_label="convexity")
+    plot_bound_curves(t, meas, labels=labels, upper=[c["expected_upper"][1:] for c in curves],
+                      lower=[np.maximum(c["realised_lower"][1:], floor) for c in curves], ax=axes[2],
+                      ylabel="||W_t - W_0||_F", title="paper's scaling", logy=True,
+                      upper_label="E-upper (label-blind)", lower_label="lower (item 3)")
+    lo = min(float(np.min(m)) for m in meas) / 10
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_ylim(bottom=lo)
+    label_panels(axes)
+    return fig
+
+
+def accuracy_bound_panels(curves: Sequence[dict], *, labels: Sequence[str]):
+    """Three panels of the accuracy guarantees over steps, from ``theory.accuracy_curves``: (a) accuracy
+    with the before-training guarantee, (b) accuracy with the after-training guarantee, (c) the training
+    loss with its before-training bound (log-log). Returns the figure.
+
+    Used in: `book/accuracy.md`.
+    """
+    fig, axes = figure("triple", 1, 3)
+    t = curves[0]["t"]
+    acc = [c["accuracy"] for c in curves]
+    plot_bound_curves(t, acc, labels=labels, lower=[c["guarantee_prior"] for c in curves], ax=axes[0],
+                      ylabel="official training accuracy", title="before training", lower_label="guarantee")
+    plot_bound_curves(t, acc, labels=labels, lower=[c["guarantee_post"] for c in curves], ax=axes[1],
+                      ylabel="official training accuracy", title="after training (from the loss)",
+                      lower_label="guarantee")
+    plot_bound_curves(t[1:], [c["loss"][1:] for c in curves], labels=labels,
+                      upper=[c["loss_prior"][1:] for c in curves], ax=axes[2], ylabel="training loss",
+                      title="loss", logy=True, upper_label="bound before training")
+    axes[2].set_xscale("log")
+    for ax in axes[:2]:
+        ax.set_ylim(-0.02, 1.02)
+    label_panels(axes)
+    return fig
+
+
+def gap_against_slowdown(gap, slowdown, *, ax=None):
+    """The official priority gap of each equal-size pair (x) against the measured first-step relative
+    slowdown of the weaker behaviour (y), with the line y = x that our bound says the points stay above.
+    Returns the figure.
+
+    Used in: `book/priority.md`.
+    """
+    if ax is None:
+        fig, ax = figure("square")
+    else:
+        fig = ax.figure
+    gap, slowdown = np.asarray(gap, float), np.asarray(slowdown, float)
+    ax.scatter(gap, slowdown, s=12, color=MEASURED, alpha=0.7, label="pairs (runs)")
+    hi = max(float(np.max(gap)), float(np.max(slowdown)), 1e-3)
+    ax.plot([0, hi], [0, hi], color=THEORY, linestyle="--", linewidth=1, label="y = x (bound attained)")
+    ax.set_xlabel("official priority gap (p_i - p_j) / max ||b||")
+    ax.set_ylabel("measured slowdown 1 - dM_j(1) / dM_i(1)")
+    ax.set_title("gap against first-step slowdown")
+    ax.legend()
+    return fig
+
+
+def headline_tightness(x, sweep, names: Sequence[str], *, ax=None, xlabel: str = "",
+                       title: str = "tightness of the headline bounds"):
+    """Per-instance tightness (column ``tight_<name>`` of a sweep) of several headline bounds against an
+    instance property ``x``, one colour per bound, with the line where a bound would be attained.
+    Returns the figure.
+
+    Used in: `book/update_rate.md`, `book/accuracy.md`, `book/priority.md`.
+    """
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        fig, ax = figure("single")
+    else:
+        fig = ax.figure
+    x = np.asarray(x, dtype=np.float64)
+    colors = plt.get_cmap("tab10").colors
+    markers = ("o", "s", "^", "D", "v", "P")
+    for k, name in enumerate(names):
+        y = np.asarray(sweep[f"tight_{name}"], dtype=np.float64)
+        ok = np.isfinite(y) & np.isfinite(x)
+        ax.scatter(x[ok], y[ok], s=12, alpha=0.7, color=colors[k % 10], marker=markers[k % len(markers)], label=name)
+    ax.axhline(1.0, color=THEORY, linestyle="--", linewidth=1)
+    ax.set_xscale("log")
+    ax.set_ylim(-0.05, 1.08)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("tightness (0: vacuous)")
+    ax.set_title(title)
+    ax.legend(fontsize="small")
+    return fig
+
+
 def plot_reduction_check(t, reference: dict, closed: dict, *, steps_label: str = "step t"):
     """Full-softmax reference (markers) against the logistic-regression recursion (lines): one panel per
     quantity in ``closed`` (same keys in ``reference``), and a last panel with the absolute differences

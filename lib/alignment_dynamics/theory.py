@@ -439,6 +439,96 @@ def check_bernstein(rng, *, n: int = 50, trials: int = 20000, levels: Sequence[f
     return pd.DataFrame(rows)
 
 
+def bernstein_looseness(n: int, eps: float) -> float:
+    """For means of n standard Gaussians (alpha = ``gaussian_tail_constant()``): our Bernstein radius
+    divided by the exact radius ``z_{1 - eps/2} / sqrt(n)``. At least 1 exactly when the lemma holds for
+    this law; its size is how loose the lemma's constants are.
+
+    Used in: `book/update_rate.md`.
+    """
+    from scipy.special import ndtri
+
+    _prob("eps", eps)
+    exact = float(ndtri(1.0 - eps / 2.0)) / math.sqrt(n)
+    return bernstein_radius(eps, n, gaussian_tail_constant()) / exact
+
+
+def goal_met(row: dict[str, Any], *, share: float = 0.5, tightness: float = 0.3) -> bool:
+    """The book's goal for a headline bound: non-vacuous on at least ``share`` of the instances, with median
+    tightness at least ``tightness`` (measured / bound for an upper bound, bound / measured for a lower).
+
+    Used in: `book/update_rate.md`, `book/accuracy.md`, `book/priority.md`.
+    """
+    return bool(row["nonvacuous_share"] >= share and row["median_tightness"] >= tightness)
+
+
+def bound_verdict(holds: bool, rows: Sequence[dict[str, Any]]) -> str:
+    """The verdict of a claim carried by bounds: "differs" if a statement failed, "agrees" if it held and
+    every headline bound meets :func:`goal_met`, "partly agrees" if it held but some bound does not bind.
+
+    Used in: `book/update_rate.md`, `book/accuracy.md`, `book/priority.md`.
+    """
+    if not holds:
+        return "differs"
+    return "agrees" if all(goal_met(r) for r in rows) else "partly agrees"
+
+
+def bound_sentence(row: dict[str, Any]) -> str:
+    """One generated sentence for a headline bound: its share of non-vacuous instances, its median
+    tightness, and whether it meets :func:`goal_met`.
+
+    Used in: `book/update_rate.md`, `book/accuracy.md`, `book/priority.md`.
+    """
+    ratio = "measured / bound" if row["kind"] == "upper" else "bound / measured"
+    return (f"{row['bound']} ({row['kind']}): non-vacuous on {row['nonvacuous_share']:.0%} of "
+            f"{row['instances']} instances, median tightness ({ratio}) {row['median_tightness']:.2f}; "
+            + ("meets" if goal_met(row) else "misses") + " the goal (>= 50 %, >= 0.30)")
+
+
+def rank_correlation(x, y) -> float:
+    """Spearman's rank correlation of ``x`` and ``y``.
+
+    Used in: `book/update_rate.md`.
+    """
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)).statistic)
+
+
+def rank_agrees(rho: float, threshold: float = 0.5) -> bool:
+    """The book's rule for "a quantity ranks the instances": a rank correlation above ``threshold``.
+
+    Used in: `book/update_rate.md`.
+    """
+    return bool(rho > threshold)
+
+
+def strictly_increasing(values) -> bool:
+    """Whether ``values`` increase strictly (the book's rule for "ordered by distinguishability").
+
+    Used in: `book/accuracy.md`, `book/priority.md`.
+    """
+    x = np.asarray(values, dtype=np.float64)
+    return bool(np.all(np.diff(x) > 0))
+
+
+def always_lower(x, y) -> bool:
+    """Whether ``x < y`` at every step (the book's rule for "learned first").
+
+    Used in: `book/priority.md`.
+    """
+    return bool(np.all(np.asarray(x, dtype=np.float64) < np.asarray(y, dtype=np.float64)))
+
+
+def order_verdict(measured_order: bool, bound_order: bool) -> str:
+    """"agrees" when both the measurements and the guarantees are ordered, "partly agrees" when only the
+    measurements are, "differs" otherwise.
+
+    Used in: `book/accuracy.md`.
+    """
+    return "agrees" if measured_order and bound_order else "partly agrees" if measured_order else "differs"
+
+
 # ---------------------------------------------------------------------------------------------------
 # 2. Closed-form dynamics: last-layer DPO is logistic regression
 # ---------------------------------------------------------------------------------------------------
@@ -722,6 +812,32 @@ def scaled_bounds(t, *, lr: float, beta_prime: float, delta: float, c_v: float, 
     return lower, upper, omega, kbar
 
 
+def energy_upper_bound(loss0, loss_t, t, *, lr: float, kappa):
+    """``sqrt(lr t (L_0 - L_t) / (1 - kappa / 2))``: our energy bound on ``||W_t - W_0||_F`` for full-batch
+    GD with ``kappa = lr beta^2 ||G_hat|| / 2 < 2`` (``inf`` where ``kappa >= 2``). It ties the loss drop
+    (the paper's Figure 3) to the head change (Figure 4). Broadcasts over its inputs.
+
+    Used in: `book/update_rate.md`.
+    """
+    t = np.asarray(t, dtype=np.float64)
+    kappa = np.asarray(kappa, dtype=np.float64)
+    drop = np.maximum(np.asarray(loss0, dtype=np.float64) - np.asarray(loss_t, dtype=np.float64), 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        val = np.sqrt(lr * t * drop / (1.0 - kappa / 2.0))
+    return np.where(kappa < 2.0, val, np.inf)
+
+
+def convexity_lower_bound(loss0, loss_t, *, beta: float, mhat_norm):
+    """``sqrt(2) (L_0 - L_t) / (beta ||m_hat||)``: our convexity bound from below on ``||W_t - W_0||_F``
+    (any training that starts at the reference; ``m_hat = mean s h``).
+
+    Used in: `book/update_rate.md`.
+    """
+    drop = np.asarray(loss0, dtype=np.float64) - np.asarray(loss_t, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.maximum(math.sqrt(2.0) * drop / (beta * np.asarray(mhat_norm, dtype=np.float64)), 0.0)
+
+
 def smoothness_step_limit(beta: float, G_norm: float) -> float:
     """The largest step with guaranteed descent, ``lr < 4 / (beta^2 ||G_hat||)`` (``L`` is
     ``beta^2 ||G_hat|| / 2``-smooth in W).
@@ -971,6 +1087,83 @@ def realised_error_bound(loss, *, beta: float, a, H, s, y_grid=None):
     return np.minimum(val.min(-1), 1.0)
 
 
+def boundary_guarantee(a, m_hat, H, s, t, *, lr: float, beta: float, rho):
+    """Our decision-boundary guarantee on the official training accuracy after t full-batch steps: the
+    fraction of training pairs with ``s (a + lr beta t m_hat)^T h > 2 rho_t ||h||``, where ``rho_t`` bounds
+    ``||v_t - (lr beta t / 2) m_hat||`` (:func:`remainder_bound`). Computed from the data alone, before
+    training. ``H (..., n, d)``, ``m_hat (..., d)``, ``rho (..., T)``; returns ``(..., T)``.
+
+    Used in: `book/accuracy.md`.
+    """
+    H = np.asarray(H, dtype=np.float64)
+    s = np.asarray(s, dtype=np.float64)
+    t = np.asarray(t, dtype=np.float64)
+    base = s * np.einsum("...nd,d->...n", H, np.asarray(a, dtype=np.float64))  # s a^T h
+    lin = s * np.einsum("...nd,...d->...n", H, np.asarray(m_hat, dtype=np.float64))  # s m_hat^T h
+    hn = np.linalg.norm(H, axis=-1)
+    rho = np.asarray(rho, dtype=np.float64)
+    margin = base[..., None, :] + lr * beta * t[:, None] * lin[..., None, :]
+    return np.mean(margin > 2.0 * rho[..., :, None] * hn[..., None, :], axis=-1)
+
+
+def realised_comparator_loss(H, s, t, *, beta: float, lr: float, n_x: int = 200):
+    """A bound on the training loss after t full-batch steps that holds whenever ``kappa <= 1``, computed
+    from the data before training: ``min(ln 2, min_u [L_S(u) + ||u||^2 / (lr t)])`` over comparators
+    ``u = x w / (2 beta)`` with ``w`` along the sample ``mu_+ - mu_-`` or along ``m_hat`` and ``x`` on a
+    log grid (item 2 of the accuracy theorem). ``H (R, n, d)`` or ``(n, d)``; returns ``(R, T)`` or ``(T,)``.
+
+    Used in: `book/accuracy.md`.
+    """
+    from scipy.special import log_expit
+
+    H = np.asarray(H, dtype=np.float64)
+    single = H.ndim == 2
+    H = H[None] if single else H
+    s = np.asarray(s, dtype=np.float64)
+    t = np.atleast_1d(np.asarray(t, dtype=np.float64))
+    xs = np.geomspace(1e-3, 1e3, int(n_x))
+    with np.errstate(divide="ignore"):
+        pen = xs[None, :] ** 2 / (4.0 * beta ** 2 * lr * t[:, None])  # (T, X); inf at t = 0
+    out = np.full((H.shape[0], t.size), LN2)
+    st = sample_statistics(H, s)
+    dirs = [st["mu_plus"] - st["mu_minus"], st["m_hat"]]
+    for w in dirs:
+        nw = np.linalg.norm(w, axis=-1, keepdims=True)
+        w = np.where(nw > 0, w / np.where(nw > 0, nw, 1.0), 0.0)
+        z = s * np.einsum("rnd,rd->rn", H, w)  # (R, n)
+        Lu = -np.mean(log_expit(xs[None, :, None] * z[:, None, :]), axis=-1)  # (R, X)
+        out = np.minimum(out, np.min(Lu[:, None, :] + pen[None], axis=-1))
+    return out[0] if single else out
+
+
+def kappa_tail_bound(problem: AccuracyProblem) -> float:
+    """A bound on ``P(kappa > 1)`` under the hypotheses of part (iii) of the accuracy theorem (independent
+    embeddings, fixed labels): ``kappa <= lr beta^2 M2_hat / 2`` with ``M2_hat = mean ||h||^2``, and
+    Cantelli's inequality with the exact mean and variance of ``M2_hat``; 1 when the step exceeds the
+    limit ``2 / (beta^2 E M2_hat)``.
+
+    Used in: `book/accuracy.md`.
+    """
+    limit = 2.0 / (problem.lr * problem.beta ** 2)
+    n = {+1: problem.n_plus, -1: problem.n_minus}
+    mean = sum(problem.pi[j] * (c.mean @ c.mean + c.trace) for j, c in problem.model.classes())
+    var = sum(n[j] * c.norm_sq_var for j, c in problem.model.classes()) / problem.n ** 2
+    gap = limit - mean
+    if gap <= 0:
+        return 1.0
+    return float(var / (var + gap ** 2))
+
+
+def unconditional_error_bound(problem: AccuracyProblem, t, kind: str = "official"):
+    """Our bound on the *unconditional* expected training error ``E[1 - A_t]``: the truncated bound of
+    :func:`expected_error_bound` (on ``E[(1 - A_t) 1{kappa <= 1}]``) plus :func:`kappa_tail_bound`
+    (``1 - A_t <= 1`` on ``kappa > 1``), capped at 1.
+
+    Used in: `book/accuracy.md`.
+    """
+    return np.minimum(expected_error_bound(problem, t, kind) + kappa_tail_bound(problem), 1.0)
+
+
 # ---------------------------------------------------------------------------------------------------
 # 3c. Priority (book/priority.md)
 # ---------------------------------------------------------------------------------------------------
@@ -1054,6 +1247,74 @@ def loss_order_margin(t, *, lr: float, beta: float, bbar, b_i, b_j, G_i_norm: fl
     rho = remainder_bound(t, lr=lr, beta=beta, mhat_norm=nb / 2.0, G_norm=G_norm)
     lin = 0.5 * beta * (lr * beta * t / 4.0 * float(bbar @ (b_i - b_j)) - rho * float(np.linalg.norm(b_i - b_j)))
     return lin - 0.5 * beta ** 2 * G_i_norm * (lr * beta * t * nb / 4.0 + rho) ** 2
+
+
+def pair_condition(b_i, b_j, w_i: float, w_j: float) -> float:
+    """``<b_bar, b_i - b_j> = w_i ||b_i||^2 - w_j ||b_j||^2 + (w_j - w_i) <b_i, b_j>`` for two behaviours
+    mixed with weights ``w_i, w_j`` (``b_bar = w_i b_i + w_j b_j``): the first-order lead of behaviour i's
+    loss over j's is ``(lr beta^2 / 8)`` times this. With equal weights it is ``(||b_i||^2 - ||b_j||^2) / 2``;
+    with unequal weights it is *not* a function of the norms alone.
+
+    Used in: `book/priority.md`.
+    """
+    b_i, b_j = np.asarray(b_i, dtype=np.float64), np.asarray(b_j, dtype=np.float64)
+    for name, w in (("w_i", w_i), ("w_j", w_j)):
+        if not (0 <= w <= 1 and math.isfinite(w)):
+            raise ValueError(f"{name} must lie in [0, 1], got {w!r}")
+    if not math.isclose(w_i + w_j, 1.0, rel_tol=1e-9):
+        raise ValueError(f"weights must sum to 1, got {w_i!r} + {w_j!r}")
+    return float(w_i * (b_i @ b_i) - w_j * (b_j @ b_j) + (w_j - w_i) * (b_i @ b_j))
+
+
+def first_step_slowdown(b_i, b_j) -> float:
+    """``1 - p_j / p_i`` for two equally weighted behaviours: how much slower, relative to behaviour i,
+    behaviour j's margin moves in the first joint step (exactly ``1 - dM_j(1) / dM_i(1)``). Our bound
+    (ours): ``gap_ij <= 1 - p_j / p_i`` when ``||b_i|| >= ||b_j||``, with equality iff ``b_j`` is a
+    non-negative multiple of ``b_i``.
+
+    Used in: `book/priority.md`.
+    """
+    p = priority_levels([b_i, b_j])
+    if not p[0] > 0:
+        raise ValueError(f"p_i = {p[0]:.3g} must be positive (behaviour i the more distinguishable one)")
+    return float(1.0 - p[1] / p[0])
+
+
+def first_step_order_bound(v1, *, beta: float, b_i, b_j, G_i) -> float:
+    """Lower bound on ``L_j(1) - L_i(1)`` after the first joint step ``v_1``:
+    ``(beta/2) v_1^T (b_i - b_j) - (beta^2/2) v_1^T G_i v_1`` (item 2 of the priority theorem).
+
+    Used in: `book/priority.md`.
+    """
+    v1 = np.asarray(v1, dtype=np.float64)
+    return float(0.5 * beta * v1 @ (np.asarray(b_i) - np.asarray(b_j)) - 0.5 * beta ** 2 * v1 @ np.asarray(G_i) @ v1)
+
+
+@_single_threaded
+def unequal_sizes_example(*, n_i: int = 20, n_j: int = 180, norm_i: float = 4.42, norm_j: float = 3.57,
+                          cos: float = 0.1, beta_prime: float = 0.64, lr: float = 0.1,
+                          steps: int = 20) -> dict[str, Any]:
+    """Two behaviours of unequal sizes where the *more* distinguishable one (i) is learned *second*: each
+    behaviour is two points ``+- b/2`` (class-balanced, no noise) in ``d = 2``, trained jointly with
+    full-batch GD. Returns both conditions (equal-weight reading and the weighted one) and both losses
+    over steps.
+
+    Used in: `book/priority.md`.
+    """
+    d = 2
+    b_i = np.array([norm_i, 0.0])
+    b_j = norm_j * np.array([cos, math.sqrt(1 - cos ** 2)])
+    n = n_i + n_j
+    Hs, ss = [], []
+    for b, m in ((b_i, n_i), (b_j, n_j)):
+        Hs.append(np.concatenate([np.tile(b / 2, (m // 2, 1)), np.tile(-b / 2, (m // 2, 1))]))
+        ss.append(np.concatenate([np.ones(m // 2), -np.ones(m // 2)]))
+    beta = beta_prime / math.sqrt(d)
+    v = logistic_gd(np.concatenate(Hs), np.concatenate(ss), beta=beta, lr=lr, steps=steps)
+    return {"b_i": b_i, "b_j": b_j, "w_i": n_i / n, "w_j": n_j / n,
+            "equal_weight_condition": pair_condition(b_i, b_j, 0.5, 0.5),
+            "weighted_condition": pair_condition(b_i, b_j, n_i / n, n_j / n),
+            "loss_i": dpo_loss_from_v(v, Hs[0], ss[0], beta), "loss_j": dpo_loss_from_v(v, Hs[1], ss[1], beta)}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -1407,6 +1668,88 @@ def mc_margin(bound, mean, se, *, k: float = 5.0) -> float:
     return float(np.min(bound + k * np.asarray(se) - np.asarray(mean) + FP_RTOL * np.abs(bound)))
 
 
+# The headline bounds of each theory chapter: (short name, kind). A chapter's bound summary and the build's
+# theory_bounds.json list exactly these.
+HEADLINE_BOUNDS: dict[str, tuple[tuple[str, str], ...]] = {
+    "update_rate": (("energy_upper", "upper"), ("convexity_lower", "lower"), ("band_upper", "upper"),
+                    ("band_lower", "lower"), ("scaling_lower", "lower")),
+    "accuracy": (("guarantee_prior", "lower"), ("guarantee_post", "lower"), ("loss_prior", "upper")),
+    "priority": (("gap_slowdown", "lower"), ("first_step_order", "lower")),
+}
+
+
+def mutate_bound(bound, kind: str, factor: float = 1.0):
+    """``bound`` moved by ``factor`` (in (0, 1]) in the direction of violation: an upper bound shrinks
+    toward 0 (times ``factor`` where it is >= 0, divided where negative), a lower bound grows (divided by
+    ``factor`` where it is > 0, times ``factor`` where negative). ``factor = 1`` returns it unchanged.
+
+    The sweeps check every headline bound through this, so a test can mutate it (``factor = 0.5``) and
+    assert that the check then fails.
+
+    Used in: `book/update_rate.md`, `book/accuracy.md`, `book/priority.md`.
+    """
+    if kind not in ("upper", "lower"):
+        raise ValueError(f"kind must be 'upper' or 'lower', got {kind!r}")
+    factor = float(factor)
+    if not 0 < factor <= 1:
+        raise ValueError(f"mutation factor must lie in (0, 1], got {factor!r}")
+    b = np.asarray(bound, dtype=np.float64)
+    if factor == 1.0:
+        return b
+    if kind == "upper":
+        return np.where(b >= 0, b * factor, b / factor)
+    return np.where(b > 0, b / factor, b * factor)
+
+
+def tightness(measured, bound, kind: str, nonvacuous) -> np.ndarray:
+    """Per-run tightness of a bound: ``measured / bound`` (upper) or ``bound / measured`` (lower) where the
+    bound is non-vacuous, and 0 where it is vacuous (so a vacuous run counts as the loosest possible).
+
+    Used in: `book/update_rate.md`, `book/accuracy.md`, `book/priority.md`.
+    """
+    m = np.asarray(measured, dtype=np.float64)
+    b = np.asarray(bound, dtype=np.float64)
+    nv = np.asarray(nonvacuous, dtype=bool)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = m / b if kind == "upper" else b / m
+    return np.where(nv & np.isfinite(r), r, 0.0)
+
+
+def _headline(name: str, measured, bound, kind: str, nonvacuous) -> dict[str, float]:
+    """The two per-instance columns of one headline bound: ``tight_<name>`` (mean per-run tightness, 0 for
+    vacuous runs) and ``nonvac_<name>`` (the fraction of runs where the bound is non-vacuous)."""
+    nv = np.asarray(nonvacuous, dtype=bool)
+    if nv.size == 0:
+        return {f"tight_{name}": float("nan"), f"nonvac_{name}": float("nan")}
+    return {f"tight_{name}": float(np.mean(tightness(measured, bound, kind, nv))),
+            f"nonvac_{name}": float(np.mean(nv))}
+
+
+def bound_summary_rows(chapter: str, sweep) -> list[dict[str, Any]]:
+    """One row per headline bound of ``chapter`` from its sweep: ``instances`` (instances where the bound
+    applies), ``nonvacuous_share`` (share of them where the bound is non-vacuous on at least half the runs)
+    and ``median_tightness`` (median over them of the mean per-run tightness, vacuous runs counted as 0).
+    A bound that applies to no instance gets ``instances = 0`` and zeros.
+
+    Used in: `book/update_rate.md`, `book/accuracy.md`, `book/priority.md`.
+    """
+    if chapter not in HEADLINE_BOUNDS:
+        raise ValueError(f"no headline bounds for chapter {chapter!r}; chapters: {sorted(HEADLINE_BOUNDS)}")
+    rows = []
+    for name, kind in HEADLINE_BOUNDS[chapter]:
+        tight = np.asarray(sweep[f"tight_{name}"], dtype=np.float64)
+        nonvac = np.asarray(sweep[f"nonvac_{name}"], dtype=np.float64)
+        ok = np.isfinite(tight) & np.isfinite(nonvac)
+        if not ok.any():  # e.g. a small sweep without an equal-size pair: say so, with zeros
+            rows.append({"chapter": chapter, "bound": name, "kind": kind, "instances": 0,
+                         "nonvacuous_share": 0.0, "median_tightness": 0.0})
+            continue
+        rows.append({"chapter": chapter, "bound": name, "kind": kind, "instances": int(ok.sum()),
+                     "nonvacuous_share": float(np.mean(nonvac[ok] >= 0.5)),
+                     "median_tightness": float(np.median(tight[ok]))})
+    return rows
+
+
 def _seeds(seed: int, n: int) -> list[np.random.Generator]:
     return [np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(int(n))]
 
@@ -1479,13 +1822,17 @@ def _run_curves(instance, seed: int, base: dict[str, Any], deltas: Sequence[floa
 
 @_single_threaded
 def update_rate_instance(params: dict[str, Any], rng, *, steps: int, repeats: int,
-                         eps1: float = 0.05, eps2: float = 0.05) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+                         eps1: float = 0.05, eps2: float = 0.05,
+                         mutate: float = 1.0) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Run one random instance of the update-rate sweep: ``repeats`` independent balanced training sets,
     ``steps`` full-batch GD steps each. Returns ``(row, curves)``.
 
     ``row`` holds the instance's constants, the worst violation of every deterministic bound (<= 0
-    means it holds), the Monte Carlo margins of the probabilistic statements, and tightness ratios at
-    the last step. ``curves`` holds mean measured and bound trajectories.
+    means it holds), the Monte Carlo margins of the probabilistic statements, tightness ratios at
+    the last step, and ``tight_<name>`` / ``nonvac_<name>`` for each headline bound
+    (:data:`HEADLINE_BOUNDS`). ``mutate`` < 1 moves every headline bound by that factor in the direction
+    of violation before it is checked (:func:`mutate_bound`; for the mutation tests). ``curves`` holds
+    mean measured and bound trajectories.
 
     Used in: `book/update_rate.md`.
     """
@@ -1511,7 +1858,11 @@ def update_rate_instance(params: dict[str, Any], rng, *, steps: int, repeats: in
     r_lo = scaled_bounds(t[None], lr=lr, beta_prime=params["beta_prime"],
                          delta=model.distinguishability / math.sqrt(d), c_v=model.c_v, c_n=model.c_n, n=n, d=d,
                          alpha=model.alpha, eps1=eps1, eps2=eps2, kappa=kap)[0]
-    r_fail = np.mean(np.any(meas < r_lo * (1 - FP_RTOL), axis=1))
+    r_fail = np.mean(np.any(meas < mutate_bound(r_lo, "lower", mutate) * (1 - FP_RTOL), axis=1))
+    # the a-posteriori sandwich: convexity (below) and energy (above), from the loss drop
+    loss = dpo_loss_from_v(v, H, s, beta)  # (R, T+1)
+    en = energy_upper_bound(loss[:, :1], loss, t[None], lr=lr, kappa=kap)
+    cv = convexity_lower_bound(loss[:, :1], loss, beta=beta, mhat_norm=mhat_norm[:, None])
     mean_meas = meas.mean(0)
     se = meas.std(0, ddof=1) / math.sqrt(repeats) if repeats > 1 else np.zeros_like(mean_meas)
     hp_fail = np.mean(np.any((meas < s_lo * (1 - FP_RTOL)) | (meas > s_up * (1 + FP_RTOL)), axis=1))
@@ -1526,8 +1877,10 @@ def update_rate_instance(params: dict[str, Any], rng, *, steps: int, repeats: in
         "kappa": float(np.mean(kappa_of(lr, beta, st["G_norm"]))), "omega": omega, "kbar": kbar,
         # deterministic statements (violation <= 0 means the bound holds on every run and step)
         "viol_linear": excess(meas, lin),
-        "viol_band_upper": excess(meas, up),
-        "viol_band_lower": excess(meas, lo, upper=False),
+        "viol_band_upper": excess(meas, mutate_bound(up, "upper", mutate)),
+        "viol_band_lower": excess(meas, mutate_bound(lo, "lower", mutate), upper=False),
+        "viol_energy_upper": excess(meas, mutate_bound(en, "upper", mutate)),
+        "viol_convexity_lower": excess(meas, mutate_bound(cv, "lower", mutate), upper=False),
         "first_step_rel_err": float(np.max(np.abs(meas[:, 1] - first) / first)),
         # probabilistic statements (Monte Carlo; margin >= 0 means consistent within 5 standard errors)
         "mc_expected_upper_margin": mc_margin(exp_up[1:], mean_meas[1:], se[1:]),
@@ -1546,25 +1899,36 @@ def update_rate_instance(params: dict[str, Any], rng, *, steps: int, repeats: in
         "first_step": float(meas[:, 1].mean()),
         "first_step_pred": float(first.mean()),
         "dist_hat": float(np.mean(np.linalg.norm(st["mu_plus"] - st["mu_minus"], axis=-1))),
+        "loss_drop_T": float(np.mean(loss[:, 0] - loss[:, T])),
     })
+    # headline bounds at the last step; an upper bound on the head change says something when it is
+    # below the label-blind linear bound, a lower bound when it is positive
+    mT, linT = meas[:, T], lin[:, T]
+    row.update(_headline("energy_upper", mT, en[:, T], "upper", en[:, T] < linT))
+    row.update(_headline("convexity_lower", mT, cv[:, T], "lower", cv[:, T] > 0))
+    row.update(_headline("band_upper", mT, up[:, T], "upper", up[:, T] < linT * (1 - FP_RTOL)))
+    row.update(_headline("band_lower", mT, lo[:, T], "lower", lo[:, T] > 0))
+    row.update(_headline("scaling_lower", mT, r_lo[:, T], "lower", r_lo[:, T] > 0))
     curves = {"t": t, "measured": mean_meas, "linear": lin.mean(0), "first_order": main.mean(0),
               "band_lower": lo.mean(0), "band_upper": up.mean(0), "expected_upper": exp_up,
-              "scaled_lower": s_lo, "scaled_upper": s_up, "realised_lower": r_lo.mean(0)}
+              "scaled_lower": s_lo, "scaled_upper": s_up, "realised_lower": r_lo.mean(0),
+              "energy_upper": en.mean(0), "convexity_lower": cv.mean(0), "loss": loss.mean(0)}
     return row, curves
 
 
 @_single_threaded
 def sweep_update_rate(seed: int, n_instances: int, *, steps: int = 40, repeats: int = 16,
-                      ranges: InstanceRanges | None = None, eps1: float = 0.05, eps2: float = 0.05):
+                      ranges: InstanceRanges | None = None, eps1: float = 0.05, eps2: float = 0.05,
+                      mutate: float = 1.0):
     """The update-rate sweep: a DataFrame with one row per random instance (see
-    :func:`update_rate_instance`).
+    :func:`update_rate_instance`; ``mutate`` < 1 only in the mutation tests).
 
     Used in: `book/update_rate.md`.
     """
     import pandas as pd
 
     out = _run_sweep(update_rate_instance, ranges or InstanceRanges(), seed, n_instances, "update-rate sweep",
-                     steps=steps, repeats=repeats, eps1=eps1, eps2=eps2)
+                     steps=steps, repeats=repeats, eps1=eps1, eps2=eps2, mutate=mutate)
     return pd.DataFrame([row for row, _ in out])
 
 
@@ -1620,13 +1984,15 @@ def random_offset(rng, model: TwoClass, norm: float, cos: float) -> np.ndarray:
 
 
 @_single_threaded
-def accuracy_instance(params: dict[str, Any], rng, *, steps: int, repeats: int, eps: float = 0.1):
+def accuracy_instance(params: dict[str, Any], rng, *, steps: int, repeats: int, eps: float = 0.1,
+                      mutate: float = 1.0):
     """Run one random instance of the accuracy sweep. ``params`` adds to :class:`InstanceRanges`'s keys
     ``p_plus`` (class balance), ``a_rel`` and ``a_cos`` (the offset's norm, in units of
     ``2 / (beta ||mu_+ - mu_-||)``, where its margin matches a DPO margin of order 1, and its cosine
     with ``mu_+ - mu_-``) and ``lr_frac``: the step is
     ``lr_frac`` times the largest step the condition ``kappa <= 1`` allows on average
-    (``2 / (beta^2 E M2)``). Returns ``(row, curves)``.
+    (``2 / (beta^2 E M2)``). Returns ``(row, curves)``. ``mutate`` < 1 moves every headline bound in the
+    direction of violation before it is checked (:func:`mutate_bound`; for the mutation tests).
 
     Used in: `book/accuracy.md`.
     """
@@ -1679,12 +2045,34 @@ def accuracy_instance(params: dict[str, Any], rng, *, steps: int, repeats: int, 
     # first-order prediction of the decision direction (population m) and its tail-lemma accuracy
     fo = first_order_direction(problem, t)
     T = steps
+    # the headline guarantees: decision boundary (before training), comparator loss (before training,
+    # kappa <= 1) and the loss route (after training, from the measured loss)
+    rho = remainder_bound(t[None], lr=lr, beta=beta, mhat_norm=np.linalg.norm(st["m_hat"], axis=-1)[:, None],
+                          G_norm=st["G_norm"][:, None], M1=st["M1"][:, None])
+    g_bd = boundary_guarantee(a, st["m_hat"], H, s, t, lr=lr, beta=beta, rho=rho)
+    comp = realised_comparator_loss(H, s, t, beta=beta, lr=lr)
+    g_cmp = np.where(ok[:, None], 1.0 - realised_error_bound(comp, beta=beta, a=a, H=H, s=s), 0.0)
+    g_post = 1.0 - realised_error_bound(loss, beta=beta, a=a, H=H, s=s)
+    g_prior = np.maximum(g_bd, g_cmp)
+    g_post = np.maximum(g_bd, g_post)
+    comp_ok = np.where(ok[:, None], comp, np.inf)
+    b_unc = unconditional_error_bound(problem, t)
+    mu_, su_ = mean_se(1 - acc)
     row = dict(params)
     row.update({
         "lr": lr, "beta": beta, "alpha": model.alpha, "c_n": model.c_n, "c_v": model.c_v, "n_plus": n_plus,
         "a_norm": float(np.linalg.norm(a)), "kappa_max": float(kap.max()), "frac_step_ok": float(ok.mean()),
         "first_step_rel_err": first_exact, "viol_lemma": viol_lemma,
         "viol_reward": viol_reward, "viol_official": viol_official, "viol_comparator": viol_comp,
+        # t >= 1 only: at t = 0 the boundary guarantee is the reference accuracy itself
+        "viol_guarantee_prior": excess(acc[:, 1:], mutate_bound(g_prior[:, 1:], "lower", mutate), upper=False),
+        "viol_guarantee_post": excess(acc[:, 1:], mutate_bound(g_post[:, 1:], "lower", mutate), upper=False),
+        "viol_loss_prior": excess(loss[:, 1:], mutate_bound(comp_ok[:, 1:], "upper", mutate)),
+        "mc_unconditional_margin": mc_margin(b_unc, mu_, su_),
+        "p_kappa_bound": kappa_tail_bound(problem),
+        "unconditional_nonvacuous": float(b_unc[T] < 1),
+        "guarantee_prior_T": float(g_prior[:, T].mean()), "guarantee_post_T": float(g_post[:, T].mean()),
+        "boundary_T": float(g_bd[:, T].mean()), "boundary_best": float(g_bd.max(1).mean()),
         "mc_loss_margin": mc_margin(b_loss, ml, sl),
         "mc_official_margin": mc_margin(b_off, me, se),
         "mc_reward_margin": mc_margin(b_rew, mr, sr),
@@ -1699,11 +2087,18 @@ def accuracy_instance(params: dict[str, Any], rng, *, steps: int, repeats: int, 
         "ratio_error_official": float(me[T] / b_off[T]),
         "ratio_error_reward": float(mr[T] / b_rew[T]),
     })
+    accT = acc[:, T]
+    row.update(_headline("guarantee_prior", accT, g_prior[:, T], "lower", g_prior[:, T] > 0))
+    row.update(_headline("guarantee_post", accT, g_post[:, T], "lower", g_post[:, T] > 0))
+    row.update(_headline("loss_prior", loss[:, T], comp_ok[:, T], "upper", comp_ok[:, T] < LN2 * (1 - FP_RTOL)))
     curves = {"t": t, "loss": ml, "error": me, "error_reward": mr, "bound_loss": b_loss,
               "bound_error": b_off, "bound_error_reward": b_rew, "bound_loss_prob": b_prob,
               "first_order_error": population_error(model, fo, pi),
               "first_order_lemma": lemma_error_bound(model, fo, pi),
-              "fresh_error": population_error(model, theta, pi).mean(0)}
+              "fresh_error": population_error(model, theta, pi).mean(0),
+              "accuracy": acc.mean(0), "guarantee_boundary": g_bd.mean(0), "guarantee_comparator": g_cmp.mean(0),
+              "guarantee_prior": g_prior.mean(0), "guarantee_post": g_post.mean(0),
+              "loss_prior": np.where(ok[:, None], comp, LN2).mean(0), "bound_error_unconditional": b_unc}
     return row, curves
 
 
@@ -1731,7 +2126,7 @@ class AccuracyRanges(InstanceRanges):
 
 @_single_threaded
 def sweep_accuracy(seed: int, n_instances: int, *, steps: int = 100, repeats: int = 16,
-                   ranges: AccuracyRanges | None = None):
+                   ranges: AccuracyRanges | None = None, mutate: float = 1.0):
     """The accuracy sweep: a DataFrame with one row per random instance (see :func:`accuracy_instance`).
 
     Used in: `book/accuracy.md`.
@@ -1739,7 +2134,7 @@ def sweep_accuracy(seed: int, n_instances: int, *, steps: int = 100, repeats: in
     import pandas as pd
 
     out = _run_sweep(accuracy_instance, ranges or AccuracyRanges(), seed, n_instances, "accuracy sweep",
-                     steps=steps, repeats=repeats)
+                     steps=steps, repeats=repeats, mutate=mutate)
     return pd.DataFrame([row for row, _ in out])
 
 
@@ -1772,22 +2167,29 @@ def make_behaviours(rng, d: int, deltas: Sequence[float], *, cos: Sequence[float
 
 
 @_single_threaded
-def priority_run(behaviours: Sequence[TwoClass], rng, *, n_per: int, beta: float, lr: float, steps: int,
+def priority_run(behaviours: Sequence[TwoClass], rng, *, n_per, beta: float, lr: float, steps: int,
                  repeats: int) -> dict[str, np.ndarray]:
-    """Joint full-batch DPO on K behaviours that share the Yes/No tokens (``n_per`` examples each,
-    balanced), ``repeats`` independent training sets. Returns per-behaviour measured margin changes and
-    losses, the empirical ``b_i``, ``b_bar``, ``G_i`` norms and quadratic forms, and every prediction and
-    bound of our priority theorem, all with shape ``(R, T+1, K)`` (or ``(R, K)``, ``(R, K, d)``).
+    """Joint full-batch DPO on K behaviours that share the Yes/No tokens (``n_per`` examples each, or a
+    sequence of K sizes; each behaviour balanced), ``repeats`` independent training sets. Returns
+    per-behaviour measured margin changes and losses, the empirical ``b_i``, the weights ``w_i = n_i / n``,
+    ``b_bar = sum_i w_i b_i``, ``G_i`` norms and quadratic forms, and every prediction and bound of our
+    priority theorem, all with shape ``(R, T+1, K)`` (or ``(R, K)``, ``(R, K, d)``).
 
     Used in: `book/priority.md`.
     """
     rng = _rng(rng)
-    if n_per < 2 or n_per % 2:
-        raise ValueError(f"n_per must be an even number >= 2 (balanced behaviours), got {n_per}")
     K = len(behaviours)
+    sizes = [n_per] * K if np.ndim(n_per) == 0 else list(n_per)
+    if len(sizes) != K:
+        raise ValueError(f"n_per must be one size or {K} sizes, got {n_per!r}")
+    for n_i in sizes:
+        if int(n_i) != n_i or n_i < 2 or n_i % 2:
+            raise ValueError(f"n_per must be an even number >= 2 (balanced behaviours), got {n_i}")
+    sizes = [int(n_i) for n_i in sizes]
+    weights = np.asarray(sizes, dtype=np.float64) / sum(sizes)
     Hs, ss = [], []
-    for m in behaviours:
-        H, s = m.sample(rng, n_per // 2, n_per // 2, repeats)
+    for m, n_i in zip(behaviours, sizes):
+        H, s = m.sample(rng, n_i // 2, n_i // 2, repeats)
         Hs.append(H)
         ss.append(s)
     H = np.concatenate(Hs, axis=1)
@@ -1795,10 +2197,10 @@ def priority_run(behaviours: Sequence[TwoClass], rng, *, n_per: int, beta: float
     v = logistic_gd(H, s, beta=beta, lr=lr, steps=steps)  # (R, T+1, d)
     t = np.arange(steps + 1, dtype=np.float64)
     b = np.stack([(Hi[:, si > 0].mean(1) - Hi[:, si < 0].mean(1)) for Hi, si in zip(Hs, ss)], 1)  # (R, K, d)
-    bbar = b.mean(1)  # equal weights n_per / n
+    bbar = np.einsum("k,rkd->rd", weights, b)  # weights w_i = n_i / n
     G = np.matmul(np.swapaxes(H, 1, 2), H) / H.shape[1]
     G_norm = np.linalg.eigvalsh(G)[:, -1]
-    Gi = [np.matmul(np.swapaxes(Hi, 1, 2), Hi) / n_per for Hi in Hs]
+    Gi = [np.matmul(np.swapaxes(Hi, 1, 2), Hi) / Hi.shape[1] for Hi in Hs]
     Gi_norm = np.stack([np.linalg.eigvalsh(g)[:, -1] for g in Gi], 1)  # (R, K)
     a_margin = []
     loss = []
@@ -1815,18 +2217,22 @@ def priority_run(behaviours: Sequence[TwoClass], rng, *, n_per: int, beta: float
     band = rho[:, :, None] * np.linalg.norm(b, axis=-1)[:, None, :]
     quad = np.stack([np.einsum("rtd,rde,rte->rt", v, g, v) for g in Gi], -1)
     lin = LN2 - 0.5 * beta * np.einsum("rtd,rkd->rtk", v, b)
-    return {"t": t, "v": v, "b": b, "bbar": bbar, "G_norm": G_norm, "Gi_norm": Gi_norm,
+    return {"t": t, "v": v, "b": b, "bbar": bbar, "weights": weights, "G_norm": G_norm, "Gi_norm": Gi_norm,
             "Gi_bbar": np.stack([np.einsum("rd,rde,re->r", bbar, g, bbar) for g in Gi], 1),
+            "Gi": np.stack(Gi, 1), "sizes": np.asarray(sizes),
             "margin_change": dM, "loss": L, "pred": pred, "band": band, "rho": rho,
             "loss_lower": lin, "loss_upper": lin + 0.5 * beta ** 2 * quad,
             "priority": inner / nb[:, None], "inner": inner}
 
 
 @_single_threaded
-def priority_instance(params: dict[str, Any], rng, *, steps: int, repeats: int):
-    """Run one random instance of the priority sweep (K behaviours, their distinguishabilities and
+def priority_instance(params: dict[str, Any], rng, *, steps: int, repeats: int, mutate: float = 1.0):
+    """Run one random instance of the priority sweep (K behaviours, their sizes, distinguishabilities and
     alignments drawn at random). Returns ``(row, first_step)``: the worst violation of every statement
-    of our priority theorem, tightness ratios, and the first-step (measured, predicted) margin changes.
+    of our priority theorem, tightness ratios, the headline columns ``tight_<name>`` / ``nonvac_<name>``,
+    and the first-step rows (measured margin change, predicted, and for equal-size pairs the gap and the
+    measured slowdown). ``mutate`` < 1 moves every headline bound in the direction of violation before it
+    is checked (:func:`mutate_bound`).
 
     Used in: `book/priority.md`.
     """
@@ -1835,9 +2241,40 @@ def priority_instance(params: dict[str, Any], rng, *, steps: int, repeats: int):
     lr = params["lr"]
     beh = make_behaviours(rng, d, params["deltas"], cos=params["cos"], center_norm=params["center_norm"],
                           trace_per_dim=params["trace_per_dim"], decay=params["decay"], family=params["family"])
-    out = priority_run(beh, rng, n_per=params["n_per"], beta=beta, lr=lr, steps=steps, repeats=repeats)
+    sizes = params.get("sizes") or params["n_per"]
+    out = priority_run(beh, rng, n_per=sizes, beta=beta, lr=lr, steps=steps, repeats=repeats)
     K = len(beh)
     t = out["t"]
+    w = out["weights"]
+    equal = bool(np.all(out["sizes"] == out["sizes"][0]))
+    # headline 1: the official gap is at most the first-step relative slowdown (two behaviours, equal sizes)
+    gap_rows, g_viol, g_t, g_nv = [], -np.inf, [], []
+    if K == 2 and equal:
+        for r in range(repeats):
+            nb = np.linalg.norm(out["b"][r], axis=-1)
+            i = int(np.argmax(nb))
+            j = 1 - i
+            gap = priority_gap(out["b"][r, i], out["b"][r, j])
+            dM = out["margin_change"][r, 1]
+            slow = 1.0 - dM[j] / dM[i]  # measured
+            g_viol = max(g_viol, excess(slow, mutate_bound(gap, "lower", mutate), upper=False))
+            g_t.append((slow, gap))
+            g_nv.append(gap > 0)
+            gap_rows.append((gap, slow))
+    # headline 2: the first-step loss order, every ordered pair the first-order term puts ahead
+    o_viol, o_t, o_nv = -np.inf, [], []
+    v1 = out["v"][:, 1]
+    for r in range(repeats):
+        for i in range(K):
+            for j in range(K):
+                if i == j or not out["bbar"][r] @ (out["b"][r, i] - out["b"][r, j]) > 0:
+                    continue
+                lb = first_step_order_bound(v1[r], beta=beta, b_i=out["b"][r, i], b_j=out["b"][r, j],
+                                            G_i=out["Gi"][r, i])
+                diff = float(out["loss"][r, 1, j] - out["loss"][r, 1, i])
+                o_viol = max(o_viol, excess(diff, mutate_bound(lb, "lower", mutate), upper=False))
+                o_t.append((diff, lb))
+                o_nv.append(lb > 0)
     err = np.abs(out["margin_change"] - out["pred"])
     scale = np.maximum(np.abs(out["pred"][:, 1]).max(), 1e-300)
     # the loss ordering bound for every ordered pair (i, j)
@@ -1867,7 +2304,7 @@ def priority_instance(params: dict[str, Any], rng, *, steps: int, repeats: int):
             for j in range(i + 1, K):
                 lhs, rhs = sign_identity(out["b"][r, i], out["b"][r, j])
                 sid.append(abs(lhs - rhs) / max(abs(lhs), abs(rhs), 1e-300))
-    row = {k: v for k, v in params.items() if k not in ("deltas", "cos")}
+    row = {k: v for k, v in params.items() if k not in ("deltas", "cos", "sizes")}
     row.update({
         "K": K, "beta": beta,
         "first_step_rel_err": float(err[:, 1].max() / scale),
@@ -1882,9 +2319,21 @@ def priority_instance(params: dict[str, Any], rng, *, steps: int, repeats: int):
         "ratio_loss_order": float(np.median(order_ratio)) if order_ratio else float("nan"),
         "rel_pred_err_T": float(np.median(err[:, -1] / np.maximum(np.abs(out["pred"][:, -1]), 1e-300))),
         "band_use_T": float(np.max(err[:, -1] / np.maximum(out["band"][:, -1], 1e-300))),
+        "equal_sizes": equal, "w_min": float(w.min()),
+        "viol_gap_slowdown": g_viol, "viol_first_step_order": o_viol,
     })
+    if g_t:
+        m_, b_ = np.array(g_t).T
+        row.update(_headline("gap_slowdown", m_, b_, "lower", np.array(g_nv)))
+    else:
+        row.update(_headline("gap_slowdown", [], [], "lower", np.array([], dtype=bool)))
+    if o_t:
+        m_, b_ = np.array(o_t).T
+        row.update(_headline("first_step_order", m_, b_, "lower", np.array(o_nv)))
+    else:
+        row.update(_headline("first_step_order", [], [], "lower", np.array([], dtype=bool)))
     first = np.stack([out["margin_change"][:, 1].ravel(), out["pred"][:, 1].ravel()], -1)
-    return row, first
+    return row, {"first": first, "gap": np.array(gap_rows).reshape(-1, 2)}
 
 
 @dataclass(frozen=True)
@@ -1896,6 +2345,8 @@ class PriorityRanges(InstanceRanges):
 
     n_behaviours: tuple[int, ...] = (2, 2, 3, 4)
     cos_range: tuple[float, float] = (-0.6, 0.95)
+    unequal_share: float = 0.5
+    size_ratio_range: tuple[float, float] = (1.0 / 9.0, 9.0)
 
     def draw(self, rng) -> dict[str, Any]:
         p = super().draw(rng)
@@ -1904,21 +2355,29 @@ class PriorityRanges(InstanceRanges):
         p.pop("delta")
         p.update(n_per=n_per, deltas=[_loguniform(rng, *self.delta_range) for _ in range(K)],
                  cos=[float(rng.uniform(*self.cos_range)) for _ in range(K)])
+        # half of the instances mix behaviours of unequal sizes (the persona files have 518 to 1000 rows)
+        if rng.random() < self.unequal_share:
+            p["sizes"] = [max(2, 2 * int(round(n_per * _loguniform(rng, *self.size_ratio_range) ** 0.5 / 2)))
+                          for _ in range(K)]
+        else:
+            p["sizes"] = None
         return p
 
 
 @_single_threaded
 def sweep_priority(seed: int, n_instances: int, *, steps: int = 40, repeats: int = 8,
-                   ranges: PriorityRanges | None = None):
-    """The priority sweep: ``(DataFrame of instances, array of first-step (measured, predicted) pairs)``.
+                   ranges: PriorityRanges | None = None, mutate: float = 1.0):
+    """The priority sweep: ``(DataFrame of instances, array of first-step (measured, predicted) margin
+    changes, array of (gap, measured slowdown) of the equal-size pairs)``.
 
     Used in: `book/priority.md`.
     """
     import pandas as pd
 
     out = _run_sweep(priority_instance, ranges or PriorityRanges(), seed, n_instances, "priority sweep",
-                     steps=steps, repeats=repeats)
-    return pd.DataFrame([row for row, _ in out]), np.concatenate([first for _, first in out])
+                     steps=steps, repeats=repeats, mutate=mutate)
+    return (pd.DataFrame([row for row, _ in out]), np.concatenate([x["first"] for _, x in out]),
+            np.concatenate([x["gap"] for _, x in out]))
 
 
 @_single_threaded
@@ -1964,7 +2423,7 @@ def priority_pair(seed: int, *, d: int, n_per: int, beta_prime: float, lr: float
         # the step above which item 3's first-step guarantee (more distinguishable falls first) is lost
         hi = int(np.argmax(res["dist"]))
         lo = 1 - hi
-        num = 2 * (np.sum(b[:, hi] ** 2, -1) - np.sum(b[:, lo] ** 2, -1))
+        num = 4 * np.einsum("rd,rd->r", out["bbar"], b[:, hi] - b[:, lo])  # 4 <b_bar, b_hi - b_lo>
         res["lr_threshold"] = float(np.min(num / (beta ** 2 * out["Gi_bbar"][:, hi])))
         res["lr_limit"] = float(np.min(2.0 / (beta ** 2 * out["G_norm"])))
     return res
