@@ -1,14 +1,14 @@
 """Progress of a chapter's long steps, with an ETA, in the build log (not on the page).
 
 Inside a build (``ALIGNMENT_DYNAMICS_BUILD_DIR`` set by ``alignment_dynamics.build``) a step writes a
-few plain lines to the kernel's own standard error, which the build's log shows: one about every 10 %
+few plain lines to standard error, which papermill copies into the build's log (once): one about every 10 %
 (at most one per ``min_interval`` seconds) and one when it ends, e.g.
 
     [distinguishability] embedding (smollm2-135m-instruct): 54/135 behaviours, 31 s, ETA 46 s
 
-A step shorter than ``min_interval`` writes nothing. Nothing reaches the executed notebook, so pages
-and nbval stay unchanged. Outside a build (a reader's
-notebook or terminal) the step shows a ``tqdm`` bar instead.
+A step shorter than ``min_interval`` writes nothing. In the executed notebook the lines are a stderr
+stream, which the rendered pages drop (``execute.stderr_output: remove``) and nbval does not check.
+Outside a build (a reader's notebook or terminal) the step shows a ``tqdm`` bar instead.
 
 Used in: `book/distinguishability.md`, `book/training_dynamics.md`, `book/prioritization.md`,
 `book/misalignment.md`, `book/persona_data.md`.
@@ -37,7 +37,9 @@ def in_build() -> bool:
 
 
 def _stream() -> TextIO:
-    return sys.__stderr__ if sys.__stderr__ is not None else sys.stderr
+    # sys.stderr, not sys.__stderr__: the kernel captures its file descriptor 2 as well and echoes it,
+    # so writing there would print every line twice in the build log.
+    return sys.stderr
 
 
 def _chapter() -> str:
