@@ -31,6 +31,9 @@ _SUBMODULES = {
     "models",
     "plotting",
     "progress",
+    "crossfit",
+    "stats",
+    "verdicts",
     "theory",
 }
 
