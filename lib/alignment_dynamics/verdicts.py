@@ -326,3 +326,31 @@ def combine(parts: Sequence[Verdict], *, rule: str = "") -> Verdict:
     return Verdict(v, parts[0].estimate, parts[0].lo, parts[0].hi, sum(ns) if ns else None,
                    rule or "combined: all alike keep it; some agreeing: partly; else the most decided",
                    parts[0].unit)
+
+
+def first_step_text(*, sweep_batch: int, sweep_ratio: float, official_batch: int, official_ratio: float,
+                    official: Verdict) -> str:
+    """The generated account of what ranks behaviours after a single SGD step.
+
+    ``*_ratio`` is the median over behaviours of the first step's class-imbalance part over its
+    distinguishability part (:func:`alignment_dynamics.dynamics.first_step_terms`) at the sweep's batch
+    and at the official batch; ``official`` is the :func:`rank_order` verdict of the first step's
+    ‖W₁ − W₀‖ against distinguishability at the official batch. The conclusion follows from both.
+    """
+    head = (f"With batches of {sweep_batch} the class-imbalance part of the first step is {sweep_ratio:.1f} times "
+            f"its distinguishability part in the median behaviour; at the official batch of {official_batch} "
+            f"(the figure samples) it is {official_ratio:.1f} times, and the permutation test of the first step "
+            f"against distinguishability ({official.numbers()}) {official.phrase()}")
+    if official.verdict == AGREES and official_ratio < 1:
+        tail = ("so ranking by the luck of the batches is an artefact of the sweep's small batches: at the official "
+                "batch a single step already orders behaviours by distinguishability.")
+    elif official.verdict == AGREES:
+        tail = ("so at the official batch a single step orders behaviours by distinguishability although the "
+                "imbalance part is not small: the imbalance is shared across behaviours and does not reorder them.")
+    elif official_ratio >= 1:
+        tail = ("so even at the official batch a single step is dominated by the class balance of its batch, and only "
+                "the accumulated steps reveal distinguishability.")
+    else:
+        tail = ("so the imbalance part is small at the official batch but the order of one step is not established "
+                "over this many behaviours.")
+    return f"{head}, {tail}"
