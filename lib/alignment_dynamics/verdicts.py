@@ -354,3 +354,27 @@ def first_step_text(*, sweep_batch: int, sweep_ratio: float, official_batch: int
         tail = ("so the imbalance part is small at the official batch but the order of one step is not established "
                 "over this many behaviours.")
     return f"{head}, {tail}"
+
+
+def gap_order_text(by_model: "dict[str, Verdict]") -> str:
+    """The generated reading of "pair (a) has the larger priority gap than pair (b)" (the paper's
+    Figure 5 caption) over models, from each model's :func:`difference` verdict on |G(a)| − |G(b)|."""
+    if not by_model:
+        raise VerdictError("gap_order_text needs at least one model")
+    word = {AGREES: "larger", DIFFERS: "smaller", UNRESOLVED: "not resolvably different",
+            PARTLY: "larger", UNTESTABLE: "undefined"}
+    parts = [f"on {m}, |G(a)| − |G(b)| = {v.numbers('.3f')}: pair (a)'s gap is {word[v.verdict]}"
+             for m, v in by_model.items()]
+    vs = {v.verdict for v in by_model.values()}
+    if vs == {DIFFERS}:
+        tail = ("On every model the order is the reverse of the caption's: pair (b)'s members differ more in "
+                "distinguishability than pair (a)'s. Distinguishability is a property of a behaviour and a model, "
+                "and the caption's order was measured on Llama-2-7B; what the theorem predicts, the more "
+                "distinguishable member first within each pair, does not depend on which pair's gap is larger.")
+    elif vs == {AGREES}:
+        tail = "On every model the order is the caption's."
+    elif DIFFERS in vs and AGREES in vs:
+        tail = "The models disagree with each other on the order of the two gaps."
+    else:
+        tail = "This sample does not settle the order of the two gaps on every model."
+    return "Comparing the two pairs' gaps: " + "; ".join(parts) + ". " + tail
