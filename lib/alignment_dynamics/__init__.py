@@ -32,6 +32,7 @@ _SUBMODULES = {
     "plotting",
     "progress",
     "crossfit",
+    "deviations",
     "stats",
     "verdicts",
     "theory",
