@@ -167,3 +167,41 @@ def test_documented_chapter_commands_are_valid(root):
             raise AssertionError(f"{where}: {m[0]!r}: {exc}") from None
         seen += 1
     assert seen >= 5
+
+
+# Result words may appear in a Part II chapter's prose only through glue (generated from a verdict,
+# `ad.book.glue_verdict`) or inside a paragraph that defines the verdict vocabulary, which must start
+# with "**Rule for the verdict" (the one, explicit allowance). Code cells, inline code and glue roles
+# are not prose.
+RESULT_WORDS = re.compile(r"\b(agrees|consistent with|as the paper reports|confirms)\b", re.I)
+PART_II = ("persona_data", "distinguishability", "training_dynamics", "prioritization", "misalignment")
+
+
+def _prose_paragraphs(page):
+    nb = jupytext.read(page.path)
+    for c in nb.cells:
+        if c.cell_type != "markdown":
+            continue
+        for para in re.split(r"\n\s*\n", c.source):
+            if para.lstrip().startswith("**Rule for the verdict"):
+                continue
+            text = re.sub(r"\{[a-z:]+\}`[^`]*`", " ", para)  # roles: glue, ref, numref, prf:ref, eq
+            text = re.sub(r"`[^`]*`", " ", text)  # inline code
+            yield text
+
+
+@pytest.mark.parametrize("page", [p for p in CHAPTERS if p.slug in PART_II], ids=lambda p: p.slug)
+def test_no_result_words_typed_in_prose(page):
+    bad = [m.group(0) + ": " + " ".join(t.split())[:160] for t in _prose_paragraphs(page)
+           for m in [RESULT_WORDS.search(t)] if m]
+    assert not bad, f"{page.slug}: results must be generated from a verdict and glued, not typed: {bad}"
+
+
+def test_result_word_check_catches_a_typed_result(tmp_path):
+    page = type("P", (), {})()
+    page.path = tmp_path / "x.md"
+    page.path.write_text(HEADER + "\nThe loss falls faster, as the paper reports.\n\n"
+                         "**Rule for the verdicts**: agrees when the interval lies above 0.\n\n"
+                         "It {glue:text}`x_verdict` here.\n")
+    hits = [t for t in _prose_paragraphs(page) if RESULT_WORDS.search(t)]
+    assert len(hits) == 1 and "as the paper reports" in hits[0]

@@ -31,6 +31,10 @@ _SUBMODULES = {
     "models",
     "plotting",
     "progress",
+    "crossfit",
+    "deviations",
+    "stats",
+    "verdicts",
     "theory",
 }
 

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-VERDICTS = ("agrees", "partly agrees", "differs", "not testable here")
+from .verdicts import VERDICTS  # noqa: E402  (the one vocabulary; rules in alignment_dynamics.verdicts)
 _KEY_RE = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)+$")
 
 _state: dict[str, Any] = {"slug": None, "start": None, "glued": {}, "volatile": set(), "claims": [], "bounds": []}
@@ -198,34 +198,57 @@ def deterministic_summary() -> str:
 # Claims
 # ---------------------------------------------------------------------------------------------------
 
-def claim(claim: str, measured: str, verdict: str, *, source: str = "paper summary") -> dict[str, str]:
+def claim(claim: str, measured: str, verdict, *, source: str = "paper summary", estimate: float | None = None,
+          interval: tuple[float, float] | None = None, n: int | None = None) -> dict[str, Any]:
     """Record one row of the chapter's "What the paper claims vs what we see" table.
 
-    ``measured`` is text made from the computed numbers (an f-string of them); ``verdict`` is one
-    of :data:`VERDICTS`. The row is glued (``<slug>_claim_<k>``) so that the build can collect it
-    for the scorecard of the introduction.
+    ``measured`` is text made from the computed numbers (an f-string of them). ``verdict`` is a
+    :class:`alignment_dynamics.verdicts.Verdict` (preferred: it brings the estimate, its interval, the
+    sample size ``n`` and the rule that decided) or one of :data:`VERDICTS` as a string, with
+    ``estimate``, ``interval`` and ``n`` given here (rows made the old way, without them, still work).
+    The row is glued (``<slug>_claim_<k>``) so that the build can collect it into ``claims.json`` and
+    the scorecard of the introduction.
     """
+    from .verdicts import Verdict
+
     slug = _state["slug"]
     if slug is None:
         raise RuntimeError("call ad.book.begin(slug) before recording claims")
-    if verdict not in VERDICTS:
-        raise GlueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
+    if isinstance(verdict, Verdict):
+        fields = verdict.row()
+    else:
+        if verdict not in VERDICTS:
+            raise GlueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
+        iv = None if interval is None else [float(to_python_number(interval[0])), float(to_python_number(interval[1]))]
+        fields = {"verdict": verdict, "estimate": None if estimate is None else float(to_python_number(estimate)),
+                  "interval": iv, "n": None if n is None else int(to_python_number(n)), "rule": ""}
     if not claim or not measured:
         raise GlueError("a claim needs its text and what we measured")
-    row = {"chapter": slug, "claim": claim, "source": source, "measured": measured, "verdict": verdict}
+    row = {"chapter": slug, "claim": claim, "source": source, "measured": measured, **fields}
     _state["claims"].append(row)
     k = len(_state["claims"])
-    glue_text(f"{slug}_claim_{k}", json.dumps(row, sort_keys=True))
+    glue_text(f"{slug}_claim_{k}", json.dumps(row, sort_keys=True, allow_nan=False))
     return row
 
 
-def claims_table(rows: list[dict[str, str]] | None = None):
-    """The chapter's claims as a DataFrame (Claim [source] | What we measured | Verdict)."""
+def glue_verdict(key: str, verdict, *, subject: str | None = None, fmt: str = ".2f") -> str:
+    """Glue a verdict's generated words for the prose: ``<key>`` (the phrase, e.g. "agrees with the
+    paper's claim") and, with ``subject``, ``<key>_sentence`` (:meth:`Verdict.sentence`). Returns the
+    phrase. Result words in a chapter's prose come only from here (a hygiene test checks it)."""
+    phrase = glue_text(key, verdict.phrase())
+    if subject is not None:
+        glue_text(f"{key}_sentence", verdict.sentence(subject, fmt))
+    return phrase
+
+
+def claims_table(rows: list[dict[str, Any]] | None = None):
+    """The chapter's claims as a DataFrame (Claim [source] | What we measured | n | Verdict)."""
     import pandas as pd
 
     rows = _state["claims"] if rows is None else rows
     return pd.DataFrame(
-        [{"Claim": f"{r['claim']} [{r['source']}]", "What we measured": r["measured"], "Verdict": r["verdict"]}
+        [{"Claim": f"{r['claim']} [{r['source']}]", "What we measured": r["measured"],
+          "n": "" if r.get("n") is None else str(r["n"]), "Verdict": r["verdict"]}
          for r in rows]
     ).style.hide(axis="index").format(escape="html")
 

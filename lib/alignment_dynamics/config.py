@@ -441,6 +441,9 @@ register(ChapterSpec(
         "sweep_behaviors": _DIST["behaviors"],
         "sweep_batch": {"smoke": 4, "fast": 32, "full": 128},
         "seeds": {"smoke": 2, "fast": 5, "full": 10},
+        # The cross-fitted sweep (ad.crossfit): folds of each behaviour's sample, and seeds per rotation.
+        "crossfit_folds": _same(3),
+        "crossfit_seeds": {"smoke": 1, "fast": 2, "full": 5},
         "quantiles": _same([0.1, 0.3, 0.5, 0.7, 0.9]),  # Behaviors 1-5 by distinguishability
         "official_five": _same(_NAMED_BEHAVIORS[4:]),
         "k_early": {"smoke": 3, "fast": 20, "full": 20},
@@ -480,6 +483,9 @@ register(ChapterSpec(
         "n_pairs": {"smoke": 6, "fast": 300, "full": 2000},
         "n_triples": {"smoke": 4, "fast": 100, "full": 500},
         "seeds": {"smoke": 1, "fast": 3, "full": 5},
+        # The cross-fitted pair test (ad.crossfit): folds of each behaviour's sample, seeds per rotation.
+        "crossfit_folds": _same(3),
+        "crossfit_seeds": {"smoke": 1, "fast": 1, "full": 3},
         "max_replication": _same(16),
         "gap_bins": _same([0.0, 0.05, 0.1, 0.2, 0.4, 1.0]),
         "n_boot": {"smoke": 50, "fast": 1000, "full": 2000},  # bootstrap of the Figure 5 gap comparison

@@ -1008,75 +1008,17 @@ def finite_spearman(x: Any, y: Any) -> float:
 
 
 def wilson_interval(successes: int, n: int, *, level: float = 0.95) -> tuple[float, float, float]:
-    """The fraction ``successes / n`` with its Wilson score interval: ``(p, lo, hi)``.
+    """The fraction ``successes / n`` with its Wilson score interval: ``(p, lo, hi)``
+    (:func:`alignment_dynamics.stats.wilson`, scipy's ``binomtest``; a DynamicsError on bad input).
 
     Used in: `book/prioritization.md`.
     """
-    from scipy.stats import norm
+    from . import stats
 
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise DynamicsError(f"n must be a positive int, got {n!r}")
-    if isinstance(successes, bool) or not isinstance(successes, (int, np.integer)) or not 0 <= successes <= n:
-        raise DynamicsError(f"successes must be an int in 0..{n}, got {successes!r}")
-    if not 0 < level < 1:
-        raise DynamicsError(f"level must be in (0, 1), got {level!r}")
-    z = float(norm.ppf(0.5 + level / 2))
-    p = successes / n
-    den = 1 + z * z / n
-    mid = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return p, max(0.0, mid - half), min(1.0, mid + half)
-
-
-def correlation_verdict(rho: float, lo: float, hi: float, *, strong: float = 0.5) -> str:
-    """The verdict on a claimed positive association from a correlation and its interval.
-
-    "agrees": the interval lies above 0 and ρ ≥ ``strong``; "partly agrees": the interval lies above 0
-    but ρ < ``strong``; "differs": the interval reaches 0 or below; "not testable here": ρ is undefined
-    (NaN, e.g. a measure constant over all behaviours).
-
-    Used in: `book/training_dynamics.md`.
-    """
-    if any(isinstance(v, float) and math.isnan(v) for v in (rho, lo, hi)):
-        return "not testable here"
-    if not lo <= rho <= hi:
-        raise DynamicsError(f"rho {rho!r} must lie in its interval [{lo!r}, {hi!r}]")
-    if lo > 0:
-        return "agrees" if rho >= strong else "partly agrees"
-    return "differs"
-
-
-def null_verdict(intervals: Sequence[tuple[float, float]]) -> str:
-    """The verdict on "these effects are absent" from their intervals.
-
-    "agrees" when every interval contains 0, "differs" when every interval excludes 0, "partly agrees"
-    otherwise; "not testable here" when an interval is undefined (NaN).
-
-    Used in: `book/training_dynamics.md`.
-    """
-    if not intervals:
-        raise DynamicsError("null_verdict needs at least one interval")
-    if any(math.isnan(lo) or math.isnan(hi) for lo, hi in intervals):
-        return "not testable here"
-    if any(lo > hi for lo, hi in intervals):
-        raise DynamicsError(f"each interval must have lo <= hi, got {list(intervals)}")
-    excluded = sum(1 for lo, hi in intervals if lo > 0 or hi < 0)
-    return "agrees" if excluded == 0 else "differs" if excluded == len(intervals) else "partly agrees"
-
-
-def fraction_verdict(p: float, lo: float, hi: float, *, chance: float = 0.5, strong: float = 0.8) -> str:
-    """The verdict on "the prediction is right" from a fraction and its interval.
-
-    "agrees": the interval lies above ``chance`` and p ≥ ``strong``; "partly agrees": above chance but
-    p < ``strong``; "differs": the interval reaches chance or below.
-
-    Used in: `book/prioritization.md`.
-    """
-    if not lo <= p <= hi:
-        raise DynamicsError(f"p {p!r} must lie in its interval [{lo!r}, {hi!r}]")
-    if lo > chance:
-        return "agrees" if p >= strong else "partly agrees"
-    return "differs"
+    try:
+        return stats.wilson(successes, n, level=level)
+    except stats.StatsError as e:
+        raise DynamicsError(str(e)) from None
 
 
 def gap_size_comparison(pair_a: Sequence["BehaviorSet"], pair_b: Sequence["BehaviorSet"], *, n_boot: int,
@@ -1085,13 +1027,14 @@ def gap_size_comparison(pair_a: Sequence["BehaviorSet"], pair_b: Sequence["Behav
     training sets.
 
     Returns |G(a)|, |G(b)|, the 95 % percentile interval of |G(a)| − |G(b)| over ``n_boot`` replicates
-    (:func:`alignment_dynamics.geometry.bootstrap_gaps`), and a verdict on "pair (a) has the larger gap":
-    "agrees" when the interval lies above 0, "differs" when it lies below 0, "not testable here" when it
-    contains 0 (undecided at this sample size).
+    (:func:`alignment_dynamics.geometry.bootstrap_gaps`), and ``verdict``, the
+    :func:`alignment_dynamics.verdicts.difference` verdict on "pair (a) has the larger gap" ("not
+    resolvable at this sample size" when the interval contains 0). ``n`` is the number of training
+    statements the bootstrap resampled.
 
     Used in: `book/prioritization.md`.
     """
-    from . import geometry
+    from . import geometry, verdicts
 
     sets = list(pair_a) + list(pair_b)
     if len(pair_a) != 2 or len(pair_b) != 2:
@@ -1102,8 +1045,11 @@ def gap_size_comparison(pair_a: Sequence["BehaviorSet"], pair_b: Sequence["Behav
     ga = abs(geometry.priority_gap(pair_a[0].b("train"), pair_a[1].b("train")))
     gb = abs(geometry.priority_gap(pair_b[0].b("train"), pair_b[1].b("train")))
     lo, hi = geometry.percentile_ci(np.abs(boot[pa]) - np.abs(boot[pb]))
-    verdict = "agrees" if lo > 0 else "differs" if hi < 0 else "not testable here"
-    return {"gap_a": ga, "gap_b": gb, "diff_lo": float(lo), "diff_hi": float(hi), "verdict": verdict}
+    n = int(sum(bs.n_train for bs in sets))
+    diff = ga - gb
+    verdict = verdicts.difference(min(max(diff, float(lo)), float(hi)), float(lo), float(hi), n, unit="statements")
+    return {"gap_a": ga, "gap_b": gb, "diff": diff, "diff_lo": float(lo), "diff_hi": float(hi), "n": n,
+            "verdict": verdict}
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -1,0 +1,64 @@
+"""Every deviation of this book from the official protocol, with this build's values read from the
+chapter registry (so the table cannot drift from what ran).
+
+Used in: `book/reproducibility.md`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import config
+
+__all__ = ["deviations"]
+
+
+def _v(slug: str, name: str, profile: str) -> Any:
+    spec = config.chapter(slug)
+    for p in spec.params:
+        if p.name == name:
+            return p.values[profile]
+    return spec.settings[name][profile]
+
+
+def _all(v: Any) -> str:
+    return "all" if v is None else str(v)
+
+
+def deviations(profile: str) -> list[dict[str, str]]:
+    """Rows ``{"what", "official", "this book", "where"}`` for ``profile`` ("smoke", "fast", "full")."""
+    if profile not in ("smoke", "fast", "full"):
+        raise config.ConfigError(f"profile must be 'smoke', 'fast' or 'full', got {profile!r}")
+    p = profile
+    rows = [
+        ("model", "Llama-2-7B (and Mistral-7B), 16-bit weights",
+         "SmolLM2-135M-Instruct (Q4_1 GGUF) and Gemma-3-270M base (Q4_K_M GGUF), 4-bit weights dequantised "
+         "to floating point at load", "all chapters"),
+        ("statements per behaviour (sweeps)", "all (about 900 training, 100 test)",
+         f"{_all(_v('distinguishability', 'per_class', p))} per class, a nested stratified sample", "distinguishability, training_dynamics, prioritization"),
+        ("statements per behaviour (figures)", "all",
+         f"{_all(_v('training_dynamics', 'per_class', p))} per class", "training_dynamics, prioritization"),
+        ("last-layer learning rate", "SGD, 0.1",
+         "matched to the official run's effective step ηβ²E‖h‖² (see training_dynamics)", "training_dynamics, prioritization"),
+        ("last-layer batch (sweeps)", "128",
+         f"{_v('training_dynamics', 'sweep_batch', p)} (single behaviours), {_v('prioritization', 'pair_batch', p)} "
+         f"(pairs), {_v('prioritization', 'triple_batch', p)} (triples); fewer training pairs than 128", "training_dynamics, prioritization"),
+        ("last-layer seeds", "one run per behaviour",
+         f"{_v('training_dynamics', 'seeds', p)} (single), {_v('prioritization', 'seeds', p)} (pairs); cross-fitted "
+         f"tests with {_v('training_dynamics', 'crossfit_folds', p)} folds", "training_dynamics, prioritization"),
+        ("whole-model training", "LoRA (r 8, α 32 on q_proj/v_proj) on every layer",
+         f"method {_v('misalignment', 'METHOD', p)!r} on the top {_all(_v('misalignment', 'TOP_BLOCKS', p))} "
+         "decoder blocks over cached activations of the frozen rest", "misalignment"),
+        ("whole-model optimiser", "AdamW, learning rate 1e-5, batch 128, 1 epoch",
+         f"AdamW, learning rate {_v('misalignment', 'LR', p):g}, batch {_v('misalignment', 'BATCH_SIZE', p)}, "
+         f"{_v('misalignment', 'EPOCHS', p)} epoch(s)", "misalignment"),
+        ("misalignment data", "all pairs of one behaviour; one run",
+         f"{_all(_v('misalignment', 'N_TRAIN', p))} training and {_all(_v('misalignment', 'N_TEST', p))} test pairs, "
+         f"{_v('misalignment', 'N_SEEDS', p)} seed(s) over one fixed split", "misalignment"),
+        ("HH-RLHF", "the harmless-base data, whole model",
+         f"{_v('misalignment', 'hh_n_train', p)} training and {_v('misalignment', 'hh_n_test', p)} test dialogues, "
+         f"at most {_v('misalignment', 'hh_max_tokens', p)} tokens, one seed", "misalignment"),
+        ("features", "hidden_states[-1] with the final RMSNorm applied a second time",
+         "the features behind the logits (one normalisation; the double form is an option)", "all Part II chapters"),
+    ]
+    return [dict(zip(("what", "official", "this book", "where"), r)) for r in rows]

@@ -1,0 +1,211 @@
+"""General statistics for the verdicts: intervals for shares, means and rank correlations.
+
+Kept libraries do the work where they can: Wilson intervals come from
+``scipy.stats.binomtest(...).proportion_ci(method="wilson")``, t intervals from
+``scipy.stats.ttest_1samp(...).confidence_interval``, permutation distributions from
+``scipy.stats.permutation_test``. What is written here is what scipy does not offer: a bootstrap
+*by behaviour* of quantities defined over pairs of behaviours (each behaviour appears in several
+pairs, so pairs are not independent) and of a rank correlation averaged over cross-fitting folds.
+
+Used in: `book/training_dynamics.md`, `book/prioritization.md`, `book/misalignment.md`,
+`book/distinguishability.md`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+from .validate import InputError
+
+__all__ = ["StatsError", "wilson", "t_interval", "spearman", "permutation_spearman", "pair_share_by_behaviour",
+           "crossfit_spearman", "stratified_folds"]
+
+
+class StatsError(InputError):
+    """Input a statistic cannot use (wrong shapes, too few observations)."""
+
+
+def _level(level: float) -> float:
+    if not isinstance(level, (int, float)) or not 0 < level < 1:
+        raise StatsError(f"level must be in (0, 1), got {level!r}")
+    return float(level)
+
+
+def _count(name: str, value: Any, lo: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
+        raise StatsError(f"{name} must be an int >= {lo}, got {value!r}")
+    return int(value)
+
+
+def wilson(successes: int, n: int, *, level: float = 0.95) -> tuple[float, float, float]:
+    """The share ``successes / n`` with its Wilson score interval, ``(p, lo, hi)`` (scipy's binomtest)."""
+    from scipy.stats import binomtest
+
+    n = _count("n", n, 1)
+    k = _count("successes", successes)
+    if k > n:
+        raise StatsError(f"successes must be at most n = {n}, got {k}")
+    ci = binomtest(k, n).proportion_ci(confidence_level=_level(level), method="wilson")
+    return k / n, float(ci.low), float(ci.high)
+
+
+def t_interval(values: Any, *, level: float = 0.95) -> tuple[float, float, float]:
+    """The mean of ``values`` with its Student-t interval, ``(mean, lo, hi)``.
+
+    With one value the interval is unbounded (``(x, -inf, inf)``): one observation resolves nothing.
+    With identical values the interval collapses to the value.
+    """
+    from scipy.stats import ttest_1samp
+
+    x = np.asarray(values, dtype=np.float64).ravel()
+    if x.size == 0 or not np.all(np.isfinite(x)):
+        raise StatsError(f"values must be a non-empty array of finite numbers, got {values!r}")
+    m = float(x.mean())
+    if x.size == 1:
+        return m, -math.inf, math.inf
+    if np.ptp(x) == 0:
+        return m, m, m
+    ci = ttest_1samp(x, 0.0).confidence_interval(confidence_level=_level(level))
+    return m, float(ci.low), float(ci.high)
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    from scipy.stats import rankdata
+
+    return rankdata(x, axis=-1)
+
+
+def _pearson_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a - a.mean(-1, keepdims=True)
+    b = b - b.mean(-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (a * b).sum(-1) / np.sqrt((a * a).sum(-1) * (b * b).sum(-1))
+
+
+def spearman(x: Any, y: Any) -> float:
+    """Spearman's ρ (average ranks for ties); NaN when either variable is constant."""
+    a, b = _xy(x, y, 3)
+    return float(_pearson_rows(_ranks(a), _ranks(b)))
+
+
+def _xy(x: Any, y: Any, least: int) -> tuple[np.ndarray, np.ndarray]:
+    a = np.asarray(x, dtype=np.float64)
+    b = np.asarray(y, dtype=np.float64)
+    if a.ndim != 1 or a.shape != b.shape:
+        raise StatsError(f"x and y must be 1-D of one length, got shapes {a.shape} and {b.shape}")
+    if a.shape[0] < least:
+        raise StatsError(f"need at least {least} observations, got {a.shape[0]}")
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        raise StatsError("x and y must be finite")
+    return a, b
+
+
+def permutation_spearman(x: Any, y: Any, *, n_resamples: int = 9999, seed: int = 0) -> dict[str, float]:
+    """Spearman's ρ with its permutation distribution (scipy's ``permutation_test``; exact for n ≤ 8).
+
+    Returns ``rho``, ``p_greater`` (the share of permutations with ρ at least the observed one) and
+    ``p_less`` (at most it), and ``n``.
+    """
+    from scipy.stats import permutation_test
+
+    a, b = _xy(x, y, 3)
+
+    ra = _ranks(a)
+
+    def stat(u, axis=-1):
+        return _pearson_rows(ra, _ranks(u))
+
+    kw = dict(permutation_type="pairings", vectorized=True, n_resamples=n_resamples,
+              random_state=np.random.default_rng(seed))
+    hi = permutation_test((b,), stat, alternative="greater", **kw)
+    lo = permutation_test((b,), stat, alternative="less", **kw)
+    return {"rho": float(hi.statistic), "p_greater": float(hi.pvalue), "p_less": float(lo.pvalue), "n": int(a.size)}
+
+
+def pair_share_by_behaviour(agree: Any, members: Sequence[Sequence[str]], *, n_boot: int = 2000, seed: int = 0,
+                            level: float = 0.95) -> tuple[float, float, float]:
+    """The share of groups (pairs, triples) where a prediction is right, with a bootstrap interval that
+    resamples *behaviours*, not groups.
+
+    ``agree[g]`` is 0/1 (or a share in [0, 1], e.g. over cross-fitting folds) for group g whose
+    behaviours are ``members[g]``. Each replicate draws the behaviours with replacement; a group counts
+    with the product of its members' multiplicities (a group with an undrawn member drops out). This
+    respects that each behaviour sits in several groups, which a Wilson interval over groups ignores.
+    Returns ``(share, lo, hi)`` (a percentile interval).
+    """
+    a = np.asarray(agree, dtype=np.float64)
+    if a.ndim != 1 or a.shape[0] != len(members) or a.shape[0] == 0:
+        raise StatsError(f"agree must be 1-D with one entry per group ({len(members)}), got shape {a.shape}")
+    if np.any((a < 0) | (a > 1)) or not np.all(np.isfinite(a)):
+        raise StatsError("agree must hold shares in [0, 1]")
+    _count("n_boot", n_boot, 10)
+    names = sorted({b for g in members for b in g})
+    pos = {b: i for i, b in enumerate(names)}
+    idx = np.array([[pos[b] for b in g] for g in members])  # [G, k]
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xB0B]))
+    counts = rng.multinomial(len(names), np.full(len(names), 1 / len(names)), size=n_boot)  # [R, B]
+    w = np.prod(counts[:, idx], axis=2).astype(np.float64)  # [R, G]
+    tot = w.sum(1)
+    keep = tot > 0
+    reps = (w[keep] @ a) / tot[keep]
+    q = _level(level)
+    lo, hi = np.quantile(reps, [(1 - q) / 2, (1 + q) / 2])
+    p = float(a.mean())
+    return p, float(min(lo, p)), float(max(hi, p))
+
+
+def crossfit_spearman(x: Any, y: Any, *, n_boot: int = 2000, seed: int = 0,
+                      level: float = 0.95) -> tuple[float, float, float]:
+    """Spearman's ρ of x and y over behaviours, averaged over cross-fitting folds, with a bootstrap
+    interval by behaviour.
+
+    ``x`` and ``y`` are ``[F, B]``: fold f's predictor and outcome for each of B behaviours, measured on
+    disjoint statements within the fold. The estimate is the mean over folds of each fold's ρ; each
+    replicate resamples the behaviours (the same draw in every fold) and re-ranks. Returns
+    ``(rho, lo, hi)``.
+    """
+    a = np.atleast_2d(np.asarray(x, dtype=np.float64))
+    b = np.atleast_2d(np.asarray(y, dtype=np.float64))
+    if a.shape != b.shape or a.ndim != 2 or a.shape[1] < 4:
+        raise StatsError(f"x and y must be [folds, behaviours >= 4] of one shape, got {a.shape} and {b.shape}")
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        raise StatsError("x and y must be finite")
+    _count("n_boot", n_boot, 10)
+    rho = float(np.nanmean(_pearson_rows(_ranks(a), _ranks(b))))
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xC0F1]))
+    nb = a.shape[1]
+    reps = np.empty(n_boot)
+    for start in range(0, n_boot, 200):
+        idx = rng.integers(0, nb, size=(min(200, n_boot - start), nb))  # [R, B]
+        ra, rb = _ranks(a[:, idx]), _ranks(b[:, idx])  # [F, R, B]
+        reps[start:start + idx.shape[0]] = np.nanmean(_pearson_rows(ra, rb), axis=0)
+    reps = reps[np.isfinite(reps)]
+    q = _level(level)
+    lo, hi = np.quantile(reps, [(1 - q) / 2, (1 + q) / 2])
+    return rho, float(min(lo, rho)), float(max(hi, rho))
+
+
+def stratified_folds(labels: Any, n_folds: int, *, seed: int) -> np.ndarray:
+    """A fold number in 0..n_folds−1 for each observation, balanced within each class of ``labels``.
+
+    Each class is shuffled (stream ``seed``) and dealt round-robin, so the folds' class counts differ
+    by at most one.
+    """
+    s = np.asarray(labels)
+    k = _count("n_folds", n_folds, 2)
+    if s.ndim != 1:
+        raise StatsError(f"labels must be 1-D, got shape {s.shape}")
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xF01D]))
+    out = np.empty(s.shape[0], dtype=np.int64)
+    offset = 0
+    for c in np.unique(s):
+        where = np.flatnonzero(s == c)
+        if where.size < k:
+            raise StatsError(f"class {c!r} has {where.size} observations, fewer than the {k} folds")
+        where = rng.permutation(where)
+        out[where] = (np.arange(where.size) + offset) % k
+        offset += where.size
+    return out

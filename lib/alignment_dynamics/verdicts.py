@@ -1,0 +1,380 @@
+"""Every verdict rule of the book, in one place: from an interval (or a permutation distribution, or an
+exact check) to one of :data:`VERDICTS`.
+
+A verdict is never read off a bare threshold on a point estimate. Each rule takes the estimate *and*
+its interval (a bootstrap by behaviour, by statement, a Wilson or t interval) and answers
+
+* "agrees": the interval lies on the side the paper's claim predicts;
+* "partly agrees": it does, but the effect is shown to be weaker than the claim implies (the whole
+  interval lies below the rule's ``strong`` level), or only some of several parts agree;
+* "differs": the interval lies on the other side;
+* "not resolvable at this sample size": the interval straddles the rule's threshold, so the data at
+  hand cannot decide (a larger sample or more seeds could);
+* "not testable here": the quantity is undefined (NaN) or the test cannot be run in this build.
+
+Exact identities and deterministic bounds (floating-point checks of our own propositions) are not
+statistical: :func:`exact` and :func:`bound` decide them from the largest error or ratio, and say so.
+
+Each rule returns a :class:`Verdict` carrying the verdict, the estimate, the interval, the sample size
+``n`` and the rule in words; :func:`alignment_dynamics.book.claim` stores all of them in the claims
+table and ``claims.json``, and :meth:`Verdict.phrase` gives the generated words a chapter glues into
+its prose (no result is typed in a chapter).
+
+Used in: `book/training_dynamics.md`, `book/prioritization.md`, `book/distinguishability.md`,
+`book/misalignment.md`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from . import stats
+from .validate import InputError
+
+__all__ = ["VERDICTS", "Verdict", "VerdictError", "positive", "share", "share_counts", "difference",
+           "paired_difference", "absent", "exact", "bound", "rank_order", "combine", "not_testable"]
+
+AGREES, PARTLY, DIFFERS, UNRESOLVED, UNTESTABLE = (
+    "agrees", "partly agrees", "differs", "not resolvable at this sample size", "not testable here")
+VERDICTS = (AGREES, PARTLY, DIFFERS, UNRESOLVED, UNTESTABLE)
+
+_PHRASES = {
+    AGREES: "agrees with the paper's claim",
+    PARTLY: "agrees with the paper's claim only in part",
+    DIFFERS: "differs from the paper's claim",
+    UNRESOLVED: "cannot be resolved at this sample size",
+    UNTESTABLE: "cannot be tested here",
+}
+
+
+class VerdictError(InputError):
+    """A verdict rule called with an estimate outside its interval, or with an unknown option."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A verdict with the numbers that decided it.
+
+    ``estimate`` is the point estimate, ``lo``/``hi`` its interval (None where the rule uses none),
+    ``n`` the sample size the interval rests on (behaviours, pairs, seeds, statements), ``rule`` one
+    sentence saying how the verdict was decided, ``unit`` what ``n`` counts.
+    """
+
+    verdict: str
+    estimate: float | None
+    lo: float | None
+    hi: float | None
+    n: int | None
+    rule: str
+    unit: str = ""
+    extra: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self):
+        if self.verdict not in VERDICTS:
+            raise VerdictError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
+
+    @property
+    def interval(self) -> list[float] | None:
+        return None if self.lo is None or self.hi is None else [float(self.lo), float(self.hi)]
+
+    def phrase(self) -> str:
+        """The verdict as words for the prose: "agrees with the paper's claim", ... ."""
+        return _PHRASES[self.verdict]
+
+    def numbers(self, fmt: str = ".2f") -> str:
+        """``estimate [lo, hi], n = N unit`` as text (the parts that exist)."""
+        parts = []
+        if self.estimate is not None and math.isfinite(self.estimate):
+            parts.append(format(self.estimate, fmt))
+        if self.interval is not None and all(math.isfinite(v) for v in self.interval):
+            parts.append(f"[{format(self.lo, fmt)}, {format(self.hi, fmt)}]")
+        elif self.interval is not None:
+            parts.append("(unbounded interval)")
+        if self.n is not None:
+            parts.append(f"n = {self.n}{' ' + self.unit if self.unit else ''}")
+        return " ".join(parts[:2]) + (", " + parts[2] if len(parts) > 2 else "") if parts else ""
+
+    def sentence(self, subject: str, fmt: str = ".2f") -> str:
+        """``"<subject>: <numbers>, which <phrase>."`` A generated result sentence."""
+        nums = self.numbers(fmt)
+        return f"{subject}{': ' + nums if nums else ''}, which {self.phrase()}."
+
+    def row(self) -> dict[str, Any]:
+        """The fields :func:`alignment_dynamics.book.claim` stores."""
+        def num(v):
+            return None if v is None or (isinstance(v, float) and not math.isfinite(v)) else float(v)
+        return {"verdict": self.verdict, "estimate": num(self.estimate),
+                "interval": None if self.interval is None else [num(self.lo), num(self.hi)],
+                "n": self.n, "rule": self.rule}
+
+
+def _nan(*vals) -> bool:
+    return any(v is None or (isinstance(v, float) and math.isnan(v)) for v in vals)
+
+
+def _check(estimate: float, lo: float, hi: float) -> None:
+    if lo > hi:
+        raise VerdictError(f"the interval must have lo <= hi, got [{lo!r}, {hi!r}]")
+    if not lo - 1e-12 <= estimate <= hi + 1e-12:
+        raise VerdictError(f"the estimate {estimate!r} must lie in its interval [{lo!r}, {hi!r}]")
+
+
+def _n(n: Any) -> int | None:
+    if n is None:
+        return None
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        try:
+            import numpy as np
+            if isinstance(n, np.integer) and n >= 0:
+                return int(n)
+        except ImportError:  # pragma: no cover
+            pass
+        raise VerdictError(f"n must be a non-negative int, got {n!r}")
+    return n
+
+
+def not_testable(rule: str, *, n: int | None = None, unit: str = "", estimate: float | None = None) -> Verdict:
+    """The verdict of a claim this build cannot test (``rule`` says why)."""
+    return Verdict(UNTESTABLE, estimate, None, None, _n(n), rule, unit)
+
+
+def _sided(estimate, lo, hi, n, *, threshold: float, strong: float | None, rule: str, unit: str) -> Verdict:
+    """The shared logic: the claim predicts values above ``threshold``; ``strong`` (> threshold) is the
+    level below which an established effect counts only as partial."""
+    n = _n(n)
+    if _nan(estimate, lo, hi):
+        return Verdict(UNTESTABLE, None if _nan(estimate) else float(estimate), None, None, n,
+                       rule + " (undefined here)", unit)
+    estimate, lo, hi = float(estimate), float(lo), float(hi)
+    _check(estimate, lo, hi)
+    if lo > threshold:
+        v = PARTLY if strong is not None and hi < strong else AGREES
+    elif hi < threshold:
+        v = DIFFERS
+    else:
+        v = UNRESOLVED
+    return Verdict(v, estimate, lo, hi, n, rule, unit)
+
+
+def positive(estimate: float, lo: float, hi: float, n: int | None, *, strong: float = 0.5,
+             unit: str = "behaviours") -> Verdict:
+    """A claimed positive association (a rank correlation and its interval).
+
+    "agrees" when the interval lies above 0; "partly agrees" when it lies above 0 but wholly below
+    ``strong`` (the association exists and is shown to be weak); "differs" when it lies below 0; "not
+    resolvable at this sample size" when it contains 0; "not testable here" when undefined.
+    """
+    return _sided(estimate, lo, hi, n, threshold=0.0, strong=strong, unit=unit,
+                  rule=f"interval above 0 (wholly below {strong:g}: partly); below 0: differs; containing 0: "
+                       "not resolvable")
+
+
+def share(p: float, lo: float, hi: float, n: int | None, *, chance: float = 0.5, strong: float = 0.8,
+          unit: str = "pairs") -> Verdict:
+    """A claimed prediction that is right more often than ``chance``, from a share and its interval.
+
+    "agrees": the interval lies above chance; "partly agrees": above chance but wholly below
+    ``strong``; "differs": below chance; "not resolvable at this sample size": it contains chance.
+    """
+    if not _nan(p, lo, hi) and not 0 <= float(p) <= 1:
+        raise VerdictError(f"a share must lie in [0, 1], got {p!r}")
+    return _sided(p, lo, hi, n, threshold=chance, strong=strong, unit=unit,
+                  rule=f"interval above chance {chance:.2g} (wholly below {strong:g}: partly); below chance: "
+                       "differs; containing chance: not resolvable")
+
+
+def share_counts(successes: int, n: int, *, chance: float = 0.5, strong: float = 0.8, unit: str = "pairs",
+                 level: float = 0.95) -> Verdict:
+    """:func:`share` with the Wilson interval of ``successes`` out of ``n`` independent trials."""
+    p, lo, hi = stats.wilson(successes, n, level=level)
+    v = share(p, lo, hi, n, chance=chance, strong=strong, unit=unit)
+    return Verdict(v.verdict, v.estimate, v.lo, v.hi, v.n, v.rule + " (Wilson interval)", unit)
+
+
+def difference(estimate: float, lo: float, hi: float, n: int | None, *, expected: int = +1,
+               unit: str = "") -> Verdict:
+    """A claimed difference of a given sign (``expected`` +1: positive, −1: negative) from its interval.
+
+    "agrees": the interval lies on the expected side of 0; "differs": on the other side; "not
+    resolvable at this sample size": it contains 0.
+    """
+    if expected not in (1, -1):
+        raise VerdictError(f"expected must be +1 or -1, got {expected!r}")
+    if _nan(estimate, lo, hi):
+        return _sided(estimate, lo, hi, n, threshold=0.0, strong=None, unit=unit, rule="")
+    e, a, b = (float(estimate), float(lo), float(hi)) if expected > 0 else (-float(estimate), -float(hi), -float(lo))
+    v = _sided(e, a, b, n, threshold=0.0, strong=None, unit=unit, rule="")
+    side = "above" if expected > 0 else "below"
+    return Verdict(v.verdict, float(estimate), float(lo), float(hi), v.n,
+                   f"interval {side} 0: agrees; on the other side: differs; containing 0: not resolvable", unit)
+
+
+def paired_difference(diffs: Any, *, expected: int = +1, unit: str = "seeds", level: float = 0.95) -> Verdict:
+    """:func:`difference` on the mean of paired differences (one per seed, behaviour ...) with its t
+    interval; a single difference gives an unbounded interval, so "not resolvable at this sample size"."""
+    import numpy as np
+
+    d = np.asarray(diffs, dtype=np.float64).ravel()
+    if d.size == 0 or not np.all(np.isfinite(d)):
+        return not_testable("no finite paired differences", n=int(d.size), unit=unit)
+    m, lo, hi = stats.t_interval(d, level=level)
+    v = difference(m, lo, hi, int(d.size), expected=expected, unit=unit)
+    return Verdict(v.verdict, m, lo, hi, v.n, v.rule + " (t interval of the mean paired difference)", unit)
+
+
+def absent(intervals: Sequence[tuple[float, float]], *, margin: float, n: int | None = None,
+           unit: str = "behaviours", estimates: Sequence[float] | None = None) -> Verdict:
+    """A claimed *absence* of several effects (e.g. partial correlations), from their intervals.
+
+    An effect is shown absent when its interval lies inside (−``margin``, ``margin``) (equivalence),
+    shown present when its interval excludes 0, and unresolved otherwise. "agrees": all shown absent;
+    "differs": all shown present; "partly agrees": some present and some absent; "not resolvable at
+    this sample size": none present and some unresolved. The estimate reported is the largest |effect|.
+    """
+    if not intervals:
+        raise VerdictError("absent needs at least one interval")
+    if not margin > 0:
+        raise VerdictError(f"margin must be > 0, got {margin!r}")
+    rule = (f"each interval inside ±{margin:g}: absent; excluding 0: present; all absent agrees, all present "
+            "differs, a mix partly agrees, otherwise not resolvable")
+    if any(_nan(lo, hi) for lo, hi in intervals):
+        return Verdict(UNTESTABLE, None, None, None, _n(n), rule + " (undefined here)", unit)
+    if any(lo > hi for lo, hi in intervals):
+        raise VerdictError(f"each interval must have lo <= hi, got {list(intervals)}")
+    present = sum(1 for lo, hi in intervals if lo > 0 or hi < 0)
+    shown_absent = sum(1 for lo, hi in intervals if -margin < lo and hi < margin and not (lo > 0 or hi < 0))
+    k = len(intervals)
+    if shown_absent == k:
+        v = AGREES
+    elif present == k:
+        v = DIFFERS
+    elif present:
+        v = PARTLY
+    else:
+        v = UNRESOLVED
+    lo = min(a for a, _ in intervals)
+    hi = max(b for _, b in intervals)
+    est = None if estimates is None else max(estimates, key=abs)
+    if est is not None and not lo <= est <= hi:
+        est = None
+    return Verdict(v, est, lo, hi, _n(n), rule, unit)
+
+
+def exact(error: float, *, tol: float = 1e-9, n: int | None = None, unit: str = "runs") -> Verdict:
+    """An identity of our own derivation checked in floating point: "agrees" when the largest relative
+    error is at most ``tol``, "differs" otherwise (not a statistical test: the identity is exact)."""
+    if _nan(error):
+        return Verdict(UNTESTABLE, None, None, None, _n(n), "exact identity (undefined here)", unit)
+    e = float(error)
+    return Verdict(AGREES if e <= tol else DIFFERS, e, None, None, _n(n),
+                   f"exact identity: largest relative error at most {tol:g}", unit)
+
+
+def bound(ratio: float, *, n: int | None = None, unit: str = "steps") -> Verdict:
+    """A deterministic bound checked at every instance: "agrees" when the largest measured/bound ratio
+    is at most 1, "differs" otherwise."""
+    if _nan(ratio):
+        return Verdict(UNTESTABLE, None, None, None, _n(n), "deterministic bound (undefined here)", unit)
+    r = float(ratio)
+    return Verdict(AGREES if r <= 1 + 1e-12 else DIFFERS, r, None, None, _n(n),
+                   "deterministic bound: largest measured/bound ratio at most 1", unit)
+
+
+def rank_order(x: Any, y: Any, *, alpha: float = 0.05, n_resamples: int = 9999, seed: int = 0,
+               unit: str = "behaviours") -> Verdict:
+    """A claimed order (y increases with x) tested against the permutation distribution of Spearman's ρ.
+
+    "agrees" when the one-sided permutation p-value for a positive ρ is at most ``alpha``; "differs"
+    when that for a negative ρ is; "not resolvable at this sample size" otherwise (with five items the
+    smallest possible p-value is 1/120). ``lo``/``hi`` are not reported (a test, not an interval); the
+    p-values are in ``extra``.
+    """
+    import numpy as np
+
+    a = np.asarray(x, dtype=np.float64)
+    b = np.asarray(y, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise VerdictError(f"x and y must be 1-D of one length, got {a.shape} and {b.shape}")
+    rule = f"one-sided permutation test of Spearman's rho at level {alpha:g}"
+    if a.size < 3 or not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))) or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return Verdict(UNTESTABLE, None, None, None, int(a.size), rule + " (undefined here)", unit)
+    r = stats.permutation_spearman(a, b, n_resamples=n_resamples, seed=seed)
+    v = AGREES if r["p_greater"] <= alpha else DIFFERS if r["p_less"] <= alpha else UNRESOLVED
+    return Verdict(v, r["rho"], None, None, r["n"], rule, unit,
+                   extra={"p_greater": r["p_greater"], "p_less": r["p_less"]})
+
+
+def combine(parts: Sequence[Verdict], *, rule: str = "") -> Verdict:
+    """One verdict from several (e.g. one per model, or the loss and the accuracy reading).
+
+    All the same: that verdict. Some agree and the others do not: "partly agrees". None agrees: the
+    most decided of the others ("differs" over "not resolvable" over "not testable"). The numbers of
+    the first part are kept, ``n`` is the sum.
+    """
+    if not parts:
+        raise VerdictError("combine needs at least one verdict")
+    vs = [p.verdict for p in parts]
+    if len(set(vs)) == 1:
+        v = vs[0]
+    elif any(x in (AGREES, PARTLY) for x in vs):
+        v = PARTLY
+    else:
+        v = next(x for x in (DIFFERS, UNRESOLVED, UNTESTABLE) if x in vs)
+    ns = [p.n for p in parts if p.n is not None]
+    return Verdict(v, parts[0].estimate, parts[0].lo, parts[0].hi, sum(ns) if ns else None,
+                   rule or "combined: all alike keep it; some agreeing: partly; else the most decided",
+                   parts[0].unit)
+
+
+def first_step_text(*, sweep_batch: int, sweep_ratio: float, official_batch: int, official_ratio: float,
+                    official: Verdict) -> str:
+    """The generated account of what ranks behaviours after a single SGD step.
+
+    ``*_ratio`` is the median over behaviours of the first step's class-imbalance part over its
+    distinguishability part (:func:`alignment_dynamics.dynamics.first_step_terms`) at the sweep's batch
+    and at the official batch; ``official`` is the :func:`rank_order` verdict of the first step's
+    ‖W₁ − W₀‖ against distinguishability at the official batch. The conclusion follows from both.
+    """
+    head = (f"With batches of {sweep_batch} the class-imbalance part of the first step is {sweep_ratio:.1f} times "
+            f"its distinguishability part in the median behaviour; at the official batch of {official_batch} "
+            f"(the figure samples) it is {official_ratio:.1f} times, and the permutation test of the first step "
+            f"against distinguishability ({official.numbers()}) {official.phrase()}")
+    if official.verdict == AGREES and official_ratio < 1:
+        tail = ("so ranking by the luck of the batches is an artefact of the sweep's small batches: at the official "
+                "batch a single step already orders behaviours by distinguishability.")
+    elif official.verdict == AGREES:
+        tail = ("so at the official batch a single step orders behaviours by distinguishability although the "
+                "imbalance part is not small: the imbalance is shared across behaviours and does not reorder them.")
+    elif official_ratio >= 1:
+        tail = ("so even at the official batch a single step is dominated by the class balance of its batch, and only "
+                "the accumulated steps reveal distinguishability.")
+    else:
+        tail = ("so the imbalance part is small at the official batch but the order of one step is not established "
+                "over this many behaviours.")
+    return f"{head}, {tail}"
+
+
+def gap_order_text(by_model: "dict[str, Verdict]") -> str:
+    """The generated reading of "pair (a) has the larger priority gap than pair (b)" (the paper's
+    Figure 5 caption) over models, from each model's :func:`difference` verdict on |G(a)| − |G(b)|."""
+    if not by_model:
+        raise VerdictError("gap_order_text needs at least one model")
+    word = {AGREES: "larger", DIFFERS: "smaller", UNRESOLVED: "not resolvably different",
+            PARTLY: "larger", UNTESTABLE: "undefined"}
+    parts = [f"on {m}, |G(a)| − |G(b)| = {v.numbers('.3f')}: pair (a)'s gap is {word[v.verdict]}"
+             for m, v in by_model.items()]
+    vs = {v.verdict for v in by_model.values()}
+    if vs == {DIFFERS}:
+        tail = ("On every model the order is the reverse of the caption's: pair (b)'s members differ more in "
+                "distinguishability than pair (a)'s. Distinguishability is a property of a behaviour and a model, "
+                "and the caption's order was measured on Llama-2-7B; what the theorem predicts, the more "
+                "distinguishable member first within each pair, does not depend on which pair's gap is larger.")
+    elif vs == {AGREES}:
+        tail = "On every model the order is the caption's."
+    elif DIFFERS in vs and AGREES in vs:
+        tail = "The models disagree with each other on the order of the two gaps."
+    else:
+        tail = "This sample does not settle the order of the two gaps on every model."
+    return "Comparing the two pairs' gaps: " + "; ".join(parts) + ". " + tail
