@@ -1111,3 +1111,56 @@ def labelled_curves(panels: Sequence[dict], *, xlabel: str = "step t", colors: S
     if len(panels) > 1:
         label_panels(axes[0])
     return fig
+
+
+def sgd_and_margin_panels(curves: Sequence[dict], margin_table, *, labels: Sequence[str]):
+    """Two panels for the update-rate chapter. (a) From ``theory.update_rate_curves``: the root mean square
+    distance between the SGD and the full-batch heads over steps (solid), our bound from the batch-gradient
+    variance (dotted) and its a-priori corollary ``lr beta sqrt(M2 t / B)`` (dashed), log-log. (b) From
+    ``theory.check_margin_concentration``: the standard deviation over fresh examples of the one-step
+    margin change (markers, one per covariance case) and our bound (lines), against d (log-log).
+    Returns the figure.
+
+    Used in: `book/update_rate.md`.
+    """
+    import matplotlib.lines as mlines
+
+    fig, axes = figure("double", 1, 2)
+    colors = ordered_colors(len(curves))
+    t = curves[0]["t"][1:]
+    for c, col, lab in zip(curves, colors, labels):
+        axes[0].plot(t, c["sgd_rms"][1:], color=col, label=lab)
+        axes[0].plot(t, c["sgd_bound"][1:], color=col, linestyle=":", linewidth=1.2)
+        axes[0].plot(t, c["sgd_rate"][1:], color=col, linestyle="--", linewidth=1)
+    handles, _ = axes[0].get_legend_handles_labels()
+    handles += [mlines.Line2D([], [], color=THEORY, linestyle=":", label="bound (variance)"),
+                mlines.Line2D([], [], color=THEORY, linestyle="--", label="a priori, sqrt(t/B)")]
+    axes[0].legend(handles=handles, ncol=2, fontsize="small")
+    axes[0].set_xscale("log")
+    axes[0].set_yscale("log")
+    axes[0].set_xlabel("step t")
+    axes[0].set_ylabel("RMS ||W_t^SGD - W_t^GD||_F")
+    axes[0].set_title("SGD around full batch")
+    markers = ("o", "s", "^", "D")
+    case_colors = ordered_colors(max(len(set(margin_table["case"])), 2))
+    for k, case in enumerate(dict.fromkeys(margin_table["case"])):
+        sub = margin_table[margin_table["case"] == case]
+        axes[1].plot(sub["d"], sub["measured_sd"], linestyle="none", marker=markers[k % 4], color=case_colors[k],
+                     label=f"{case}: measured")
+        axes[1].plot(sub["d"], sub["bound_sd"], color=case_colors[k], linestyle=":", linewidth=1.2)
+    h, _ = axes[1].get_legend_handles_labels()
+    h.append(mlines.Line2D([], [], color=THEORY, linestyle=":", label="bound"))
+    axes[1].legend(handles=h, fontsize="small")
+    import matplotlib.ticker as mticker
+
+    axes[1].set_xscale("log")
+    axes[1].set_yscale("log")
+    dims = sorted(set(int(d) for d in margin_table["d"]))
+    axes[1].xaxis.set_major_locator(mticker.FixedLocator(dims))
+    axes[1].xaxis.set_major_formatter(mticker.FixedFormatter([str(d) for d in dims]))
+    axes[1].xaxis.set_minor_formatter(mticker.NullFormatter())
+    axes[1].set_xlabel("d")
+    axes[1].set_ylabel("SD over fresh x of the margin change")
+    axes[1].set_title("one-step margin change")
+    label_panels(axes)
+    return fig
