@@ -93,4 +93,6 @@ def test_a_chapter_can_check_its_parameters_together():
     ok = config.resolve("misalignment", "smoke", model="smollm2-135m-instruct", compare_model="gemma-3-270m")
     assert ok.model != ok.compare_model
     with pytest.raises(ConfigError, match="MODEL and COMPARE_MODEL must be two different models"):
-        config.resolve("misalignment", "smoke", compare_model="smollm2-135m-instruct")
+        config.resolve("misalignment", "fast", compare_model="smollm2-135m-instruct")
+    with pytest.raises(ConfigError, match="MODEL and COMPARE_MODEL must be two different models"):
+        config.resolve("misalignment", "smoke", compare_model="tiny-random-llama")
