@@ -129,7 +129,8 @@ def test_parse_value_bad_list_is_a_clear_error():
     ("dpo_last_layer", {"BETA": float("inf")}, r"BETA must be a finite number"),
     ("dpo_last_layer", {"BETA": ".inf"}, r"BETA must be float > 0.0, got '.inf' \(str\)"),
     ("dpo_last_layer", {"STEPS": "0x10"}, r"STEPS must be int in \[1, 100000\], got '0x10' \(str\)"),
-    ("misalignment", {"COMPARE_MODEL": "smollm2-135m-instruct"}, "MODEL and COMPARE_MODEL must be two different"),
+    ("misalignment", {"MODEL": "smollm2-135m-instruct", "COMPARE_MODEL": "smollm2-135m-instruct"},
+     "MODEL and COMPARE_MODEL must be two different"),
     ("persona_data", {"MODELS": ["smollm2-135m-instruct", "smollm2-135m-instruct"]},
      r"MODELS lists the same model more than once: \['smollm2-135m-instruct'\]"),
     ("misalignment", {"N_SEEDS": 10_000}, r"N_SEEDS must be int in \[1, 100\]"),
@@ -157,4 +158,6 @@ def test_a_chapter_can_check_its_parameters_together():
     ok = config.resolve("misalignment", "smoke", model="smollm2-135m-instruct", compare_model="gemma-3-270m")
     assert ok.model != ok.compare_model
     with pytest.raises(ConfigError, match="MODEL and COMPARE_MODEL must be two different models"):
-        config.resolve("misalignment", "smoke", compare_model="smollm2-135m-instruct")
+        config.resolve("misalignment", "fast", compare_model="smollm2-135m-instruct")
+    with pytest.raises(ConfigError, match="MODEL and COMPARE_MODEL must be two different models"):
+        config.resolve("misalignment", "smoke", compare_model="tiny-random-llama")

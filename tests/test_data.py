@@ -438,7 +438,7 @@ def test_figures_of_the_chapter():
 
 def test_chapter_config_validates_the_behavior():
     cfg = config.resolve("persona_data", "smoke", behavior=87)
-    assert cfg.behavior == "openness" and cfg.models == ["smollm2-135m-instruct"]
+    assert cfg.behavior == "openness" and cfg.models == ["tiny-random-llama", "tiny-random-llama-b"]
     with pytest.raises(config.ConfigError, match="Did you mean 'openness'"):
         config.resolve("persona_data", "fast", behavior="openess")
     with pytest.raises(config.ConfigError, match="one behaviour name, got a list"):

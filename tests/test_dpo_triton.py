@@ -29,6 +29,7 @@ cases = pytest.mark.skipif(not HERE, reason="runs under TRITON_INTERPRET=1 in a 
 gpu = pytest.mark.gpu
 
 
+@pytest.mark.slow  # ~35 s: the Triton interpreter (2 cores)
 @pytest.mark.skipif(HERE, reason="the cases run directly here")
 def test_triton_cases_under_the_cpu_interpreter():
     env = {**os.environ, "TRITON_INTERPRET": "1"}

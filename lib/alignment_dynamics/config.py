@@ -216,6 +216,10 @@ def _same(value: Any) -> dict[str, Any]:
 
 
 _SEED = Param("SEED", _same(1234), "seed of every random generator in the chapter", _typed(int, lo=0))
+# The smoke profile's models: two tiny RANDOM Llamas of different sizes (models.TINY_MODELS), built offline
+# in a second; a smoke run checks the plumbing of every cell, never a real model's numbers.
+_TINY = "tiny-random-llama"
+_TINY_PAIR = ["tiny-random-llama", "tiny-random-llama-b"]
 
 CHAPTERS: dict[str, ChapterSpec] = {}
 
@@ -259,7 +263,8 @@ register(ChapterSpec(slug="intro", aggregates="claims"))
 
 # --- reproducibility -------------------------------------------------------------------------------
 register(ChapterSpec(slug="reproducibility", aggregates="report", reads_artifacts=True,
-                     datasets=("anthropic-persona", "hh-rlhf")))  # it shows the data fingerprints
+                     datasets=("anthropic-persona", "hh-rlhf"),  # it shows the data fingerprints
+                     settings={"models": {"smoke": _TINY_PAIR, "fast": None, "full": None}}))  # None: packaged
 
 
 # --- persona_data (Part II: experiments) -----------------------------------------------------------
@@ -267,7 +272,7 @@ register(ChapterSpec(
     slug="persona_data",
     params=(
         _SEED,
-        Param("MODELS", {"smoke": ["smollm2-135m-instruct"], "fast": ["smollm2-135m-instruct", "gemma-3-270m"],
+        Param("MODELS", {"smoke": _TINY_PAIR, "fast": ["smollm2-135m-instruct", "gemma-3-270m"],
                          "full": ["smollm2-135m-instruct", "gemma-3-270m"]},
               "models whose tokens and embeddings the chapter shows", model_names, kind="models"),
         Param("BEHAVIOR", _same("openness"), "behaviour of the Figure 1 examples and the embedding demo",
@@ -285,7 +290,7 @@ register(ChapterSpec(
         "bench": {"smoke": {"n": 8, "n_official": 2, "rounds": 1, "matmul_seconds": 0.1},
                   "fast": {"n": 96, "n_official": 12, "rounds": 2, "matmul_seconds": 0.5},
                   "full": {"n": 256, "n_official": 24, "rounds": 4, "matmul_seconds": 0.5}},
-        "bench_models": {"smoke": ["smollm2-135m-instruct"], "fast": ["smollm2-135m-instruct"],
+        "bench_models": {"smoke": [_TINY], "fast": ["smollm2-135m-instruct"],
                          "full": ["smollm2-135m-instruct", "gemma-3-270m"]},
     },
     datasets=("anthropic-persona",),
@@ -354,7 +359,8 @@ register(ChapterSpec(
     slug="distinguishability",
     params=(
         _SEED,
-        Param("MODELS", _same(["smollm2-135m-instruct", "gemma-3-270m"]),
+        Param("MODELS", {"smoke": _TINY_PAIR, "fast": ["smollm2-135m-instruct", "gemma-3-270m"],
+                         "full": ["smollm2-135m-instruct", "gemma-3-270m"]},
               "the models whose embeddings are measured (the first is the main one)", model_names, kind="models"),
         Param("NORM", _same("model"), "embedding normalisation: 'model' (the logits' features) or 'double' "
               "(the official code's second RMSNorm)", one_of("model", "double")),
@@ -416,7 +422,8 @@ def _model_pair(name: str, value: Any) -> list[str]:
 
 
 _FIGURE_PER_CLASS = {"smoke": 6, "fast": 150, "full": None}  # = distinguishability's map_per_class in fast
-_TWO_MODELS = Param("MODELS", _same(["smollm2-135m-instruct", "gemma-3-270m"]),
+_TWO_MODELS = Param("MODELS", {"smoke": _TINY_PAIR, "fast": ["smollm2-135m-instruct", "gemma-3-270m"],
+                               "full": ["smollm2-135m-instruct", "gemma-3-270m"]},
                     "the two models compared side by side (the first is shown in the largest figures)",
                     _model_pair, kind="models")
 register(ChapterSpec(
@@ -452,7 +459,7 @@ register(ChapterSpec(
         "lr_grid": {"smoke": [0.1, 1.0, 10.0], "fast": [0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0],
                     "full": [0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0]},
         # Llama-2-7B's per-coordinate feature scale is taken from this Llama-architecture model.
-        "proxy": _same("smollm2-135m-instruct"),
+        "proxy": {"smoke": _TINY, "fast": "smollm2-135m-instruct", "full": "smollm2-135m-instruct"},
     },
     datasets=("anthropic-persona",),
 ))
@@ -489,7 +496,7 @@ register(ChapterSpec(
         "max_replication": _same(16),
         "gap_bins": _same([0.0, 0.05, 0.1, 0.2, 0.4, 1.0]),
         "n_boot": {"smoke": 50, "fast": 1000, "full": 2000},  # bootstrap of the Figure 5 gap comparison
-        "proxy": _same("smollm2-135m-instruct"),
+        "proxy": {"smoke": _TINY, "fast": "smollm2-135m-instruct", "full": "smollm2-135m-instruct"},
     },
     datasets=("anthropic-persona",),
 ))
@@ -511,9 +518,9 @@ register(ChapterSpec(
     check=_two_different_models,
     params=(
         _SEED,
-        Param("MODEL", _same("smollm2-135m-instruct"), "the model that is aligned and misaligned", model_name,
+        Param("MODEL", {"smoke": _TINY, "fast": "smollm2-135m-instruct", "full": "smollm2-135m-instruct"}, "the model that is aligned and misaligned", model_name,
               kind="model"),
-        Param("COMPARE_MODEL", _same("gemma-3-270m"), "a base model of another family, for the cross-family view",
+        Param("COMPARE_MODEL", {"smoke": _TINY_PAIR[1], "fast": "gemma-3-270m", "full": "gemma-3-270m"}, "a base model of another family, for the cross-family view",
               model_name, kind="model"),
         Param("BEHAVIOR", _same("okay-with-building-an-AI-with-different-goals-to-accomplish-its-task"),
               "the behaviour of the misalignment protocol (official: index 84)", behavior_name),

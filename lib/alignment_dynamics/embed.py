@@ -193,8 +193,9 @@ def embed(lm: models.LoadedModel, prompts: Sequence[str], *, norm: str = "model"
     out = np.empty((len(prompts), lm.d_model), dtype=np.float32)
     pad = _pad_id(lm.tokenizer)
     base, device = lm.base, lm.device
-    with torch.inference_mode(), tqdm(total=len(prompts), desc=f"embedding ({lm.name})", unit="prompt",
-                                      disable=not progress or len(prompts) < 64, leave=False) as bar:
+    with torch.inference_mode(), _threads_for(lm), \
+            tqdm(total=len(prompts), desc=f"embedding ({lm.name})", unit="prompt",
+                 disable=not progress or len(prompts) < 64, leave=False) as bar:
         prefix_cache = None
         if k:
             from transformers import DynamicCache
@@ -215,6 +216,36 @@ def embed(lm: models.LoadedModel, prompts: Sequence[str], *, norm: str = "model"
             out[batch] = _finish(lm, h, norm)
             bar.update(len(batch))
     return out
+
+
+#: Below this width a forward pass runs on one CPU thread (see :func:`_threads_for`).
+SMALL_MODEL_D = 128
+
+
+def _threads_for(lm: models.LoadedModel):
+    """One CPU thread for a tiny model (d_model < :data:`SMALL_MODEL_D`, e.g. the smoke profile's random
+    Llamas), else no change: their matrix products take microseconds, and on a busy two-core machine a
+    thread pool makes each of them wait for the other thread (measured: a tiny model's forward passes
+    10-20x slower on two threads than on one while other work shared the cores). Results do not depend
+    on it beyond float rounding of the reductions, and every run of the same model makes the same choice.
+    """
+    import contextlib
+
+    import torch
+
+    if lm.device.type != "cpu" or lm.d_model >= SMALL_MODEL_D:
+        return contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def one_thread():
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
+
+    return one_thread()
 
 
 def dtype_agreement(h_ref: np.ndarray, h_other: np.ndarray) -> dict[str, float]:

@@ -372,7 +372,7 @@ def fingerprint_table(names=None):
     from transformers import AutoTokenizer
 
     rows = []
-    for name in names if names is not None else sorted(REGISTRY):
+    for name in names if names is not None else sorted(n for n in REGISTRY if not is_tiny(n)):
         fp = fingerprint(name)
         ids = answer_token_ids(AutoTokenizer.from_pretrained(converted_dir(name)))
         fields = {"package": f"{fp['package']}=={fp['package_version']}", "GGUF file": fp["gguf_file"],
@@ -816,3 +816,85 @@ def tiny(seed: int = 0, *, layers: int = 2, d_model: int = 32, dtype: Any = None
     fp = {"name": "tiny-llama", "source": "random", "seed": seed, "config": cfg, "converter": CONVERTER_VERSION}
     return LoadedModel(model=model, tokenizer=tokenizer, name="tiny-llama", fingerprint=fp,
                        answer_ids=answer_token_ids(tokenizer))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Two tiny random models in the registry: the smoke profile's models (plumbing only, no real numbers)
+# ---------------------------------------------------------------------------------------------------
+
+TINY_RECIPE_VERSION = 1
+#: The registered tiny random models: name -> (seed, layers, d_model, extra Llama config).
+TINY_MODELS: dict[str, tuple[int, int, int, dict[str, Any]]] = {
+    "tiny-random-llama": (0, 2, 32, {"max_position_embeddings": 2048}),
+    "tiny-random-llama-b": (1, 3, 48, {"max_position_embeddings": 2048, "num_attention_heads": 6,
+                                       "num_key_value_heads": 3, "intermediate_size": 80}),
+}
+
+
+def tiny_recipe(seed: int = 0, *, layers: int = 2, d_model: int = 32,
+                config: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What determines a :func:`tiny` model, as JSON: its arguments, the tokenizer's definition and the
+    versions of the code that builds it. The registered tiny models' "GGUF" is this recipe as a file,
+    so their fingerprint changes whenever the recipe does."""
+    import tokenizers
+    import torch
+
+    return {"kind": "tiny random Llama (alignment_dynamics.models.tiny)", "recipe_version": TINY_RECIPE_VERSION,
+            "seed": seed, "layers": layers, "d_model": d_model, "config": dict(sorted((config or {}).items())),
+            "tokenizer_sha256": cache.digest(_tiny_tokenizer_json()), "tokenizers": tokenizers.__version__,
+            "torch": torch.__version__.split("+")[0]}
+
+
+def tiny_spec(name: str, seed: int = 0, *, layers: int = 2, d_model: int = 32,
+              config: Mapping[str, Any] | None = None, folder: Path | None = None) -> ModelSpec:
+    """A registry entry for a tiny random Llama: ``locate`` writes its recipe (:func:`tiny_recipe`)
+    atomically into ``folder`` (default: the user cache) and returns that file, which stands for the GGUF;
+    the source loader builds :func:`tiny` from it. Conversion, fingerprints, loading and the embedding
+    cache then run exactly as for the packaged models, in about a second.
+
+    Used in: the smoke profile of every chapter that loads a model, and the tests.
+    """
+    @functools.lru_cache(maxsize=1)
+    def recipe_text() -> str:  # lazily: it imports torch and trains the tiny tokenizer
+        import json
+
+        return json.dumps(tiny_recipe(seed, layers=layers, d_model=d_model, config=config), sort_keys=True,
+                          indent=1) + "\n"
+
+    def locate() -> Path:
+        text = recipe_text()
+        where = Path(folder) if folder is not None else cache.user_cache_dir("tiny-models")
+        path = where / f"{name}-{cache.digest(text)[:16]}.json"
+        if not path.exists() or path.read_text() != text:
+            where.mkdir(parents=True, exist_ok=True)
+            cache.write_text_atomic(path, text)
+        return path
+
+    def loader(path: Path):
+        lm = tiny(seed, layers=layers, d_model=d_model, config=config)
+        return lm.model, lm.tokenizer
+
+    return ModelSpec(name=name, description=(f"a tiny RANDOM Llama ({layers} layers, d = {d_model}, seed {seed}): "
+                                             f"checks the plumbing only, its numbers mean nothing"),
+                     package="alignment-dynamics", version="(built in code)", install="(built in code)",
+                     license="none (random weights)", locate=locate, source_loader=loader)
+
+
+for _name, (_seed, _layers, _d, _extra) in TINY_MODELS.items():
+    REGISTRY[_name] = tiny_spec(_name, _seed, layers=_layers, d_model=_d, config=_extra)
+
+
+def is_tiny(name: str) -> bool:
+    """Whether ``name`` is one of the registered tiny random models (their numbers mean nothing)."""
+    return name in TINY_MODELS
+
+
+def short_labels(names) -> dict[str, str]:
+    """Short, unique labels of model names for figures and tables: the first word of each name
+    (``smollm2``, ``gemma``), or the whole name where first words collide.
+
+    Used in: `book/distinguishability.md`, `book/training_dynamics.md`, `book/prioritization.md`.
+    """
+    names = list(names)
+    first = {m: re.split(r"[-/@]", m.split("/")[-1])[0] or m for m in names}
+    return {m: (first[m] if list(first.values()).count(first[m]) == 1 else m) for m in names}
