@@ -374,7 +374,7 @@ register(ChapterSpec(
         "per_class": {"smoke": 6, "fast": 32, "full": None},
         "behaviors": {"smoke": _NAMED_BEHAVIORS, "fast": None, "full": None},  # None: all 135
         # Figure 2: statements per class for the three mapped behaviours (a superset of per_class).
-        "map_per_class": {"smoke": 6, "fast": 150, "full": None},
+        "map_per_class": {"smoke": 6, "fast": 100, "full": None},
         "map_method": {"smoke": "pca", "fast": "umap", "full": "umap"},
         "n_boot": {"smoke": 50, "fast": 400, "full": 400},
         "shrinkage": _same(0.1),  # λ of the shrunk Fisher distance
@@ -421,7 +421,7 @@ def _model_pair(name: str, value: Any) -> list[str]:
     return out
 
 
-_FIGURE_PER_CLASS = {"smoke": 6, "fast": 150, "full": None}  # = distinguishability's map_per_class in fast
+_FIGURE_PER_CLASS = {"smoke": 6, "fast": 100, "full": None}  # = distinguishability's map_per_class in fast
 _TWO_MODELS = Param("MODELS", {"smoke": _TINY_PAIR, "fast": ["smollm2-135m-instruct", "gemma-3-270m"],
                                "full": ["smollm2-135m-instruct", "gemma-3-270m"]},
                     "the two models compared side by side (the first is shown in the largest figures)",
@@ -531,9 +531,9 @@ register(ChapterSpec(
         Param("LR", {"smoke": 1e-3, "fast": 1e-3, "full": 1e-5}, "AdamW learning rate (official: 1e-5)",
               positive_float),
         Param("BETA", _same(0.01), "DPO temperature beta (official: 0.01)", positive_float),
-        Param("BATCH_SIZE", {"smoke": 4, "fast": 32, "full": 128}, "pairs per step (official: 128)", sized(1, 4096)),
-        Param("EPOCHS", {"smoke": 1, "fast": 2, "full": 1}, "epochs of each run (official: 1)", sized(1, 1000)),
-        Param("N_TRAIN", {"smoke": 8, "fast": 160, "full": None}, "training pairs per behaviour, from the official "
+        Param("BATCH_SIZE", {"smoke": 4, "fast": 16, "full": 128}, "pairs per step (official: 128)", sized(1, 4096)),
+        Param("EPOCHS", {"smoke": 1, "fast": 1, "full": 1}, "epochs of each run (official: 1)", sized(1, 1000)),
+        Param("N_TRAIN", {"smoke": 8, "fast": 128, "full": None}, "training pairs per behaviour, from the official "
               "90 % split (None: all)", _typed(int, lo=2, hi=100_000, allow_none=True)),
         Param("N_TEST", {"smoke": 4, "fast": 50, "full": None}, "test pairs per behaviour, from the official 10 % "
               "split (None: all)", _typed(int, lo=2, hi=100_000, allow_none=True)),
