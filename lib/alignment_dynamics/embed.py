@@ -442,8 +442,8 @@ def behavior_embeddings(model_name: str, behavior: str, indices: Sequence[int] |
 
     Prompts come from ``data.persona_pairs`` (the ``question`` verbatim by default); ``flip`` changes
     the labels only. Use ``data.stratified_sample`` for nested samples that share cached rows.
-    ``dtype="auto"`` (default) computes in ``hardware.auto_dtype()``: bfloat16 where the hardware has
-    native bf16 (2-4x faster; rows agree with float32 to about 1 %), else float32. The rows are
+    ``dtype="auto"`` (default) computes in ``hardware.auto_dtype()``: bfloat16 where the hardware runs
+    it natively and faster (AMX: 3-4x; rows agree with float32 to about 2 %), else float32. The rows are
     float32 either way, and the dtype used is in ``options["dtype"]`` and in the cache key.
 
     Used in: `book/persona_data.md`, `book/distinguishability.md`, `book/training_dynamics.md`,
