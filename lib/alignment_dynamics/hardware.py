@@ -112,8 +112,8 @@ def fast_bf16(device: Any = None) -> tuple[bool, str]:
     if not native or _device(device).startswith("cuda"):
         return native, why
     if not any(f in cpu_flags() for f in FAST_BF16_FLAGS):
-        return False, (f"{why}, but no {' or '.join(FAST_BF16_FLAGS)}: native bfloat16 without AMX was measured "
-                       f"slower than float32 here")
+        return False, (f"{why} but no {' or '.join(FAST_BF16_FLAGS)} (native bfloat16 without AMX was measured "
+                       f"slower than float32)")
     return True, why
 
 
