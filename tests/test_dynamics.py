@@ -549,6 +549,23 @@ def test_first_step_terms_are_exact_without_within_class_noise():
         dy.first_step_terms(bs, 100)
 
 
+def test_first_step_check_orders_by_distinguishability_and_fails_when_reversed():
+    rng = np.random.default_rng(21)
+    shifts = [0.2, 0.6, 1.0, 1.6, 2.4, 3.2]
+    sets = {f"b{i}": make_set(rng, f"b{i}", 20, 20, shift=sh) for i, sh in enumerate(shifts)}
+    facts, _ = make_facts(rng)
+    runs = dy.train_runs([[bs] for bs in sets.values()], facts=facts, steps=2, batch_size=40, seeds=[1, 2],
+                         lr=1.0, beta=0.3, progress=False)
+    dist = [np.linalg.norm(bs.b("train")) for bs in sets.values()]
+    check = dy.first_step_check(runs, sets, dist, 64, seed=0)
+    assert check.batch == min(bs.n_train for bs in sets.values())  # capped at the smallest training set
+    assert check.verdict.verdict == "agrees" and len(check.first) == len(shifts)
+    # a wrong predictor (the order reversed) must not agree
+    assert dy.first_step_check(runs, sets, dist[::-1], 64, seed=0).verdict.verdict == "differs"
+    with pytest.raises(dy.DynamicsError, match="one distinguishability per group"):
+        dy.first_step_check(runs, sets, dist[:2], 64)
+
+
 def test_single_threaded_restores_the_thread_count():
     before = torch.get_num_threads()
     with dy.single_threaded():

@@ -450,6 +450,41 @@ def update_rate_overlay(sets: Sequence[BehaviorSet], runs: Runs) -> dict[str, np
     return out
 
 
+@dataclass(frozen=True)
+class FirstStepCheck:
+    """Is the first step of ‖W_U − W_U(0)‖ ordered by distinguishability at a given batch?
+
+    ``batch``: the batch used (the requested one, capped at the smallest training set); ``ratio``: the
+    median over behaviours of the batch-imbalance / signal ratio of :func:`first_step_terms`;
+    ``first``: the mean first-step head change of each behaviour over its runs; ``verdict``: the
+    :func:`alignment_dynamics.verdicts.rank_order` test of ``first`` against ``distinguishability``.
+    """
+
+    batch: int
+    ratio: float
+    first: np.ndarray
+    verdict: Any
+
+
+def first_step_check(runs: "Runs", sets: dict, distinguishability: Sequence[float], batch_size: int, *,
+                     seed: int = 0) -> FirstStepCheck:
+    """The single-step ordering question on trained runs with one behaviour per group (``runs.groups``),
+    their behaviour sets ``sets[name]`` and each behaviour's distinguishability, in group order.
+
+    Used in: `book/training_dynamics.md`.
+    """
+    from . import verdicts
+
+    names = [g[0] for g in runs.groups]
+    if len(distinguishability) != len(names):
+        raise DynamicsError(f"need one distinguishability per group ({len(names)}), got {len(distinguishability)}")
+    batch = min(int(batch_size), min(sets[b].n_train for b in names))
+    ratio = float(np.median([first_step_terms(sets[b], batch)["ratio"] for b in names]))
+    first = np.array([runs.head_change[runs.group == i][:, 1].mean() for i in range(len(names))])
+    verdict = verdicts.rank_order(np.asarray(distinguishability, dtype=float), first, seed=seed)
+    return FirstStepCheck(batch, ratio, first, verdict)
+
+
 def first_step_terms(bs: BehaviorSet, batch_size: int) -> dict[str, float]:
     """The parts of a first SGD step's squared size E‖m̂_B‖², over random batches B.
 
