@@ -123,6 +123,49 @@ def glue_text(key: str, value: str, *, volatile: bool = False) -> str:
     return value
 
 
+def glue_result(prefix: str, result: Any, *, fields: "list[str] | None" = None, volatile: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Glue a result object's scalar fields under ``<prefix>_<field>``: numbers with :func:`glue_num`,
+    strings with :func:`glue_text`. ``result`` is a dataclass or a mapping; ``fields`` picks and orders
+    the fields (default: every number or string field, others skipped); ``volatile`` names the
+    machine-dependent ones. A field named in ``fields`` that is missing or not a scalar is an error.
+    Returns ``{key: glued value}``. One call per result object keeps a cell to call, glue and plot."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(result) and not isinstance(result, type):
+        values = {f.name: getattr(result, f.name) for f in dataclasses.fields(result)}
+    elif isinstance(result, dict):
+        values = dict(result)
+    else:
+        raise GlueError(f"glue_result {prefix!r}: expected a dataclass instance or a dict, got {type(result).__name__}")
+
+    def scalar(v: Any) -> bool:
+        if isinstance(v, (str, bool, int, float)):
+            return True
+        return hasattr(v, "item") and getattr(v, "shape", ()) in ((), None)
+
+    if fields is None:
+        names = [k for k, v in values.items() if scalar(v)]
+    else:
+        unknown = [k for k in fields if k not in values]
+        if unknown:
+            raise GlueError(f"glue_result {prefix!r}: no field(s) {unknown}; fields are {sorted(values)}")
+        bad = [k for k in fields if not scalar(values[k])]
+        if bad:
+            raise GlueError(f"glue_result {prefix!r}: field(s) {bad} are not numbers or strings")
+        names = list(fields)
+    stray = sorted(set(volatile) - set(names))
+    if stray:
+        raise GlueError(f"glue_result {prefix!r}: volatile names {stray} are not glued fields")
+    out: dict[str, Any] = {}
+    for name in names:
+        key, v = f"{prefix}_{name}", values[name]
+        if isinstance(v, str):
+            out[key] = glue_text(key, v, volatile=name in volatile)
+        else:
+            out[key] = glue_num(key, v, volatile=name in volatile)
+    return out
+
+
 def glue_figure(key: str, fig) -> None:
     """Glue a matplotlib figure for ``{glue:figure}`` (the figure is closed afterwards)."""
     import matplotlib.pyplot as plt
