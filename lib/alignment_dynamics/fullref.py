@@ -1,0 +1,198 @@
+"""The full-data reference: every behaviour's numbers on all of its statements, computed once.
+
+The fast chapters estimate per-behaviour quantities on a sample of each behaviour's statements (32 per
+class in the all-behaviour sweeps). This module computes the same quantities on every statement, with the
+official 90/10 split, the official batch of 128 and 100 SGD steps, for each model, and writes them as a
+small artefact with a manifest (command, commit, machine, CPU, dtype, date, checksum) under
+``artifacts/fullref/``. The chapters read it with :func:`load` (checksum verified) and show their sample's
+numbers beside it, with the rank agreement between the two.
+
+Per behaviour and model (one row): ``distinguishability``, ``trace``, ``concentration`` (geometry on the
+training pairs, the official three), ``n_train``, ``n_test``, ``first_step`` (‖W₁ − W₀‖ of one official
+step), ``change_100`` (‖W₁₀₀ − W₀‖), ``loss_drop_train`` and ``loss_drop_test`` (ln 2 − loss after the
+last step on the training / held-out pairs), ``acc_test`` (policy accuracy on held-out pairs at the end).
+The learning rate and β are the training-dynamics chapter's ``official`` choice (:func:`dynamics.lr_choice`)
+computed on these full training sets.
+
+Run: ``python -m alignment_dynamics.fullref --out artifacts/fullref`` (about an hour on two cores with
+native bfloat16; several on an AVX2-only CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .validate import InputError
+
+#: Columns of a reference table, in order (after ``behavior``).
+COLUMNS = ("n_train", "n_test", "distinguishability", "trace", "concentration", "first_step", "change_100",
+           "loss_drop_train", "loss_drop_test", "acc_test")
+#: The protocol of the reference (official batch and steps).
+BATCH_SIZE, STEPS = 128, 100
+FORMAT_VERSION = 1
+
+
+class ReferenceError(InputError):
+    """A missing, corrupted or mismatched reference artefact."""
+
+
+@dataclass(frozen=True)
+class Reference:
+    """One model's reference table: ``rows[behaviour][column]`` and the manifest it was made under."""
+
+    model: str
+    rows: dict[str, dict[str, float]]
+    manifest: dict[str, Any]
+
+    def column(self, name: str, behaviors: Sequence[str]) -> np.ndarray:
+        """The values of ``name`` for ``behaviors``, in that order (an unknown behaviour is an error)."""
+        if name not in COLUMNS:
+            raise ReferenceError(f"unknown reference column {name!r}; columns are {list(COLUMNS)}")
+        missing = [b for b in behaviors if b not in self.rows]
+        if missing:
+            raise ReferenceError(f"the {self.model} reference has no row for {missing[:3]}"
+                                 f"{' ...' if len(missing) > 3 else ''} ({len(self.rows)} behaviours in it)")
+        return np.array([self.rows[b][name] for b in behaviors], dtype=np.float64)
+
+
+def compute(model_names: Sequence[str], *, behaviors: Sequence[str] | None = None, seed: int = 1234,
+            proxy: str = "smollm2-135m-instruct", dtype: str = "auto", progress: bool = True) -> dict[str, dict]:
+    """The reference rows ``{model: {behaviour: {column: value}}}`` (see the module docstring).
+
+    ``proxy`` (the Llama-architecture model whose feature scale stands in for Llama-2-7B's, as in the
+    training-dynamics chapter) must be among ``model_names``."""
+    from . import data, geometry
+    from . import dynamics as dy
+    from . import progress as prog
+
+    names = list(dict.fromkeys(model_names))
+    if proxy not in names:
+        raise ReferenceError(f"the proxy model {proxy!r} must be among the models {names}")
+    behaviors = data.validate_behaviors(list(behaviors) if behaviors is not None else data.behaviors())
+    facts, sets = {}, {}
+    for m in names:
+        facts[m] = dy.head_facts(m)
+        it = prog.steps(behaviors, f"full-data embeddings ({m})", unit="behaviour") if progress else behaviors
+        sets[m] = [dy.behavior_set(m, b, None, seed=seed, dtype=dtype) for b in it]
+    choice = dy.lr_choice({m: (facts[m], sets[m]) for m in names}, proxy=proxy, beta_mode="official")
+    out: dict[str, dict] = {}
+    for m in names:
+        runs = dy.train_runs([[bs] for bs in sets[m]], facts=facts[m], steps=STEPS, batch_size=BATCH_SIZE,
+                             seeds=[seed], lr=choice[m]["lr"], beta=choice[m]["beta"], progress=progress)
+        rows = {}
+        for r, bs in enumerate(sets[m]):
+            p = geometry.properties(bs.h_train, bs.s_train > 0)
+            rows[bs.behavior] = {
+                "n_train": bs.n_train, "n_test": int(bs.h_test.shape[0]),
+                "distinguishability": p["distinguishability"], "trace": p["trace"],
+                "concentration": p["concentration"],
+                "first_step": float(runs.head_change[r, 1]), "change_100": float(runs.head_change[r, -1]),
+                "loss_drop_train": float(dy.LN2 - runs.loss["train"][r, -1, 0]),
+                "loss_drop_test": float(dy.LN2 - runs.loss["test"][r, -1, 0]),
+                "acc_test": float(runs.policy_accuracy["test"][r, -1, 0]),
+            }
+        out[m] = {"rows": rows, "lr": float(choice[m]["lr"]), "beta": float(choice[m]["beta"])}
+    return out
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _commit() -> str:
+    try:
+        root = Path(__file__).resolve().parents[2]
+        c = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "lib"], capture_output=True,
+                               text=True, check=True).stdout.strip()
+        return c.stdout.strip() + ("+dirty lib" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def write(result: dict[str, dict], out_dir: str | Path, *, command: str, seconds: float) -> list[Path]:
+    """Write one ``<model>.json`` per model and ``manifest.json`` (checksums of each) into ``out_dir``,
+    atomically (a half-written artefact never replaces a good one)."""
+    from . import cache, hardware
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    machine = hardware.summary()
+    written, files = [], {}
+    for m, res in result.items():
+        for b, row in res["rows"].items():
+            bad = [k for k, v in row.items() if not (isinstance(v, (int, float)) and math.isfinite(v))]
+            if bad:
+                raise ReferenceError(f"{m} / {b}: non-finite reference values in {bad}; not written")
+        body = {"format": FORMAT_VERSION, "model": m, "columns": list(COLUMNS), "batch_size": BATCH_SIZE,
+                "steps": STEPS, "lr": res["lr"], "beta": res["beta"], "rows": res["rows"]}
+        path = out_dir / f"{m}.json"
+        with cache.atomic_path(path) as tmp:
+            Path(tmp).write_text(json.dumps(body, indent=1, sort_keys=True, allow_nan=False) + "\n")
+        files[path.name] = {"sha256": _sha256(path), "behaviours": len(res["rows"])}
+        written.append(path)
+    manifest = {"format": FORMAT_VERSION, "command": command, "commit": _commit(),
+                "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "seconds": round(seconds, 1),
+                "machine": machine, "python": platform.python_version(), "files": files}
+    mpath = out_dir / "manifest.json"
+    with cache.atomic_path(mpath) as tmp:
+        Path(tmp).write_text(json.dumps(manifest, indent=1, sort_keys=True, default=str) + "\n")
+    return written + [mpath]
+
+
+def default_dir() -> Path:
+    """``artifacts/fullref`` of this checkout."""
+    return Path(__file__).resolve().parents[2] / "artifacts" / "fullref"
+
+
+def load(model: str, directory: str | Path | None = None) -> Reference:
+    """The committed reference of ``model``, its checksum checked against the manifest."""
+    d = Path(directory) if directory is not None else default_dir()
+    mpath, path = d / "manifest.json", d / f"{model}.json"
+    if not mpath.exists():
+        raise ReferenceError(f"no reference manifest at {mpath}; make one with "
+                             "`python -m alignment_dynamics.fullref --out artifacts/fullref`")
+    manifest = json.loads(mpath.read_text())
+    entry = manifest.get("files", {}).get(path.name)
+    if entry is None or not path.exists():
+        have = sorted(k[:-5] for k in manifest.get("files", {}))
+        raise ReferenceError(f"no reference for model {model!r} in {d}; the reference covers {have}")
+    digest = _sha256(path)
+    if digest != entry["sha256"]:
+        raise ReferenceError(f"{path}: checksum {digest[:12]}... does not match the manifest's "
+                             f"{entry['sha256'][:12]}...: the file was changed or corrupted")
+    body = json.loads(path.read_text())
+    if body.get("format") != FORMAT_VERSION or body.get("columns") != list(COLUMNS):
+        raise ReferenceError(f"{path}: format {body.get('format')} / columns {body.get('columns')} differ from "
+                             f"this library's ({FORMAT_VERSION}, {list(COLUMNS)}); recompute the reference")
+    return Reference(model=model, rows=body["rows"], manifest={**manifest, "lr": body["lr"], "beta": body["beta"]})
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m alignment_dynamics.fullref", description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", default="smollm2-135m-instruct,gemma-3-270m", help="comma-separated models")
+    p.add_argument("--behaviors", default=None, help="comma-separated behaviours (default: all 135)")
+    p.add_argument("--out", default=str(default_dir()), help="output folder")
+    a = p.parse_args(argv)
+    t0 = time.perf_counter()
+    res = compute(a.models.split(","), behaviors=a.behaviors.split(",") if a.behaviors else None)
+    cmd = "python -m alignment_dynamics.fullref " + " ".join(argv if argv is not None else sys.argv[1:])
+    for path in write(res, a.out, command=cmd.strip(), seconds=time.perf_counter() - t0):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
