@@ -130,12 +130,13 @@ def write(result: dict[str, dict], out_dir: str | Path, *, command: str, seconds
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     machine = hardware.summary()
+    for m, res in result.items():  # check everything before writing anything
+        for b, row in res["rows"].items():
+            bad = [k for k in COLUMNS if not (isinstance(row.get(k), (int, float)) and math.isfinite(row[k]))]
+            if bad:
+                raise ReferenceError(f"{m} / {b}: missing or non-finite reference values in {bad}; nothing written")
     written, files = [], {}
     for m, res in result.items():
-        for b, row in res["rows"].items():
-            bad = [k for k, v in row.items() if not (isinstance(v, (int, float)) and math.isfinite(v))]
-            if bad:
-                raise ReferenceError(f"{m} / {b}: non-finite reference values in {bad}; not written")
         body = {"format": FORMAT_VERSION, "model": m, "columns": list(COLUMNS), "batch_size": BATCH_SIZE,
                 "steps": STEPS, "lr": res["lr"], "beta": res["beta"], "rows": res["rows"]}
         path = out_dir / f"{m}.json"
