@@ -122,9 +122,11 @@ def _commit() -> str:
         return "unknown"
 
 
-def write(result: dict[str, dict], out_dir: str | Path, *, command: str, seconds: float) -> list[Path]:
+def write(result: dict[str, dict], out_dir: str | Path, *, command: str, seconds: float,
+          commit: str | None = None) -> list[Path]:
     """Write one ``<model>.json`` per model and ``manifest.json`` (checksums of each) into ``out_dir``,
-    atomically (a half-written artefact never replaces a good one)."""
+    atomically (a half-written artefact never replaces a good one). ``commit`` is the code's commit when
+    the computation started (default: now)."""
     from . import cache, hardware
 
     out_dir = Path(out_dir)
@@ -144,7 +146,7 @@ def write(result: dict[str, dict], out_dir: str | Path, *, command: str, seconds
             Path(tmp).write_text(json.dumps(body, indent=1, sort_keys=True, allow_nan=False) + "\n")
         files[path.name] = {"sha256": _sha256(path), "behaviours": len(res["rows"])}
         written.append(path)
-    manifest = {"format": FORMAT_VERSION, "command": command, "commit": _commit(),
+    manifest = {"format": FORMAT_VERSION, "command": command, "commit": commit or _commit(),
                 "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "seconds": round(seconds, 1),
                 "machine": machine, "python": platform.python_version(), "files": files}
     mpath = out_dir / "manifest.json"
@@ -187,10 +189,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--behaviors", default=None, help="comma-separated behaviours (default: all 135)")
     p.add_argument("--out", default=str(default_dir()), help="output folder")
     a = p.parse_args(argv)
-    t0 = time.perf_counter()
+    t0, commit = time.perf_counter(), _commit()
     res = compute(a.models.split(","), behaviors=a.behaviors.split(",") if a.behaviors else None)
     cmd = "python -m alignment_dynamics.fullref " + " ".join(argv if argv is not None else sys.argv[1:])
-    for path in write(res, a.out, command=cmd.strip(), seconds=time.perf_counter() - t0):
+    for path in write(res, a.out, command=cmd.strip(), seconds=time.perf_counter() - t0, commit=commit):
         print(path)
     return 0
 
