@@ -76,3 +76,43 @@ def test_missing_manifest_and_nan_rows_are_errors(result, tmp_path):
 def test_the_proxy_must_be_one_of_the_models():
     with pytest.raises(fullref.ReferenceError, match="proxy"):
         fullref.compute(TINY, behaviors=BEHAVIORS, proxy="smollm2-135m-instruct", progress=False)
+
+
+def _synthetic_reference(n: int, seed: int = 0) -> fullref.Reference:
+    rng = np.random.default_rng(seed)
+    rows = {f"b{i}": {c: float(v) for c, v in zip(fullref.COLUMNS, rng.uniform(1, 2, len(fullref.COLUMNS)))}
+            for i in range(n)}
+    for r in rows.values():
+        r["n_train"] = 900.0
+    return fullref.Reference(model="m", rows=rows, manifest={"date_utc": "2026-12-02T00:00:00Z",
+                                                             "machine": {"cpu": "X", "auto_dtype": "float32"}})
+
+
+def test_agreement_ranks_a_faithful_sample_high_and_a_reversed_one_low():
+    ref = _synthetic_reference(30)
+    truth = {b: r["distinguishability"] for b, r in ref.rows.items()}
+    rng = np.random.default_rng(1)
+    noisy = {b: v + rng.normal(0, 0.01) for b, v in truth.items()}
+    a = fullref.agreement(noisy, "m", "distinguishability", statements=64, reference=ref, n_boot=200)
+    assert (a.n, a.statements_sample, a.statements_reference) == (30, 64.0, 900.0)
+    assert a.rho > 0.95 and a.lo <= a.rho <= a.hi
+    # mutation: a reversed sample must disagree, and a shuffled one must not look like agreement
+    rev = fullref.agreement({b: -v for b, v in truth.items()}, "m", "distinguishability", statements=64,
+                            reference=ref, n_boot=200)
+    assert rev.rho == pytest.approx(-1.0) and rev.hi < 0
+    shuffled = dict(zip(truth, rng.permutation(list(truth.values()))))
+    sh = fullref.agreement(shuffled, "m", "distinguishability", statements=64, reference=ref, n_boot=200)
+    assert sh.lo < 0.5
+
+
+def test_agreement_rejects_unknown_behaviours_nan_and_the_wrong_model():
+    ref = _synthetic_reference(6)
+    ok = {b: r["trace"] for b, r in ref.rows.items()}
+    with pytest.raises(fullref.ReferenceError, match="no row"):
+        fullref.agreement({**ok, "zz": 1.0}, "m", "trace", statements=8, reference=ref)
+    with pytest.raises(fullref.ReferenceError, match="non-finite"):
+        fullref.agreement({**ok, "b0": math.nan}, "m", "trace", statements=8, reference=ref)
+    with pytest.raises(fullref.ReferenceError, match="not 'other'"):
+        fullref.agreement(ok, "other", "trace", statements=8, reference=ref)
+    with pytest.raises(fullref.ReferenceError, match="at least 4"):
+        fullref.agreement(dict(list(ok.items())[:3]), "m", "trace", statements=8, reference=ref)

@@ -183,6 +183,58 @@ def load(model: str, directory: str | Path | None = None) -> Reference:
     return Reference(model=model, rows=body["rows"], manifest={**manifest, "lr": body["lr"], "beta": body["beta"]})
 
 
+@dataclass(frozen=True)
+class Agreement:
+    """How a chapter's sample estimate of one per-behaviour quantity ranks the behaviours against the
+    full-data reference: Spearman's ρ over the ``n`` behaviours in both, with a bootstrap interval that
+    resamples behaviours; ``statements_sample`` / ``statements_reference`` are the median statements per
+    behaviour behind each (the reference's on its training split)."""
+
+    model: str
+    column: str
+    n: int
+    rho: float
+    lo: float
+    hi: float
+    statements_sample: float
+    statements_reference: float
+    reference_date: str
+    reference_cpu: str
+
+
+def agreement(sample: "dict[str, float]", model: str, column: str, *, statements: "dict[str, int] | float",
+              directory: str | Path | None = None, reference: Reference | None = None, n_boot: int = 2000,
+              seed: int = 0) -> Agreement:
+    """Compare ``sample[behaviour]`` (a chapter's estimate of ``column``) with ``model``'s reference.
+
+    ``statements`` is the number of statements behind each sample value (a mapping by behaviour, or one
+    number for all). Behaviours the sample holds but the reference lacks are an error (a stale or partial
+    reference must not be compared silently); a non-finite sample value is an error too."""
+    from . import stats
+
+    ref = reference if reference is not None else load(model, directory)
+    if ref.model != model:
+        raise ReferenceError(f"the reference given is {ref.model!r}'s, not {model!r}'s")
+    names = list(sample)
+    if len(names) < 4:
+        raise ReferenceError(f"a rank agreement needs at least 4 behaviours, got {len(names)}")
+    x = np.array([sample[b] for b in names], dtype=np.float64)
+    if not np.all(np.isfinite(x)):
+        bad = [b for b, v in zip(names, x) if not np.isfinite(v)]
+        raise ReferenceError(f"non-finite sample values of {column!r} for {bad[:3]}")
+    y = ref.column(column, names)
+    rho, lo, hi = stats.crossfit_spearman(x[None, :], y[None, :], n_boot=n_boot, seed=seed)
+    if isinstance(statements, dict):
+        n_s = float(np.median([statements[b] for b in names]))
+    else:
+        n_s = float(statements)
+    n_r = float(np.median([ref.rows[b]["n_train"] for b in names]))
+    machine = ref.manifest.get("machine", {})
+    return Agreement(model=model, column=column, n=len(names), rho=rho, lo=lo, hi=hi, statements_sample=n_s,
+                     statements_reference=n_r, reference_date=str(ref.manifest.get("date_utc", "?"))[:10],
+                     reference_cpu=f"{machine.get('cpu', '?')}, {machine.get('auto_dtype', '?')}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m alignment_dynamics.fullref", description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default="smollm2-135m-instruct,gemma-3-270m", help="comma-separated models")
