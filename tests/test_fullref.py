@@ -116,3 +116,30 @@ def test_agreement_rejects_unknown_behaviours_nan_and_the_wrong_model():
         fullref.agreement(ok, "other", "trace", statements=8, reference=ref)
     with pytest.raises(fullref.ReferenceError, match="at least 4"):
         fullref.agreement(dict(list(ok.items())[:3]), "m", "trace", statements=8, reference=ref)
+
+
+def test_compare_tables_agreements_and_names_models_without_a_reference(result, tmp_path):
+    import pandas as pd
+
+    fullref.write({TINY[0]: result[TINY[0]]}, tmp_path, command="test", seconds=1.0)
+    rows = result[TINY[0]]["rows"]
+    extra = {f"x{i}": dict(rows["openness"]) for i in range(3)}  # 5 behaviours (>= 4 for a rank)
+    for i, r in enumerate(extra.values()):
+        r["trace"] = r["trace"] * (1.1 + i)
+        r["distinguishability"] = r["distinguishability"] * (1.2 + i)
+    ref_path = tmp_path / f"{TINY[0]}.json"
+    body = json.loads(ref_path.read_text())
+    body["rows"].update(extra)
+    ref_path.write_text(json.dumps(body))
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    manifest["files"][ref_path.name]["sha256"] = fullref._sha256(ref_path)
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    table = pd.DataFrame({b: {"trace": r["trace"], "distinguishability": r["distinguishability"]}
+                          for b, r in body["rows"].items()}).T
+    cmp = fullref.compare({TINY[0]: table, TINY[1]: table}, ["distinguishability", "trace"], statements=10,
+                          directory=tmp_path, n_boot=100)
+    assert cmp.missing == (TINY[1],) and "no full-data reference" in cmp.text
+    assert set(cmp.agreements) == {(TINY[0], "distinguishability"), (TINY[0], "trace")}
+    assert cmp.agreements[(TINY[0], "trace")].rho == pytest.approx(1.0)
+    assert list(cmp.table["quantity"]) == ["distinguishability", "trace"] and (cmp.table["behaviours"] == 5).all()
+    assert fullref.covers(TINY[0], tmp_path) and not fullref.covers(TINY[1], tmp_path)

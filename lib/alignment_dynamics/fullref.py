@@ -235,6 +235,68 @@ def agreement(sample: "dict[str, float]", model: str, column: str, *, statements
                      reference_cpu=f"{machine.get('cpu', '?')}, {machine.get('auto_dtype', '?')}")
 
 
+def covers(model: str, directory: str | Path | None = None) -> bool:
+    """Whether the committed reference has ``model`` (a reader's other model, or the smoke profile's tiny
+    models, has none; that is not an error)."""
+    mpath = (Path(directory) if directory is not None else default_dir()) / "manifest.json"
+    if not mpath.exists():
+        return False
+    return f"{model}.json" in json.loads(mpath.read_text()).get("files", {})
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A chapter's sample against the reference, for every model and column: ``table`` (one row per model
+    and column: ``n``, ``rho``, ``lo``, ``hi``, statements behind each side), ``agreements[(model, column)]``,
+    the models without a reference in ``missing``, and ``text``, one generated sentence per model."""
+
+    table: Any
+    agreements: dict
+    missing: tuple
+    text: str
+
+
+def compare(samples: "dict[str, Any]", columns: Sequence[str], *, statements: "dict[str, int] | float",
+            labels: "dict[str, str] | None" = None, directory: str | Path | None = None,
+            n_boot: int = 2000, seed: int = 0) -> Comparison:
+    """:func:`agreement` for each model in ``samples`` (``{model: table indexed by behaviour}``) and each
+    column; models the reference does not cover are listed in ``missing`` and named in ``text``."""
+    import pandas as pd
+
+    labels = labels or {}
+    rows, agreements, missing, sentences = [], {}, [], []
+    for m, table in samples.items():
+        name = labels.get(m, m)
+        if not covers(m, directory):
+            missing.append(m)
+            sentences.append(f"There is no full-data reference for {name}: the committed one covers "
+                             f"{', '.join(_covered(directory)) or 'no model'}.")
+            continue
+        ref = load(m, directory)
+        parts = []
+        for c in columns:
+            a = agreement({b: float(table[c][b]) for b in table.index}, m, c, statements=statements,
+                          reference=ref, n_boot=n_boot, seed=seed)
+            agreements[(m, c)] = a
+            rows.append({"model": name, "quantity": c, "behaviours": a.n, "ρ": a.rho, "95% lo": a.lo,
+                         "95% hi": a.hi, "statements (sample)": a.statements_sample,
+                         "statements (reference)": a.statements_reference})
+            parts.append(f"{c} ρ = {a.rho:.2f} [{a.lo:.2f}, {a.hi:.2f}]")
+        a0 = agreements[(m, columns[0])]
+        sentences.append(f"On {name}, the sample ({a0.statements_sample:.0f} statements per behaviour) ranks the "
+                         f"{a0.n} behaviours against the full data ({a0.statements_reference:.0f} training "
+                         f"statements per behaviour) with " + "; ".join(parts) + ".")
+    return Comparison(table=pd.DataFrame(rows), agreements=agreements, missing=tuple(missing),
+                      text=" ".join(sentences))
+
+
+def _covered(directory: str | Path | None) -> list[str]:
+    mpath = (Path(directory) if directory is not None else default_dir()) / "manifest.json"
+    if not mpath.exists():
+        return []
+    return sorted(k[:-5] for k in json.loads(mpath.read_text()).get("files", {}))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m alignment_dynamics.fullref", description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default="smollm2-135m-instruct,gemma-3-270m", help="comma-separated models")
