@@ -143,3 +143,26 @@ def test_compare_tables_agreements_and_names_models_without_a_reference(result, 
     assert cmp.agreements[(TINY[0], "trace")].rho == pytest.approx(1.0)
     assert list(cmp.table["quantity"]) == ["distinguishability", "trace"] and (cmp.table["behaviours"] == 5).all()
     assert fullref.covers(TINY[0], tmp_path) and not fullref.covers(TINY[1], tmp_path)
+
+
+def test_full_data_test_reads_the_verdict_from_the_interval(tmp_path):
+    rng = np.random.default_rng(3)
+    n = 40
+    d = rng.uniform(1, 2, n)
+
+    def write(outcome):
+        rows = {f"b{i}": {c: 1.0 for c in fullref.COLUMNS} for i in range(n)}
+        for i, r in enumerate(rows.values()):
+            r["distinguishability"], r["loss_drop_test"] = float(d[i]), float(outcome[i])
+        fullref.write({"m": {"rows": rows, "lr": 0.1, "beta": 0.5}}, tmp_path, command="t", seconds=0.0)
+        return fullref.full_data_test("m", directory=tmp_path, n_boot=300)
+
+    up = write(d ** 2 + rng.normal(0, 0.05, n))
+    assert up.verdict == "agrees" and up.disjoint and up.n == n and up.lo > 0 and "held-out" in up.sentence
+    down = write(-d)  # mutation: the reversed outcome must differ
+    assert down.verdict == "differs" and down.hi < 0
+    noise = write(rng.normal(size=n))  # no association: the interval contains 0 (not resolvable)
+    assert noise.lo < 0 < noise.hi and noise.verdict == "not resolvable at this sample size"
+    with pytest.raises(fullref.ReferenceError, match="unknown outcome"):
+        fullref.full_data_test("m", outcome="n_test", directory=tmp_path)
+    assert not fullref.full_data_test("m", outcome="loss_drop_train", directory=tmp_path, n_boot=50).disjoint

@@ -290,6 +290,53 @@ def compare(samples: "dict[str, Any]", columns: Sequence[str], *, statements: "d
                       text=" ".join(sentences))
 
 
+@dataclass(frozen=True)
+class FullDataTest:
+    """The paper's association claim tested on the reference itself: Spearman's ρ over behaviours of
+    ``predictor`` (measured on each behaviour's training statements) and ``outcome`` (``loss_drop_test``
+    and ``acc_test`` are measured on the held-out 10 %, disjoint from them), with a bootstrap interval
+    by behaviour and the verdict of :func:`alignment_dynamics.verdicts.positive`."""
+
+    model: str
+    predictor: str
+    outcome: str
+    n: int
+    rho: float
+    lo: float
+    hi: float
+    verdict: str
+    disjoint: bool
+    sentence: str
+
+
+#: Reference columns measured on held-out statements (disjoint from those behind the geometry).
+HELD_OUT = ("loss_drop_test", "acc_test")
+#: Reference columns measured on the training statements (as the geometry is).
+ON_TRAIN = ("distinguishability", "trace", "concentration", "first_step", "change_100", "loss_drop_train")
+
+
+def full_data_test(model: str, predictor: str = "distinguishability", outcome: str = "loss_drop_test", *,
+                   directory: str | Path | None = None, label: str | None = None, n_boot: int = 2000,
+                   seed: int = 0) -> FullDataTest:
+    """Does ``predictor`` rank the behaviours as ``outcome`` does, on all statements? ``disjoint`` says
+    whether the outcome comes from statements disjoint from the predictor's (the non-circular form)."""
+    from . import stats, verdicts
+
+    for c, role in ((predictor, "predictor"), (outcome, "outcome")):
+        if c not in COLUMNS or c in ("n_train", "n_test"):
+            raise ReferenceError(f"unknown {role} {c!r}; valid: {[k for k in COLUMNS if k not in ('n_train', 'n_test')]}")
+    ref = load(model, directory)
+    names = sorted(ref.rows)
+    rho, lo, hi = stats.crossfit_spearman(ref.column(predictor, names)[None, :], ref.column(outcome, names)[None, :],
+                                          n_boot=n_boot, seed=seed)
+    v = verdicts.positive(rho, lo, hi, len(names))
+    disjoint = predictor in ON_TRAIN and outcome in HELD_OUT
+    kind = "held-out statements" if disjoint else "the same statements (circular)"
+    sentence = v.sentence(f"On all statements of {label or model}, ρ({predictor}, {outcome} on {kind})")
+    return FullDataTest(model=model, predictor=predictor, outcome=outcome, n=len(names), rho=rho, lo=lo, hi=hi,
+                        verdict=v.verdict, disjoint=disjoint, sentence=sentence)
+
+
 def _covered(directory: str | Path | None) -> list[str]:
     mpath = (Path(directory) if directory is not None else default_dir()) / "manifest.json"
     if not mpath.exists():
