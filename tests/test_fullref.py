@@ -165,4 +165,8 @@ def test_full_data_test_reads_the_verdict_from_the_interval(tmp_path):
     assert noise.lo < 0 < noise.hi and noise.verdict == "not resolvable at this sample size"
     with pytest.raises(fullref.ReferenceError, match="unknown outcome"):
         fullref.full_data_test("m", outcome="n_test", directory=tmp_path)
-    assert not fullref.full_data_test("m", outcome="loss_drop_train", directory=tmp_path, n_boot=50).disjoint
+    with pytest.raises(Exception, match="constant"):  # loss_drop_train is 1.0 everywhere here
+        fullref.full_data_test("m", outcome="loss_drop_train", directory=tmp_path, n_boot=50)
+    # the predictor on held-out statements and the outcome on the training ones is not the disjoint form
+    assert not fullref.full_data_test("m", "loss_drop_test", "distinguishability", directory=tmp_path,
+                                      n_boot=50).disjoint

@@ -152,3 +152,11 @@ def test_t_interval():
     m, lo, hi = stats.t_interval([1.0, 2.0, 3.0])
     assert m == 2.0 and lo < 2 < hi
     assert stats.t_interval([4.0])[1] == -math.inf
+
+
+def test_crossfit_spearman_rejects_a_constant_input():
+    import numpy as np
+
+    x = np.arange(10.0)[None, :]
+    with pytest.raises(stats.StatsError, match="constant"):
+        stats.crossfit_spearman(x, np.ones_like(x), n_boot=50)

@@ -174,6 +174,8 @@ def crossfit_spearman(x: Any, y: Any, *, n_boot: int = 2000, seed: int = 0,
     if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
         raise StatsError("x and y must be finite")
     _count("n_boot", n_boot, 10)
+    if np.any(np.ptp(a, axis=1) == 0) or np.any(np.ptp(b, axis=1) == 0):
+        raise StatsError("x or y is constant over the behaviours (in some fold): Spearman's rho is undefined")
     rho = float(np.nanmean(_pearson_rows(_ranks(a), _ranks(b))))
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xC0F1]))
     nb = a.shape[1]
