@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import tiny_models
-from alignment_dynamics import config, data, dpo, dynamics as dy, geometry, models, plotting
+from alignment_dynamics import config, data, dpo, dynamics as dy, geometry, models, plotting, stats
 
 V, D, YES, NO = 23, 7, 3, 11
 
@@ -340,7 +340,7 @@ def test_behavior_set_needs_both_classes():
 
 def test_steps_to_level_and_change_slope():
     acc = np.array([[0.5, 0.8, 0.95, 0.97], [0.2, 0.3, 0.4, 0.5], [0.91, 0.5, 0.95, 0.95]])
-    np.testing.assert_array_equal(dy.steps_to_level(acc, 0.9), [2, np.inf, 0])
+    np.testing.assert_array_equal(stats.first_reaching(acc, 0.9), [2, np.inf, 0])
     t = np.arange(11.0)
     assert dy.change_slope(3 * t) == pytest.approx(3.0)
     np.testing.assert_allclose(dy.change_slope(np.stack([t, 2 * t])), [1.0, 2.0])
@@ -386,9 +386,9 @@ def test_partial_spearman_removes_a_common_cause():
     z = rng.standard_normal(200)
     x = z + 0.3 * rng.standard_normal(200)
     y = np.exp(z) + 0.3 * rng.standard_normal(200)  # x and y related only through z
-    assert dy.partial_spearman(x, y) == pytest.approx(geometry.spearman(x, y))
+    assert dy.partial_spearman(x, y) == pytest.approx(stats.spearman(x, y))
     assert dy.partial_spearman(x, y, z) == pytest.approx(_manual_partial(x, y, z))
-    assert abs(dy.partial_spearman(x, y, z)) < 0.2 < geometry.spearman(x, y)
+    assert abs(dy.partial_spearman(x, y, z)) < 0.2 < stats.spearman(x, y)
     rho, lo, hi = dy.partial_spearman_ci(x, y, z, n_boot=300, seed=1)
     assert lo <= rho <= hi and lo < 0.05
     assert dy.partial_spearman_ci(x, y, z, n_boot=300, seed=1) == (rho, lo, hi)
@@ -417,14 +417,14 @@ def test_speed_correlations_and_outliers():
 
 
 def test_wilson_interval_known_values():
-    p, lo, hi = dy.wilson_interval(5, 10)
+    p, lo, hi = stats.wilson(5, 10)
     assert p == 0.5 and lo == pytest.approx(0.2366, abs=1e-4) and hi == pytest.approx(0.7634, abs=1e-4)
-    assert dy.wilson_interval(0, 10)[1:] == (0.0, pytest.approx(0.2775, abs=1e-4))
-    assert dy.wilson_interval(10, 10)[1] == pytest.approx(0.7225, abs=1e-4)
-    with pytest.raises(dy.DynamicsError, match="successes must be at most n = 10"):
-        dy.wilson_interval(11, 10)
-    with pytest.raises(dy.DynamicsError, match="n must be an int >= 1"):
-        dy.wilson_interval(0, 0)
+    assert stats.wilson(0, 10)[1:] == (0.0, pytest.approx(0.2775, abs=1e-4))
+    assert stats.wilson(10, 10)[1] == pytest.approx(0.7225, abs=1e-4)
+    with pytest.raises(stats.StatsError, match="successes must be at most n = 10"):
+        stats.wilson(11, 10)
+    with pytest.raises(stats.StatsError, match="n must be an int >= 1"):
+        stats.wilson(0, 0)
 
 
 def test_random_groups_are_distinct_and_seeded():

@@ -11,6 +11,7 @@ import torch
 
 from alignment_dynamics import finetune as ft
 from alignment_dynamics import misalign as mis
+from alignment_dynamics import stats
 
 from finetune_helpers import one_thread, random_pairs, tiny_llama, user_cache  # noqa: F401
 
@@ -58,13 +59,13 @@ def test_head_only_identity_fails_for_other_starts_with_other_references():
     assert float(loss) > float(b.train["loss"][0, 0]) + 0.01
 
 
-def test_steps_to():
-    assert mis.steps_to([0.1, 0.4, 0.5, 0.7]) == 2.0
-    assert mis.steps_to([0.6, 0.1]) == 0.0
-    assert mis.steps_to([0.1, 0.2]) == math.inf
-    assert mis.steps_to([0.1, 0.3], threshold=0.25) == 1.0
-    with pytest.raises(mis.MisalignError, match="non-empty 1-d"):
-        mis.steps_to([])
+def test_first_reaching():
+    assert stats.first_reaching([0.1, 0.4, 0.5, 0.7], 0.5) == 2.0
+    assert stats.first_reaching([0.6, 0.1], 0.5) == 0.0
+    assert stats.first_reaching([0.1, 0.2], 0.5) == math.inf
+    assert stats.first_reaching([0.1, 0.3], 0.25) == 1.0
+    with pytest.raises(stats.StatsError, match="non-empty step axis"):
+        stats.first_reaching([], 0.5)
 
 
 def _tiny_sets(n_train=16, n_test=8):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from alignment_dynamics import config, dpo, geometry, theory, validate
+from alignment_dynamics import config, dpo, geometry, stats, theory, validate
 
 RNG = np.random.default_rng(0)
 H = RNG.standard_normal((8, 3))
@@ -55,8 +55,8 @@ CASES = [
                                                                    deltas=[0.5]), r"n must be even .* got 9; use 8 or 10"),
     ("update_rate_curves deltas empty", lambda: theory.update_rate_curves(0, d=4, n=8, beta_prime=0.64, lr=0.1, steps=2,
                                                                           deltas=[]), r"deltas is empty"),
-    ("spearman constant", lambda: geometry.spearman([1.0, 1.0, 1.0, 1.0], [1, 2, 3, 4]), r"x is constant"),
-    ("spearman NaN", lambda: geometry.spearman([1.0, np.nan, 3.0], [1, 2, 3]), r"non-finite"),
+    ("spearman constant", lambda: stats.spearman([1.0, 1.0, 1.0, 1.0], [1, 2, 3, 4]), r"x is constant"),
+    ("spearman NaN", lambda: stats.spearman([1.0, np.nan, 3.0], [1, 2, 3]), r"non-finite"),
 ]
 
 
@@ -110,6 +110,6 @@ def test_good_input_still_works():
     assert np.isfinite(v).all() and v.shape == (4, 3)
     assert np.isfinite(theory.dpo_loss_from_v(v[-1], H, S, beta=0.5))
     assert theory.bernstein_radius(0.05, 10, 1.0) > 0
-    assert -1 <= geometry.spearman([1, 2, 3, 4], [1, 3, 2, 4]) <= 1
+    assert -1 <= stats.spearman([1, 2, 3, 4], [1, 3, 2, 4]) <= 1
     loss, *_ = dpo.dpo_loss(_t([-1.0]), _t([-2.0]), _t([-1.5]), _t([-1.5]), beta=0.1)
     assert torch.isfinite(loss)

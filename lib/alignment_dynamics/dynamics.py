@@ -36,7 +36,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from . import cache, data, embed, models
+from . import cache, data, embed, models, stats
 from .config import ConfigError, suggest
 
 OFFICIAL_LR = 0.1  # the SGD learning rate of the plotted last-layer runs [official code]
@@ -533,20 +533,20 @@ def margin_overlay(group: Sequence[BehaviorSet], runs: Runs, run: int) -> dict[s
     lr, beta = float(runs.lr[run]), float(runs.beta[run])
     t = runs.t.astype(np.float64)
     H, S, _ = _pooled_training(group, rep)
-    stats = sample_statistics(H, S)
-    m_all = 2.0 * stats["m_hat"]
+    sst = sample_statistics(H, S)
+    m_all = 2.0 * sst["m_hat"]
     theorem, imbalance, band = [], [], []
     for k, bs in enumerate(group):
         h, s = bs.part("train")
         theorem.append(margin_change_prediction(t, lr=lr, beta=beta, bbar=pr["bbar"], b_i=pr["b"][k]))
         imbalance.append(margin_change_prediction(t, lr=lr, beta=beta, bbar=m_all, b_i=2.0 * (s[:, None] * h).mean(0)))
-        rho = remainder_bound(t, lr=lr, beta=beta, mhat_norm=np.linalg.norm(pr["bbar"]) / 2.0, G_norm=stats["G_norm"])
+        rho = remainder_bound(t, lr=lr, beta=beta, mhat_norm=np.linalg.norm(pr["bbar"]) / 2.0, G_norm=sst["G_norm"])
         band.append(rho * np.linalg.norm(pr["b"][k]))
     theorem, imbalance, band = np.array(theorem), np.array(imbalance), np.array(band)
     ok = (band < np.abs(theorem)) | (t == 0)
     holds = int(np.argmin(ok.all(0))) - 1 if not ok.all() else int(t[-1])
     return {"theorem": theorem, "imbalance": imbalance, "band": band, "band_holds_until": holds,
-            "kappa": float(lr * beta ** 2 * stats["G_norm"] / 2.0)}
+            "kappa": float(lr * beta ** 2 * sst["G_norm"] / 2.0)}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -812,20 +812,6 @@ def train_runs(groups: Sequence[Sequence[BehaviorSet]], *, facts: HeadFacts, ste
 # Learning-speed measures
 # ---------------------------------------------------------------------------------------------------
 
-def steps_to_level(curve: Any, level: float) -> np.ndarray:
-    """The first step t at which ``curve[..., t] >= level`` (``inf`` where it never does).
-
-    Used in: `book/training_dynamics.md`.
-    """
-    c = np.asarray(curve, dtype=np.float64)
-    if c.ndim < 1 or c.shape[-1] < 1:
-        raise DynamicsError(f"curve must have a step axis, got shape {c.shape}")
-    hit = c >= level
-    first = np.argmax(hit, axis=-1).astype(np.float64)
-    first[~hit.any(axis=-1)] = np.inf
-    return first
-
-
 def change_slope(head_change: Any) -> np.ndarray:
     """The least-squares slope through the origin of ‖W_t − W_0‖ against t: Σ t c_t / Σ t².
 
@@ -860,7 +846,7 @@ def speed_table(runs: Runs, *, k_early: int, level: float = 0.9):
         raise DynamicsError(f"k_early must be in 1..{runs.steps}, got {k_early!r}")
     loss = runs.loss["train"][:, :, 0]
     acc = runs.policy_accuracy["train"][:, :, 0]
-    steps = steps_to_level(acc, level)
+    steps = np.asarray(stats.first_reaching(acc, level), dtype=np.float64)
     per_run = pd.DataFrame({
         "group": runs.group,
         "loss_drop_k": LN2 - loss[:, k_early],
@@ -1035,25 +1021,9 @@ def finite_spearman(x: Any, y: Any) -> float:
     if a.ndim != 1 or a.shape != b.shape:
         raise DynamicsError(f"x and y must be 1-D of the same length, got shapes {a.shape} and {b.shape}")
     keep = np.isfinite(a) & np.isfinite(b)
-    if keep.sum() < 3:
+    if keep.sum() < 3 or np.ptp(a[keep]) == 0 or np.ptp(b[keep]) == 0:
         return math.nan
-    from scipy.stats import spearmanr
-
-    return float(spearmanr(a[keep], b[keep]).statistic)
-
-
-def wilson_interval(successes: int, n: int, *, level: float = 0.95) -> tuple[float, float, float]:
-    """The fraction ``successes / n`` with its Wilson score interval: ``(p, lo, hi)``
-    (:func:`alignment_dynamics.stats.wilson`, scipy's ``binomtest``; a DynamicsError on bad input).
-
-    Used in: `book/prioritization.md`.
-    """
-    from . import stats
-
-    try:
-        return stats.wilson(successes, n, level=level)
-    except stats.StatsError as e:
-        raise DynamicsError(str(e)) from None
+    return stats.spearman(a[keep], b[keep])
 
 
 def gap_size_comparison(pair_a: Sequence["BehaviorSet"], pair_b: Sequence["BehaviorSet"], *, n_boot: int,
@@ -1269,7 +1239,7 @@ def agreement_by_bins(values: Any, agree: Any, edges: Sequence[float], *, level:
         last = k == e.shape[0] - 2
         sel = (v >= e[k]) & ((v <= e[k + 1]) if last else (v < e[k + 1]))
         n = int(sel.sum())
-        p, lo, hi = wilson_interval(int(a[sel].sum()), n, level=level) if n else (math.nan,) * 3
+        p, lo, hi = stats.wilson(int(a[sel].sum()), n, level=level) if n else (math.nan,) * 3
         rows.append({"bin": f"[{e[k]:g}, {e[k + 1]:g}{']' if last else ')'}", "n": n, "p": p, "lo": lo, "hi": hi})
     return pd.DataFrame(rows)
 
@@ -1326,7 +1296,7 @@ def reweighting_effect(groups: Sequence[Sequence[BehaviorSet]], before, after, *
     out: dict[str, Any] = {"low_before": b[idx, low], "low_after": a[idx, low],
                            "high_before": b[idx, 1 - low], "high_after": a[idx, 1 - low]}
     out["shrinks"] = np.abs(out["high_after"] - out["low_after"]) < np.abs(out["high_before"] - out["low_before"])
-    p, lo, hi = wilson_interval(int(out["shrinks"].sum()), len(groups), level=level)
+    p, lo, hi = stats.wilson(int(out["shrinks"].sum()), len(groups), level=level)
     out.update(shrinks_p=p, shrinks_lo=lo, shrinks_hi=hi,
                low_last_before=float(np.mean(out["low_before"] < out["high_before"])),
                low_last_after=float(np.mean(out["low_after"] < out["high_after"])),

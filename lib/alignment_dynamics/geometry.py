@@ -37,6 +37,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from .stats import spearman, spearman_rows
+
 POSITIVE_ANSWER = " Yes"
 NEGATIVE_ANSWER = " No"
 DEFAULT_SHRINKAGE = 0.1  # λ of the Fisher distance: S_λ = (1 − λ) S + λ (tr S / d) I
@@ -509,23 +511,6 @@ def bootstrap_table(items: Iterable[tuple[str, Any, Any]], *, n_boot: int = 200,
 # Rank statistics
 # ---------------------------------------------------------------------------------------------------
 
-def spearman(x: Any, y: Any) -> float:
-    """Spearman's rank correlation of two 1-D samples (average ranks for ties).
-
-    Used in: `book/distinguishability.md`.
-    """
-    from scipy.stats import spearmanr
-
-    a, b = as_float64(x, "x", ndim=1), as_float64(y, "y", ndim=1)
-    if a.shape != b.shape or a.shape[0] < 3:
-        raise GeometryError(f"x and y must have the same length >= 3, got {a.shape} and {b.shape}")
-    for name, z in (("x", a), ("y", b)):
-        if np.all(z == z[0]):
-            raise GeometryError(f"{name} is constant (every value is {z[0]!r}): its ranks are all tied and "
-                                f"Spearman's rho is undefined")
-    return float(spearmanr(a, b).statistic)
-
-
 def spearman_ci(x: Any, y: Any, *, n_boot: int = 2000, seed: Any = 0, level: float = 0.95) -> tuple[float, float, float]:
     """Spearman's ρ of paired samples with a percentile bootstrap interval over the pairs.
 
@@ -538,23 +523,10 @@ def spearman_ci(x: Any, y: Any, *, n_boot: int = 2000, seed: Any = 0, level: flo
     rng = _rng(seed)
     n = a.shape[0]
     idx = rng.integers(0, n, size=(int(n_boot), n))
-    reps = _spearman_rows(a[idx], b[idx])
+    reps = spearman_rows(a[idx], b[idx])
     reps = reps[np.isfinite(reps)]
     lo, hi = percentile_ci(reps, level)
     return rho, lo, hi
-
-
-def _spearman_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Spearman's ρ of each row of ``a`` with the same row of ``b`` (NaN for a constant row)."""
-    from scipy.stats import rankdata
-
-    ra = rankdata(a, axis=1)
-    rb = rankdata(b, axis=1)
-    ra -= ra.mean(axis=1, keepdims=True)
-    rb -= rb.mean(axis=1, keepdims=True)
-    den = np.sqrt((ra * ra).sum(1) * (rb * rb).sum(1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (ra * rb).sum(1) / den
 
 
 def rank_intervals(replicates: Any, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:

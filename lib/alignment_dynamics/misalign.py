@@ -27,6 +27,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import finetune as ft
+from . import stats
 
 
 class MisalignError(ValueError):
@@ -258,18 +259,6 @@ def embeddings(model, sets: PairSets, *, layout: ft.Layout, trunks: dict | None 
     return np.concatenate(parts), np.concatenate([sets.labels_train, sets.labels_test])
 
 
-def steps_to(curve: Any, threshold: float = 0.5) -> float:
-    """The first step t at which ``curve[t] >= threshold`` (``inf`` if it never gets there).
-
-    Used in: `book/misalignment.md`.
-    """
-    c = np.asarray(curve, dtype=float)
-    if c.ndim != 1 or c.size == 0:
-        raise MisalignError(f"curve must be a non-empty 1-d array, got shape {c.shape}")
-    hit = np.flatnonzero(c >= threshold)
-    return float(hit[0]) if hit.size else math.inf
-
-
 def speedup_table(result: Misalignment, *, k: int, threshold: float = 0.5):
     """Per seed: steps to ``threshold`` flipped test accuracy, the test loss and accuracy after ``k``
     steps and the accuracy at the end, for Base and Aligned (a pandas DataFrame; one row per seed).
@@ -286,8 +275,8 @@ def speedup_table(result: Misalignment, *, k: int, threshold: float = 0.5):
         eb, ea = b.evals["test"], a.evals["test"]
         rows.append({
             "seed": s,
-            "base steps to acc": steps_to(eb["outputs/accuracies"], threshold),
-            "aligned steps to acc": steps_to(ea["outputs/accuracies"], threshold),
+            "base steps to acc": stats.first_reaching(eb["outputs/accuracies"], threshold),
+            "aligned steps to acc": stats.first_reaching(ea["outputs/accuracies"], threshold),
             "base acc@0": eb["outputs/accuracies"][0], "aligned acc@0": ea["outputs/accuracies"][0],
             f"base acc@{k}": eb["outputs/accuracies"][k], f"aligned acc@{k}": ea["outputs/accuracies"][k],
             f"base loss@{k}": eb["loss"][k], f"aligned loss@{k}": ea["loss"][k],

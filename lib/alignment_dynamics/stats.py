@@ -21,7 +21,7 @@ import numpy as np
 from .validate import InputError
 
 __all__ = ["StatsError", "wilson", "t_interval", "spearman", "permutation_spearman", "pair_share_by_behaviour",
-           "crossfit_spearman", "stratified_folds"]
+           "crossfit_spearman", "stratified_folds", "spearman_rows", "first_reaching"]
 
 
 class StatsError(InputError):
@@ -86,9 +86,33 @@ def _pearson_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def spearman(x: Any, y: Any) -> float:
-    """Spearman's ρ (average ranks for ties); NaN when either variable is constant."""
+    """Spearman's rank correlation of two 1-D samples of one length >= 3 (average ranks for ties).
+
+    A constant variable (all ranks tied, ρ undefined) or a non-finite value is a :class:`StatsError`."""
     a, b = _xy(x, y, 3)
+    for name, z in (("x", a), ("y", b)):
+        if np.all(z == z[0]):
+            raise StatsError(f"{name} is constant (every value is {z[0]!r}): its ranks are all tied and "
+                             f"Spearman's rho is undefined")
     return float(_pearson_rows(_ranks(a), _ranks(b)))
+
+
+def spearman_rows(a: Any, b: Any) -> np.ndarray:
+    """Spearman's ρ of each row of ``a`` with the same row of ``b`` (NaN for a constant row): the
+    vectorised form bootstrap replicates use."""
+    return _pearson_rows(_ranks(np.asarray(a, dtype=np.float64)), _ranks(np.asarray(b, dtype=np.float64)))
+
+
+def first_reaching(curve: Any, level: float) -> np.ndarray | float:
+    """The first step t at which ``curve[..., t] >= level`` (``inf`` where it never does): an array over
+    the leading axes, a float for a 1-D curve."""
+    c = np.asarray(curve, dtype=np.float64)
+    if c.ndim < 1 or c.shape[-1] < 1:
+        raise StatsError(f"curve must have a non-empty step axis, got shape {c.shape}")
+    hit = c >= level
+    first = np.argmax(hit, axis=-1).astype(np.float64)
+    first = np.where(hit.any(axis=-1), first, np.inf)
+    return float(first) if c.ndim == 1 else first
 
 
 def _xy(x: Any, y: Any, least: int) -> tuple[np.ndarray, np.ndarray]:
@@ -99,7 +123,8 @@ def _xy(x: Any, y: Any, least: int) -> tuple[np.ndarray, np.ndarray]:
     if a.shape[0] < least:
         raise StatsError(f"need at least {least} observations, got {a.shape[0]}")
     if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
-        raise StatsError("x and y must be finite")
+        raise StatsError(f"x and y must be finite: x has {int((~np.isfinite(a)).sum())} and y has "
+                         f"{int((~np.isfinite(b)).sum())} non-finite values")
     return a, b
 
 
