@@ -170,3 +170,21 @@ def test_full_data_test_reads_the_verdict_from_the_interval(tmp_path):
     # the predictor on held-out statements and the outcome on the training ones is not the disjoint form
     assert not fullref.full_data_test("m", "loss_drop_test", "distinguishability", directory=tmp_path,
                                       n_boot=50).disjoint
+
+
+def test_compare_maps_a_sample_column_to_a_reference_column_and_rejects_unknown_ones(tmp_path):
+    import pandas as pd
+
+    rng = np.random.default_rng(5)
+    rows = {f"b{i}": {c: float(v) for c, v in zip(fullref.COLUMNS, rng.uniform(1, 2, len(fullref.COLUMNS)))}
+            for i in range(8)}
+    fullref.write({"m": {"rows": rows, "lr": 0.1, "beta": 0.5}}, tmp_path, command="t", seconds=0.0)
+    table = pd.DataFrame({"my_drop": {b: r["loss_drop_train"] for b, r in rows.items()}})
+    cmp = fullref.compare({"m": table}, [("my_drop", "loss_drop_train")], statements=4, directory=tmp_path,
+                          n_boot=50)
+    assert cmp.agreements[("m", "my_drop")].rho == pytest.approx(1.0)
+    assert "my_drop vs loss_drop_train" in cmp.text
+    with pytest.raises(fullref.ReferenceError, match="reference columns"):
+        fullref.compare({"m": table}, [("my_drop", "speed")], statements=4, directory=tmp_path)
+    with pytest.raises(fullref.ReferenceError, match="no column 'trace'"):
+        fullref.compare({"m": table}, ["trace"], statements=4, directory=tmp_path)

@@ -256,14 +256,21 @@ class Comparison:
     text: str
 
 
-def compare(samples: "dict[str, Any]", columns: Sequence[str], *, statements: "dict[str, int] | float",
-            labels: "dict[str, str] | None" = None, directory: str | Path | None = None,
-            n_boot: int = 2000, seed: int = 0) -> Comparison:
+def compare(samples: "dict[str, Any]", columns: "Sequence[str | tuple[str, str]]", *,
+            statements: "dict[str, int] | float", labels: "dict[str, str] | None" = None,
+            directory: str | Path | None = None, n_boot: int = 2000, seed: int = 0) -> Comparison:
     """:func:`agreement` for each model in ``samples`` (``{model: table indexed by behaviour}``) and each
-    column; models the reference does not cover are listed in ``missing`` and named in ``text``."""
+    column; models the reference does not cover are listed in ``missing`` and named in ``text``.
+
+    A column is a name both tables use, or a pair ``(sample column, reference column)`` where the chapter
+    measures the reference's quantity under its own protocol (e.g. its loss drop after its own steps)."""
     import pandas as pd
 
     labels = labels or {}
+    pairs = [(c, c) if isinstance(c, str) else tuple(c) for c in columns]
+    if not pairs or any(len(p) != 2 or p[1] not in COLUMNS for p in pairs):
+        raise ReferenceError(f"columns must be reference columns {list(COLUMNS)} or (sample, reference) pairs; "
+                             f"got {list(columns)}")
     rows, agreements, missing, sentences = [], {}, [], []
     for m, table in samples.items():
         name = labels.get(m, m)
@@ -274,15 +281,18 @@ def compare(samples: "dict[str, Any]", columns: Sequence[str], *, statements: "d
             continue
         ref = load(m, directory)
         parts = []
-        for c in columns:
-            a = agreement({b: float(table[c][b]) for b in table.index}, m, c, statements=statements,
+        for sc, rc in pairs:
+            if sc not in table:
+                raise ReferenceError(f"the {name} sample table has no column {sc!r}; it has {list(table.columns)}")
+            a = agreement({b: float(table[sc][b]) for b in table.index}, m, rc, statements=statements,
                           reference=ref, n_boot=n_boot, seed=seed)
-            agreements[(m, c)] = a
-            rows.append({"model": name, "quantity": c, "behaviours": a.n, "ρ": a.rho, "95% lo": a.lo,
+            agreements[(m, sc)] = a
+            what = sc if sc == rc else f"{sc} vs {rc}"
+            rows.append({"model": name, "quantity": what, "behaviours": a.n, "ρ": a.rho, "95% lo": a.lo,
                          "95% hi": a.hi, "statements (sample)": a.statements_sample,
                          "statements (reference)": a.statements_reference})
-            parts.append(f"{c} ρ = {a.rho:.2f} [{a.lo:.2f}, {a.hi:.2f}]")
-        a0 = agreements[(m, columns[0])]
+            parts.append(f"{what} ρ = {a.rho:.2f} [{a.lo:.2f}, {a.hi:.2f}]")
+        a0 = agreements[(m, pairs[0][0])]
         sentences.append(f"On {name}, the sample ({a0.statements_sample:.0f} statements per behaviour) ranks the "
                          f"{a0.n} behaviours against the full data ({a0.statements_reference:.0f} training "
                          f"statements per behaviour) with " + "; ".join(parts) + ".")
