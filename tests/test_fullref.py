@@ -158,11 +158,15 @@ def test_full_data_test_reads_the_verdict_from_the_interval(tmp_path):
         return fullref.full_data_test("m", directory=tmp_path, n_boot=300)
 
     up = write(d ** 2 + rng.normal(0, 0.05, n))
-    assert up.verdict == "agrees" and up.disjoint and up.n == n and up.lo > 0 and "held-out" in up.sentence
+    assert up.verdict.verdict == "agrees" and up.disjoint and up.n == n and up.lo > 0 and "held-out" in up.sentence
+    assert "held-out DPO loss" in up.claim and f"over {n} behaviours" in up.measured
     down = write(-d)  # mutation: the reversed outcome must differ
-    assert down.verdict == "differs" and down.hi < 0
+    assert down.verdict.verdict == "differs" and down.hi < 0 and "differs" in down.sentence
     noise = write(rng.normal(size=n))  # no association: the interval contains 0 (not resolvable)
-    assert noise.lo < 0 < noise.hi and noise.verdict == "not resolvable at this sample size"
+    assert noise.lo < 0 < noise.hi and noise.verdict.verdict == "not resolvable at this sample size"
+    claims = fullref.full_data_claims(["m", "other"], ["loss_drop_test"], directory=tmp_path, n_boot=100)
+    assert claims.missing == ("other",) and [t.outcome for t in claims.for_model("m")] == ["loss_drop_test"]
+    assert len(claims.table) == 1 and "no full-data reference for other" in claims.text
     with pytest.raises(fullref.ReferenceError, match="unknown outcome"):
         fullref.full_data_test("m", outcome="n_test", directory=tmp_path)
     with pytest.raises(Exception, match="constant"):  # loss_drop_train is 1.0 everywhere here

@@ -305,7 +305,8 @@ class FullDataTest:
     """The paper's association claim tested on the reference itself: Spearman's ρ over behaviours of
     ``predictor`` (measured on each behaviour's training statements) and ``outcome`` (``loss_drop_test``
     and ``acc_test`` are measured on the held-out 10 %, disjoint from them), with a bootstrap interval
-    by behaviour and the verdict of :func:`alignment_dynamics.verdicts.positive`."""
+    by behaviour and the verdict of :func:`alignment_dynamics.verdicts.positive`. ``claim`` and
+    ``measured`` are the generated texts of a claims-table row, ``sentence`` the generated result."""
 
     model: str
     predictor: str
@@ -314,8 +315,10 @@ class FullDataTest:
     rho: float
     lo: float
     hi: float
-    verdict: str
+    verdict: Any
     disjoint: bool
+    claim: str
+    measured: str
     sentence: str
 
 
@@ -323,6 +326,12 @@ class FullDataTest:
 HELD_OUT = ("loss_drop_test", "acc_test")
 #: Reference columns measured on the training statements (as the geometry is).
 ON_TRAIN = ("distinguishability", "trace", "concentration", "first_step", "change_100", "loss_drop_train")
+#: How a claims row names an outcome.
+_OUTCOME_WORDS = {"loss_drop_test": "reduce their held-out DPO loss faster",
+                  "loss_drop_train": "reduce their training DPO loss faster",
+                  "first_step": "move the head further in the first official step",
+                  "change_100": "move the head further in 100 official steps",
+                  "acc_test": "reach a higher held-out accuracy"}
 
 
 def full_data_test(model: str, predictor: str = "distinguishability", outcome: str = "loss_drop_test", *,
@@ -332,9 +341,10 @@ def full_data_test(model: str, predictor: str = "distinguishability", outcome: s
     whether the outcome comes from statements disjoint from the predictor's (the non-circular form)."""
     from . import stats, verdicts
 
+    valid = [k for k in COLUMNS if k not in ("n_train", "n_test")]
     for c, role in ((predictor, "predictor"), (outcome, "outcome")):
-        if c not in COLUMNS or c in ("n_train", "n_test"):
-            raise ReferenceError(f"unknown {role} {c!r}; valid: {[k for k in COLUMNS if k not in ('n_train', 'n_test')]}")
+        if c not in valid:
+            raise ReferenceError(f"unknown {role} {c!r}; valid: {valid}")
     ref = load(model, directory)
     names = sorted(ref.rows)
     rho, lo, hi = stats.crossfit_spearman(ref.column(predictor, names)[None, :], ref.column(outcome, names)[None, :],
@@ -342,9 +352,55 @@ def full_data_test(model: str, predictor: str = "distinguishability", outcome: s
     v = verdicts.positive(rho, lo, hi, len(names))
     disjoint = predictor in ON_TRAIN and outcome in HELD_OUT
     kind = "held-out statements" if disjoint else "the same statements (circular)"
-    sentence = v.sentence(f"On all statements of {label or model}, ρ({predictor}, {outcome} on {kind})")
+    name = label or model
+    n_tr = int(np.median(ref.column("n_train", names)))
+    claim = (f"At full data, behaviours with a larger {predictor} {_OUTCOME_WORDS.get(outcome, 'have a larger ' + outcome)} "
+             f"({name}; {outcome} on {kind})")
+    measured = (f"Spearman ρ = {rho:.2f} [{lo:.2f}, {hi:.2f}] over {len(names)} behaviours, about {n_tr} training "
+                f"statements each, batch {BATCH_SIZE}, {STEPS} steps")
+    sentence = v.sentence(f"On all statements of {name}, ρ({predictor}, {outcome} on {kind})")
     return FullDataTest(model=model, predictor=predictor, outcome=outcome, n=len(names), rho=rho, lo=lo, hi=hi,
-                        verdict=v.verdict, disjoint=disjoint, sentence=sentence)
+                        verdict=v, disjoint=disjoint, claim=claim, measured=measured, sentence=sentence)
+
+
+@dataclass(frozen=True)
+class FullDataClaims:
+    """:func:`full_data_test` for several models and outcomes: ``tests[(model, outcome)]``, the models
+    without a reference in ``missing``, a ``table`` and the generated ``text``."""
+
+    tests: dict
+    missing: tuple
+    table: Any
+    text: str
+
+    def for_model(self, model: str) -> list[FullDataTest]:
+        return [t for (m, _), t in self.tests.items() if m == model]
+
+
+def full_data_claims(models: Sequence[str], outcomes: Sequence[str] = ("loss_drop_test", "first_step"), *,
+                     predictor: str = "distinguishability", labels: "dict[str, str] | None" = None,
+                     directory: str | Path | None = None, n_boot: int = 2000, seed: int = 0) -> FullDataClaims:
+    """The paper's claim at full data for every model the reference covers (others are named in
+    ``missing`` and in ``text``)."""
+    import pandas as pd
+
+    labels = labels or {}
+    tests, missing, sentences = {}, [], []
+    for m in models:
+        if not covers(m, directory):
+            missing.append(m)
+            sentences.append(f"There is no full-data reference for {labels.get(m, m)}; the committed one covers "
+                             f"{', '.join(_covered(directory)) or 'no model'}.")
+            continue
+        for o in outcomes:
+            t = tests[(m, o)] = full_data_test(m, predictor, o, directory=directory, label=labels.get(m, m),
+                                                n_boot=n_boot, seed=seed)
+            sentences.append(t.sentence)
+    table = pd.DataFrame([{"model": labels.get(t.model, t.model), "outcome": t.outcome,
+                           "disjoint statements": "yes" if t.disjoint else "no (circular)", "behaviours": t.n,
+                           "ρ": t.rho, "95% lo": t.lo, "95% hi": t.hi, "verdict": t.verdict.verdict}
+                          for t in tests.values()])
+    return FullDataClaims(tests=tests, missing=tuple(missing), table=table, text=" ".join(sentences))
 
 
 def _covered(directory: str | Path | None) -> list[str]:
