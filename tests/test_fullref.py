@@ -154,7 +154,7 @@ def test_full_data_test_reads_the_verdict_from_the_interval(tmp_path):
         rows = {f"b{i}": {c: 1.0 for c in fullref.COLUMNS} for i in range(n)}
         for i, r in enumerate(rows.values()):
             r["distinguishability"], r["loss_drop_test"] = float(d[i]), float(outcome[i])
-        fullref.write({"m": {"rows": rows, "lr": 0.1, "beta": 0.5}}, tmp_path, command="t", seconds=0.0)
+        fullref.write({"m": {"rows": rows, "lr": 0.1, "beta": 0.5, "q_official": 1.0}}, tmp_path, command="t", seconds=0.0)
         return fullref.full_data_test("m", directory=tmp_path, n_boot=300)
 
     up = write(d ** 2 + rng.normal(0, 0.05, n))
@@ -182,7 +182,7 @@ def test_compare_maps_a_sample_column_to_a_reference_column_and_rejects_unknown_
     rng = np.random.default_rng(5)
     rows = {f"b{i}": {c: float(v) for c, v in zip(fullref.COLUMNS, rng.uniform(1, 2, len(fullref.COLUMNS)))}
             for i in range(8)}
-    fullref.write({"m": {"rows": rows, "lr": 0.1, "beta": 0.5}}, tmp_path, command="t", seconds=0.0)
+    fullref.write({"m": {"rows": rows, "lr": 0.1, "beta": 0.5, "q_official": 1.0}}, tmp_path, command="t", seconds=0.0)
     table = pd.DataFrame({"my_drop": {b: r["loss_drop_train"] for b, r in rows.items()}})
     cmp = fullref.compare({"m": table}, [("my_drop", "loss_drop_train")], statements=4, directory=tmp_path,
                           n_boot=50)
@@ -192,3 +192,20 @@ def test_compare_maps_a_sample_column_to_a_reference_column_and_rejects_unknown_
         fullref.compare({"m": table}, [("my_drop", "speed")], statements=4, directory=tmp_path)
     with pytest.raises(fullref.ReferenceError, match="no column 'trace'"):
         fullref.compare({"m": table}, ["trace"], statements=4, directory=tmp_path)
+
+
+def test_a_model_computed_alone_against_the_stored_proxy_matches_the_joint_run(result, tmp_path, monkeypatch):
+    fullref.write({TINY[0]: result[TINY[0]]}, tmp_path, command="first", seconds=1.0)
+    with pytest.raises(fullref.ReferenceError, match="compute it first"):
+        fullref.compute([TINY[1]], behaviors=BEHAVIORS, proxy="tiny-random-llama-c", directory=tmp_path,
+                        progress=False)
+    monkeypatch.setenv("ALIGNMENT_DYNAMICS_CACHE", str(tmp_path / "cache"))
+    alone = fullref.compute([TINY[1]], behaviors=BEHAVIORS, proxy=TINY[0], dtype="float32", progress=False,
+                            directory=tmp_path)
+    assert alone[TINY[1]]["lr"] == pytest.approx(result[TINY[1]]["lr"], rel=1e-12)
+    for b in BEHAVIORS:
+        for c in fullref.COLUMNS:
+            assert alone[TINY[1]]["rows"][b][c] == pytest.approx(result[TINY[1]]["rows"][b][c], rel=1e-9, abs=1e-12)
+    fullref.write(alone, tmp_path, command="second", seconds=1.0)  # the manifest keeps the first model's entry
+    assert fullref.load(TINY[0], tmp_path).manifest["command"] == "first"
+    assert fullref.load(TINY[1], tmp_path).manifest["command"] == "second"

@@ -381,7 +381,8 @@ def lr_scenarios(models_data: Mapping[str, tuple[HeadFacts, Sequence[BehaviorSet
 
 
 def lr_choice(models_data: Mapping[str, tuple[HeadFacts, Sequence[BehaviorSet]]], *, proxy: str,
-              beta_mode: str = "official", lr: float | None = None, norm: str = "model") -> dict[str, dict[str, float]]:
+              beta_mode: str = "official", lr: float | None = None, norm: str = "model",
+              q_official: float | None = None) -> dict[str, dict[str, float]]:
     """β and η for each model, and the effective steps behind them.
 
     The official run's effective step is :func:`official_effective_step` with q = the ``proxy`` model's
@@ -396,12 +397,18 @@ def lr_choice(models_data: Mapping[str, tuple[HeadFacts, Sequence[BehaviorSet]]]
 
     Returns ``{model: {"lr", "beta", "mean_sq_norm", "kappa", "kappa_official", "q_official"}}``.
 
+    ``q_official`` gives the proxy's feature scale directly (e.g. from a stored reference) instead of
+    measuring it on the proxy's sets; the proxy need then not be among the models.
+
     Used in: `book/training_dynamics.md`, `book/prioritization.md`.
     """
-    if proxy not in models_data:
+    if q_official is not None:
+        q_off = _positive("q_official", q_official)
+    elif proxy not in models_data:
         raise DynamicsError(f"the proxy model {proxy!r} must be among the models given ({sorted(models_data)}): "
                             "its features stand in for Llama-2-7B's scale")
-    q_off = feature_scale(*models_data[proxy], norm)["q_twice"]
+    else:
+        q_off = feature_scale(*models_data[proxy], norm)["q_twice"]
     kappa_off = official_effective_step(q_off)
     out = {}
     for name, (facts, sets) in models_data.items():

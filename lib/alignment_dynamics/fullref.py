@@ -68,25 +68,35 @@ class Reference:
 
 
 def compute(model_names: Sequence[str], *, behaviors: Sequence[str] | None = None, seed: int = 1234,
-            proxy: str = "smollm2-135m-instruct", dtype: str = "auto", progress: bool = True) -> dict[str, dict]:
-    """The reference rows ``{model: {behaviour: {column: value}}}`` (see the module docstring).
+            proxy: str = "smollm2-135m-instruct", dtype: str = "auto", progress: bool = True,
+            directory: str | Path | None = None) -> dict[str, dict]:
+    """The reference rows ``{model: {"rows": {behaviour: {column: value}}, "lr", "beta", "q_official"}}``
+    (see the module docstring).
 
-    ``proxy`` (the Llama-architecture model whose feature scale stands in for Llama-2-7B's, as in the
-    training-dynamics chapter) must be among ``model_names``."""
-    from . import data, geometry
+    ``proxy`` is the Llama-architecture model whose feature scale stands in for Llama-2-7B's, as in the
+    training-dynamics chapter. When it is not among ``model_names``, its scale ``q_official`` is read from
+    its committed reference in ``directory`` (so the models can be computed in separate runs)."""
+    from . import data, geometry, hardware
     from . import dynamics as dy
     from . import progress as prog
 
     names = list(dict.fromkeys(model_names))
+    if not names:
+        raise ReferenceError("no models given")
+    q_official = None
     if proxy not in names:
-        raise ReferenceError(f"the proxy model {proxy!r} must be among the models {names}")
+        if not covers(proxy, directory):
+            raise ReferenceError(f"the proxy model {proxy!r} is neither among the models {names} nor in the "
+                                 f"committed reference ({_covered(directory) or 'none'}): compute it first")
+        q_official = load(proxy, directory).manifest["q_official"]
     behaviors = data.validate_behaviors(list(behaviors) if behaviors is not None else data.behaviors())
     facts, sets = {}, {}
     for m in names:
         facts[m] = dy.head_facts(m)
         it = prog.steps(behaviors, f"full-data embeddings ({m})", unit="behaviour") if progress else behaviors
         sets[m] = [dy.behavior_set(m, b, None, seed=seed, dtype=dtype) for b in it]
-    choice = dy.lr_choice({m: (facts[m], sets[m]) for m in names}, proxy=proxy, beta_mode="official")
+    choice = dy.lr_choice({m: (facts[m], sets[m]) for m in names}, proxy=proxy, beta_mode="official",
+                          q_official=q_official)
     out: dict[str, dict] = {}
     for m in names:
         runs = dy.train_runs([[bs] for bs in sets[m]], facts=facts[m], steps=STEPS, batch_size=BATCH_SIZE,
@@ -103,7 +113,8 @@ def compute(model_names: Sequence[str], *, behaviors: Sequence[str] | None = Non
                 "loss_drop_test": float(dy.LN2 - runs.loss["test"][r, -1, 0]),
                 "acc_test": float(runs.policy_accuracy["test"][r, -1, 0]),
             }
-        out[m] = {"rows": rows, "lr": float(choice[m]["lr"]), "beta": float(choice[m]["beta"])}
+        out[m] = {"rows": rows, "lr": float(choice[m]["lr"]), "beta": float(choice[m]["beta"]),
+                  "q_official": float(choice[m]["q_official"]), "dtype": hardware.resolve_dtype(dtype)}
     return out
 
 
@@ -124,32 +135,41 @@ def _commit() -> str:
 
 def write(result: dict[str, dict], out_dir: str | Path, *, command: str, seconds: float,
           commit: str | None = None) -> list[Path]:
-    """Write one ``<model>.json`` per model and ``manifest.json`` (checksums of each) into ``out_dir``,
+    """Write one ``<model>.json`` per model and update ``manifest.json`` (each file's checksum, command,
+    commit, machine, date and seconds; entries of other models already there are kept) in ``out_dir``,
     atomically (a half-written artefact never replaces a good one). ``commit`` is the code's commit when
     the computation started (default: now)."""
     from . import cache, hardware
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    machine = hardware.summary()
     for m, res in result.items():  # check everything before writing anything
         for b, row in res["rows"].items():
             bad = [k for k in COLUMNS if not (isinstance(row.get(k), (int, float)) and math.isfinite(row[k]))]
             if bad:
                 raise ReferenceError(f"{m} / {b}: missing or non-finite reference values in {bad}; nothing written")
-    written, files = [], {}
+        for k in ("lr", "beta", "q_official"):
+            if not (isinstance(res.get(k), (int, float)) and math.isfinite(res[k]) and res[k] > 0):
+                raise ReferenceError(f"{m}: {k} must be a positive finite number, got {res.get(k)!r}; nothing written")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    mpath = out_dir / "manifest.json"
+    manifest = json.loads(mpath.read_text()) if mpath.exists() else {"format": FORMAT_VERSION, "files": {}}
+    if manifest.get("format") != FORMAT_VERSION:
+        raise ReferenceError(f"{mpath} has format {manifest.get('format')}, this library writes {FORMAT_VERSION}")
+    entry = {"command": command, "commit": commit or _commit(),
+             "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+             "seconds": round(seconds / max(len(result), 1), 1), "machine": hardware.summary(),
+             "python": platform.python_version()}
+    written = []
     for m, res in result.items():
         body = {"format": FORMAT_VERSION, "model": m, "columns": list(COLUMNS), "batch_size": BATCH_SIZE,
-                "steps": STEPS, "lr": res["lr"], "beta": res["beta"], "rows": res["rows"]}
+                "steps": STEPS, "lr": res["lr"], "beta": res["beta"], "q_official": res["q_official"],
+                "rows": res["rows"]}
         path = out_dir / f"{m}.json"
         with cache.atomic_path(path) as tmp:
             Path(tmp).write_text(json.dumps(body, indent=1, sort_keys=True, allow_nan=False) + "\n")
-        files[path.name] = {"sha256": _sha256(path), "behaviours": len(res["rows"])}
+        manifest["files"][path.name] = {"sha256": _sha256(path), "behaviours": len(res["rows"]),
+                                        "dtype": res.get("dtype", "unknown"), **entry}
         written.append(path)
-    manifest = {"format": FORMAT_VERSION, "command": command, "commit": commit or _commit(),
-                "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "seconds": round(seconds, 1),
-                "machine": machine, "python": platform.python_version(), "files": files}
-    mpath = out_dir / "manifest.json"
     with cache.atomic_path(mpath) as tmp:
         Path(tmp).write_text(json.dumps(manifest, indent=1, sort_keys=True, default=str) + "\n")
     return written + [mpath]
@@ -180,7 +200,8 @@ def load(model: str, directory: str | Path | None = None) -> Reference:
     if body.get("format") != FORMAT_VERSION or body.get("columns") != list(COLUMNS):
         raise ReferenceError(f"{path}: format {body.get('format')} / columns {body.get('columns')} differ from "
                              f"this library's ({FORMAT_VERSION}, {list(COLUMNS)}); recompute the reference")
-    return Reference(model=model, rows=body["rows"], manifest={**manifest, "lr": body["lr"], "beta": body["beta"]})
+    return Reference(model=model, rows=body["rows"],
+                     manifest={**entry, "lr": body["lr"], "beta": body["beta"], "q_official": body["q_official"]})
 
 
 @dataclass(frozen=True)
@@ -232,7 +253,7 @@ def agreement(sample: "dict[str, float]", model: str, column: str, *, statements
     machine = ref.manifest.get("machine", {})
     return Agreement(model=model, column=column, n=len(names), rho=rho, lo=lo, hi=hi, statements_sample=n_s,
                      statements_reference=n_r, reference_date=str(ref.manifest.get("date_utc", "?"))[:10],
-                     reference_cpu=f"{machine.get('cpu', '?')}, {machine.get('auto_dtype', '?')}")
+                     reference_cpu=f"{machine.get('cpu', '?')}, {ref.manifest.get('dtype', '?')}")
 
 
 def covers(model: str, directory: str | Path | None = None) -> bool:
@@ -414,10 +435,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m alignment_dynamics.fullref", description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default="smollm2-135m-instruct,gemma-3-270m", help="comma-separated models")
     p.add_argument("--behaviors", default=None, help="comma-separated behaviours (default: all 135)")
-    p.add_argument("--out", default=str(default_dir()), help="output folder")
+    p.add_argument("--out", default=str(default_dir()), help="output folder (also where a proxy reference is read)")
+    p.add_argument("--dtype", default="auto", help="forward-pass dtype: auto, float32 or bfloat16")
     a = p.parse_args(argv)
     t0, commit = time.perf_counter(), _commit()
-    res = compute(a.models.split(","), behaviors=a.behaviors.split(",") if a.behaviors else None)
+    res = compute(a.models.split(","), behaviors=a.behaviors.split(",") if a.behaviors else None, dtype=a.dtype,
+                  directory=a.out)
     cmd = "python -m alignment_dynamics.fullref " + " ".join(argv if argv is not None else sys.argv[1:])
     for path in write(res, a.out, command=cmd.strip(), seconds=time.perf_counter() - t0, commit=commit):
         print(path)
