@@ -27,10 +27,24 @@ def cpu(monkeypatch):
     return set_cpu
 
 
-@pytest.mark.parametrize("text, native, expected", [(AVX2_EPYC, False, "float32"), (APPLE, False, "float32"),
-                                                    (XEON_BF16, True, "float32"), (XEON_AMX, True, "bfloat16")])
-def test_auto_is_bfloat16_only_where_native_and_faster(cpu, text, native, expected):
-    """AVX512-BF16 without AMX is native but measured slower than float32: auto stays float32 there."""
+ZEN4_BF16 = ("processor : 0\nvendor_id : AuthenticAMD\nmodel name : AMD EPYC\n"
+             "flags : fpu avx2 fma avx512f avx512_bf16 avx512_vnni\n")
+
+
+@pytest.mark.parametrize("text, native, speedup, expected", [
+    (AVX2_EPYC, False, None, "float32"), (APPLE, False, None, "float32"),
+    (XEON_BF16, True, 0.64, "float32"),  # measured: bf16 embedding 17.0 vs 26.4 prompts/s in fp32
+    (ZEN4_BF16, True, 1.9, "bfloat16"),  # measured: 12.7 vs 6.7 prompts/s
+    (XEON_BF16, True, hardware.BF16_MIN_SPEEDUP - 0.01, "float32"),
+    (XEON_AMX, True, None, "bfloat16")])
+def test_auto_is_bfloat16_only_where_native_and_faster(cpu, monkeypatch, text, native, speedup, expected):
+    """AVX512-BF16 without AMX is native; whether it is faster is measured (here: mocked), never assumed.
+    Without native bf16 or with AMX, nothing is measured."""
+    def probe(**_):
+        if speedup is None:
+            raise AssertionError("the probe must not run on this CPU")
+        return speedup
+    monkeypatch.setattr(hardware, "bf16_speedup", probe)
     cpu(text)
     assert hardware.auto_dtype("cpu") == expected
     assert hardware.resolve_dtype("auto", "cpu") == expected
@@ -105,3 +119,31 @@ def test_summary_names_the_cpu_its_flags_and_the_dtype(cpu):
     s = hardware.summary("cpu")
     assert s["cpu"] == "AMD EPYC 7B13" and s["flags"]["avx2"] and not s["flags"]["avx512_bf16"]
     assert s["auto_dtype"] == "float32" and s["native_bf16"] is False and s["torch_threads"] >= 1
+
+
+def test_the_bf16_probe_is_measured_once_per_machine_and_survives_a_corrupt_record(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("ALIGNMENT_DYNAMICS_CACHE", str(tmp_path / "content"))  # not where the record goes
+    monkeypatch.setattr(hardware, "_PROBED", {})
+    calls = []
+
+    def timed(**_):
+        calls.append(1)
+        return 0.3, 0.1  # float32 3x slower
+    monkeypatch.setattr(hardware, "_time_blocks", timed)
+    assert hardware.bf16_speedup() == pytest.approx(3.0)
+    assert hardware.bf16_speedup() == pytest.approx(3.0) and len(calls) == 1  # the record is reused
+    path = hardware._probe_path()
+    assert path.parent == tmp_path / "alignment_dynamics" / "hardware" and path.exists()
+    monkeypatch.setattr(hardware, "_PROBED", {})  # a new process reads the record
+    assert hardware.bf16_speedup() == pytest.approx(3.0) and len(calls) == 1
+    for bad in ("{not json", '{"speedup": NaN}', '{"speedup": -1}'):  # corrupt: measured again, not a crash
+        monkeypatch.setattr(hardware, "_PROBED", {})
+        path.write_text(bad)
+        assert hardware.bf16_speedup() == pytest.approx(3.0)
+    assert len(calls) == 4
+
+
+def test_the_probe_times_both_dtypes():
+    t32, t16 = hardware._time_blocks(rows=2, tokens=8, repeats=1)
+    assert t32 > 0 and t16 > 0

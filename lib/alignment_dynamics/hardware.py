@@ -7,9 +7,12 @@ with AMX). Everywhere else it is float32:
 
 * AVX2-only x86 CPUs, Apple and other ARM CPUs, an unknown CPU: bfloat16 would be emulated (measured
   ~45x slower than float32 on a 2-core AMD EPYC with AVX2 only);
-* a CPU with AVX512-BF16 but no AMX: bfloat16 is native (dot-product instructions), but on a 2-core
-  Intel Xeon of that kind our batched SmolLM2 embedding ran at 17.0 prompts/s in bfloat16 against
-  26.4 in float32 [project, measured, December 2026], so float32 is the faster choice there too.
+* a CPU with AVX512-BF16 but no AMX: bfloat16 is native (dot-product instructions), but whether it is
+  faster depends on the chip: on a 2-core Intel Xeon of that kind our batched SmolLM2 embedding ran at
+  17.0 prompts/s in bfloat16 against 26.4 in float32, on a 2-core AMD EPYC (Zen 4) at 12.7 against 6.7
+  [project, measured, December 2026]. There :func:`bf16_speedup` times a small transformer block in both
+  dtypes once per machine (kept in the user cache) and bfloat16 is chosen when it is at least
+  :data:`BF16_MIN_SPEEDUP` times as fast.
 
 ``ALIGNMENT_DYNAMICS_DTYPE`` (``float32`` or ``bfloat16``) overrides the automatic choice for a whole
 run, e.g. to check that verdicts do not depend on the dtype. Setting ``ATEN_CPU_CAPABILITY=avx2`` and
@@ -105,16 +108,113 @@ def native_bf16(device: Any = None) -> tuple[bool, str]:
     return True, f"CPU with {', '.join(have)}"
 
 
+#: A CPU with native bfloat16 but no AMX uses bfloat16 only when the probe measures at least this speed-up.
+BF16_MIN_SPEEDUP = 1.25
+
+
 def fast_bf16(device: Any = None) -> tuple[bool, str]:
-    """Whether bfloat16 is native *and* faster than float32 on ``device``, and why (see the module
-    docstring: a CUDA device that supports it, or a CPU with AMX-BF16)."""
+    """Whether bfloat16 is native *and* faster than float32 on ``device``, and why: a CUDA device that
+    supports it, a CPU with AMX-BF16, or a CPU with native bfloat16 but no AMX where
+    :func:`bf16_speedup` measures at least :data:`BF16_MIN_SPEEDUP` (an Intel Xeon of that kind ran our
+    embedding slower in bfloat16, an AMD EPYC with AVX512-BF16 1.9x faster: the flags cannot tell)."""
     native, why = native_bf16(device)
     if not native or _device(device).startswith("cuda"):
         return native, why
-    if not any(f in cpu_flags() for f in FAST_BF16_FLAGS):
-        return False, (f"{why} but no {' or '.join(FAST_BF16_FLAGS)} (native bfloat16 without AMX was measured "
-                       f"slower than float32)")
-    return True, why
+    if any(f in cpu_flags() for f in FAST_BF16_FLAGS):
+        return True, why
+    speedup = bf16_speedup()
+    fast = speedup >= BF16_MIN_SPEEDUP
+    return fast, (f"{why}, no AMX; a transformer block measured {speedup:.2f}x as fast in bfloat16 as in float32 "
+                  f"on this machine ({'>=' if fast else '<'} {BF16_MIN_SPEEDUP}x needed)")
+
+
+def _probe_key() -> str:
+    import hashlib
+
+    import torch
+
+    flags = sorted(f for f in cpu_flags() if f.startswith(("avx", "amx", "fma")))
+    text = "|".join([cpu_model(), " ".join(flags), torch.__version__, str(torch.get_num_threads())])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _probe_path() -> Path:
+    """Where the probe's record lives: the user's cache root (``$XDG_CACHE_HOME`` or ``~/.cache``), not
+    ``$ALIGNMENT_DYNAMICS_CACHE``: it describes the machine, and a run with a fresh content cache (a test,
+    a cold build) must make the same choice as the others."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser()
+    return base / "alignment_dynamics" / "hardware" / f"bf16-probe-{_probe_key()}.json"
+
+
+_PROBED: dict[str, float] = {}
+
+
+def bf16_speedup(*, refresh: bool = False) -> float:
+    """float32 time / bfloat16 time of one small transformer block (RMS norm, attention, gated MLP; the
+    shapes of SmolLM2's layers) on this CPU, measured once per CPU, flags, PyTorch version and thread
+    count and kept in the user cache (``alignment_dynamics/hardware/bf16-probe-<key>.json``), so every
+    run on a machine makes the same choice. A missing or unreadable record is measured again (about
+    two seconds); where the cache cannot be written the value is kept for this process only."""
+    import json
+
+    path = _probe_path()
+    if not refresh:
+        if str(path) in _PROBED:
+            return _PROBED[str(path)]
+        try:
+            value = float(json.loads(path.read_text())["speedup"])
+            if value > 0 and value == value and value != float("inf"):
+                _PROBED[str(path)] = value
+                return value
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    t32, t16 = _time_blocks()
+    speedup = t32 / t16
+    _PROBED[str(path)] = speedup
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+        tmp.write_text(json.dumps({"speedup": speedup, "float32_s": t32, "bfloat16_s": t16, "cpu": cpu_model()}))
+        os.replace(tmp, path)
+    except OSError:
+        pass
+    return speedup
+
+
+def _time_blocks(*, tokens: int = 32, rows: int = 8, d: int = 576, ff: int = 1536, heads: int = 9,
+                 repeats: int = 7) -> tuple[float, float]:
+    """The best of ``repeats`` timings (seconds) of one pass through a random transformer block in float32
+    and in bfloat16, the two interleaved so that a load that comes and goes touches both alike."""
+    import time
+
+    import torch
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(0)
+    w32 = {k: torch.randn(*shape, generator=g) / shape[0] ** 0.5
+           for k, shape in {"qkv": (d, 3 * d), "o": (d, d), "up": (d, 2 * ff), "down": (ff, d)}.items()}
+    x32 = torch.randn(rows, tokens, d, generator=g)
+    cases = {"float32": (w32, x32), "bfloat16": ({k: v.bfloat16() for k, v in w32.items()}, x32.bfloat16())}
+
+    def block(w, x):
+        h = x * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + 1e-6).to(x.dtype)
+        q, k, v = (h @ w["qkv"]).split(d, dim=-1)
+        q, k, v = (t.view(rows, tokens, heads, d // heads).transpose(1, 2) for t in (q, k, v))
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(rows, tokens, d)
+        x = x + a @ w["o"]
+        gate, up = (x @ w["up"]).split(ff, dim=-1)
+        return x + (F.silu(gate) * up) @ w["down"]
+
+    best = {name: float("inf") for name in cases}
+    with torch.inference_mode():
+        for w, x in cases.values():
+            block(w, x)  # warm-up (kernel selection)
+        for _ in range(repeats):
+            for name, (w, x) in cases.items():
+                t0 = time.perf_counter()
+                block(w, x)
+                best[name] = min(best[name], time.perf_counter() - t0)
+    return best["float32"], best["bfloat16"]
 
 
 def auto_dtype(device: Any = None) -> str:
