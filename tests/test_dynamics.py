@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import tiny_models
-from alignment_dynamics import config, data, dpo, dynamics as dy, geometry, models, plotting, stats
+from alignment_dynamics import config, data, dpo, dynamics as dy, geometry, models, plotting, stats, threads
 
 V, D, YES, NO = 23, 7, 3, 11
 
@@ -568,7 +568,7 @@ def test_first_step_check_orders_by_distinguishability_and_fails_when_reversed()
 
 def test_single_threaded_restores_the_thread_count():
     before = torch.get_num_threads()
-    with dy.single_threaded():
+    with threads.one_thread():
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from alignment_dynamics import config, dpo, geometry, stats, theory, validate
+from alignment_dynamics import config, dpo, stats, theory, validate
 
 RNG = np.random.default_rng(0)
 H = RNG.standard_normal((8, 3))

@@ -36,6 +36,8 @@ _SUBMODULES = {
     "stats",
     "verdicts",
     "theory",
+    "threads",
+    "fullref",
 }
 
 

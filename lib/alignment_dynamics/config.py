@@ -357,6 +357,7 @@ _NAMED_BEHAVIORS = [
 ]
 register(ChapterSpec(
     slug="distinguishability",
+    reads_artifacts=True,  # artifacts/fullref (the full-data reference)
     params=(
         _SEED,
         Param("MODELS", {"smoke": _TINY_PAIR, "fast": ["smollm2-135m-instruct", "gemma-3-270m"],
@@ -428,6 +429,7 @@ _TWO_MODELS = Param("MODELS", {"smoke": _TINY_PAIR, "fast": ["smollm2-135m-instr
                     _model_pair, kind="models")
 register(ChapterSpec(
     slug="training_dynamics",
+    reads_artifacts=True,  # artifacts/fullref (the full-data reference)
     params=(
         _SEED,
         _TWO_MODELS,

@@ -26,7 +26,6 @@ Used in: `book/training_dynamics.md`, `book/prioritization.md`.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import math
@@ -37,6 +36,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from . import cache, data, embed, models, stats
+from .threads import one_thread
 from .config import ConfigError, suggest
 
 OFFICIAL_LR = 0.1  # the SGD learning rate of the plotted last-layer runs [official code]
@@ -679,33 +679,6 @@ def _group_arrays(group: Sequence[BehaviorSet], replicate: Sequence[int], facts:
             np.linalg.norm(h_tr, axis=1), ev)
 
 
-@contextlib.contextmanager
-def single_threaded():
-    """Run torch and BLAS on one thread inside the block (restored afterwards).
-
-    The runs' metrics are thousands of tiny tensor operations; on a busy two-core machine a thread pool
-    makes each of them wait milliseconds for the other thread (measured: 20 ms instead of 0.02 ms per
-    small ``logsigmoid``). The compiled training loop keeps its own threads.
-
-    Used in: `book/training_dynamics.md`, `book/prioritization.md`.
-    """
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
-            limits = contextlib.nullcontext()
-        else:
-            limits = threadpool_limits(1)
-        with limits:
-            yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _group_mean(x: np.ndarray, bid: np.ndarray, k: int) -> np.ndarray:
     """Means over the last axis per group id (NaN for an empty group): [..., n] -> [..., k]."""
     out = np.full(x.shape[:-1] + (k,), np.nan)
@@ -771,7 +744,7 @@ def train_runs(groups: Sequence[Sequence[BehaviorSet]], *, facts: HeadFacts, ste
     order = sorted(range(R), key=lambda r: (has[plan[r][0]] != names, r))
     chunks = [order[i:i + chunk] for i in range(0, R, chunk)]
     chunks = [[r for r in c if has[plan[r][0]] == key] for c in chunks for key in dict.fromkeys(has[plan[r][0]] for r in c)]
-    with single_threaded(), tqdm(total=R, desc="training runs", unit="run", disable=not progress or R < 50,
+    with one_thread(), tqdm(total=R, desc="training runs", unit="run", disable=not progress or R < 50,
                                  leave=False) as bar:
         for part in chunks:
             gis = [plan[r][0] for r in part]
@@ -982,7 +955,7 @@ def speed_correlations(table, speeds: Sequence[str], properties: Sequence[str], 
     if missing:
         raise DynamicsError(f"columns {missing} are not in the table; it has {list(table.columns)}")
     rows = []
-    with single_threaded():  # many small rank regressions
+    with one_thread():  # many small rank regressions
         for j, key in enumerate(speeds):
             y = table[key].to_numpy(dtype=np.float64)
             for i, prop in enumerate(properties):

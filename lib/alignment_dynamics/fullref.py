@@ -341,6 +341,7 @@ class FullDataTest:
     claim: str
     measured: str
     sentence: str
+    source: str
 
 
 #: Reference columns measured on held-out statements (disjoint from those behind the geometry).
@@ -380,8 +381,11 @@ def full_data_test(model: str, predictor: str = "distinguishability", outcome: s
     measured = (f"Spearman ρ = {rho:.2f} [{lo:.2f}, {hi:.2f}] over {len(names)} behaviours, about {n_tr} training "
                 f"statements each, batch {BATCH_SIZE}, {STEPS} steps")
     sentence = v.sentence(f"On all statements of {name}, ρ({predictor}, {outcome} on {kind})")
+    # the paper claims faster loss reduction and accuracy; the head-movement rows are this book's reading
+    source = "paper summary" if outcome.startswith(("loss_drop", "acc")) else "project"
     return FullDataTest(model=model, predictor=predictor, outcome=outcome, n=len(names), rho=rho, lo=lo, hi=hi,
-                        verdict=v, disjoint=disjoint, claim=claim, measured=measured, sentence=sentence)
+                        verdict=v, disjoint=disjoint, claim=claim, measured=measured, sentence=sentence,
+                        source=source)
 
 
 @dataclass(frozen=True)

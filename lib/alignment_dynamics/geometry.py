@@ -29,8 +29,6 @@ Used in: `book/distinguishability.md`.
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
@@ -38,6 +36,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from .stats import spearman, spearman_rows
+from .threads import one_thread
 
 POSITIVE_ANSWER = " Yes"
 NEGATIVE_ANSWER = " No"
@@ -52,26 +51,6 @@ class GeometryError(ValueError):
     """
 
 
-def _one_blas_thread(fn):
-    """Run ``fn`` with one BLAS thread (via threadpoolctl, when installed).
-
-    The matrices here are small (tens of statements × hundreds of dimensions) and there are many of
-    them; a multi-threaded BLAS gains nothing on them and, on a busy 2-core machine, its threads'
-    busy-waiting made whole-table functions about ten times slower [project, measured].
-    """
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn (umap-learn)
-            ctx = contextlib.nullcontext()
-        else:
-            ctx = threadpool_limits(limits=1, user_api="blas")
-        with ctx:
-            return fn(*args, **kwargs)
-
-    return wrapper
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -330,7 +309,7 @@ def _properties(m: ClassMoments, shrinkage: float) -> dict[str, float]:
     }
 
 
-@_one_blas_thread
+@one_thread()
 def property_table(items: Iterable[tuple[str, Any, Any]], *, shrinkage: float = DEFAULT_SHRINKAGE):
     """A DataFrame of :func:`properties`, one row per ``(behaviour, h, labels)`` in ``items``.
 
@@ -379,7 +358,7 @@ def signed_margins(h: Any, labels: Any) -> np.ndarray:
     return s * ((x - (m.mean_pos + m.mean_neg) / 2) @ (m.b / nb))
 
 
-@_one_blas_thread
+@one_thread()
 def margin_correlations(items: Iterable[tuple[str, Any, Any]], values: Mapping[str, Any]) -> np.ndarray:
     """Per behaviour, Spearman's ρ between ``values[name]`` (one number per statement, e.g. the label
     confidence) and the statements' :func:`signed_margins` (NaN for a behaviour whose values are all
@@ -480,7 +459,7 @@ def percentile_ci(replicates: Any, level: float = 0.95) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-@_one_blas_thread
+@one_thread()
 def bootstrap_table(items: Iterable[tuple[str, Any, Any]], *, n_boot: int = 200, seed: int = 0,
                     level: float = 0.95, which: Sequence[str] = ("distinguishability", "relative_distinguishability")):
     """Bootstrap intervals for many behaviours, and the replicates for rank statistics.
@@ -598,7 +577,7 @@ def stratified_halves(labels: Any, *, seed: Any = 0) -> tuple[np.ndarray, np.nda
     return np.sort(np.concatenate(first)), np.sort(np.concatenate(second))
 
 
-@_one_blas_thread
+@one_thread()
 def split_half_stability(items: Iterable[tuple[str, Any, Any]], *, seed: int = 0,
                          keys: Sequence[str] = ("distinguishability",),
                          shrinkage: float = DEFAULT_SHRINKAGE) -> tuple[dict[str, float], Any, Any]:
@@ -964,7 +943,7 @@ def reference_tail_exponents(group_sizes: Any, *, seed: Any = 0, n_rep: int = 20
     return out
 
 
-@_one_blas_thread
+@one_thread()
 def pooled_projections(items: Iterable[tuple[str, Any, Any]], *, n_directions: int, seed: int = 0,
                        cross_fit: bool = True) -> dict[str, Any]:
     """Standardised directional projections of many behaviours, pooled (for tail plots and fits).

@@ -20,7 +20,6 @@ Used in: `book/misalignment.md`.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
