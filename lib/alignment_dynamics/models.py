@@ -45,10 +45,13 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from . import cache, hardware
 from .validate import ConfigError, suggest
+
+if TYPE_CHECKING:  # annotations only: numpy is imported where it is used
+    import numpy as np
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 ANSWERS: tuple[str, str] = (" Yes", " No")
@@ -669,7 +672,6 @@ def load(name: str = DEFAULT_MODEL, *, dtype: Any = None, device: Any = None) ->
 
     Used in: `book/persona_data.md` and every chapter that embeds or trains.
     """
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     name = validate_name(name)
