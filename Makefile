@@ -1,6 +1,7 @@
 # Alignment Dynamics: two commands do everything (see README.md).
 #   make book   create/refresh .venv, execute every chapter, render _build/html
-#   make test   unit tests, hygiene, a smoke build of the whole book, nbval, browser check
+#   make test   every test: the library tier, a smoke build of the whole book, nbval, browser check
+#   (make test-fast: the library tier only, pytest -m "not book")
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -56,11 +57,11 @@ chapter: $(STAMP)
 	$(PY) -m alignment_dynamics.build --profile $(PROFILE) --build-dir $(BUILD_DIR) --chapter $(NAME) $(ARGS)
 
 test: $(STAMP)
-	$(PY) -m pytest -m "not full" tests
+	$(PY) -m pytest tests
 
-# The library tier only (no book build, no browser): for development, within ~5 minutes on 2 cores.
+# The library tier only: every test not marked `book` (no book build, no nbval, no browser), for development.
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not full and not book" tests
+	$(PY) -m pytest -m "not book" tests
 
 clean:
 	rm -rf $(BUILD_DIR)
