@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import torch
 
-import tiny_models
 from alignment_dynamics import config, data, dpo, dynamics as dy, geometry, models, plotting
 
 V, D, YES, NO = 23, 7, 3, 11
@@ -273,15 +272,9 @@ def test_mean_sq_norm_and_double_norm():
 # Data: head facts of a real (tiny) model, official splits on nested samples
 # ---------------------------------------------------------------------------------------------------
 
-@pytest.fixture
-def tiny(monkeypatch, tmp_path):
-    monkeypatch.setenv("ALIGNMENT_DYNAMICS_CACHE", str(tmp_path / "cache"))
-    return tiny_models.register(monkeypatch, tmp_path / "gguf")
-
-
-def test_head_facts_reads_the_answer_rows_and_the_final_norm(tiny, monkeypatch):
-    facts = dy.head_facts(tiny)
-    lm = models.load(tiny)
+def test_head_facts_reads_the_answer_rows_and_the_final_norm(tiny_named, monkeypatch):
+    facts = dy.head_facts(tiny_named)
+    lm = models.load(tiny_named)
     yes, no = lm.answer_token_ids()
     assert (facts.yes_id, facts.no_id) == (yes, no)
     np.testing.assert_allclose(facts.a, (lm.W_U[yes] - lm.W_U[no]).double().numpy(), rtol=1e-6)
@@ -291,28 +284,28 @@ def test_head_facts_reads_the_answer_rows_and_the_final_norm(tiny, monkeypatch):
     np.testing.assert_allclose(facts.double_norm(h.double().numpy()), once, rtol=1e-5, atol=1e-6)
     # the second call reads the cache without loading the model
     monkeypatch.setattr(models, "load", lambda *a, **k: (_ for _ in ()).throw(AssertionError("loaded again")))
-    again = dy.head_facts(tiny)
+    again = dy.head_facts(tiny_named)
     np.testing.assert_array_equal(again.gain, facts.gain)
     assert again.eps == facts.eps and again.vocab_size == facts.vocab_size
 
 
-def test_behavior_set_splits_the_nested_sample_officially(tiny):
+def test_behavior_set_splits_the_nested_sample_officially(tiny_named):
     name = "openness"
     sample = data.stratified_sample(name, 10, seed=1234)
-    bs = dy.behavior_set(tiny, name, 10, dtype="float32")
+    bs = dy.behavior_set(tiny_named, name, 10, dtype="float32")
     split = data.persona_split(name)
     assert sorted(np.concatenate([bs.idx_train, bs.idx_test]).tolist()) == sample
     assert set(bs.idx_train) <= set(split.train) and set(bs.idx_test) <= set(split.test)
     recs = data.load_persona(name)
     assert all((s > 0) == recs[i].positive for i, s in zip(bs.idx_train, bs.s_train))
     h_all, _ = bs.part("all")
-    assert h_all.shape == (20, models.load(tiny).d_model)
+    assert h_all.shape == (20, models.load(tiny_named).d_model)
     np.testing.assert_allclose(bs.b("all"), h_all[np.concatenate([bs.s_train, bs.s_test]) > 0].mean(0)
                                - h_all[np.concatenate([bs.s_train, bs.s_test]) < 0].mean(0))
     with pytest.raises(dy.DynamicsError, match="part must be"):
         bs.part("dev")
     assert bs.computed == 20  # a fresh cache: every prompt was embedded
-    again = dy.behavior_set(tiny, name, 10, dtype="float32")
+    again = dy.behavior_set(tiny_named, name, 10, dtype="float32")
     assert again.computed == 0  # then every row comes from the cache
     np.testing.assert_array_equal(again.h_train, bs.h_train)
 
