@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import signal
@@ -24,7 +25,10 @@ def _fresh_hub_state():
 # --- names ---------------------------------------------------------------------------------------------
 
 def test_registry_and_default():
-    assert models.DEFAULT_MODEL == "smollm2-135m-instruct"
+    # the default is a real packaged model of the registry (never a tiny random one), and load() uses it
+    assert models.validate_name(models.DEFAULT_MODEL) == models.DEFAULT_MODEL
+    assert models.DEFAULT_MODEL in models.REGISTRY and not models.is_tiny(models.DEFAULT_MODEL)
+    assert inspect.signature(models.load).parameters["name"].default == models.DEFAULT_MODEL
     assert {"smollm2-135m-instruct", "gemma-3-270m"} <= set(models.REGISTRY)
 
 
