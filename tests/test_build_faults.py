@@ -18,7 +18,7 @@ import pytest
 
 from alignment_dynamics import book, build, cache
 
-from conftest import ROOT, run_build
+ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.book
 
@@ -45,7 +45,7 @@ OFFLINE = {"HF_HUB_OFFLINE": "1"}
      r"'gpt2' \(revision 'main'\) is not in the local Hugging Face cache and the Hub cannot be used: HF_HUB_OFFLINE"),
     (["--chapter", "persona_data", "-p", "MODELS", "[smollm2]"], r"unknown model 'smollm2'. Did you mean"),
 ])
-def test_bad_parameters_stop_before_any_kernel_with_rc_2(tmp_path, args, message):
+def test_bad_parameters_stop_before_any_kernel_with_rc_2(run_build, tmp_path, args, message):
     t0 = time.perf_counter()
     proc = run_build("--profile", "smoke", *args, build_dir=tmp_path / "b", env=OFFLINE)
     assert proc.returncode == 2, (args, proc.stdout[-2000:], proc.stderr[-2000:])
@@ -54,7 +54,7 @@ def test_bad_parameters_stop_before_any_kernel_with_rc_2(tmp_path, args, message
     assert time.perf_counter() - t0 < 30, "an offline Hub id must fail fast"
 
 
-def test_a_local_folder_that_is_not_a_model_says_so(tmp_path):
+def test_a_local_folder_that_is_not_a_model_says_so(run_build, tmp_path):
     folder = tmp_path / "org" / "name"
     folder.mkdir(parents=True)
     (folder / "notes.txt").write_text("not a model")
@@ -63,7 +63,7 @@ def test_a_local_folder_that_is_not_a_model_says_so(tmp_path):
     assert proc.returncode == 2 and "is a folder but not a model: it has no config.json" in proc.stderr, proc.stderr
 
 
-def test_a_second_build_into_the_same_folder_names_the_holder(tmp_path):
+def test_a_second_build_into_the_same_folder_names_the_holder(run_build, tmp_path):
     bd = tmp_path / "b"
     with cache.exclusive_lock(bd / ".build.lock", "x"):
         proc = run_build("--profile", "smoke", "--chapter", CHEAP, build_dir=bd)
@@ -156,7 +156,7 @@ def test_aggregators_read_only_their_own_profiles_claims_and_report(tmp_path, mo
 # --- one chapter, built once, then faults ------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def chapter_build(tmp_path_factory):
+def chapter_build(run_build, tmp_path_factory):
     bd = tmp_path_factory.mktemp("faults") / "b"
     proc = run_build("--profile", "smoke", "--chapter", CHEAP, build_dir=bd)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-3000:]
@@ -184,7 +184,7 @@ def _start(bd: Path, *args: str):
     raise AssertionError(proc.stderr.read())
 
 
-def test_a_corrupt_cache_entry_is_reported_in_one_line_and_rebuilt(chapter_build):
+def test_a_corrupt_cache_entry_is_reported_in_one_line_and_rebuilt(run_build, chapter_build):
     (entry,) = (chapter_build / "cache" / "chapters").glob(f"{CHEAP}-*.ipynb")
     entry.write_text("{}")
     proc = run_build("--profile", "smoke", "--chapter", CHEAP, build_dir=chapter_build)
@@ -205,7 +205,7 @@ def test_sigint_marks_the_run_interrupted_and_the_page_stale(chapter_build):
     assert "was interrupted (SIGINT)" in _page(chapter_build).read_text()
 
 
-def test_a_killed_run_never_leaves_ok(chapter_build):
+def test_a_killed_run_never_leaves_ok(run_build, chapter_build):
     proc = _start(chapter_build, "-p", "STEPS", "13")
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -234,4 +234,3 @@ def test_make_refuses_to_rebind_a_venv_of_another_checkout(tmp_path):
     assert (f"the venv {venv} belongs to the checkout /some/other/checkout, not {ROOT}; refusing to rebind"
             in proc.stderr), proc.stderr
     assert sorted(p.name for p in venv.iterdir()) == [".checkout"]
-    assert "echo \"$(CURDIR)\" > $(CHECKOUT_FILE)" in (ROOT / "Makefile").read_text()  # the stamp records it

@@ -6,11 +6,11 @@ import sys
 
 import pytest
 import torch
-from dpo_helpers import one_thread  # noqa: F401  (autouse fixture)
 
 from alignment_dynamics.bench import dpo as bench
 from alignment_dynamics.dpo import fused
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one intra-op thread
 
 
 def test_cpu_peak_bytes_sees_a_temporary_allocation():

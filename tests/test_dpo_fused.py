@@ -4,11 +4,11 @@ import math
 
 import pytest
 import torch
-from dpo_helpers import one_thread  # noqa: F401  (autouse fixture)
 
 import alignment_dynamics.dpo as dpo
 from alignment_dynamics.dpo.fused import fused_dpo_loss, selective_logprobs, sequence_logps
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one intra-op thread
 
 
 def _g(seed):

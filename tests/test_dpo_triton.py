@@ -29,9 +29,9 @@ cases = pytest.mark.skipif(not HERE, reason="runs under TRITON_INTERPRET=1 in a 
 gpu = pytest.mark.gpu
 
 
-@pytest.mark.slow  # ~35 s: the Triton interpreter (2 cores)
 @pytest.mark.skipif(HERE, reason="the cases run directly here")
 def test_triton_cases_under_the_cpu_interpreter():
+    # ~35 s on 2 cores: the Triton interpreter
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-m", "triton",
                            os.path.abspath(__file__)], env=env, capture_output=True, text=True, timeout=900)

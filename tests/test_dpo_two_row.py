@@ -4,9 +4,10 @@ import math
 
 import pytest
 import torch
-from dpo_helpers import one_thread  # noqa: F401  (autouse fixture)
 
 import alignment_dynamics.dpo as dpo
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one intra-op thread
 
 
 A, B_ = 7, 3  # the two answer tokens ("Yes", "No")

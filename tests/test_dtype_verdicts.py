@@ -11,13 +11,7 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from alignment_dynamics import config
-
-from conftest import run_build
-
-pytestmark = [pytest.mark.book, pytest.mark.slow]
 
 # The chapters whose configuration has a dtype (persona_data embeds with dtype="auto" too); intro
 # collects their claims into claims.json.
@@ -29,7 +23,7 @@ def test_the_dtype_chapters_are_the_ones_with_a_dtype():
     assert with_dtype <= set(DTYPE_CHAPTERS), with_dtype
 
 
-def test_smoke_verdicts_are_the_same_in_float32_and_bfloat16(tmp_path):
+def test_smoke_verdicts_are_the_same_in_float32_and_bfloat16(run_build, tmp_path):
     verdicts, dtypes = {}, {}
     for dt in ("float32", "bfloat16"):
         out = tmp_path / dt

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import torch
 
-import tiny_models
 from alignment_dynamics import config, data, dpo, dynamics as dy, geometry, models, plotting, stats, threads
 
 V, D, YES, NO = 23, 7, 3, 11
@@ -273,15 +272,9 @@ def test_mean_sq_norm_and_double_norm():
 # Data: head facts of a real (tiny) model, official splits on nested samples
 # ---------------------------------------------------------------------------------------------------
 
-@pytest.fixture
-def tiny(monkeypatch, tmp_path):
-    monkeypatch.setenv("ALIGNMENT_DYNAMICS_CACHE", str(tmp_path / "cache"))
-    return tiny_models.register(monkeypatch, tmp_path / "gguf")
-
-
-def test_head_facts_reads_the_answer_rows_and_the_final_norm(tiny, monkeypatch):
-    facts = dy.head_facts(tiny)
-    lm = models.load(tiny)
+def test_head_facts_reads_the_answer_rows_and_the_final_norm(tiny_named, monkeypatch):
+    facts = dy.head_facts(tiny_named)
+    lm = models.load(tiny_named)
     yes, no = lm.answer_token_ids()
     assert (facts.yes_id, facts.no_id) == (yes, no)
     np.testing.assert_allclose(facts.a, (lm.W_U[yes] - lm.W_U[no]).double().numpy(), rtol=1e-6)
@@ -291,28 +284,28 @@ def test_head_facts_reads_the_answer_rows_and_the_final_norm(tiny, monkeypatch):
     np.testing.assert_allclose(facts.double_norm(h.double().numpy()), once, rtol=1e-5, atol=1e-6)
     # the second call reads the cache without loading the model
     monkeypatch.setattr(models, "load", lambda *a, **k: (_ for _ in ()).throw(AssertionError("loaded again")))
-    again = dy.head_facts(tiny)
+    again = dy.head_facts(tiny_named)
     np.testing.assert_array_equal(again.gain, facts.gain)
     assert again.eps == facts.eps and again.vocab_size == facts.vocab_size
 
 
-def test_behavior_set_splits_the_nested_sample_officially(tiny):
+def test_behavior_set_splits_the_nested_sample_officially(tiny_named):
     name = "openness"
     sample = data.stratified_sample(name, 10, seed=1234)
-    bs = dy.behavior_set(tiny, name, 10, dtype="float32")
+    bs = dy.behavior_set(tiny_named, name, 10, dtype="float32")
     split = data.persona_split(name)
     assert sorted(np.concatenate([bs.idx_train, bs.idx_test]).tolist()) == sample
     assert set(bs.idx_train) <= set(split.train) and set(bs.idx_test) <= set(split.test)
     recs = data.load_persona(name)
     assert all((s > 0) == recs[i].positive for i, s in zip(bs.idx_train, bs.s_train))
     h_all, _ = bs.part("all")
-    assert h_all.shape == (20, models.load(tiny).d_model)
+    assert h_all.shape == (20, models.load(tiny_named).d_model)
     np.testing.assert_allclose(bs.b("all"), h_all[np.concatenate([bs.s_train, bs.s_test]) > 0].mean(0)
                                - h_all[np.concatenate([bs.s_train, bs.s_test]) < 0].mean(0))
     with pytest.raises(dy.DynamicsError, match="part must be"):
         bs.part("dev")
     assert bs.computed == 20  # a fresh cache: every prompt was embedded
-    again = dy.behavior_set(tiny, name, 10, dtype="float32")
+    again = dy.behavior_set(tiny_named, name, 10, dtype="float32")
     assert again.computed == 0  # then every row comes from the cache
     np.testing.assert_array_equal(again.h_train, bs.h_train)
 
@@ -592,28 +585,67 @@ def test_chapter_configs_share_the_distinguishability_sample(slug):
         config.resolve(slug, "fast", lr=-0.1)
 
 
-def test_plots_return_figures_and_check_shapes():
+def test_plots_draw_their_data_and_check_shapes():
     import matplotlib.pyplot as plt
 
     t = np.arange(6)
     y = np.linspace(0, 1, 12).reshape(2, 6)
-    figs = [
-        plotting.curves_grid(t, [{"title": "x", "train": y, "test": y / 2, "labels": ["a", "b"]}], ylabel="loss",
-                             hline=0.5, n_train=100, batch_size=10),
-        plotting.theory_overlay_grid(t, [{"title": "x", "measured": y + 0.1, "labels": ["a", "b"], "theory": {"th": y},
-                                          "points": {"p": (1, [0.2, 0.3])}, "band": (y - 0.1, y + 0.1)}],
-                                     ylabel="c", clip_band=True),
-        plotting.lr_sensitivity({"m": ([0.1, 1.0], [0.1, 0.2])}, marks={"m": {"η": 0.3}}, xlabel="κ", ylabel="y",
-                                band=(0.2, 0.5)),
-        plotting.speed_grid([{"x": [1, 2, 3], "y": [3, 2, 1], "names": ["a", "b", "c"], "highlight": ["b"],
-                              "note": "ρ"}]),
-        plotting.agreement_bins(["a", "b"], {"m": ([0.5, 0.9], [0.3, 0.8], [0.7, 1.0])}, chance=0.5, xlabel="x",
-                                ylabel="y"),
-        plotting.balance_panels([{"x": [1, 2], "y": [2, 1], "title": "t"}] * 2, xlabel="x", ylabel="y"),
-    ]
-    assert all(isinstance(f, plt.Figure) for f in figs)
-    for f in figs:
-        plt.close(f)
+
+    def data(line):
+        return np.asarray(line.get_xdata(), float), np.asarray(line.get_ydata(), float)
+
+    # curves: per behaviour a training line and a test line, then the reference level
+    fig = plotting.curves_grid(t, [{"title": "x", "train": y, "test": y / 2, "labels": ["a", "b"]}], ylabel="loss",
+                               hline=0.5, n_train=100, batch_size=10)
+    ax = fig.axes[0]
+    assert len(ax.lines) == 5 and ax.get_ylabel() == "loss" and ax.get_title() == "x"
+    for k in range(2):
+        np.testing.assert_array_equal(data(ax.lines[2 * k]), (t, y[k]))
+        np.testing.assert_array_equal(data(ax.lines[2 * k + 1]), (t, y[k] / 2))
+    assert set(data(ax.lines[4])[1]) == {0.5}
+    plt.close(fig)
+    # measured curves, one black line per behaviour and theory entry, the band left out of the y range
+    fig = plotting.theory_overlay_grid(t, [{"title": "x", "measured": y + 0.1, "labels": ["a", "b"],
+                                            "theory": {"th": y}, "points": {"p": (1, [0.2, 0.3])},
+                                            "band": (y - 0.1, y + 10)}], ylabel="c", clip_band=True)
+    ax = fig.axes[0]
+    assert len(ax.lines) == 4 and ax.get_ylabel() == "c"
+    np.testing.assert_array_equal(data(ax.lines[0])[1], y[0] + 0.1)
+    np.testing.assert_array_equal(data(ax.lines[3])[1], y[1])
+    assert ax.get_ylim()[1] < 2  # the band reaches 11
+    np.testing.assert_array_equal(ax.collections[-1].get_offsets(), [[1, 0.2], [1, 0.3]])
+    plt.close(fig)
+    # one line per model on a log x axis, its mark a vertical line at the marked step size
+    fig = plotting.lr_sensitivity({"m": ([0.1, 1.0], [0.1, 0.2])}, marks={"m": {"η": 0.3}}, xlabel="κ", ylabel="y",
+                                  band=(0.2, 0.5))
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log" and (ax.get_xlabel(), ax.get_ylabel()) == ("κ", "y")
+    np.testing.assert_array_equal(data(ax.lines[0]), ([0.1, 1.0], [0.1, 0.2]))
+    assert set(data(ax.lines[1])[0]) == {0.3}
+    plt.close(fig)
+    # the points, the highlighted one ringed and named
+    fig = plotting.speed_grid([{"x": [1, 2, 3], "y": [3, 2, 1], "names": ["a", "b", "c"], "highlight": ["b"],
+                                "note": "ρ"}])
+    ax = fig.axes[0]
+    np.testing.assert_array_equal(ax.collections[0].get_offsets(), [[1, 3], [2, 2], [3, 1]])
+    np.testing.assert_array_equal(ax.collections[1].get_offsets(), [[2, 2]])
+    assert [a.get_text() for a in ax.texts] == ["b"] and ax.get_title() == "ρ"
+    plt.close(fig)
+    # one tick per bin, the chance level
+    fig = plotting.agreement_bins(["a", "b"], {"m": ([0.5, 0.9], [0.3, 0.8], [0.7, 1.0])}, chance=0.5, xlabel="x",
+                                  ylabel="y")
+    ax = fig.axes[0]
+    assert [tl.get_text() for tl in ax.get_xticklabels()] == ["a", "b"]
+    np.testing.assert_array_equal(ax.lines[0].get_ydata(), [0.5, 0.9])
+    assert set(data(ax.lines[-1])[1]) == {0.5}
+    plt.close(fig)
+    # one panel per dict, each with its points and the diagonal over the common range
+    fig = plotting.balance_panels([{"x": [1, 2], "y": [2, 1], "title": "t"}, {"x": [0, 3], "y": [3, 0], "title": "u"}],
+                                  xlabel="x", ylabel="y")
+    assert [ax.get_title() for ax in fig.axes] == ["t", "u"]
+    np.testing.assert_array_equal(fig.axes[1].collections[0].get_offsets(), [[0, 3], [3, 0]])
+    np.testing.assert_array_equal(data(fig.axes[0].lines[0]), ([0, 3], [0, 3]))
+    plt.close(fig)
     with pytest.raises(ValueError, match="train must be"):
         plotting.curves_grid(t, [{"train": y[:, :3], "labels": ["a", "b"]}], ylabel="")
     with pytest.raises(ValueError, match="measured must be"):

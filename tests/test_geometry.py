@@ -525,7 +525,6 @@ def test_pca_map_is_exact_and_deterministic():
         geo.map_2d(h, method="tsne")
 
 
-@pytest.mark.slow
 def test_umap_map_is_deterministic():
     rng = np.random.default_rng(22)
     h = rng.standard_normal((40, 6))

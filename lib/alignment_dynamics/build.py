@@ -643,9 +643,10 @@ def _build_book(root, build_dir, profile, pages, chapters, only, use_cache, do_r
             # a partial book keeps its root page and the plain pages (the bibliography)
             subset = None if not only else [p for p in pages if p.slug in only or p is pages[0] or not p.notebook]
             stage(root, stage_dir, pages if subset is None else subset, executed, toc_subset=subset)
-            ok, wall, log_tail = render(stage_dir, build_dir / "html", strict=not only,
+            strict = not only  # the whole book: every Sphinx warning is an error (-n -W)
+            ok, wall, log_tail = render(stage_dir, build_dir / "html", strict=strict,
                                         expected=[p.file for p in (subset or pages)])
-            report["render"] = {"status": "ok" if ok else "failed", "wall_s": round(wall, 3),
+            report["render"] = {"status": "ok" if ok else "failed", "strict": strict, "wall_s": round(wall, 3),
                                 "log_tail": "" if ok else log_tail}
             if ok:
                 for r in b.results:
@@ -832,7 +833,7 @@ def _build_chapter(root, build_dir, name, profile, overrides, use_cache, pages, 
         mark_stale(page_html, f"the latest run of {name} with the overrides {overrides} failed ({_short_error(exc)[:200]}); "
                               f"this page is from an earlier run.")
         raise
-    report["render"] = {"status": "ok" if ok else "failed", "wall_s": round(wall, 3)}
+    report["render"] = {"status": "ok" if ok else "failed", "strict": False, "wall_s": round(wall, 3)}
     report["status"] = "ok" if ok else "failed"
     cache.write_json_atomic(report_path, report)
     if not ok:

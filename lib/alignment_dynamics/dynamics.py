@@ -704,7 +704,6 @@ def train_runs(groups: Sequence[Sequence[BehaviorSet]], *, facts: HeadFacts, ste
 
     Used in: `book/training_dynamics.md`, `book/prioritization.md`.
     """
-    import torch
     from tqdm.auto import tqdm
 
     from .dpo import train_two_row

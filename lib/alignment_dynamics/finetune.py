@@ -35,10 +35,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
-import math
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -993,7 +992,6 @@ def _run_dir(key: str):
 def _store_run(key: str, run: DPORun) -> None:
     import json
 
-    import torch
     from safetensors.torch import save_file
 
     from . import cache as adcache

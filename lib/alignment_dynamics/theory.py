@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -1803,8 +1803,6 @@ def check_side_facts(rng, *, d: int = 16, V: int = 50, n: int = 400, beta: float
     """
     import torch
 
-    from .dpo import reference as ref
-
     rng = _rng(rng)
     pb = reduction_problem(rng, d=d, V=V, n=n)
     tr = _train_reference(pb, beta=beta, lr=lr, steps=steps)
@@ -2141,7 +2139,6 @@ def update_rate_instance(params: dict[str, Any], rng, *, steps: int, repeats: in
     hp_fail = np.mean(np.any((meas < s_lo * (1 - FP_RTOL)) | (meas > s_up * (1 + FP_RTOL)), axis=1))
     p_hp = eps1 + eps2
     T = steps
-    scale = np.maximum(meas, 1e-300)
     rho = np.maximum(up - main, main - lo)
     row = dict(params)
     row.update({
