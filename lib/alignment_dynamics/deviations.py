@@ -58,6 +58,10 @@ def deviations(profile: str) -> list[dict[str, str]]:
         ("HH-RLHF", "the harmless-base data, whole model",
          f"{_v('misalignment', 'hh_n_train', p)} training and {_v('misalignment', 'hh_n_test', p)} test dialogues, "
          f"at most {_v('misalignment', 'hh_max_tokens', p)} tokens, one seed", "misalignment"),
+        ("full-data reference", "(the official runs use all statements)",
+         "every statement of every behaviour, batch 128, 100 steps, computed once per model with "
+         "`python -m alignment_dynamics.fullref` and committed (artifacts/fullref, its manifest names the "
+         "machine and dtype); the sweeps compare their samples with it", "distinguishability, training_dynamics"),
         ("features", "hidden_states[-1] with the final RMSNorm applied a second time",
          "the features behind the logits (one normalisation; the double form is an option)", "all Part II chapters"),
     ]
