@@ -1,0 +1,87 @@
+"""Shared helpers of the theory modules: argument checks, the random-generator coercion, the one-thread
+decorator, the logistic sigmoid and ``LN2``.
+
+Used in: every module of :mod:`alignment_dynamics.theory`.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+
+
+LN2 = math.log(2.0)
+
+
+def require_positive(name: str, value: float) -> float:
+    """``value`` as a float; a ``ValueError`` naming ``name`` unless it is positive and finite."""
+    value = float(value)
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return value
+
+
+def require_nonneg(name: str, value: float) -> float:
+    """``value`` as a float; a ``ValueError`` naming ``name`` unless it is non-negative and finite."""
+    value = float(value)
+    if not (value >= 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be a non-negative finite number, got {value!r}")
+    return value
+
+
+def require_prob(name: str, value: float) -> float:
+    """``value`` as a float; a ``ValueError`` naming ``name`` unless it lies strictly between 0 and 1."""
+    value = float(value)
+    if not (0 < value < 1):
+        raise ValueError(f"{name} must lie strictly between 0 and 1, got {value!r}")
+    return value
+
+
+def as_rng(rng) -> np.random.Generator:
+    """``rng`` itself if it is a numpy ``Generator``, a new one seeded with it if it is an int; else ``TypeError``."""
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
+        return np.random.default_rng(int(rng))
+    raise TypeError(f"rng must be a numpy Generator or an int seed, got {type(rng).__name__}")
+
+
+def single_threaded(fn):
+    """Run ``fn`` with one BLAS thread (threadpoolctl, when installed) and one torch thread, restored after.
+
+    The problems of Part I are small; on a shared 2-core machine, multi-threaded BLAS and torch were
+    measured 20-60 times *slower* than one thread (thread oversubscription), and one thread also keeps
+    reductions in a fixed order.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        import contextlib
+        import sys
+
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:  # pragma: no cover - threadpoolctl comes with the book environment
+            threadpool_limits = None
+        torch = sys.modules.get("torch")
+        old = torch.get_num_threads() if torch is not None else None
+        ctx = threadpool_limits(1) if threadpool_limits is not None else contextlib.nullcontext()
+        try:
+            if torch is not None:
+                torch.set_num_threads(1)
+            with ctx:
+                return fn(*args, **kwargs)
+        finally:
+            if torch is not None and old is not None:
+                torch.set_num_threads(old)
+
+    return wrapper
+
+
+def sigmoid(x):
+    """The logistic function ``1 / (1 + exp(-x))``, elementwise and without overflow (``scipy.special.expit``)."""
+    from scipy.special import expit
+
+    return expit(x)
