@@ -1,0 +1,92 @@
+"""Figures of misalignment: Base against Aligned, and labelled curves with min-max bands.
+
+Used in: `book/misalignment.md`.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from .style import (
+    ALIGNED, BASE, figure, grid_axes, label_panels, ordered_colors, shorten, steps_and_epochs_axis, THEORY,
+)
+
+
+def _band(ax, x, runs, color, label, style=None):
+    """Mean over runs (rows) as a line, min-max over runs as a band."""
+    runs = np.atleast_2d(np.asarray(runs, dtype=float))
+    ax.plot(x, runs.mean(0), color=color, label=label, **(style or {}))
+    if runs.shape[0] > 1:
+        ax.fill_between(x, runs.min(0), runs.max(0), color=color, alpha=0.18, linewidth=0)
+
+
+def base_vs_aligned(panels: Sequence[dict], *, n_train: int, batch_size: int, ncols: int = 2,
+                    labels: tuple[str, str] = ("Base", "Aligned")):
+    """Panels of Base vs Aligned curves: the mean over seeds (line) and the min-max band.
+
+    Each panel is a dict with ``title``, ``ylabel``, ``base`` and ``aligned`` (arrays ``[seeds, T]``,
+    at steps t = 0, 1, ... unless the panel gives them as ``x``), and optionally ``hline`` (a reference
+    level drawn dotted, e.g. ln 2 or 0.5).
+    The x axis is the step, with epochs (``batch_size`` t / ``n_train``) on top.
+
+    Used in: `book/misalignment.md`.
+    """
+    if not panels:
+        raise ValueError("need at least one panel")
+    fig, flat = grid_axes(len(panels), ncols)
+    for ax, p in zip(flat, panels):
+        for key, color, label in (("base", BASE, labels[0]), ("aligned", ALIGNED, labels[1])):
+            runs = np.atleast_2d(np.asarray(p[key], dtype=float))
+            x = np.asarray(p["x"]) if p.get("x") is not None else np.arange(runs.shape[1])
+            if x.shape != (runs.shape[1],):
+                raise ValueError(f"panel {p['title']!r}: x has shape {x.shape}, the curves {runs.shape[1]} points")
+            _band(ax, x, runs, color, label)
+        if p.get("hline") is not None:
+            ax.axhline(p["hline"], color=THEORY, linestyle=":", linewidth=1)
+        ax.set_title(p["title"])
+        ax.set_ylabel(p["ylabel"])
+        steps_and_epochs_axis(ax, n_train, batch_size)
+        ax.legend()
+    label_panels(flat)
+    return fig
+
+
+def labelled_curves(panels: Sequence[dict], *, xlabel: str = "step t", colors: Sequence | None = None,
+                    styles: dict | None = None, legend: str = "first"):
+    """Panels of several labelled curves each (mean line and min-max band when a curve has several runs).
+
+    Each panel is a dict with ``title``, ``ylabel`` and ``curves`` (label -> array ``[T]`` or
+    ``[runs, T]``), and optionally ``hline``. Labels keep their colour across panels (``colors`` in
+    label order; default: the plasma order) and their line style (``styles``: label -> matplotlib
+    keywords, e.g. a dashed curve drawn over a solid one it equals). ``legend``: ``"first"`` (only the
+    first panel) or ``"all"``.
+
+    Used in: `book/misalignment.md`.
+    """
+    if not panels:
+        raise ValueError("need at least one panel")
+    labels = list(dict.fromkeys(k for p in panels for k in p["curves"]))
+    cols = list(colors) if colors is not None else ordered_colors(len(labels))
+    if len(cols) < len(labels):
+        raise ValueError(f"{len(labels)} labels but {len(cols)} colours")
+    color = dict(zip(labels, cols))
+    fig, axes = figure("triple" if len(panels) >= 3 else "double" if len(panels) == 2 else "single",
+                       1, len(panels), squeeze=False)
+    if legend not in ("first", "all"):
+        raise ValueError(f"legend must be 'first' or 'all', got {legend!r}")
+    for k, (ax, p) in enumerate(zip(axes[0], panels)):
+        for label, runs in p["curves"].items():
+            runs = np.atleast_2d(np.asarray(runs, dtype=float))
+            _band(ax, np.arange(runs.shape[1]), runs, color[label], shorten(label, 48), (styles or {}).get(label))
+        if p.get("hline") is not None:
+            ax.axhline(p["hline"], color=THEORY, linestyle=":", linewidth=1)
+        ax.set_title(p["title"])
+        ax.set_ylabel(p["ylabel"])
+        ax.set_xlabel(xlabel)
+        if legend == "all" or k == 0:
+            ax.legend()
+    if len(panels) > 1:
+        label_panels(axes[0])
+    return fig
