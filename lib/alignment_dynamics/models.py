@@ -564,7 +564,7 @@ class LoadedModel:
 
     @property
     def d_model(self) -> int:
-        return int(_text_config(self.model.config).hidden_size)
+        return int(text_config(self.model.config).hidden_size)
 
     @property
     def vocab_size(self) -> int:
@@ -632,7 +632,8 @@ class LoadedModel:
         return np.array([len(x) for x in self.tokenizer(list(texts))["input_ids"]])
 
 
-def _text_config(config):
+def text_config(config):
+    """The text part of a model configuration (``get_text_config()`` of a multimodal one), else ``config`` itself."""
     return config.get_text_config() if hasattr(config, "get_text_config") else config
 
 
@@ -721,7 +722,7 @@ def load(name: str = DEFAULT_MODEL, *, dtype: Any = None, device: Any = None) ->
         if "device_map" not in kwargs:
             model.to(dev)
     model.eval()
-    if getattr(_text_config(model.config), "final_logit_softcapping", None):
+    if getattr(text_config(model.config), "final_logit_softcapping", None):
         raise ModelError(f"{name}: final logit soft-capping is on; h @ W_U^T would not be the model's logits")
     return LoadedModel(model=model, tokenizer=tokenizer, name=name, fingerprint=fingerprint(name),
                        answer_ids=answer_token_ids(tokenizer), load_s=time.perf_counter() - t0)

@@ -53,9 +53,9 @@ def official_loop(lm, prompts: Sequence[str]):
 
 def _flop_constants(lm) -> tuple[int, int]:
     """(weight entries of the blocks' matrices, attention FLOPs per (query, key) pair over all layers)."""
-    from ..models import _text_config
+    from ..models import text_config
 
-    cfg = _text_config(lm.model.config)
+    cfg = text_config(lm.model.config)
     block = sum(p.numel() for n, p in lm.base.named_parameters() if "layers." in n and p.dim() >= 2)
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     return block, 4 * cfg.num_attention_heads * head_dim * cfg.num_hidden_layers

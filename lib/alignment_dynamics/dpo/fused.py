@@ -40,7 +40,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .reference import (IGNORE_INDEX, _check_matrix, _check_tokens, check_beta, check_loss_type, dpo_loss)
+from .reference import (IGNORE_INDEX, check_beta, check_loss_type, check_matrix, check_tokens, dpo_loss)
 
 IMPLS = ("auto", "torch", "gemm", "triton")
 _BUDGET_BYTES = 64 << 20  # a chunk's tile of logits on the CPU path
@@ -231,8 +231,8 @@ def selective_logprobs(H: torch.Tensor, W: torch.Tensor, targets: torch.Tensor, 
 
     Used in: `book/kernels.md`.
     """
-    _check_matrix("H", H)
-    _check_matrix("W", W)
+    check_matrix("H", H)
+    check_matrix("W", W)
     if H.shape[1] != W.shape[1]:
         raise ValueError(f"H has d={H.shape[1]} but W has d={W.shape[1]} (W is [V, d])")
     if H.device != W.device:
@@ -241,7 +241,7 @@ def selective_logprobs(H: torch.Tensor, W: torch.Tensor, targets: torch.Tensor, 
     t2 = targets.view(-1, 1) if squeeze else targets
     if t2.dim() != 2:
         raise ValueError(f"targets must be [N] or [N, K], got shape {tuple(targets.shape)}")
-    t2 = _check_tokens("targets", t2, H.shape[0], W.shape[0], allow_ignore=True).to(H.device)
+    t2 = check_tokens("targets", t2, H.shape[0], W.shape[0], allow_ignore=True).to(H.device)
     asked, impl = impl, resolve_impl(impl, H, W)
     acc = _acc_dtype(H, W, accum_dtype)
     if impl != "torch" and acc == torch.float64:  # the GPU paths accumulate in fp32
@@ -528,7 +528,7 @@ def _one_pass(H, W, chosen, rejected, ref_c, ref_r, beta, H_rejected, chosen_mas
         raise ValueError(f"chosen ({H.shape[0]}), rejected ({H_rejected.shape[0]}) and the reference log-probs "
                          f"({ref_c.numel()}, {ref_r.numel()}) must describe the same pairs")
     for name, tt in (("chosen", tc), ("rejected", tr)):
-        _check_tokens(name, tt, tt.shape[0], V)
+        check_tokens(name, tt, tt.shape[0], V)
     pair = torch.cat([pc_, pr_])
     order = torch.argsort(pair, stable=True)
     Hall = torch.cat([Hc, Hr])[order]

@@ -39,7 +39,8 @@ REDUCTIONS = ("mean", "sum", "none")
 # Validation helpers (shared by the modules of this package)
 # ---------------------------------------------------------------------------------------------------
 
-def _check_matrix(name: str, x: Any, *, ndim: int = 2) -> torch.Tensor:
+def check_matrix(name: str, x: Any, *, ndim: int = 2) -> torch.Tensor:
+    """``x`` if it is a finite, non-empty, floating-point ``ndim``-D tensor; otherwise a clear error naming ``name``."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() != ndim:
@@ -49,7 +50,9 @@ def _check_matrix(name: str, x: Any, *, ndim: int = 2) -> torch.Tensor:
     return finite_tensor(name, x)  # no NaN / inf, not empty
 
 
-def _check_tokens(name: str, t: Any, n: int, vocab: int, *, allow_ignore: bool = False) -> torch.Tensor:
+def check_tokens(name: str, t: Any, n: int, vocab: int, *, allow_ignore: bool = False) -> torch.Tensor:
+    """``t`` as int64 token ids: ``n`` rows, each in ``[0, vocab)`` (or ``IGNORE_INDEX`` with ``allow_ignore``);
+    otherwise a clear error naming ``name``."""
     if not isinstance(t, torch.Tensor):
         t = torch.as_tensor(t)
     if t.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8):
@@ -112,15 +115,15 @@ def logprobs_naive(H: torch.Tensor, W: torch.Tensor, targets: torch.Tensor, *,
 
     Used in: `book/kernels.md`.
     """
-    _check_matrix("H", H)
-    _check_matrix("W", W)
+    check_matrix("H", H)
+    check_matrix("W", W)
     if H.shape[1] != W.shape[1]:
         raise ValueError(f"H has d={H.shape[1]} but W has d={W.shape[1]} (W is [V, d])")
     squeeze = targets.dim() == 1
     t2 = targets.view(-1, 1) if squeeze else targets
     if t2.dim() != 2:
         raise ValueError(f"targets must be [N] or [N, K], got shape {tuple(targets.shape)}")
-    t2 = _check_tokens("targets", t2, H.shape[0], W.shape[0], allow_ignore=True)
+    t2 = check_tokens("targets", t2, H.shape[0], W.shape[0], allow_ignore=True)
     dt = compute_dtype(H, W)
     logits = H.to(dt) @ W.to(dt).T
     lse = torch.logsumexp(logits, dim=-1)
@@ -263,13 +266,13 @@ def precompute_reference(H: torch.Tensor, W0: torch.Tensor, chosen: torch.Tensor
 
     Used in: `book/kernels.md`, `book/training_dynamics.md`.
     """
-    _check_matrix("H", H)
-    _check_matrix("W0", W0)
+    check_matrix("H", H)
+    check_matrix("W0", W0)
     n, V = H.shape[0], W0.shape[0]
     if H.shape[1] != W0.shape[1]:
         raise ValueError(f"H has d={H.shape[1]} but W0 has d={W0.shape[1]}")
-    chosen = _check_tokens("chosen", chosen, n, V)
-    rejected = _check_tokens("rejected", rejected, n, V)
+    chosen = check_tokens("chosen", chosen, n, V)
+    rejected = check_tokens("rejected", rejected, n, V)
     logprobs = logprobs_naive if logprobs is None else logprobs
     dt = compute_dtype(H, W0)
     step = chunk_rows or _chunk_rows(V, torch.finfo(dt).bits // 8)
@@ -429,8 +432,9 @@ class Trajectory:
         return self.head_change.shape[1] - 1
 
 
-def _check_hparams(*, beta, lr, steps, loss_type, label_smoothing, optimizer, momentum, weight_decay,
-                   adam_betas, adam_eps) -> None:
+def check_hparams(*, beta, lr, steps, loss_type, label_smoothing, optimizer, momentum, weight_decay,
+                  adam_betas, adam_eps) -> None:
+    """Check the training hyper-parameters of a DPO run; a clear ``ValueError`` for the first bad one."""
     check_beta(beta)
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
         raise ValueError(f"lr must be a positive finite number, got {lr!r}")
@@ -454,11 +458,11 @@ def _check_hparams(*, beta, lr, steps, loss_type, label_smoothing, optimizer, mo
 def _eval_tuple_ref(name: str, spec, d: int, vocab: int):
     if not isinstance(spec, (tuple, list)) or len(spec) not in (3, 4):
         raise ValueError(f"eval set {name!r} must be a tuple (H, chosen, rejected[, behavior_id]), got {type(spec).__name__}")
-    H = _check_matrix(f"eval set {name!r} H", spec[0])
+    H = check_matrix(f"eval set {name!r} H", spec[0])
     if H.shape[1] != d:
         raise ValueError(f"eval set {name!r}: H has d={H.shape[1]}, expected {d}")
-    c = _check_tokens(f"eval set {name!r} chosen", spec[1], H.shape[0], vocab)
-    r = _check_tokens(f"eval set {name!r} rejected", spec[2], H.shape[0], vocab)
+    c = check_tokens(f"eval set {name!r} chosen", spec[1], H.shape[0], vocab)
+    r = check_tokens(f"eval set {name!r} rejected", spec[2], H.shape[0], vocab)
     bid = torch.as_tensor(spec[3]).long() if len(spec) == 4 and spec[3] is not None else None
     return H, c, r, bid
 
@@ -487,20 +491,20 @@ def train_reference(H: torch.Tensor, W0: torch.Tensor, chosen: torch.Tensor, rej
 
     Used in: `book/kernels.md`, `book/dpo_last_layer.md`.
     """
-    _check_hparams(beta=beta, lr=lr, steps=steps, loss_type=loss_type, label_smoothing=label_smoothing,
-                   optimizer=optimizer, momentum=momentum, weight_decay=weight_decay, adam_betas=adam_betas,
-                   adam_eps=adam_eps)
-    _check_matrix("H", H)
-    _check_matrix("W0", W0)
+    check_hparams(beta=beta, lr=lr, steps=steps, loss_type=loss_type, label_smoothing=label_smoothing,
+                  optimizer=optimizer, momentum=momentum, weight_decay=weight_decay, adam_betas=adam_betas,
+                  adam_eps=adam_eps)
+    check_matrix("H", H)
+    check_matrix("W0", W0)
     n, d = H.shape
     V = W0.shape[0]
     if W0.shape[1] != d:
         raise ValueError(f"H has d={d} but W0 has d={W0.shape[1]} (W0 is [V, d])")
-    chosen = _check_tokens("chosen", chosen, n, V)
-    rejected = _check_tokens("rejected", rejected, n, V)
+    chosen = check_tokens("chosen", chosen, n, V)
+    rejected = check_tokens("rejected", rejected, n, V)
     if flip:
         chosen, rejected = rejected, chosen
-    W_start = (W0 if start_W is None else _check_matrix("start_W", start_W)).to(dtype)
+    W_start = (W0 if start_W is None else check_matrix("start_W", start_W)).to(dtype)
     if W_start.shape != W0.shape:
         raise ValueError(f"start_W must have W0's shape {tuple(W0.shape)}, got {tuple(W_start.shape)}")
     Hd = H.to(dtype)

@@ -29,7 +29,7 @@ from typing import Any, Mapping, NamedTuple
 
 import torch
 
-from .reference import (OPTIMIZERS, Reference, Trajectory, _check_hparams, _check_matrix, check_beta,
+from .reference import (OPTIMIZERS, Reference, Trajectory, check_beta, check_hparams, check_matrix,
                         loss_derivative, metrics_from_parts)
 from .sampling import sample_batches
 
@@ -179,7 +179,7 @@ def _eval_spec(name: str, spec, runs: int, d: int) -> list[tuple]:
     for sp in specs:
         if not _is_seq(sp) or len(sp) not in (2, 3, 4):
             raise ValueError(f"eval set {name!r} must be (H, s[, reference[, behavior_id]]) or a list of those, one per run")
-        H = _check_matrix(f"eval set {name!r} H", sp[0])
+        H = check_matrix(f"eval set {name!r} H", sp[0])
         if H.shape[1] != d:
             raise ValueError(f"eval set {name!r}: H has d={H.shape[1]}, expected {d}")
         s = _check_signs(f"eval set {name!r} s", sp[1], H.shape[0])
@@ -248,10 +248,10 @@ def train_two_row(H, s, *, beta, lr, steps: int, batch_size: int | None, generat
     betas = [check_beta(b) for b in _per_run("beta", beta, runs)]
     lrs = _per_run("lr", lr, runs)
     for b_, l_ in zip(betas, lrs):
-        _check_hparams(beta=b_, lr=l_, steps=steps, loss_type=loss_type, label_smoothing=label_smoothing,
-                       optimizer=optimizer, momentum=momentum, weight_decay=0.0, adam_betas=adam_betas,
-                       adam_eps=adam_eps)
-    Hs = [_check_matrix("H", h) for h in _per_run("H", H, runs)]
+        check_hparams(beta=b_, lr=l_, steps=steps, loss_type=loss_type, label_smoothing=label_smoothing,
+                      optimizer=optimizer, momentum=momentum, weight_decay=0.0, adam_betas=adam_betas,
+                      adam_eps=adam_eps)
+    Hs = [check_matrix("H", h) for h in _per_run("H", H, runs)]
     d = Hs[0].shape[1]
     if any(h.shape[1] != d for h in Hs):
         raise ValueError(f"every run's H must have the same width d; got {sorted({h.shape[1] for h in Hs})}")
