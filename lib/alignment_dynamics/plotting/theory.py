@@ -96,33 +96,6 @@ def plot_bound_curves(t, measured: Sequence, *, labels: Sequence[str], upper: Se
     return fig
 
 
-def plot_tightness(x, ratio, *, xlabel: str, ylabel: str, groups=None, ax=None, title: str | None = None,
-                   logx: bool = True, logy: bool = False, reference: float = 1.0):
-    """Tightness of a bound over random instances: ``ratio`` (measured / bound, or bound / measured)
-    against an instance property ``x``, with the line where the bound would be attained.
-
-    Used in: `book/update_rate.md`, `book/accuracy.md`, `book/priority.md`.
-    """
-    if ax is None:
-        fig, ax = figure("single")
-    else:
-        fig = ax.figure
-    x, ratio = np.asarray(x, float), np.asarray(ratio, float)
-    _scatter_groups(ax, x, ratio, groups, size=12)
-    if groups is not None:
-        ax.legend()
-    ax.axhline(reference, color=THEORY, linestyle="--", linewidth=1)
-    if logx:
-        ax.set_xscale("log")
-    if logy:
-        ax.set_yscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title)
-    return fig
-
-
 def update_rate_bound_panels(curves: Sequence[dict], *, labels: Sequence[str]):
     """Three panels of the update-rate bounds over steps (log-log), from ``theory.update_rate_curves``:
     (a) the a-priori band around the first-order line, (b) the loss-drop sandwich (convexity below,
