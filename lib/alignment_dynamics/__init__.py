@@ -14,17 +14,21 @@ import importlib
 
 __version__ = "0.1.0"
 
+#: Every submodule, reachable as ``ad.<name>`` (tests/test_layout.py checks the list against the package).
 _SUBMODULES = {
     "bench",
     "book",
     "build",
     "cache",
     "config",
+    "crossfit",
     "data",
+    "deviations",
     "dpo",
     "dynamics",
     "embed",
     "finetune",
+    "fullref",
     "geometry",
     "hardware",
     "misalign",
@@ -32,13 +36,12 @@ _SUBMODULES = {
     "packages",
     "plotting",
     "progress",
-    "crossfit",
-    "deviations",
+    "sphinx_ext",
     "stats",
-    "verdicts",
     "theory",
     "threads",
-    "fullref",
+    "validate",
+    "verdicts",
 }
 
 
