@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 
-LN2 = math.log(2.0)
+LN2 = math.log(2.0)  # ln 2: the DPO loss at the reference model
 
 
 def require_positive(name: str, value: float) -> float:

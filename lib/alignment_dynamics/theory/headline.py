@@ -13,7 +13,6 @@ from typing import Any, Sequence
 import numpy as np
 
 
-
 # Relative slack for floating-point comparisons of deterministic bounds (the bounds themselves are exact).
 FP_RTOL = 1e-9
 
