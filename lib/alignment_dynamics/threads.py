@@ -11,27 +11,29 @@ This module imports nothing from the package (a leaf).
 from __future__ import annotations
 
 import contextlib
+import sys
 
 
 class one_thread(contextlib.ContextDecorator):
-    """``with one_thread(): ...`` or ``@one_thread()``: torch and BLAS (via threadpoolctl) on one thread
-    inside, restored afterwards (nested uses are fine)."""
+    """``with one_thread(): ...`` or ``@one_thread()``: torch (when it is imported: otherwise its pool does
+    not exist and importing it would cost seconds) and BLAS (via threadpoolctl) on one thread inside,
+    restored afterwards (nested uses are fine). One thread also keeps reductions in a fixed order."""
 
     def __enter__(self):
-        import torch
         from threadpoolctl import threadpool_limits
 
-        self._torch_threads = torch.get_num_threads()
-        torch.set_num_threads(1)
+        self._torch = sys.modules.get("torch")
+        self._torch_threads = self._torch.get_num_threads() if self._torch is not None else None
+        if self._torch is not None:
+            self._torch.set_num_threads(1)
         self._blas = threadpool_limits(limits=1)
         self._blas.__enter__()
         return self
 
     def __exit__(self, *exc):
-        import torch
-
         try:
             self._blas.__exit__(*exc)
         finally:
-            torch.set_num_threads(self._torch_threads)
+            if self._torch is not None:
+                self._torch.set_num_threads(self._torch_threads)
         return False

@@ -13,12 +13,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .checks import as_rng, LN2, require_positive, require_prob, single_threaded
+from .checks import as_rng, LN2, require_positive, require_prob
 from .closed_form import decision_direction, dpo_loss_from_v, linear_accuracy, logistic_gd, sample_statistics
 from .families import TwoClass
 from .headline import excess, FP_RTOL, headline_row, mc_margin, mutate_bound
 from .sweeps import InstanceRanges, loguniform, model_from, run_curves, run_sweep
 from .update_rate import kappa_of, phi, remainder_bound
+from ..threads import one_thread
 
 
 def tail_error_bound(margin, norm, alpha: float, tau=0.0):
@@ -392,7 +393,7 @@ def random_offset(rng, model: TwoClass, norm: float, cos: float) -> np.ndarray:
     return norm * (cos * e_b + math.sqrt(1 - cos ** 2) * e_p)
 
 
-@single_threaded
+@one_thread()
 def accuracy_instance(params: dict[str, Any], rng, *, steps: int, repeats: int, eps: float = 0.1,
                       mutate: float = 1.0):
     """Run one random instance of the accuracy sweep. ``params`` adds to :class:`InstanceRanges`'s keys
@@ -544,7 +545,7 @@ class AccuracyRanges(InstanceRanges):
         return p
 
 
-@single_threaded
+@one_thread()
 def sweep_accuracy(seed: int, n_instances: int, *, steps: int = 100, repeats: int = 16,
                    ranges: AccuracyRanges | None = None, mutate: float = 1.0):
     """The accuracy sweep: a DataFrame with one row per random instance (see :func:`accuracy_instance`).
@@ -558,7 +559,7 @@ def sweep_accuracy(seed: int, n_instances: int, *, steps: int = 100, repeats: in
     return pd.DataFrame([row for row, _ in out])
 
 
-@single_threaded
+@one_thread()
 def accuracy_curves(seed: int, *, d: int, n: int, beta_prime: float, lr_frac: float, steps: int,
                     deltas: Sequence[float], family: str = "gaussian", repeats: int = 8, p_plus: float = 0.5,
                     a_rel: float = 0.5, a_cos: float = -0.5, center_norm: float = 0.5, trace_per_dim: float = 0.5,

@@ -6,7 +6,6 @@ Used in: every module of :mod:`alignment_dynamics.theory`.
 
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
@@ -46,38 +45,6 @@ def as_rng(rng) -> np.random.Generator:
     if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
         return np.random.default_rng(int(rng))
     raise TypeError(f"rng must be a numpy Generator or an int seed, got {type(rng).__name__}")
-
-
-def single_threaded(fn):
-    """Run ``fn`` with one BLAS thread (threadpoolctl, when installed) and one torch thread, restored after.
-
-    The problems of Part I are small; on a shared 2-core machine, multi-threaded BLAS and torch were
-    measured 20-60 times *slower* than one thread (thread oversubscription), and one thread also keeps
-    reductions in a fixed order.
-    """
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        import contextlib
-        import sys
-
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:  # pragma: no cover - threadpoolctl comes with the book environment
-            threadpool_limits = None
-        torch = sys.modules.get("torch")
-        old = torch.get_num_threads() if torch is not None else None
-        ctx = threadpool_limits(1) if threadpool_limits is not None else contextlib.nullcontext()
-        try:
-            if torch is not None:
-                torch.set_num_threads(1)
-            with ctx:
-                return fn(*args, **kwargs)
-        finally:
-            if torch is not None and old is not None:
-                torch.set_num_threads(old)
-
-    return wrapper
 
 
 def sigmoid(x):

@@ -13,12 +13,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .checks import as_rng, LN2, single_threaded
+from .checks import as_rng, LN2
 from .closed_form import dpo_loss_from_v, logistic_gd
 from .families import make_two_class, random_unit, TwoClass
 from .headline import excess, headline_row, mutate_bound
 from .sweeps import InstanceRanges, loguniform, run_sweep
 from .update_rate import remainder_bound
+from ..threads import one_thread
 
 
 def priority_levels(bs: Sequence[np.ndarray], weights: Sequence[float] | None = None, *, rtol: float = 1e-8):
@@ -143,7 +144,7 @@ def first_step_order_bound(v1, *, beta: float, b_i, b_j, G_i) -> float:
     return float(0.5 * beta * v1 @ (np.asarray(b_i) - np.asarray(b_j)) - 0.5 * beta ** 2 * v1 @ np.asarray(G_i) @ v1)
 
 
-@single_threaded
+@one_thread()
 def unequal_sizes_example(*, n_i: int = 20, n_j: int = 180, norm_i: float = 4.42, norm_j: float = 3.57,
                           cos: float = 0.1, beta_prime: float = 0.64, lr: float = 0.1,
                           steps: int = 20) -> dict[str, Any]:
@@ -198,7 +199,7 @@ def make_behaviours(rng, d: int, deltas: Sequence[float], *, cos: Sequence[float
     return out
 
 
-@single_threaded
+@one_thread()
 def priority_run(behaviours: Sequence[TwoClass], rng, *, n_per, beta: float, lr: float, steps: int,
                  repeats: int) -> dict[str, np.ndarray]:
     """Joint full-batch DPO on K behaviours that share the Yes/No tokens (``n_per`` examples each, or a
@@ -257,7 +258,7 @@ def priority_run(behaviours: Sequence[TwoClass], rng, *, n_per, beta: float, lr:
             "priority": inner / nb[:, None], "inner": inner}
 
 
-@single_threaded
+@one_thread()
 def priority_instance(params: dict[str, Any], rng, *, steps: int, repeats: int, mutate: float = 1.0):
     """Run one random instance of the priority sweep (K behaviours, their sizes, distinguishabilities and
     alignments drawn at random). Returns ``(row, first_step)``: the worst violation of every statement
@@ -396,7 +397,7 @@ class PriorityRanges(InstanceRanges):
         return p
 
 
-@single_threaded
+@one_thread()
 def sweep_priority(seed: int, n_instances: int, *, steps: int = 40, repeats: int = 8,
                    ranges: PriorityRanges | None = None, mutate: float = 1.0):
     """The priority sweep: ``(DataFrame of instances, array of first-step (measured, predicted) margin
@@ -412,7 +413,7 @@ def sweep_priority(seed: int, n_instances: int, *, steps: int = 40, repeats: int
             np.concatenate([x["gap"] for _, x in out]))
 
 
-@single_threaded
+@one_thread()
 def priority_pair(seed: int, *, d: int, n_per: int, beta_prime: float, lr: float, steps: int,
                   deltas: Sequence[float], cos: Sequence[float], repeats: int = 8, family: str = "gaussian",
                   center_norm: float = 0.5, trace_per_dim: float = 1.0, decay: float = 0.5) -> dict[str, Any]:

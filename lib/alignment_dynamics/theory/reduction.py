@@ -13,12 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from .checks import as_rng, LN2, require_prob, single_threaded
+from .checks import as_rng, LN2, require_prob
 from .closed_form import (
     decision_direction, dpo_loss_from_v, first_step_norm_balanced, first_step_v, head_change,
     linear_accuracy, logistic_gd,
 )
 from .families import make_two_class
+from ..threads import one_thread
 
 
 YES, NO = 3, 7  # the two answer tokens of the synthetic checks
@@ -97,7 +98,7 @@ def _reference_loss(problem: ReductionProblem, W, beta: float, H_rejected=None):
     return ref.dpo_loss(pc, pr, rc, rr, beta)
 
 
-@single_threaded
+@one_thread()
 def check_normaliser(rng, *, d: int = 16, V: int = 50, n: int = 400, beta: float = 0.1) -> dict[str, float]:
     """At a random *dense* head W (not only two rows moved), the full-softmax DPO margin equals the
     closed form ``beta s u^T (W - W_0) h``, and the answer log-odds equal ``s u^T W h``: the
@@ -123,7 +124,7 @@ def check_normaliser(rng, *, d: int = 16, V: int = 50, n: int = 400, beta: float
     }
 
 
-@single_threaded
+@one_thread()
 def check_gradient_structure(rng, *, d: int = 16, V: int = 50, n: int = 400, beta: float = 0.1) -> dict[str, float]:
     """Autograd through the full-softmax reference at a random dense W: the gradient is zero outside the
     Yes and No rows, the two rows are opposite, it has rank one, and it equals the closed form
@@ -151,7 +152,7 @@ def check_gradient_structure(rng, *, d: int = 16, V: int = 50, n: int = 400, bet
     }
 
 
-@single_threaded
+@one_thread()
 def check_loss_at_start(rng, *, d: int = 16, V: int = 50, n: int = 400, beta: float = 0.1) -> float:
     """``|L(W_0) - ln 2|`` for the full-softmax reference loss (every margin is exactly 0 at W_0).
 
@@ -170,7 +171,7 @@ def _train_reference(pb: ReductionProblem, *, beta, lr, steps, **kw):
                                batch_size=None, generator=0, **kw)
 
 
-@single_threaded
+@one_thread()
 def check_trajectory(rng, *, d: int = 16, V: int = 50, n: int = 400, beta: float = 0.5, lr: float = 1.0,
                      steps: int = 200, momentum: float = 0.0) -> dict[str, Any]:
     """Full-batch DPO on the full softmax (``dpo.reference.train_reference``, float64, autograd) against
@@ -206,7 +207,7 @@ def check_trajectory(rng, *, d: int = 16, V: int = 50, n: int = 400, beta: float
     }
 
 
-@single_threaded
+@one_thread()
 def check_first_step(rng, *, d: int = 16, V: int = 50, n: int = 400, beta: float = 0.1, lr: float = 0.5,
                      p_yes: float = 0.5) -> dict[str, float]:
     """One full-softmax SGD step from W_0 against the first-step formula:
@@ -233,7 +234,7 @@ def check_first_step(rng, *, d: int = 16, V: int = 50, n: int = 400, beta: float
             "W1_minus_closed_max_abs": float((tr.W - pb.W0 - torch.outer(pb.u, torch.from_numpy(v1))).abs().max())}
 
 
-@single_threaded
+@one_thread()
 def check_side_facts(rng, *, d: int = 16, V: int = 50, n: int = 400, beta: float = 0.5, lr: float = 1.0,
                      steps: int = 20) -> dict[str, float]:
     """Side facts of the reduction on a full-softmax trajectory: log-ratios between non-answer tokens do
@@ -260,7 +261,7 @@ def check_side_facts(rng, *, d: int = 16, V: int = 50, n: int = 400, beta: float
             "frac_margin_positive": float((rew_c - rew_r > 0).double().mean())}
 
 
-@single_threaded
+@one_thread()
 def check_breaks(rng, *, d: int = 16, V: int = 50, n: int = 400, beta: float = 0.5, lr: float = 1.0,
                  steps: int = 20) -> "Any":
     """When the reduction breaks, measured on the full-softmax reference. One row per scenario:

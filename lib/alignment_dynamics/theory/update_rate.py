@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .. import validate as _v
-from .checks import as_rng, require_prob, single_threaded
+from .checks import as_rng, require_prob
 from .closed_form import (
     dpo_loss_from_v, first_step_norm_balanced, first_step_v, head_change, logistic_gd, logistic_sgd,
     sample_statistics,
@@ -24,6 +24,7 @@ from .families import (
 )
 from .headline import excess, FP_RTOL, headline_row, mc_margin, mutate_bound
 from .sweeps import InstanceRanges, model_from, run_curves, run_sweep
+from ..threads import one_thread
 
 
 def phi(kappa, t):
@@ -310,7 +311,7 @@ def bernstein_looseness(n: int, eps: float) -> float:
     return bernstein_radius(eps, n, gaussian_tail_constant()) / exact
 
 
-@single_threaded
+@one_thread()
 def _spiked_two_class(rng, d: int, *, delta: float, center_norm: float, trace_per_dim: float,
                       decay: float = 0.5) -> TwoClass:
     """Gaussian classes sharing the spectrum ``lambda_i ~ i^(-decay)`` (``||Sigma|| = c_v sqrt(d)`` with c_v
@@ -395,7 +396,7 @@ def check_margin_concentration(rng, *, dims: Sequence[int] = (16, 64, 256, 512),
     return pd.DataFrame(rows)
 
 
-@single_threaded
+@one_thread()
 def update_rate_instance(params: dict[str, Any], rng, *, steps: int, repeats: int,
                          eps1: float = 0.05, eps2: float = 0.05,
                          mutate: float = 1.0) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -523,7 +524,7 @@ def update_rate_instance(params: dict[str, Any], rng, *, steps: int, repeats: in
     return row, curves
 
 
-@single_threaded
+@one_thread()
 def sweep_update_rate(seed: int, n_instances: int, *, steps: int = 40, repeats: int = 16,
                       ranges: InstanceRanges | None = None, eps1: float = 0.05, eps2: float = 0.05,
                       mutate: float = 1.0):
@@ -539,7 +540,7 @@ def sweep_update_rate(seed: int, n_instances: int, *, steps: int = 40, repeats: 
     return pd.DataFrame([row for row, _ in out])
 
 
-@single_threaded
+@one_thread()
 def update_rate_curves(seed: int, *, d: int, n: int, beta_prime: float, lr: float, steps: int,
                        deltas: Sequence[float], family: str = "gaussian", repeats: int = 8,
                        center_norm: float = 0.5, trace_per_dim: float = 1.0, decay: float = 0.5,
