@@ -28,7 +28,6 @@ OVER_LIMIT = {
     "bench/dpo.py": "the DPO benchmark's CPU and GPU parts and its book tables; to split by part",
     "geometry.py": "the properties, bootstrap, rank statistics, tails and maps of distinguishability",
     "finetune.py": "whole-model DPO: packing, the policy views, the cached bottom, training, the TRL twin",
-    "dynamics.py": "the Part II experiments: splits, learning rate, runs, speeds, statistics, prioritisation",
 }
 
 
