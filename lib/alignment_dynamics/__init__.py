@@ -26,12 +26,10 @@ _SUBMODULES = {
     "deviations",
     "dpo",
     "embed",
-    "finetune",
     "fullref",
     "geometry",
     "hardware",
     "lastlayer",
-    "misalign",
     "models",
     "packages",
     "plotting",
@@ -42,6 +40,7 @@ _SUBMODULES = {
     "threads",
     "validate",
     "verdicts",
+    "wholemodel",
 }
 
 
