@@ -291,6 +291,26 @@ def test_run_cache_returns_the_same_run(tiny_lm, random_pairs):
     assert not c.info.get("from_cache")
 
 
+def test_run_cache_key_hashes_every_module_a_run_executes():
+    """The run key's source digest covers ``train`` and every package module it imports, directly or not,
+    so a run cached by other code is never returned; a module added to that chain must join RUN_SOURCES."""
+    import ast
+    from pathlib import Path
+
+    folder = Path(wm.__file__).parent
+    seen, todo = set(), ["train"]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for node in ast.walk(ast.parse((folder / f"{name}.py").read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                todo += [node.module.split(".")[0]] if node.module else [a.name for a in node.names]
+    assert set(wm.train.RUN_SOURCES) == seen
+    assert all((folder / f"{name}.py").is_file() for name in wm.train.RUN_SOURCES)
+
+
 def test_flipped_pairs_flip_every_pair(tiny_lm, random_pairs):
     pairs = random_pairs(30)
     flipped = pairs.flipped()
