@@ -42,16 +42,12 @@ from .runs import Runs, train_runs
 from .speed import (
     change_slope, first_step_check, first_step_terms, FirstStepCheck, speed_table, update_rate_overlay,
 )
-from .correlations import (
-    finite_spearman, partial_spearman, partial_spearman_ci, rank_outliers, speed_correlations,
-)
+from .correlations import finite_spearman, partial_spearman, partial_spearman_ci, rank_outliers, speed_correlations
 from .prioritization import (
     agreement_by_bins, final_gains, gap_size_comparison, group_priorities, LEARNED_FIRST_METRICS,
     margin_overlay, order_agreement, priority_outcomes, random_groups,
 )
-from .reweighting import (
-    balancing_replication, less_distinguishable, reweighting_effect, reweighting_plan,
-)
+from .reweighting import balancing_replication, less_distinguishable, reweighting_effect, reweighting_plan
 
 __all__ = [
     "BETA_MODES", "BETA_PRIME", "BehaviorSet", "DynamicsError", "FirstStepCheck", "HEAD_FACTS_VERSION",
@@ -61,7 +57,6 @@ __all__ = [
     "first_step_check", "first_step_terms", "gap_size_comparison", "group_priorities", "head_facts",
     "joint_splits", "less_distinguishable", "lr_choice", "lr_scenarios", "margin_overlay", "matched_lr",
     "mean_sq_norm", "official_effective_step", "order_agreement", "partial_spearman", "partial_spearman_ci",
-    "priority_outcomes", "random_groups", "rank_outliers",
-    "reweighting_effect", "reweighting_plan", "speed_correlations", "speed_table", "train_runs",
-    "update_rate_overlay"
+    "priority_outcomes", "random_groups", "rank_outliers", "reweighting_effect", "reweighting_plan",
+    "speed_correlations", "speed_table", "train_runs", "update_rate_overlay",
 ]

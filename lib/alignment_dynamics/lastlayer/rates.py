@@ -51,7 +51,8 @@ def effective_step(lr: float, beta: float, mean_sq_norm: float) -> float:
 
     Used in: `book/training_dynamics.md`, `book/prioritization.md`.
     """
-    return require_positive("lr", lr) * require_positive("beta", beta) ** 2 * require_positive("mean_sq_norm", mean_sq_norm)
+    return (require_positive("lr", lr) * require_positive("beta", beta) ** 2
+            * require_positive("mean_sq_norm", mean_sq_norm))
 
 
 def official_effective_step(per_coordinate: float, *, d: int = LLAMA2_7B_D, lr: float = OFFICIAL_LR,
@@ -70,7 +71,7 @@ def matched_lr(target_step: float, beta: float, mean_sq_norm: float) -> float:
     Used in: `book/training_dynamics.md`, `book/prioritization.md`.
     """
     return require_positive("target_step", target_step) / (require_positive("beta", beta) ** 2
-                                                     * require_positive("mean_sq_norm", mean_sq_norm))
+                                                           * require_positive("mean_sq_norm", mean_sq_norm))
 
 
 def feature_scale(facts: HeadFacts, sets: Sequence[BehaviorSet], norm: str = "model") -> dict[str, float]:

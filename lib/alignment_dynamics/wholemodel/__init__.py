@@ -72,5 +72,5 @@ __all__ = [
     "make_policy", "merged_model", "module_digest", "pair_metrics", "persona_sets", "prompt_embeddings",
     "repeat_on_extremes", "run_alignment", "run_misalignment", "sequence_features", "set_features",
     "speedup_table", "survey", "tokenize_pairs", "train_dpo", "train_head_sequences", "trl_comparison",
-    "trunk_activations"
+    "trunk_activations",
 ]
