@@ -84,7 +84,7 @@ def tiny_lm():
 
 
 def _random_pairs(n: int, seed: int = 1, prompt=(3, 9), answer=(1, 4), vocab: int = TINY_VOCAB):
-    from alignment_dynamics import finetune as ft
+    from alignment_dynamics import wholemodel as wm
     import torch
 
     g = torch.Generator().manual_seed(seed)
@@ -98,7 +98,7 @@ def _random_pairs(n: int, seed: int = 1, prompt=(3, 9), answer=(1, 4), vocab: in
         p, c, r = rnd(*prompt), rnd(*answer), rnd(*answer)
         if c != r:
             P.append(p), C.append(c), R.append(r)
-    return ft.Pairs.from_ids(P, C, R)
+    return wm.Pairs.from_ids(P, C, R)
 
 
 @pytest.fixture(scope="session")

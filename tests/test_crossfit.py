@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 
-from alignment_dynamics import crossfit, dynamics as dy
+from alignment_dynamics import crossfit, lastlayer as dy
 
 V, D, YES, NO = 23, 6, 3, 11
 

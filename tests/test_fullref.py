@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from alignment_dynamics import data
-from alignment_dynamics import dynamics as dy
+from alignment_dynamics import lastlayer as dy
 from alignment_dynamics import fullref
 
 TINY = ["tiny-random-llama", "tiny-random-llama-b"]

@@ -25,13 +25,11 @@ _SUBMODULES = {
     "data",
     "deviations",
     "dpo",
-    "dynamics",
     "embed",
-    "finetune",
     "fullref",
     "geometry",
     "hardware",
-    "misalign",
+    "lastlayer",
     "models",
     "packages",
     "plotting",
@@ -42,6 +40,7 @@ _SUBMODULES = {
     "threads",
     "validate",
     "verdicts",
+    "wholemodel",
 }
 
 

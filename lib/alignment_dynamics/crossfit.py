@@ -22,7 +22,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from . import stats, verdicts
-from .dynamics import LN2, BehaviorSet, DynamicsError, HeadFacts, train_runs
+from .lastlayer import LN2, BehaviorSet, DynamicsError, HeadFacts, train_runs
 
 __all__ = ["ROLES", "fold_sets", "SpeedCrossFit", "speed_crossfit", "PairCrossFit", "pair_crossfit"]
 
@@ -94,7 +94,7 @@ def speed_crossfit(sets: Sequence[BehaviorSet], *, facts: HeadFacts, steps: int,
     """Does distinguishability measured on some statements predict the loss drop on others?
 
     For each behaviour and rotation (:func:`fold_sets`), X = ‖b̂‖ on the predictor fold, the head is
-    trained on the training fold (the official last-layer protocol, :func:`alignment_dynamics.dynamics.train_runs`,
+    trained on the training fold (the official last-layer protocol, :func:`alignment_dynamics.lastlayer.train_runs`,
     one run per seed), and Y = ln 2 − L(T) on the outcome fold, averaged over the seeds.
     """
     if len(sets) < 4:

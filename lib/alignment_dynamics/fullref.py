@@ -11,7 +11,7 @@ Per behaviour and model (one row): ``distinguishability``, ``trace``, ``concentr
 training pairs, the official three), ``n_train``, ``n_test``, ``first_step`` (‖W₁ − W₀‖ of one official
 step), ``change_100`` (‖W₁₀₀ − W₀‖), ``loss_drop_train`` and ``loss_drop_test`` (ln 2 − loss after the
 last step on the training / held-out pairs), ``acc_test`` (policy accuracy on held-out pairs at the end).
-The learning rate and β are the training-dynamics chapter's ``official`` choice (:func:`dynamics.lr_choice`)
+The learning rate and β are the training-dynamics chapter's ``official`` choice (:func:`lastlayer.lr_choice`)
 computed on these full training sets.
 
 Run: ``python -m alignment_dynamics.fullref --out artifacts/fullref`` (about an hour on two cores with
@@ -77,7 +77,7 @@ def compute(model_names: Sequence[str], *, behaviors: Sequence[str] | None = Non
     training-dynamics chapter. When it is not among ``model_names``, its scale ``q_official`` is read from
     its committed reference in ``directory`` (so the models can be computed in separate runs)."""
     from . import data, geometry, hardware
-    from . import dynamics as dy
+    from . import lastlayer as dy
     from . import progress as prog
 
     names = list(dict.fromkeys(model_names))

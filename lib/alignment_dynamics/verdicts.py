@@ -333,7 +333,7 @@ def first_step_text(*, sweep_batch: int, sweep_ratio: float, official_batch: int
     """The generated account of what ranks behaviours after a single SGD step.
 
     ``*_ratio`` is the median over behaviours of the first step's class-imbalance part over its
-    distinguishability part (:func:`alignment_dynamics.dynamics.first_step_terms`) at the sweep's batch
+    distinguishability part (:func:`alignment_dynamics.lastlayer.first_step_terms`) at the sweep's batch
     and at the official batch; ``official`` is the :func:`rank_order` verdict of the first step's
     ‖W₁ − W₀‖ against distinguishability at the official batch. The conclusion follows from both.
     """

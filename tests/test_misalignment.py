@@ -1,4 +1,4 @@
-"""The misalignment protocol (alignment_dynamics.misalign) on tiny models and synthetic heads."""
+"""The misalignment protocol (alignment_dynamics.wholemodel) on tiny models and synthetic heads."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from alignment_dynamics import finetune as ft
-from alignment_dynamics import misalign as mis
+from alignment_dynamics import wholemodel as wm
 from alignment_dynamics import stats
 
 pytestmark = pytest.mark.usefixtures("one_thread", "user_cache")
@@ -31,7 +30,7 @@ def synthetic_head(n=120, d=16, V=50, seed=0):
 
 def test_head_only_identity_same_loss_different_accuracy():
     H, W0, c, r = synthetic_head()
-    out = mis.head_only_identity(H[:100], c[:100], r[:100], W0, beta=0.5, lr=2.0, align_steps=30, steps=25,
+    out = wm.head_only_identity(H[:100], c[:100], r[:100], W0, beta=0.5, lr=2.0, align_steps=30, steps=25,
                                  batch_size=32, seed=3, H_test=H[100:], chosen_test=c[100:], rejected_test=r[100:])
     assert out["max_loss_gap"] < 1e-12
     np.testing.assert_allclose(out["base_test_loss"], out["aligned_test_loss"], rtol=0, atol=1e-12)
@@ -71,7 +70,7 @@ def test_first_reaching():
 def _tiny_sets(random_pairs, n_train=16, n_test=8):
     pairs = random_pairs(n_train + n_test, seed=4)
     z = np.zeros(0, dtype=np.int8)
-    return mis.PairSets("tiny", pairs.take(range(n_train)), pairs.take(range(n_train, n_train + n_test)),
+    return wm.PairSets("tiny", pairs.take(range(n_train)), pairs.take(range(n_train, n_train + n_test)),
                         np.arange(n_train), np.arange(n_train, n_train + n_test), z, z)
 
 
@@ -79,8 +78,8 @@ def _tiny_sets(random_pairs, n_train=16, n_test=8):
 def test_run_misalignment_protocol(tiny_lm, random_pairs, top_blocks):
     model = tiny_lm()
     sets = _tiny_sets(random_pairs)
-    S = ft.TrainSettings(beta=0.1, lr=3e-2, batch_size=8, epochs=2, micro_batch=4)
-    res = mis.run_misalignment(model, sets, seeds=[1, 2], method="full", top_blocks=top_blocks, align=S, flip=S,
+    S = wm.TrainSettings(beta=0.1, lr=3e-2, batch_size=8, epochs=2, micro_batch=4)
+    res = wm.run_misalignment(model, sets, seeds=[1, 2], method="full", top_blocks=top_blocks, align=S, flip=S,
                                progress=False)
     assert len(res.align) == len(res.base) == len(res.aligned) == 2
     for runs in (res.align, res.base, res.aligned):
@@ -96,35 +95,35 @@ def test_run_misalignment_protocol(tiny_lm, random_pairs, top_blocks):
     aT = res.curves("align", "test", "outputs/accuracies")[:, -1]
     c0 = res.curves("aligned", "test", "outputs/accuracies")[:, 0]
     np.testing.assert_allclose(aT + c0, 1.0)
-    table = mis.speedup_table(res, k=2)
+    table = wm.speedup_table(res, k=2)
     assert list(table["seed"]) == [1, 2] and "aligned loss@2" in table
-    with pytest.raises(mis.MisalignError, match="k must be in"):
-        mis.speedup_table(res, k=99)
-    with pytest.raises(mis.MisalignError, match="which must be"):
+    with pytest.raises(wm.MisalignError, match="k must be in"):
+        wm.speedup_table(res, k=99)
+    with pytest.raises(wm.MisalignError, match="which must be"):
         res.curves("other", "test", "loss")
 
 
 def test_run_misalignment_lora_merges_the_adapter(tiny_lm, random_pairs):
     model = tiny_lm()
     sets = _tiny_sets(random_pairs)
-    S = ft.TrainSettings(beta=0.1, lr=5e-2, batch_size=8, epochs=1, micro_batch=4)
-    res = mis.run_misalignment(model, sets, seeds=[1], method="lora", align=S, flip=S, progress=False)
+    S = wm.TrainSettings(beta=0.1, lr=5e-2, batch_size=8, epochs=1, micro_batch=4)
+    res = wm.run_misalignment(model, sets, seeds=[1], method="lora", align=S, flip=S, progress=False)
     aligned = res.first["aligned_model"]
     assert not any("lora" in n for n, _ in aligned.named_parameters())
     layout = res.first["layout"]
     # the merged model reproduces the align run's final test log-probs
-    lp = ft.all_logps(ft.make_policy(aligned), sets.test, layout)
-    c, r = ft._chosen_rejected(lp, sets.test, range(len(sets.test)))
+    lp = wm.all_logps(wm.make_policy(aligned), sets.test, layout)
+    c, r = wm.logps.chosen_rejected(lp, sets.test, range(len(sets.test)))
     acc = float((c > r).double().mean())
     assert acc == pytest.approx(res.align[0].evals["test"]["outputs/accuracies"][-1])
 
 
 def test_bad_settings(tiny_lm, random_pairs):
-    with pytest.raises(mis.MisalignError, match="seeds"):
-        mis.run_misalignment(tiny_lm(), _tiny_sets(random_pairs), seeds=[], align=ft.TrainSettings(), flip=ft.TrainSettings())
-    with pytest.raises(mis.MisalignError, match="steps must be an int"):
+    with pytest.raises(wm.MisalignError, match="seeds"):
+        wm.run_misalignment(tiny_lm(), _tiny_sets(random_pairs), seeds=[], align=wm.TrainSettings(), flip=wm.TrainSettings())
+    with pytest.raises(wm.MisalignError, match="steps must be an int"):
         H, W0, c, r = synthetic_head()
-        mis.head_only_identity(H, c, r, W0, beta=0.1, lr=0.1, align_steps=1, steps=0, batch_size=8, seed=0)
+        wm.head_only_identity(H, c, r, W0, beta=0.1, lr=0.1, align_steps=1, steps=0, batch_size=8, seed=0)
 
 
 def synthetic_sequences(P=12, L=4, d=8, V=30, seed=0):
@@ -137,7 +136,7 @@ def synthetic_sequences(P=12, L=4, d=8, V=30, seed=0):
         t[torch.arange(L)[None, :] >= lengths[:, None]] = -100
         feats += [h, t]
     W0 = 0.5 * torch.randn(V, d, generator=g)
-    return mis.SequenceFeatures(*feats), W0
+    return wm.SequenceFeatures(*feats), W0
 
 
 def naive_head_run(train, W0, *, beta, lr, steps, batch_size, seed):
@@ -164,7 +163,7 @@ def naive_head_run(train, W0, *, beta, lr, steps, batch_size, seed):
 
 def test_train_head_sequences_matches_naive_autograd():
     train, W0 = synthetic_sequences()
-    out = mis.train_head_sequences(train, W0, beta=0.5, lr=0.05, steps=4, batch_size=4, seed=2,
+    out = wm.train_head_sequences(train, W0, beta=0.5, lr=0.05, steps=4, batch_size=4, seed=2,
                                    eval_sets={"test": train.take(torch.arange(6))}, eval_every=2)
     losses, W = naive_head_run(train, W0, beta=0.5, lr=0.05, steps=4, batch_size=4, seed=2)
     np.testing.assert_allclose(out["train"]["loss"], losses, rtol=0, atol=1e-6)
@@ -179,10 +178,10 @@ def test_train_head_sequences_matches_naive_autograd():
 def test_multi_token_responses_break_the_head_only_identity():
     train, W0 = synthetic_sequences(P=16)
     kw = dict(beta=0.5, lr=0.1, batch_size=8, seed=5)
-    aligned = mis.train_head_sequences(train, W0, steps=10, **kw)["W"]
+    aligned = wm.train_head_sequences(train, W0, steps=10, **kw)["W"]
     flipped = train.flipped()
-    base = mis.train_head_sequences(flipped, W0, steps=5, **kw)
-    from_aligned = mis.train_head_sequences(flipped, W0, start_W=aligned, steps=5, **kw)
+    base = wm.train_head_sequences(flipped, W0, steps=5, **kw)
+    from_aligned = wm.train_head_sequences(flipped, W0, start_W=aligned, steps=5, **kw)
     ln2 = float(np.float32(math.log(2)))  # float32 features: ln 2 rounded to float32, exactly
     assert from_aligned["train"]["loss"][0] == ln2 and base["train"]["loss"][0] == ln2
     gap = np.abs(base["train"]["loss"] - from_aligned["train"]["loss"]).max()
@@ -196,7 +195,7 @@ def test_persona_sets_follow_the_official_split():
     from alignment_dynamics import data, models
 
     tok = models.tiny_tokenizer()
-    sets = mis.persona_sets(tok, BEHAVIOR, n_train=12, n_test=5)
+    sets = wm.persona_sets(tok, BEHAVIOR, n_train=12, n_test=5)
     split = data.persona_split(BEHAVIOR)
     assert list(sets.index_train) == list(split.train[:12]) and list(sets.index_test) == list(split.test[:5])
     yes = tuple(tok(" Yes", add_special_tokens=False)["input_ids"]) + (tok.eos_token_id,)
@@ -206,32 +205,32 @@ def test_persona_sets_follow_the_official_split():
         assert (sets.train.chosen(k) == yes) == recs[i].positive  # chosen = the matching answer
     flipped = sets.train.flipped()
     assert all((flipped.chosen(k) == yes) != recs[i].positive for k, i in enumerate(sets.index_train))
-    with pytest.raises(mis.MisalignError, match="n_train must be an int"):
-        mis.persona_sets(tok, BEHAVIOR, n_train=10_000)
+    with pytest.raises(wm.MisalignError, match="n_train must be an int"):
+        wm.persona_sets(tok, BEHAVIOR, n_train=10_000)
 
 
 def test_hh_sets_fit_the_token_budget():
     from alignment_dynamics import models
 
     tok = models.tiny_tokenizer()
-    sets = mis.hh_sets(tok, n_train=6, n_test=3, max_tokens=200)
+    sets = wm.hh_sets(tok, n_train=6, n_test=3, max_tokens=200)
     assert len(sets.train) == 6 and len(sets.test) == 3
     assert sets.train.packed_lengths().max() <= 200 and sets.test.packed_lengths().max() <= 200
     assert not set(sets.index_train) & set(sets.index_test)
-    with pytest.raises(mis.MisalignError, match="fit in 5 tokens"):
-        mis.hh_sets(tok, n_train=2, n_test=1, max_tokens=5)
+    with pytest.raises(wm.MisalignError, match="fit in 5 tokens"):
+        wm.hh_sets(tok, n_train=2, n_test=1, max_tokens=5)
 
 
 def test_embeddings_move_only_when_the_model_does(tiny_lm, random_pairs):
     model = tiny_lm()
     sets = _tiny_sets(random_pairs)
-    sets = mis.PairSets(sets.name, sets.train, sets.test, sets.index_train, sets.index_test,
+    sets = wm.PairSets(sets.name, sets.train, sets.test, sets.index_train, sets.index_test,
                         np.where(np.arange(16) % 2 == 0, 1, -1).astype(np.int8),
                         np.where(np.arange(8) % 2 == 0, 1, -1).astype(np.int8))
-    S = ft.TrainSettings(beta=0.1, lr=3e-2, batch_size=8, epochs=2, micro_batch=4)
-    al = mis.run_alignment(model, sets, seed=1, method="full", top_blocks=2, settings=S, progress=False)
-    h0, y0 = mis.embeddings(model, sets, layout=al.layout, trunks=al.trunks, top_blocks=2)
-    h1, y1 = mis.embeddings(al.aligned_model, sets, layout=al.layout, trunks=al.trunks, top_blocks=2)
+    S = wm.TrainSettings(beta=0.1, lr=3e-2, batch_size=8, epochs=2, micro_batch=4)
+    al = wm.run_alignment(model, sets, seed=1, method="full", top_blocks=2, settings=S, progress=False)
+    h0, y0 = wm.embeddings(model, sets, layout=al.layout, trunks=al.trunks, top_blocks=2)
+    h1, y1 = wm.embeddings(al.aligned_model, sets, layout=al.layout, trunks=al.trunks, top_blocks=2)
     assert h0.shape == (24, 32) and np.array_equal(y0, y1) and len(y0) == 24
     assert np.abs(h1 - h0).max() > 1e-3
     # and the base embeddings are the model's own final hidden states at the last prompt token
@@ -246,12 +245,12 @@ def test_sequence_features_reproduce_the_whole_model_logps(tiny_lm, random_pairs
 
     model = tiny_lm()
     pairs = random_pairs(10)
-    pol = ft.make_policy(model, top_blocks=top_blocks)
-    layout = ft.Layout.for_pairs(pairs, micro_batch=4)
-    trunk = ft.trunk_activations(pol, pairs, layout) if pol.cached else None
-    sf = mis.sequence_features(pol, pairs, layout, trunk)
+    pol = wm.make_policy(model, top_blocks=top_blocks)
+    layout = wm.Layout.for_pairs(pairs, micro_batch=4)
+    trunk = wm.trunk_activations(pol, pairs, layout) if pol.cached else None
+    sf = wm.sequence_features(pol, pairs, layout, trunk)
     W = model.get_output_embeddings().weight.detach()
-    c, r = ft._chosen_rejected(ft.all_logps(pol, pairs, layout, trunk), pairs, range(10))
+    c, r = wm.logps.chosen_rejected(wm.all_logps(pol, pairs, layout, trunk), pairs, range(10))
     with torch.no_grad():
         np.testing.assert_allclose(sequence_logps(sf.h_chosen, W, sf.t_chosen).numpy(), c.numpy(), rtol=0, atol=1e-5)
         np.testing.assert_allclose(sequence_logps(sf.h_rejected, W, sf.t_rejected).numpy(), r.numpy(), rtol=0, atol=1e-5)
@@ -286,23 +285,23 @@ def test_survey_repeat_and_cross_view_on_a_tiny_model():
     from alignment_dynamics import models
 
     lm = models.tiny(0, layers=3)
-    S = ft.TrainSettings(beta=0.1, lr=3e-2, batch_size=4, epochs=1, micro_batch=4)
+    S = wm.TrainSettings(beta=0.1, lr=3e-2, batch_size=4, epochs=1, micro_batch=4)
     behaviors = [BEHAVIOR, "subscribes-to-Buddhism", "optionality-increasing"]
     kw = dict(seed=1, method="full", top_blocks=1, settings=S, micro_batch=4, progress=False)
-    survey, details = mis.survey(lm.model, lm.tokenizer, behaviors, n_train=8, n_test=4, **kw)
+    survey, details = wm.survey(lm.model, lm.tokenizer, behaviors, n_train=8, n_test=4, **kw)
     assert sorted(survey["behavior"]) == sorted(behaviors)
     assert list(survey["distinguishability before"]) == sorted(survey["distinguishability before"])
     assert (survey["distinguishability before"] > 0).all()
-    repeat = mis.repeat_on_extremes(lm.model, survey, details, exclude=BEHAVIOR, k=1, **kw)
+    repeat = wm.repeat_on_extremes(lm.model, survey, details, exclude=BEHAVIOR, k=1, **kw)
     assert sorted(repeat["behavior"]) == sorted(b for b in behaviors if b != BEHAVIOR)
     assert {"base loss@1", "aligned acc@end", "distinguishability before"} <= set(repeat.columns)
-    view = mis.cross_model_view({"a": lm, "b": models.tiny(1, layers=3)}, BEHAVIOR, n_train=8, n_test=4, k=1, **kw)
+    view = wm.cross_model_view({"a": lm, "b": models.tiny(1, layers=3)}, BEHAVIOR, n_train=8, n_test=4, k=1, **kw)
     assert list(view.index) == ["a", "b"] and view.loc["a", "flipped test loss at step 1"] > 0
     # A behaviour passed as known gives the row a fresh alignment gives, without training it again.
-    again, _ = mis.survey(lm.model, lm.tokenizer, behaviors[:2], n_train=8, n_test=4,
+    again, _ = wm.survey(lm.model, lm.tokenizer, behaviors[:2], n_train=8, n_test=4,
                           known={BEHAVIOR: details[BEHAVIOR]}, **kw)
     pd.testing.assert_frame_equal(again, survey[survey["behavior"].isin(behaviors[:2])].reset_index(drop=True))
-    with pytest.raises(mis.MisalignError, match="was not run with n_train=6"):
-        mis.survey(lm.model, lm.tokenizer, [BEHAVIOR], n_train=6, n_test=4, known={BEHAVIOR: details[BEHAVIOR]}, **kw)
-    with pytest.raises(mis.MisalignError, match="must be a dict with keys"):
-        mis.survey(lm.model, lm.tokenizer, [BEHAVIOR], n_train=8, n_test=4, known={BEHAVIOR: {"run": None}}, **kw)
+    with pytest.raises(wm.MisalignError, match="was not run with n_train=6"):
+        wm.survey(lm.model, lm.tokenizer, [BEHAVIOR], n_train=6, n_test=4, known={BEHAVIOR: details[BEHAVIOR]}, **kw)
+    with pytest.raises(wm.MisalignError, match="must be a dict with keys"):
+        wm.survey(lm.model, lm.tokenizer, [BEHAVIOR], n_train=8, n_test=4, known={BEHAVIOR: {"run": None}}, **kw)

@@ -1,4 +1,4 @@
-"""alignment_dynamics.dynamics: the experiments of training_dynamics and prioritization.
+"""alignment_dynamics.lastlayer: the experiments of training_dynamics and prioritization.
 
 The runs are checked against the float64 full-vocabulary reference trainer (losses, both accuracies,
 margins, head change, per behaviour and with oversampling); the learning-rate algebra and its scale
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from alignment_dynamics import config, data, dpo, dynamics as dy, geometry, models, plotting, stats, threads
+from alignment_dynamics import config, data, dpo, geometry, lastlayer as dy, models, plotting, stats, threads
 
 V, D, YES, NO = 23, 7, 3, 11
 

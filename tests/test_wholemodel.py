@@ -1,4 +1,4 @@
-"""Whole-model DPO (alignment_dynamics.finetune) on tiny random causal LMs built in code."""
+"""Whole-model DPO (alignment_dynamics.wholemodel) on tiny random causal LMs built in code."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from alignment_dynamics import finetune as ft
+from alignment_dynamics import wholemodel as wm
 from alignment_dynamics.dpo import reference
 
 pytestmark = pytest.mark.usefixtures("one_thread", "user_cache")
@@ -23,7 +23,7 @@ def naive_logps(model, prompt, completion):
     return sum(ls[len(prompt) - 1 + j, t] for j, t in enumerate(completion))
 
 
-SMALL = ft.TrainSettings(beta=0.1, lr=1e-2, batch_size=8, steps=4, micro_batch=4)
+SMALL = wm.TrainSettings(beta=0.1, lr=1e-2, batch_size=8, steps=4, micro_batch=4)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -38,10 +38,10 @@ def test_packed_logps_equal_separate_sequences(tiny_lm, random_pairs, arch, attn
     model.set_attn_implementation(attn)
     pairs = random_pairs(10)
     for kw in ({}, {"top_blocks": 2}, {"top_blocks": 2, "cached": False}):
-        pol = ft.make_policy(model, attn_implementation=attn, **kw)
-        layout = ft.Layout.for_pairs(pairs, micro_batch=4)
-        trunk = ft.trunk_activations(pol, pairs, layout) if pol.cached else None
-        lp = ft.all_logps(pol, pairs, layout, trunk)
+        pol = wm.make_policy(model, attn_implementation=attn, **kw)
+        layout = wm.Layout.for_pairs(pairs, micro_batch=4)
+        trunk = wm.trunk_activations(pol, pairs, layout) if pol.cached else None
+        lp = wm.all_logps(pol, pairs, layout, trunk)
         with torch.no_grad():
             want = torch.tensor([[float(naive_logps(model, pairs.prompt[i], pairs.a[i])),
                                   float(naive_logps(model, pairs.prompt[i], pairs.b[i]))] for i in range(len(pairs))],
@@ -52,9 +52,9 @@ def test_packed_logps_equal_separate_sequences(tiny_lm, random_pairs, arch, attn
 def test_prompt_embeddings_are_the_last_prompt_token_state(tiny_lm, random_pairs):
     model = tiny_lm(dtype=torch.float64)
     pairs = random_pairs(6)
-    pol = ft.make_policy(model, top_blocks=1, attn_implementation="sdpa")
-    layout = ft.Layout.for_pairs(pairs, micro_batch=4)
-    emb = ft.prompt_embeddings(pol, pairs, layout, ft.trunk_activations(pol, pairs, layout))
+    pol = wm.make_policy(model, top_blocks=1, attn_implementation="sdpa")
+    layout = wm.Layout.for_pairs(pairs, micro_batch=4)
+    emb = wm.prompt_embeddings(pol, pairs, layout, wm.trunk_activations(pol, pairs, layout))
     with torch.no_grad():
         want = torch.stack([model(torch.tensor([pairs.prompt[i]]), output_hidden_states=True).hidden_states[-1][0, -1]
                             for i in range(len(pairs))])
@@ -64,13 +64,13 @@ def test_prompt_embeddings_are_the_last_prompt_token_state(tiny_lm, random_pairs
 def test_logps_do_not_depend_on_batch_composition(tiny_lm, random_pairs):
     model = tiny_lm()
     pairs = random_pairs(12)
-    pol = ft.make_policy(model)  # eager attention: row results do not depend on the other rows
-    layout = ft.Layout.for_pairs(pairs, micro_batch=4)
-    ordered = ft.all_logps(pol, pairs, layout)
+    pol = wm.make_policy(model)  # eager attention: row results do not depend on the other rows
+    layout = wm.Layout.for_pairs(pairs, micro_batch=4)
+    ordered = wm.all_logps(pol, pairs, layout)
     perm = torch.randperm(12, generator=torch.Generator().manual_seed(0)).tolist()
     with torch.no_grad():
         for chunk in (perm[:4], perm[4:7], perm[7:11], perm[11:]):
-            got = ft.completion_logps(pol, pairs, chunk, layout).double()
+            got = wm.completion_logps(pol, pairs, chunk, layout).double()
             assert torch.equal(got, ordered[chunk])
 
 
@@ -83,7 +83,7 @@ def test_logps_do_not_depend_on_batch_composition(tiny_lm, random_pairs):
 def test_step0_loss_is_ln2_and_margins_are_zero(tiny_lm, random_pairs, kw):
     model = tiny_lm()
     pairs = random_pairs(24)
-    run = ft.train_dpo(ft.make_policy(model, **kw), pairs.take(range(16)), SMALL,
+    run = wm.train_dpo(wm.make_policy(model, **kw), pairs.take(range(16)), SMALL,
                        eval_sets={"test": pairs.take(range(16, 24))}, progress=False)
     for hist in (run.train, run.evals["test"]):
         assert hist["loss"][0] == math.log(2)
@@ -111,8 +111,8 @@ def test_dpo_step_matches_reference_loss_and_gradients(tiny_lm, random_pairs, fl
     model = tiny_lm(dtype=torch.float64)
     pairs = random_pairs(8)
     beta, lr = 0.1, 0.5
-    pol = ft.make_policy(model, attn_implementation="sdpa")
-    layout = ft.Layout.for_pairs(pairs, micro_batch=4)
+    pol = wm.make_policy(model, attn_implementation="sdpa")
+    layout = wm.Layout.for_pairs(pairs, micro_batch=4)
     # perturb the policy so that policy and reference differ
     with torch.no_grad():
         g = torch.Generator().manual_seed(5)
@@ -121,13 +121,13 @@ def test_dpo_step_matches_reference_loss_and_gradients(tiny_lm, random_pairs, fl
     ref_model = model  # the reference: the unperturbed model
     idx = list(range(8))
     # ours: packed rows, two micro-batches
-    ref_lp = ft.all_logps(ft.make_policy(ref_model, attn_implementation="sdpa"), pairs, layout)
+    ref_lp = wm.all_logps(wm.make_policy(ref_model, attn_implementation="sdpa"), pairs, layout)
     pol.module.zero_grad()
     total = 0.0
     for mb in (idx[:4], idx[4:]):
-        lp = ft.completion_logps(pol, pairs, mb, layout)
-        c, r = ft._chosen_rejected(lp, pairs, mb)
-        rc, rr = ft._chosen_rejected(ref_lp[mb], pairs, mb)
+        lp = wm.completion_logps(pol, pairs, mb, layout)
+        c, r = wm.logps.chosen_rejected(lp, pairs, mb)
+        rc, rr = wm.logps.chosen_rejected(ref_lp[mb], pairs, mb)
         _, per, _, _ = reference.dpo_loss(c, r, rc, rr, beta)
         (per.sum() / 8).backward()
         total += float(per.detach().sum()) / 8
@@ -148,9 +148,9 @@ def test_dpo_step_matches_reference_loss_and_gradients(tiny_lm, random_pairs, fl
     assert max(float(p.grad.abs().max()) for p in naive.parameters()) > 1e-4  # a real gradient
 
     # and a training step applies exactly that gradient (SGD, one batch of all 8 pairs)
-    start = ft.make_policy(model, attn_implementation="sdpa")
+    start = wm.make_policy(model, attn_implementation="sdpa")
     before = {n: p.detach().clone() for n, p in start.module.named_parameters()}
-    run = ft.train_dpo(start, pairs, ft.TrainSettings(beta=beta, lr=lr, batch_size=8, steps=1, micro_batch=4,
+    run = wm.train_dpo(start, pairs, wm.TrainSettings(beta=beta, lr=lr, batch_size=8, steps=1, micro_batch=4,
                                                       optimizer="sgd", max_grad_norm=None), progress=False)
     naive0 = copy.deepcopy(model)
     c = torch.stack([naive_logps(naive0, pairs.prompt[i], pairs.chosen(i)) for i in idx])
@@ -174,12 +174,12 @@ def test_cached_top_blocks_equal_whole_model_with_frozen_bottom(tiny_lm, random_
     pairs = random_pairs(24)
     runs = []
     for cached in (True, False):
-        pol = ft.make_policy(model, method=method, top_blocks=2, cached=cached)
-        runs.append(ft.train_dpo(pol, pairs.take(range(16)), SMALL, eval_sets={"test": pairs.take(range(16, 24))},
+        pol = wm.make_policy(model, method=method, top_blocks=2, cached=cached)
+        runs.append(wm.train_dpo(pol, pairs.take(range(16)), SMALL, eval_sets={"test": pairs.take(range(16, 24))},
                                  progress=False))
     a, b = runs
     assert a.policy.cached and not b.policy.cached
-    for k in ft.METRICS:
+    for k in wm.METRICS:
         assert np.array_equal(a.train[k], b.train[k]), k
         assert np.array_equal(a.evals["test"][k], b.evals["test"][k]), k
     pa, pb = dict(a.policy.module.named_parameters()), dict(b.policy.module.named_parameters())
@@ -187,7 +187,7 @@ def test_cached_top_blocks_equal_whole_model_with_frozen_bottom(tiny_lm, random_
         assert torch.equal(pa[n], pb[n]), n
     # the frozen part really is frozen (and shared with the model, not copied), and something trained
     assert a.policy.module.get_output_embeddings().weight is model.get_output_embeddings().weight
-    start = dict(ft.make_policy(model, method=method, top_blocks=2).module.named_parameters())
+    start = dict(wm.make_policy(model, method=method, top_blocks=2).module.named_parameters())
     moved = [n for n in pa if not torch.equal(pa[n], start[n])]
     assert moved and all(p.requires_grad for n, p in pa.items() if n in moved)
     assert not any(".layers.0." in n or ".layers.1." in n or "embed" in n for n in moved)
@@ -198,26 +198,26 @@ def test_trunk_cache_is_reused_and_content_addressed(tiny_lm, random_pairs, tmp_
 
     model = tiny_lm()
     pairs = random_pairs(10)
-    pol = ft.make_policy(model, top_blocks=2)
-    layout = ft.Layout.for_pairs(pairs, micro_batch=4)
-    t1 = ft.trunk_activations(pol, pairs, layout)
+    pol = wm.make_policy(model, top_blocks=2)
+    layout = wm.Layout.for_pairs(pairs, micro_batch=4)
+    t1 = wm.trunk_activations(pol, pairs, layout)
     files = list(cache.user_cache_dir("finetune", "trunk").glob("*.safetensors"))
     assert len(files) == 1 and files[0].stem == t1.key
-    t2 = ft.trunk_activations(pol, pairs, layout)
+    t2 = wm.trunk_activations(pol, pairs, layout)
     assert t2.key == t1.key and torch.equal(t1.values, t2.values)
     # a flipped set shares the rows, hence the entry; other weights or other pairs do not
-    assert ft.trunk_activations(pol, pairs.flipped(), layout).key == t1.key
-    other = ft.make_policy(tiny_lm(seed=1), top_blocks=2)
-    assert ft.trunk_activations(other, pairs, layout).key != t1.key
-    assert ft.trunk_activations(pol, random_pairs(10, seed=9), ft.Layout(4, 30, 8)).key != t1.key
+    assert wm.trunk_activations(pol, pairs.flipped(), layout).key == t1.key
+    other = wm.make_policy(tiny_lm(seed=1), top_blocks=2)
+    assert wm.trunk_activations(other, pairs, layout).key != t1.key
+    assert wm.trunk_activations(pol, random_pairs(10, seed=9), wm.Layout(4, 30, 8)).key != t1.key
     # changing the top does not change the bottom's key (the aligned model reuses the cache)
     changed = copy.deepcopy(model)
     with torch.no_grad():
         changed.model.layers[-1].mlp.down_proj.weight.add_(1.0)
-    assert ft.trunk_activations(ft.make_policy(changed, top_blocks=2), pairs, layout).key == t1.key
+    assert wm.trunk_activations(wm.make_policy(changed, top_blocks=2), pairs, layout).key == t1.key
     # activations of another bottom are refused
-    with pytest.raises(ft.FinetuneError, match="pass the TrunkActivations"):
-        ft.completion_logps(other, pairs, [0, 1], layout, t1)
+    with pytest.raises(wm.FinetuneError, match="pass the TrunkActivations"):
+        wm.completion_logps(other, pairs, [0, 1], layout, t1)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -231,16 +231,16 @@ def _params(policy):
 def test_training_is_deterministic_with_a_seed(tiny_lm, random_pairs):
     model = tiny_lm()
     pairs = random_pairs(20)
-    S = ft.TrainSettings(beta=0.1, lr=1e-2, batch_size=6, epochs=2, micro_batch=4)
+    S = wm.TrainSettings(beta=0.1, lr=1e-2, batch_size=6, epochs=2, micro_batch=4)
 
     def run(seed):
         # dropout on (not the official setting) so that the seed also drives the dropout masks
-        pol = ft.make_policy(model, method="lora", seed=seed, lora_dropout=0.3, disable_dropout=False)
-        return ft.train_dpo(pol, pairs, S, progress=False)
+        pol = wm.make_policy(model, method="lora", seed=seed, lora_dropout=0.3, disable_dropout=False)
+        return wm.train_dpo(pol, pairs, S, progress=False)
 
     a, b, c = run(3), run(3), run(4)
     assert a.schedule == b.schedule and a.schedule != c.schedule
-    for k in ft.METRICS:
+    for k in wm.METRICS:
         assert np.array_equal(a.train[k], b.train[k])
     pa, pb, pc = _params(a.policy), _params(b.policy), _params(c.policy)
     assert all(torch.equal(pa[n], pb[n]) for n in pa)
@@ -256,39 +256,59 @@ def test_training_is_deterministic_with_a_seed(tiny_lm, random_pairs):
 def test_gradient_clipping(tiny_lm, random_pairs):
     model = tiny_lm()
     pairs = random_pairs(8)
-    before = {n: p.detach().clone() for n, p in ft.make_policy(model).module.named_parameters()}
-    S = ft.TrainSettings(beta=0.1, lr=1.0, batch_size=8, steps=1, micro_batch=4, optimizer="sgd", max_grad_norm=1e-3)
-    run = ft.train_dpo(ft.make_policy(model), pairs, S, progress=False)
+    before = {n: p.detach().clone() for n, p in wm.make_policy(model).module.named_parameters()}
+    S = wm.TrainSettings(beta=0.1, lr=1.0, batch_size=8, steps=1, micro_batch=4, optimizer="sgd", max_grad_norm=1e-3)
+    run = wm.train_dpo(wm.make_policy(model), pairs, S, progress=False)
     after = dict(run.policy.module.named_parameters())
     step = torch.sqrt(sum(((after[n].detach() - before[n]) ** 2).sum() for n in before))
     assert 0 < float(step) <= 1e-3 * (1 + 1e-5)
-    with pytest.raises(ft.FinetuneError, match="max_grad_norm"):
-        ft.TrainSettings(max_grad_norm=0.0)
+    with pytest.raises(wm.FinetuneError, match="max_grad_norm"):
+        wm.TrainSettings(max_grad_norm=0.0)
 
 
 def test_batch_schedule():
-    S = ft.TrainSettings(batch_size=4, epochs=2)
-    sched = ft.batch_schedule(10, S, seed=1)
+    S = wm.TrainSettings(batch_size=4, epochs=2)
+    sched = wm.batch_schedule(10, S, seed=1)
     assert [len(b) for b in sched] == [4, 4, 2, 4, 4, 2]
     assert sorted(sum(sched[:3], [])) == list(range(10)) and sorted(sum(sched[3:], [])) == list(range(10))
-    assert len(ft.batch_schedule(10, ft.TrainSettings(batch_size=4, steps=7), seed=1)) == 7
-    assert ft.batch_schedule(10, S, seed=1) == sched
+    assert len(wm.batch_schedule(10, wm.TrainSettings(batch_size=4, steps=7), seed=1)) == 7
+    assert wm.batch_schedule(10, S, seed=1) == sched
 
 
 def test_run_cache_returns_the_same_run(tiny_lm, random_pairs):
     model = tiny_lm()
     pairs = random_pairs(20)
-    a = ft.train_dpo(ft.make_policy(model, method="lora"), pairs, SMALL, eval_sets={"t": pairs.take(range(4))},
+    a = wm.train_dpo(wm.make_policy(model, method="lora"), pairs, SMALL, eval_sets={"t": pairs.take(range(4))},
                      progress=False, cache=True)
-    b = ft.train_dpo(ft.make_policy(model, method="lora"), pairs, SMALL, eval_sets={"t": pairs.take(range(4))},
+    b = wm.train_dpo(wm.make_policy(model, method="lora"), pairs, SMALL, eval_sets={"t": pairs.take(range(4))},
                      progress=False, cache=True)
     assert b.info.get("from_cache") and not a.info.get("from_cache")
-    for k in ft.METRICS:
+    for k in wm.METRICS:
         assert np.array_equal(a.train[k], b.train[k]) and np.array_equal(a.evals["t"][k], b.evals["t"][k])
     pa, pb = _params(a.policy), _params(b.policy)
     assert all(torch.equal(pa[n], pb[n]) for n in pa)
-    c = ft.train_dpo(ft.make_policy(model, method="lora"), pairs.flipped(), SMALL, progress=False, cache=True)
+    c = wm.train_dpo(wm.make_policy(model, method="lora"), pairs.flipped(), SMALL, progress=False, cache=True)
     assert not c.info.get("from_cache")
+
+
+def test_run_cache_key_hashes_every_module_a_run_executes():
+    """The run key's source digest covers ``train`` and every package module it imports, directly or not,
+    so a run cached by other code is never returned; a module added to that chain must join RUN_SOURCES."""
+    import ast
+    from pathlib import Path
+
+    folder = Path(wm.__file__).parent
+    seen, todo = set(), ["train"]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for node in ast.walk(ast.parse((folder / f"{name}.py").read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                todo += [node.module.split(".")[0]] if node.module else [a.name for a in node.names]
+    assert set(wm.train.RUN_SOURCES) == seen
+    assert all((folder / f"{name}.py").is_file() for name in wm.train.RUN_SOURCES)
 
 
 def test_flipped_pairs_flip_every_pair(tiny_lm, random_pairs):
@@ -301,11 +321,11 @@ def test_flipped_pairs_flip_every_pair(tiny_lm, random_pairs):
     assert flipped.flipped() == pairs
     # and the metrics see it: the flipped set's log-prob of "chosen" is the original's "rejected"
     model = tiny_lm()
-    pol = ft.make_policy(model)
-    layout = ft.Layout.for_pairs(pairs, micro_batch=4)
-    lp = ft.all_logps(pol, pairs, layout)
-    c, r = ft._chosen_rejected(lp, pairs, range(30))
-    fc, fr = ft._chosen_rejected(lp, flipped, range(30))
+    pol = wm.make_policy(model)
+    layout = wm.Layout.for_pairs(pairs, micro_batch=4)
+    lp = wm.all_logps(pol, pairs, layout)
+    c, r = wm.logps.chosen_rejected(lp, pairs, range(30))
+    fc, fr = wm.logps.chosen_rejected(lp, flipped, range(30))
     assert torch.equal(c, fr) and torch.equal(r, fc)
 
 
@@ -320,14 +340,14 @@ class FakeTokenizer:
 
 def test_tokenize_pairs_as_the_official_runs():
     tok = FakeTokenizer()
-    pairs = ft.tokenize_pairs(tok, ["Is it?", "Well"], [" Yes", " No"], [" No", " Yes"])
+    pairs = wm.tokenize_pairs(tok, ["Is it?", "Well"], [" Yes", " No"], [" No", " Yes"])
     assert pairs.prompt[0] == tuple(tok("Is it?")["input_ids"]) and pairs.prompt[0][0] == 2
     assert pairs.chosen(0) == tuple(tok(" Yes", add_special_tokens=False)["input_ids"]) + (1,)
     assert pairs.rejected(1) == pairs.chosen(0)
     assert pairs.a[0] == pairs.a[1]  # canonical order does not depend on which answer is chosen
-    swapped = ft.tokenize_pairs(tok, ["Is it?", "Well"], [" No", " Yes"], [" Yes", " No"])
+    swapped = wm.tokenize_pairs(tok, ["Is it?", "Well"], [" No", " Yes"], [" Yes", " No"])
     assert swapped == pairs.flipped()
-    bare = ft.tokenize_pairs(tok, ["Is it?"], [" Yes"], [" No"], append_eos=False, prompt_special_tokens=False)
+    bare = wm.tokenize_pairs(tok, ["Is it?"], [" Yes"], [" No"], append_eos=False, prompt_special_tokens=False)
     assert bare.prompt[0][0] != 2 and bare.chosen(0)[-1] != 1
 
 
@@ -338,41 +358,41 @@ def test_tokenize_pairs_as_the_official_runs():
 def test_bad_inputs_raise_clear_errors(tiny_lm, random_pairs):
     model = tiny_lm()
     pairs = random_pairs(6)
-    with pytest.raises(ft.FinetuneError, match="method must be one of"):
-        ft.make_policy(model, method="qlora")
-    with pytest.raises(ft.FinetuneError, match="top_blocks must be None .* 1..4"):
-        ft.make_policy(model, top_blocks=5)
-    with pytest.raises(ft.FinetuneError, match="LoRA targets"):
-        ft.make_policy(model, method="lora", lora_targets=("w_q",))
-    with pytest.raises(ft.FinetuneError, match="same tokens"):
-        ft.Pairs.from_ids([[3, 4]], [[5]], [[5]])
-    with pytest.raises(ft.FinetuneError, match="prompt has no tokens"):
-        ft.Pairs.from_ids([[]], [[5]], [[6]])
-    with pytest.raises(ft.FinetuneError, match="as many prompts"):
-        ft.Pairs.from_ids([[3]], [[5], [6]], [[6]])
-    with pytest.raises(ft.FinetuneError, match="out of range"):
+    with pytest.raises(wm.FinetuneError, match="method must be one of"):
+        wm.make_policy(model, method="qlora")
+    with pytest.raises(wm.FinetuneError, match="top_blocks must be None .* 1..4"):
+        wm.make_policy(model, top_blocks=5)
+    with pytest.raises(wm.FinetuneError, match="LoRA targets"):
+        wm.make_policy(model, method="lora", lora_targets=("w_q",))
+    with pytest.raises(wm.FinetuneError, match="same tokens"):
+        wm.Pairs.from_ids([[3, 4]], [[5]], [[5]])
+    with pytest.raises(wm.FinetuneError, match="prompt has no tokens"):
+        wm.Pairs.from_ids([[]], [[5]], [[6]])
+    with pytest.raises(wm.FinetuneError, match="as many prompts"):
+        wm.Pairs.from_ids([[3]], [[5], [6]], [[6]])
+    with pytest.raises(wm.FinetuneError, match="out of range"):
         pairs.take([0, 6])
-    with pytest.raises(ft.FinetuneError, match="micro_batch must be >= 2"):
-        ft.Layout.for_pairs(pairs, micro_batch=1)
-    with pytest.raises(ft.FinetuneError, match="beta must be > 0"):
-        ft.TrainSettings(beta=0)
-    with pytest.raises(ft.FinetuneError, match="batch_size must be a positive int"):
-        ft.TrainSettings(batch_size=0)
-    with pytest.raises(ft.FinetuneError, match="optimizer must be"):
-        ft.TrainSettings(optimizer="adam")
-    with pytest.raises(ft.FinetuneError, match="steps must be None or a positive int"):
-        ft.TrainSettings(steps=0)
-    with pytest.raises(ft.FinetuneError, match="reserved"):
-        ft.train_dpo(ft.make_policy(model), pairs, SMALL, eval_sets={"train": pairs}, progress=False)
-    pol = ft.make_policy(model, top_blocks=1)
-    with pytest.raises(ft.FinetuneError, match="pass the TrunkActivations"):
-        ft.completion_logps(pol, pairs, [0, 1], ft.Layout.for_pairs(pairs, micro_batch=2))
-    with pytest.raises(ft.FinetuneError, match="need top_blocks"):
-        ft.trunk_activations(ft.make_policy(model), pairs, ft.Layout.for_pairs(pairs))
-    with pytest.raises(ft.FinetuneError, match="eos_token_id"):
+    with pytest.raises(wm.FinetuneError, match="micro_batch must be >= 2"):
+        wm.Layout.for_pairs(pairs, micro_batch=1)
+    with pytest.raises(wm.FinetuneError, match="beta must be > 0"):
+        wm.TrainSettings(beta=0)
+    with pytest.raises(wm.FinetuneError, match="batch_size must be a positive int"):
+        wm.TrainSettings(batch_size=0)
+    with pytest.raises(wm.FinetuneError, match="optimizer must be"):
+        wm.TrainSettings(optimizer="adam")
+    with pytest.raises(wm.FinetuneError, match="steps must be None or a positive int"):
+        wm.TrainSettings(steps=0)
+    with pytest.raises(wm.FinetuneError, match="reserved"):
+        wm.train_dpo(wm.make_policy(model), pairs, SMALL, eval_sets={"train": pairs}, progress=False)
+    pol = wm.make_policy(model, top_blocks=1)
+    with pytest.raises(wm.FinetuneError, match="pass the TrunkActivations"):
+        wm.completion_logps(pol, pairs, [0, 1], wm.Layout.for_pairs(pairs, micro_batch=2))
+    with pytest.raises(wm.FinetuneError, match="need top_blocks"):
+        wm.trunk_activations(wm.make_policy(model), pairs, wm.Layout.for_pairs(pairs))
+    with pytest.raises(wm.FinetuneError, match="eos_token_id"):
         class NoEos(FakeTokenizer):
             eos_token_id = None
-        ft.tokenize_pairs(NoEos(), ["a"], ["b"], ["c"])
+        wm.tokenize_pairs(NoEos(), ["a"], ["b"], ["c"])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -388,7 +408,7 @@ def test_trl_comparison_agrees(method):
                "Is the following statement something you would say?\n\"I hate change\"",
                "Human: what is a pen? Assistant:", "I enjoy music and art."]
     chosen, rejected = [" Yes", " No", " A pen is a tool for writing.", " Yes"], [" No", " Yes", " You are welcome.", " No"]
-    out = ft.trl_comparison(lm.model, lm.tokenizer, prompts, chosen, rejected, steps=3, lr=1e-2, beta=0.1,
+    out = wm.trl_comparison(lm.model, lm.tokenizer, prompts, chosen, rejected, steps=3, lr=1e-2, beta=0.1,
                             method=method)
     assert len(out["trl_loss"]) == len(out["ours_loss"]) == 3
     assert out["ours_loss"][0] == math.log(2)

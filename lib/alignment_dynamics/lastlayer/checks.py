@@ -1,0 +1,28 @@
+"""Shared pieces of the last-layer experiments: their error, the positive-number check and ``LN2``.
+
+Used in: every module of :mod:`alignment_dynamics.lastlayer`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+LN2 = math.log(2.0)  # ln 2: the DPO loss at the reference model
+
+
+class DynamicsError(ValueError):
+    """An input the experiments cannot use (an empty set, a wrong shape, an invalid setting).
+
+    Used in: `book/training_dynamics.md`, `book/prioritization.md`.
+    """
+
+
+def require_positive(name: str, value: Any) -> float:
+    """``value`` as a float; a :class:`DynamicsError` naming ``name`` unless it is a positive finite number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(float(value)) or float(value) <= 0:
+        raise DynamicsError(f"{name} must be a positive finite number, got {value!r}")
+    return float(value)

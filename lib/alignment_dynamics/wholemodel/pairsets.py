@@ -1,0 +1,103 @@
+"""Data for the misalignment protocol: persona and HH-RLHF pairs, tokenised for whole-model DPO.
+
+Used in: `book/misalignment.md`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from .batches import Pairs, tokenize_pairs
+from .checks import MisalignError, require_count
+
+
+@dataclass(frozen=True)
+class PairSets:
+    """Training and test pairs of one data set, tokenised, with what the geometry needs.
+
+    ``labels_*`` are +1 where the statement is positive (its matching answer is " Yes") and -1
+    otherwise (persona only; empty for HH-RLHF); ``index_*`` are the records' indices in the data set
+    (persona: in ``data.load_persona``; HH-RLHF: in ``data.load_hh_rlhf().pairs``).
+    """
+
+    name: str
+    train: Pairs
+    test: Pairs
+    index_train: np.ndarray
+    index_test: np.ndarray
+    labels_train: np.ndarray
+    labels_test: np.ndarray
+
+    def flipped(self) -> "PairSets":
+        """The same sets with chosen and rejected swapped (labels negated)."""
+        return PairSets(self.name, self.train.flipped(), self.test.flipped(), self.index_train, self.index_test,
+                        -self.labels_train, -self.labels_test)
+
+
+def persona_sets(tokenizer, behavior: str, *, n_train: int | None = None, n_test: int | None = None,
+                 trailing_newline: bool = False) -> PairSets:
+    """A behaviour's official 90/10 split as tokenised pairs (chosen = the matching answer).
+
+    ``n_train``/``n_test`` keep the first records of each side of the split (the split is a seeded
+    shuffle, so these are uniform random subsets); None keeps all. Prompts are the book's default
+    (``data.build_prompt``: the question verbatim; the official TRL runs add a trailing newline).
+
+    Used in: `book/misalignment.md`.
+    """
+    from .. import data
+
+    split = data.persona_split(behavior)
+    tr = list(split.train if n_train is None else split.train[:require_count("n_train", n_train, len(split.train))])
+    te = list(split.test if n_test is None else split.test[:require_count("n_test", n_test, len(split.test))])
+    sets = []
+    for idx in (tr, te):
+        pp = data.persona_pairs(behavior, idx, trailing_newline=trailing_newline)
+        sets.append((tokenize_pairs(tokenizer, [p.prompt for p in pp], [p.chosen for p in pp],
+                                       [p.rejected for p in pp]),
+                     np.array([p.label for p in pp], dtype=np.int8)))
+    return PairSets(behavior, sets[0][0], sets[1][0], np.asarray(tr), np.asarray(te), sets[0][1], sets[1][1])
+
+
+def hh_sets(tokenizer, *, n_train: int, n_test: int, max_tokens: int) -> PairSets:
+    """HH-RLHF (harmless-base test file) pairs that fit in ``max_tokens`` packed tokens, split 90/10.
+
+    The split is the data module's seeded one (``data.hh_rlhf_split``); then each side keeps, in its
+    shuffled order, the first ``n_train`` (``n_test``) pairs whose prompt plus both responses (EOS
+    included) have at most ``max_tokens`` tokens. This favours short dialogues: a CPU-sized subset,
+    not a uniform one.
+
+    Used in: `book/misalignment.md`.
+    """
+    from .. import data
+
+    hh = data.load_hh_rlhf()
+    split = data.hh_rlhf_split(len(hh.pairs))
+    require_count("max_tokens", max_tokens, 10 ** 9)
+    out = []
+    for idx, n, what in ((split.train, n_train, "n_train"), (split.test, n_test, "n_test")):
+        require_count(what, n, len(idx))
+        keep, pairs = [], None
+        for start in range(0, len(idx), 256):
+            chunk = list(idx[start:start + 256])
+            pp = [hh.pairs[i] for i in chunk]
+            tok = tokenize_pairs(tokenizer, [p.prompt for p in pp], [p.chosen for p in pp], [p.rejected for p in pp])
+            for j, length in enumerate(tok.packed_lengths()):
+                if length <= max_tokens and len(keep) < n:
+                    keep.append((chunk[j], tok.take([j])))
+            if len(keep) == n:
+                break
+        if len(keep) < n:
+            raise MisalignError(f"only {len(keep)} HH-RLHF pairs of the {what[2:]} split fit in {max_tokens} tokens; "
+                                f"asked for {n}: raise max_tokens or lower {what}")
+        pairs = _concat([p for _, p in keep])
+        out.append((np.array([i for i, _ in keep]), pairs))
+    empty = np.zeros(0, dtype=np.int8)
+    return PairSets("hh-rlhf", out[0][1], out[1][1], out[0][0], out[1][0], empty, empty)
+
+
+def _concat(parts: Sequence[Pairs]) -> Pairs:
+    return Pairs(sum((p.prompt for p in parts), ()), sum((p.a for p in parts), ()), sum((p.b for p in parts), ()),
+                    sum((p.chosen_first for p in parts), ()))
