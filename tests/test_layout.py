@@ -24,7 +24,6 @@ OVER_LIMIT = {
     "data.py": "loading, checksums, splits and summaries of the two data sets; to split by data set",
     "models.py": "the model registry, GGUF conversion, loading and the tiny test models; to split by stage",
     "build.py": "the staged build (sources, cache keys, execution, render); to split by stage",
-    "bench/dpo.py": "the DPO benchmark's CPU and GPU parts and its book tables; to split by part",
     "geometry.py": "the properties, bootstrap, rank statistics, tails and maps of distinguishability",
     "finetune.py": "whole-model DPO: packing, the policy views, the cached bottom, training, the TRL twin",
     "dynamics.py": "the Part II experiments: splits, learning rate, runs, speeds, statistics, prioritisation",

@@ -10,7 +10,7 @@ register(ChapterSpec(
     params=(
         SEED,
         Param("BENCH_SIZE", {"smoke": "tiny", "fast": "quick", "full": "full"},
-              "size of the CPU benchmark measured in the build (alignment_dynamics.bench.dpo.SIZES)",
+              "size of the CPU benchmark measured in the build (alignment_dynamics.bench.dpo_common.SIZES)",
               one_of("tiny", "quick", "full")),
     ),
     settings={
