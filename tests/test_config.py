@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from alignment_dynamics import config
@@ -161,3 +163,33 @@ def test_a_chapter_can_check_its_parameters_together():
         config.resolve("misalignment", "fast", compare_model="smollm2-135m-instruct")
     with pytest.raises(ConfigError, match="MODEL and COMPARE_MODEL must be two different models"):
         config.resolve("misalignment", "smoke", compare_model="tiny-random-llama")
+
+
+def test_the_registry_fills_on_first_use_in_a_fresh_process():
+    """``config`` alone registers every chapter when the registry is first used (chapters/<slug>.py),
+    one per page of _toc.yml, and ``chapters`` imported first registers them once."""
+    import subprocess
+    import sys
+
+    code = ("import sys, yaml\nfrom pathlib import Path\nimport alignment_dynamics.config as c\n"
+            "assert 'alignment_dynamics.chapters' not in sys.modules\n"
+            "toc = yaml.safe_load(Path(sys.argv[1]).read_text())\n"
+            "pages = {toc['root'].split('/')[-1]} | {ch['file'].split('/')[-1] for part in toc['parts'] "
+            "for ch in part['chapters']}\n"
+            "assert set(c.CHAPTERS) == pages - {'references'}, sorted(c.CHAPTERS)\n"
+            "assert c.resolve('intro', 'smoke').slug == 'intro'\n")
+    toc = str(Path(__file__).resolve().parents[1] / "_toc.yml")
+    proc = subprocess.run([sys.executable, "-c", code, toc], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    code_first = "import alignment_dynamics.chapters\nfrom alignment_dynamics import config\nprint(len(config.CHAPTERS))"
+    proc = subprocess.run([sys.executable, "-c", code_first], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.split() == [str(len(config.CHAPTERS))], proc.stderr
+
+
+@pytest.mark.parametrize("profile", config.PROFILES)
+def test_the_sweep_chapters_share_distinguishability_s_sample(profile):
+    """training_dynamics and prioritization sweep the sample distinguishability embeds (one cache)."""
+    dist = config.resolve("distinguishability", profile)
+    for slug in ("training_dynamics", "prioritization"):
+        cfg = config.resolve(slug, profile)
+        assert (cfg.sweep_per_class, cfg.sweep_behaviors) == (dist.per_class, dist.behaviors), slug

@@ -62,7 +62,7 @@ def test_one_literal_parameters_cell_with_fast_defaults(page):
     nb = jupytext.read(page.path)
     idx, values = build.parameters_cell(nb, where=page.path.name)  # raises unless exactly one, literal-only
     assert values == config.fast_defaults(page.slug), (
-        f"{page.path.name}: the parameters cell must hold the fast profile's values of config.py")
+        f"{page.path.name}: the parameters cell must hold the fast profile's values of chapters/{page.path.stem}.py")
     code = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
     assert code.index(idx) == 1, "the parameters cell is the first code cell after the imports"
     first = nb.cells[code[0]].source

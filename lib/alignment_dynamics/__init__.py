@@ -20,6 +20,7 @@ _SUBMODULES = {
     "book",
     "build",
     "cache",
+    "chapters",
     "config",
     "crossfit",
     "data",

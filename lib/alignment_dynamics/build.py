@@ -290,8 +290,8 @@ class Build:
         unknown_in_cell = sorted(set(defaults) - set(params))
         missing_in_cell = sorted(set(params) - set(defaults))
         if unknown_in_cell or missing_in_cell:
-            raise BuildError(f"{page.path}: the parameters cell and config.py disagree: "
-                             f"only in the cell {unknown_in_cell}, only in config {missing_in_cell}")
+            raise BuildError(f"{page.path}: the parameters cell and chapters/{page.slug}.py disagree: "
+                             f"only in the cell {unknown_in_cell}, only in the spec {missing_in_cell}")
         for name, value in self.overrides.items():
             if name not in defaults:
                 raise BuildError(f"chapter {page.slug!r} has no parameter {name!r}; its parameters are "

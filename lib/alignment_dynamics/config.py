@@ -9,6 +9,10 @@ profile's value of every parameter, with the reader's overrides on top, and the 
 which validates every value and returns a :class:`Config` with the parameters and the chapter's
 internal settings for that profile.
 
+This module is the machinery (:class:`Param`, :class:`ChapterSpec`, the validators, :func:`register`,
+:func:`resolve`); each chapter's specification is its own module, ``alignment_dynamics/chapters/<slug>.py``,
+imported on the first use of the registry (``CHAPTERS``, :func:`chapter`, :func:`resolve`).
+
 Profiles:
 
 ``smoke``
@@ -83,10 +87,13 @@ class ChapterSpec:
 # Validators
 # ---------------------------------------------------------------------------------------------------
 
-def _typed(kind: type | tuple[type, ...], *, allow_none: bool = False,
-           lo: float | None = None, hi: float | None = None, lo_open: bool = False, even: bool = False):
+def typed(kind: type | tuple[type, ...], *, allow_none: bool = False,
+          lo: float | None = None, hi: float | None = None, lo_open: bool = False, even: bool = False):
     """A validator for a number of ``kind`` in ``[lo, hi]`` (``(lo, hi]`` with ``lo_open``), finite,
-    even when ``even``; its errors state the valid range."""
+    even when ``even``; its errors state the valid range.
+
+    Used in: `alignment_dynamics.chapters` (parameters with a type and a range).
+    """
     kinds = kind if isinstance(kind, tuple) else (kind,)
 
     def valid() -> str:
@@ -132,24 +139,24 @@ def _kind_name(kinds) -> str:
 
 
 def positive_int(name: str, value: Any) -> int:
-    return _typed(int, lo=1)(name, value)
+    return typed(int, lo=1)(name, value)
 
 
 def sized(lo: int, hi: int, *, even: bool = False):
     """An integer size in ``[lo, hi]`` (a sample size, a dimension, a number of steps)."""
-    return _typed(int, lo=lo, hi=hi, even=even)
+    return typed(int, lo=lo, hi=hi, even=even)
 
 
 def nonneg_int(name: str, value: Any) -> int:
-    return _typed(int, lo=0)(name, value)
+    return typed(int, lo=0)(name, value)
 
 
 def positive_float(name: str, value: Any) -> float:
-    return _typed(float, lo=0.0, lo_open=True)(name, value)
+    return typed(float, lo=0.0, lo_open=True)(name, value)
 
 
 def probability(name: str, value: Any) -> float:
-    return _typed(float, lo=0.0, hi=1.0)(name, value)
+    return typed(float, lo=0.0, hi=1.0)(name, value)
 
 
 def one_of(*choices):
@@ -208,30 +215,47 @@ def behaviors_or_none(name: str, value: Any) -> list[str] | None:
 
 
 # ---------------------------------------------------------------------------------------------------
-# The chapters. Each chapter's block is its own; keep blocks separate.
+# The registry. Each chapter's specification is its own module, alignment_dynamics/chapters/<slug>.py,
+# which calls register(ChapterSpec(...)); what several chapters share is in chapters/common.py.
 # ---------------------------------------------------------------------------------------------------
 
-def _same(value: Any) -> dict[str, Any]:
+def same(value: Any) -> dict[str, Any]:
+    """The same value in every profile (``{"smoke": v, "fast": v, "full": v}``).
+
+    Used in: `alignment_dynamics.chapters` (every chapter's specification).
+    """
     return {p: value for p in PROFILES}
 
 
-_SEED = Param("SEED", _same(1234), "seed of every random generator in the chapter", _typed(int, lo=0))
-# The smoke profile's models: two tiny RANDOM Llamas of different sizes (models.TINY_MODELS), built offline
-# in a second; a smoke run checks the plumbing of every cell, never a real model's numbers.
-_TINY = "tiny-random-llama"
-_TINY_PAIR = ["tiny-random-llama", "tiny-random-llama-b"]
+_CHAPTERS: dict[str, ChapterSpec] = {}
 
-CHAPTERS: dict[str, ChapterSpec] = {}
+
+def _registry() -> dict[str, ChapterSpec]:
+    """Every registered chapter by slug (``config.CHAPTERS``); the first call imports
+    :mod:`alignment_dynamics.chapters`, whose modules register the book's chapters."""
+    from . import chapters  # noqa: F401  (imported here, not at the top: chapters/* import this module)
+
+    return _CHAPTERS
+
+
+def __getattr__(name: str) -> Any:
+    if name == "CHAPTERS":
+        return _registry()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def register(spec: ChapterSpec) -> ChapterSpec:
-    if spec.slug in CHAPTERS:
+    """Add a chapter's specification to the registry (one call per chapter, in ``chapters/<slug>.py``).
+
+    Used in: `alignment_dynamics.chapters`.
+    """
+    if spec.slug in _CHAPTERS:
         raise ConfigError(f"chapter {spec.slug!r} registered twice")
     for key, per_profile in spec.settings.items():
         missing = [p for p in PROFILES if p not in per_profile]
         if missing:
             raise ConfigError(f"{spec.slug}: setting {key!r} has no value for profile(s) {missing}")
-    CHAPTERS[spec.slug] = spec
+    _CHAPTERS[spec.slug] = spec
     return spec
 
 
@@ -240,9 +264,12 @@ def register(spec: ChapterSpec) -> ChapterSpec:
 MAX_ARRAY_ELEMENTS = 1 << 28
 
 
-def _array_limit(*names: str, factor: int = 1, what: str = "the sampled embeddings", min_of: dict | None = None):
+def array_limit(*names: str, factor: int = 1, what: str = "the sampled embeddings", min_of: dict | None = None):
     """A check of a chapter's parameters together: the product of ``names`` (times ``factor``) within
-    :data:`MAX_ARRAY_ELEMENTS`."""
+    :data:`MAX_ARRAY_ELEMENTS`.
+
+    Used in: `alignment_dynamics.chapters` (the theory chapters' ``check=``).
+    """
 
     def check(params: Mapping[str, Any]) -> None:
         values = [params[n] for n in names]
@@ -256,316 +283,6 @@ def _array_limit(*names: str, factor: int = 1, what: str = "the sampled embeddin
                               f"({MAX_ARRAY_ELEMENTS * 8 / 2 ** 30:.0f} GiB): make one of them smaller")
 
     return check
-
-
-# --- intro -----------------------------------------------------------------------------------------
-register(ChapterSpec(slug="intro", aggregates="claims"))
-
-# --- reproducibility -------------------------------------------------------------------------------
-register(ChapterSpec(slug="reproducibility", aggregates="report", reads_artifacts=True,
-                     datasets=("anthropic-persona", "hh-rlhf"),  # it shows the data fingerprints
-                     settings={"models": {"smoke": _TINY_PAIR, "fast": None, "full": None}}))  # None: packaged
-
-
-# --- persona_data (Part II: experiments) -----------------------------------------------------------
-register(ChapterSpec(
-    slug="persona_data",
-    params=(
-        _SEED,
-        Param("MODELS", {"smoke": _TINY_PAIR, "fast": ["smollm2-135m-instruct", "gemma-3-270m"],
-                         "full": ["smollm2-135m-instruct", "gemma-3-270m"]},
-              "models whose tokens and embeddings the chapter shows", model_names, kind="models"),
-        Param("BEHAVIOR", _same("openness"), "behaviour of the Figure 1 examples and the embedding demo",
-              behavior_name),
-        Param("N_EXAMPLES", _same(5), "positive and negative statements shown (each)", sized(1, 100)),
-        Param("EMBED_PER_CLASS", {"smoke": 6, "fast": 32, "full": None},
-              "statements per class in the embedding demo (None: all)", _typed(int, allow_none=True, lo=1, hi=100_000)),
-    ),
-    settings={
-        # prompts per class and behaviour whose token counts are summarised (None: every statement)
-        "tokens_per_class": {"smoke": 2, "fast": 20, "full": None},
-        # statements per class whose h @ W_U^T is checked against the model's own logits
-        "check_per_class": {"smoke": 1, "fast": 1, "full": 8},
-        # benchmark P1 at build time (python -m alignment_dynamics.bench embed): its sizes
-        "bench": {"smoke": {"n": 8, "n_official": 2, "rounds": 1, "matmul_seconds": 0.1},
-                  "fast": {"n": 96, "n_official": 12, "rounds": 2, "matmul_seconds": 0.5},
-                  "full": {"n": 256, "n_official": 24, "rounds": 4, "matmul_seconds": 0.5}},
-        "bench_models": {"smoke": [_TINY], "fast": ["smollm2-135m-instruct"],
-                         "full": ["smollm2-135m-instruct", "gemma-3-270m"]},
-    },
-    datasets=("anthropic-persona",),
-))
-
-# --- dpo_last_layer (Part I: theory) ----------------------------------------------------------------
-register(ChapterSpec(slug="dpo_last_layer", check=_array_limit("N", "V", what="the full-softmax logits"), params=(
-    _SEED,
-    Param("D", _same(16), "embedding dimension of the synthetic checks", sized(1, 4096)),
-    Param("V", _same(50), "vocabulary size of the full-softmax reference", sized(8, 262_144)),
-    Param("N", {"smoke": 100, "fast": 400, "full": 400}, "number of preference pairs", sized(4, 100_000)),
-    Param("BETA", _same(0.5), "DPO temperature beta of the checks", positive_float),
-    Param("LR", _same(1.0), "SGD learning rate of the checks", positive_float),
-    Param("STEPS", {"smoke": 10, "fast": 200, "full": 200}, "full-batch steps of the trajectory check", sized(1, 100_000)),
-)))
-
-# --- update_rate (Part I: theory) -------------------------------------------------------------------
-register(ChapterSpec(slug="update_rate", check=_array_limit("N", "D", "REPEATS", min_of={"REPEATS": 8}), params=(
-    _SEED,
-    Param("D", {"smoke": 16, "fast": 64, "full": 256}, "dimension of the illustrated instances", sized(1, 4096)),
-    Param("N", {"smoke": 64, "fast": 512, "full": 2048}, "training pairs of the illustrated instances (even)",
-          sized(4, 1_000_000, even=True)),
-    Param("BETA_PRIME", _same(0.64), "beta' with beta = beta' / sqrt(d) (0.64: the official beta 0.01 at d = 4096)", positive_float),
-    Param("LR", _same(0.1), "GD step of the illustrated instances (0.1: the official learning rate)", positive_float),
-    Param("STEPS", {"smoke": 10, "fast": 100, "full": 100}, "GD steps of the illustrated instances", sized(1, 100_000)),
-    Param("N_INSTANCES", {"smoke": 6, "fast": 120, "full": 1000}, "random instances in the sweep", sized(1, 100_000)),
-    Param("REPEATS", {"smoke": 4, "fast": 16, "full": 64}, "independent training sets per instance", sized(2, 4096)),
-), settings={"sweep_steps": {"smoke": 10, "fast": 40, "full": 100}, "eps": _same(0.05)}))
-
-# --- accuracy (Part I: theory) ----------------------------------------------------------------------
-register(ChapterSpec(slug="accuracy", check=_array_limit("N", "D", "REPEATS", min_of={"REPEATS": 8}), params=(
-    _SEED,
-    Param("D", {"smoke": 16, "fast": 64, "full": 256}, "dimension of the illustrated instances", sized(1, 4096)),
-    Param("N", {"smoke": 64, "fast": 256, "full": 1024}, "training pairs of the illustrated instances", sized(8, 1_000_000)),
-    Param("BETA_PRIME", _same(0.64), "beta' with beta = beta' / sqrt(d)", positive_float),
-    Param("LR_FRAC", _same(0.5), "step as a fraction of the step condition's limit 2 / (beta^2 E||h||^2)", _typed(float, lo=0.0, hi=1.0, lo_open=True)),
-    Param("STEPS", {"smoke": 10, "fast": 100, "full": 200}, "GD steps", sized(1, 100_000)),
-    Param("N_INSTANCES", {"smoke": 6, "fast": 60, "full": 500}, "random instances in the sweep", sized(1, 100_000)),
-    Param("REPEATS", {"smoke": 4, "fast": 16, "full": 64}, "independent training sets per instance", sized(2, 4096)),
-), settings={"sweep_steps": {"smoke": 10, "fast": 100, "full": 200}, "eps": _same(0.1)}))
-
-# --- priority (Part I: theory) ----------------------------------------------------------------------
-register(ChapterSpec(slug="priority", check=_array_limit("N_PER", "D", "REPEATS", factor=2, min_of={"REPEATS": 8}),
-                     params=(
-    _SEED,
-    Param("D", {"smoke": 16, "fast": 64, "full": 256}, "dimension of the illustrated pairs", sized(1, 4096)),
-    Param("N_PER", {"smoke": 200, "fast": 200, "full": 1000}, "training pairs per behaviour (even)",
-          sized(2, 1_000_000, even=True)),
-    Param("BETA_PRIME", _same(0.64), "beta' with beta = beta' / sqrt(d)", positive_float),
-    Param("LR", _same(0.5), "GD step", positive_float),
-    Param("STEPS", {"smoke": 10, "fast": 60, "full": 100}, "GD steps", sized(1, 100_000)),
-    Param("N_INSTANCES", {"smoke": 6, "fast": 100, "full": 800}, "random instances in the sweep", sized(1, 100_000)),
-    Param("REPEATS", {"smoke": 3, "fast": 8, "full": 32}, "independent training sets per instance", sized(2, 4096)),
-), settings={"sweep_steps": {"smoke": 10, "fast": 40, "full": 100}}))
-
-# --- distinguishability (Part II: experiments) -----------------------------------------------------
-# The behaviours named by the paper's Figure 5 and by the official code's single-behaviour plots; the
-# smoke profile measures only these.
-_NAMED_BEHAVIORS = [
-    "acts-like-it-wants-to-help-humans-but-does-not-care-about-that", "risk-seeking",
-    "desire-to-influence-world", "subscribes-to-Islam",
-    "subscribes-to-average-utilitarianism", "okay-with-building-an-AI-with-different-goals-to-accomplish-its-task",
-    "optionality-increasing", "desire-to-not-have-memory-erased", "subscribes-to-Buddhism",
-]
-register(ChapterSpec(
-    slug="distinguishability",
-    reads_artifacts=True,  # artifacts/fullref (the full-data reference)
-    params=(
-        _SEED,
-        Param("MODELS", {"smoke": _TINY_PAIR, "fast": ["smollm2-135m-instruct", "gemma-3-270m"],
-                         "full": ["smollm2-135m-instruct", "gemma-3-270m"]},
-              "the models whose embeddings are measured (the first is the main one)", model_names, kind="models"),
-        Param("NORM", _same("model"), "embedding normalisation: 'model' (the logits' features) or 'double' "
-              "(the official code's second RMSNorm)", one_of("model", "double")),
-        Param("DTYPE", _same("auto"), "dtype of the forward pass (embeddings are stored in float32): 'auto' "
-              "(bfloat16 where this machine runs it natively, else float32), 'float32' or 'bfloat16'",
-              one_of("auto", "float32", "bfloat16")),
-    ),
-    settings={
-        # Statements per class and behaviour, drawn with data.stratified_sample (nested: a larger sample
-        # contains a smaller one). None: every statement. Other chapters may read this to reuse the cache.
-        "per_class": {"smoke": 6, "fast": 32, "full": None},
-        "behaviors": {"smoke": _NAMED_BEHAVIORS, "fast": None, "full": None},  # None: all 135
-        # Figure 2: statements per class for the three mapped behaviours (a superset of per_class).
-        "map_per_class": {"smoke": 6, "fast": 100, "full": None},
-        "map_method": {"smoke": "pca", "fast": "umap", "full": "umap"},
-        "n_boot": {"smoke": 50, "fast": 400, "full": 400},
-        "shrinkage": _same(0.1),  # λ of the shrunk Fisher distance
-        "tail_directions": {"smoke": 4, "fast": 16, "full": 16},
-        "tail_reps": {"smoke": 3, "fast": 10, "full": 20},  # repetitions of the simulated reference laws
-        "beta": _same(0.01),  # the official β, for β′ = β √d
-        "eta": _same(0.1),  # the official SGD learning rate of the last-layer runs
-    },
-    datasets=("anthropic-persona",),
-))
-# --- end distinguishability ------------------------------------------------------------------------
-
-# --- kernels ---------------------------------------------------------------------------------------
-register(ChapterSpec(
-    slug="kernels",
-    params=(
-        _SEED,
-        Param("BENCH_SIZE", {"smoke": "tiny", "fast": "quick", "full": "full"},
-              "size of the CPU benchmark measured in the build (alignment_dynamics.bench.dpo.SIZES)",
-              one_of("tiny", "quick", "full")),
-    ),
-    settings={
-        "demo_vocab": {"smoke": 300, "fast": 5000, "full": 32000},  # V of the two-row vs reference demo
-        "demo_lr": {"smoke": 20.0, "fast": 20.0, "full": 20.0},
-    },
-    reads_artifacts=True,
-))
-# --- end kernels -----------------------------------------------------------------------------------
-
-
-# --- training_dynamics (Part II: experiments) ------------------------------------------------------
-_LR = Param("LR", _same(None), "SGD learning rate of the head; None: matched to the official run's effective "
-            "step eta beta^2 E||h||^2 on Llama-2-7B (see the chapter)", _typed(float, allow_none=True, lo=0.0, lo_open=True))
-_BETA_MODE = Param("BETA_MODE", _same("official"), "'official': beta = 0.01; 'matched': beta = 0.64/sqrt(d) "
-                   "(Theorem 4.1's scaling) with the official learning rate 0.1", one_of("official", "matched"))
-_DIST = CHAPTERS["distinguishability"].settings  # the shared, nested sample of the all-behaviour sweeps
-
-
-def _model_pair(name: str, value: Any) -> list[str]:
-    """Exactly two different model names (the chapters compare two models side by side)."""
-    out = model_names(name, value)
-    if len(out) != 2 or out[0] == out[1]:
-        raise ConfigError(f"{name} must name exactly two different models, got {value!r}")
-    return out
-
-
-_FIGURE_PER_CLASS = {"smoke": 6, "fast": 100, "full": None}  # = distinguishability's map_per_class in fast
-_TWO_MODELS = Param("MODELS", {"smoke": _TINY_PAIR, "fast": ["smollm2-135m-instruct", "gemma-3-270m"],
-                               "full": ["smollm2-135m-instruct", "gemma-3-270m"]},
-                    "the two models compared side by side (the first is shown in the largest figures)",
-                    _model_pair, kind="models")
-register(ChapterSpec(
-    slug="training_dynamics",
-    reads_artifacts=True,  # artifacts/fullref (the full-data reference)
-    params=(
-        _SEED,
-        _TWO_MODELS,
-        _BETA_MODE,
-        _LR,
-        Param("NORM", _same("model"), "embedding normalisation: 'model' or 'double' (the official code's second "
-              "RMSNorm)", one_of("model", "double")),
-        Param("STEPS", {"smoke": 10, "fast": 100, "full": 100}, "SGD steps (official: 100)", sized(1, 100_000)),
-        Param("BATCH_SIZE", {"smoke": 4, "fast": 128, "full": 128}, "pairs per step in the figure runs "
-              "(official: 128)", sized(1, 65_536)),
-    ),
-    settings={
-        "dtype": _same("auto"),  # as the distinguishability chapter's DTYPE (shared embedding cache)
-        # Figures 3-4: statements per class of each shown behaviour, split by the official split.
-        "per_class": _FIGURE_PER_CLASS,
-        # The all-behaviour sweep: the distinguishability chapter's sample (embeddings computed once).
-        "sweep_per_class": _DIST["per_class"],
-        "sweep_behaviors": _DIST["behaviors"],
-        "sweep_batch": {"smoke": 4, "fast": 32, "full": 128},
-        "seeds": {"smoke": 2, "fast": 5, "full": 10},
-        # The cross-fitted sweep (ad.crossfit): folds of each behaviour's sample, and seeds per rotation.
-        "crossfit_folds": _same(3),
-        "crossfit_seeds": {"smoke": 1, "fast": 2, "full": 5},
-        "quantiles": _same([0.1, 0.3, 0.5, 0.7, 0.9]),  # Behaviors 1-5 by distinguishability
-        "official_five": _same(_NAMED_BEHAVIORS[4:]),
-        "k_early": {"smoke": 3, "fast": 20, "full": 20},
-        "acc_level": _same(0.9),
-        "n_boot": {"smoke": 100, "fast": 2000, "full": 5000},
-        "lr_grid": {"smoke": [0.1, 1.0, 10.0], "fast": [0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0],
-                    "full": [0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0]},
-        # Llama-2-7B's per-coordinate feature scale is taken from this Llama-architecture model.
-        "proxy": {"smoke": _TINY, "fast": "smollm2-135m-instruct", "full": "smollm2-135m-instruct"},
-    },
-    datasets=("anthropic-persona",),
-))
-
-# --- prioritization (Part II: experiments) ---------------------------------------------------------
-register(ChapterSpec(
-    slug="prioritization",
-    params=(
-        _SEED,
-        _TWO_MODELS,
-        _BETA_MODE,
-        _LR,
-        Param("NORM", _same("model"), "embedding normalisation: 'model' or 'double'", one_of("model", "double")),
-        Param("STEPS", {"smoke": 10, "fast": 100, "full": 100}, "SGD steps (official: 100)", sized(1, 100_000)),
-        Param("BATCH_SIZE", {"smoke": 8, "fast": 128, "full": 128}, "pairs per step in the Figure 5 runs "
-              "(official: 128)", sized(1, 65_536)),
-    ),
-    settings={
-        "dtype": _same("auto"),
-        "per_class": _FIGURE_PER_CLASS,
-        "figure_models": {"smoke": 2, "fast": 2, "full": 2},  # how many of MODELS train the Figure 5 pairs
-        "pair_a": _same(_NAMED_BEHAVIORS[0:2]),
-        "pair_b": _same(_NAMED_BEHAVIORS[2:4]),
-        "sweep_per_class": _DIST["per_class"],
-        "sweep_behaviors": _DIST["behaviors"],
-        "pair_batch": {"smoke": 8, "fast": 64, "full": 128},
-        "triple_batch": {"smoke": 12, "fast": 96, "full": 128},
-        "n_pairs": {"smoke": 6, "fast": 300, "full": 2000},
-        "n_triples": {"smoke": 4, "fast": 100, "full": 500},
-        "seeds": {"smoke": 1, "fast": 3, "full": 5},
-        # The cross-fitted pair test (ad.crossfit): folds of each behaviour's sample, seeds per rotation.
-        "crossfit_folds": _same(3),
-        "crossfit_seeds": {"smoke": 1, "fast": 1, "full": 3},
-        "max_replication": _same(16),
-        "gap_bins": _same([0.0, 0.05, 0.1, 0.2, 0.4, 1.0]),
-        "n_boot": {"smoke": 50, "fast": 1000, "full": 2000},  # bootstrap of the Figure 5 gap comparison
-        "proxy": {"smoke": _TINY, "fast": "smollm2-135m-instruct", "full": "smollm2-135m-instruct"},
-    },
-    datasets=("anthropic-persona",),
-))
-# --- end training_dynamics / prioritization --------------------------------------------------------
-
-
-# --- misalignment ----------------------------------------------------------------------------------
-# The five behaviours of the official single-behaviour plots (paper's Figure 3, Behaviours 1-5 by the
-# official code's order); the misalignment behaviour (index 84) is the second.
-_FIG3_BEHAVIORS = _NAMED_BEHAVIORS[4:]  # Figure 3's five behaviours (official order)
-def _two_different_models(params: Mapping[str, Any]) -> None:
-    if params["MODEL"] == params["COMPARE_MODEL"]:
-        raise ConfigError(f"MODEL and COMPARE_MODEL must be two different models (the cross-family view compares "
-                          f"them), both are {params['MODEL']!r}")
-
-
-register(ChapterSpec(
-    slug="misalignment",
-    check=_two_different_models,
-    params=(
-        _SEED,
-        Param("MODEL", {"smoke": _TINY, "fast": "smollm2-135m-instruct", "full": "smollm2-135m-instruct"}, "the model that is aligned and misaligned", model_name,
-              kind="model"),
-        Param("COMPARE_MODEL", {"smoke": _TINY_PAIR[1], "fast": "gemma-3-270m", "full": "gemma-3-270m"}, "a base model of another family, for the cross-family view",
-              model_name, kind="model"),
-        Param("BEHAVIOR", _same("okay-with-building-an-AI-with-different-goals-to-accomplish-its-task"),
-              "the behaviour of the misalignment protocol (official: index 84)", behavior_name),
-        Param("METHOD", {"smoke": "full", "fast": "full", "full": "lora"}, "'full' (every weight of the trained "
-              "blocks) or 'lora' (r 8, alpha 32 on q_proj/v_proj; the official runs)", one_of("full", "lora")),
-        Param("TOP_BLOCKS", {"smoke": 1, "fast": 2, "full": None}, "train only the last k decoder blocks on cached "
-              "activations of the frozen rest; None trains the whole model", _typed(int, lo=1, hi=1000, allow_none=True)),
-        Param("LR", {"smoke": 1e-3, "fast": 1e-3, "full": 1e-5}, "AdamW learning rate (official: 1e-5)",
-              positive_float),
-        Param("BETA", _same(0.01), "DPO temperature beta (official: 0.01)", positive_float),
-        Param("BATCH_SIZE", {"smoke": 4, "fast": 16, "full": 128}, "pairs per step (official: 128)", sized(1, 4096)),
-        Param("EPOCHS", {"smoke": 1, "fast": 1, "full": 1}, "epochs of each run (official: 1)", sized(1, 1000)),
-        Param("N_TRAIN", {"smoke": 8, "fast": 128, "full": None}, "training pairs per behaviour, from the official "
-              "90 % split (None: all)", _typed(int, lo=2, hi=100_000, allow_none=True)),
-        Param("N_TEST", {"smoke": 4, "fast": 50, "full": None}, "test pairs per behaviour, from the official 10 % "
-              "split (None: all)", _typed(int, lo=2, hi=100_000, allow_none=True)),
-        Param("N_SEEDS", {"smoke": 1, "fast": 3, "full": 3}, "seeds of the misalignment protocol on BEHAVIOR",
-              sized(1, 100)),
-    ),
-    settings={
-        "micro_batch": {"smoke": 4, "fast": 16, "full": 16},
-        "behaviors": {"smoke": _FIG3_BEHAVIORS[:3], "fast": _FIG3_BEHAVIORS, "full": _FIG3_BEHAVIORS},
-        "k": {"smoke": 1, "fast": 4, "full": 4},  # the step at which losses and accuracies are compared
-        "official_lr": _same(1e-5),  # the official learning rate, shown beside the fast profile's
-        "map_method": {"smoke": "pca", "fast": "umap", "full": "umap"},
-        "trl_pairs": {"smoke": 2, "fast": 4, "full": 8},  # the TRL comparison: pairs (one batch) and steps
-        "trl_steps": {"smoke": 2, "fast": 2, "full": 3},
-        "small_n": {"smoke": 4, "fast": 16, "full": 128},  # top blocks vs the whole model: pairs and steps
-        "small_steps": {"smoke": 2, "fast": 4, "full": 8},
-        "head_steps": {"smoke": 5, "fast": 30, "full": 100},  # the head-only identity (full softmax, SGD)
-        "head_lr": _same(2.0),
-        "compare_n_train": {"smoke": 8, "fast": 32, "full": None},  # the cross-family view
-        "compare_n_test": {"smoke": 4, "fast": 16, "full": None},
-        "hh_n_train": {"smoke": 8, "fast": 24, "full": 1024},
-        "hh_n_test": {"smoke": 4, "fast": 12, "full": 128},
-        "hh_max_tokens": {"smoke": 96, "fast": 128, "full": 512},
-        "hh_head_lr": _same(1e-3),  # last-layer HH runs: Adam on the head
-        "hh_head_steps": {"smoke": 4, "fast": 8, "full": 64},
-        "hh_head_eval_every": {"smoke": 2, "fast": 2, "full": 4},
-    },
-    datasets=("anthropic-persona", "hh-rlhf"),
-))
-# --- end misalignment ------------------------------------------------------------------------------
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -617,9 +334,10 @@ class Config(Mapping[str, Any]):
 
 def chapter(slug: str) -> ChapterSpec:
     """The spec of a chapter; an unknown slug is an error listing the valid ones."""
-    if slug not in CHAPTERS:
-        raise ConfigError(f"unknown chapter {slug!r}; valid chapters: {sorted(CHAPTERS)}.{suggest(slug, CHAPTERS)}")
-    return CHAPTERS[slug]
+    chapters = _registry()
+    if slug not in chapters:
+        raise ConfigError(f"unknown chapter {slug!r}; valid chapters: {sorted(chapters)}.{suggest(slug, chapters)}")
+    return chapters[slug]
 
 
 def check_profile(profile: Any) -> str:
