@@ -9,8 +9,6 @@
 
 The user cache (converted models, embeddings) lives in ``$ALIGNMENT_DYNAMICS_CACHE`` or else
 ``~/.cache/alignment_dynamics``; it is never inside the repository.
-
-Used in: every chapter, through ``alignment_dynamics.models``, ``.embed`` and ``.build``.
 """
 
 from __future__ import annotations
@@ -36,8 +34,6 @@ def user_cache_dir(*parts: str) -> Path:
 
     ``$ALIGNMENT_DYNAMICS_CACHE`` wins; otherwise ``$XDG_CACHE_HOME/alignment_dynamics`` or
     ``~/.cache/alignment_dynamics``.
-
-    Used in: `book/reproducibility.md`.
     """
     root = os.environ.get(CACHE_ENV)
     if root:
@@ -176,8 +172,6 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
 
     Works for files and for folders (for a folder, the old one is moved aside and removed after the
     rename). On an exception the temporary is removed and ``target`` is untouched.
-
-    Used in: `book/persona_data.md` (through the embedding cache) and the build.
     """
     target = Path(target)
     tmp = target.parent / f"{target.name}{_TMP_MARK}{uuid.uuid4().hex[:12]}"
@@ -320,8 +314,6 @@ def file_lock(path: str | os.PathLike) -> Iterator[None]:
     Serialises expensive writers of one entry (a model conversion, an embedding store) across
     processes. The kernel releases the lock when its holder dies, even by ``kill -9``, so a killed
     writer never blocks the next run.
-
-    Used in: `book/persona_data.md` (through ``models`` and ``embed``).
     """
     import fcntl
 
@@ -356,8 +348,6 @@ def exclusive_lock(path: str | os.PathLike, what: str) -> Iterator[None]:
     """Hold an exclusive, non-blocking ``flock`` on ``path`` for the ``with`` block, with the holder
     (pid, host, start time, command) written into the file; if another process holds it, raise
     :class:`LockedError` naming that holder. A holder killed even by ``kill -9`` releases it.
-
-    Used in: the build (one build per build folder).
     """
     import fcntl
     import platform

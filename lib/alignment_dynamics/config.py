@@ -17,8 +17,6 @@ Profiles:
     the default build; minutes on 2 CPU cores.
 ``full``
     paper scale; a GPU is welcome, hours allowed.
-
-Used in: every chapter (`book/*.md`), and by `alignment_dynamics.build`.
 """
 
 from __future__ import annotations
@@ -629,10 +627,7 @@ def check_profile(profile: Any) -> str:
 
 
 def profile_params(slug: str, profile: str) -> dict[str, Any]:
-    """The parameters the build injects for ``profile``: ``PROFILE`` and every parameter's value.
-
-    Used in: `alignment_dynamics.build`.
-    """
+    """The parameters the build injects for ``profile``: ``PROFILE`` and every parameter's value."""
     spec = chapter(slug)
     check_profile(profile)
     out: dict[str, Any] = {"PROFILE": profile}
@@ -669,8 +664,6 @@ def resolve(slug: str, profile: str, **params: Any) -> Config:
 
     ``params`` are the chapter's parameters by lower-case name (``beta=BETA``); a parameter not
     passed takes the profile's value. Unknown names and invalid values raise :class:`ConfigError`.
-
-    Used in: every chapter.
     """
     spec = chapter(slug)
     check_profile(profile)

@@ -20,8 +20,6 @@ chapters ``training_dynamics`` and ``prioritization`` do on top of it:
 * **learning-speed measures** and the **statistics** that test the paper's claims: rank and partial
   rank correlations with bootstrap intervals, Wilson intervals for fractions, verdict rules, and the
   prioritisation analyses (who is learned first, priority predictions, reweighting).
-
-Used in: `book/training_dynamics.md`, `book/prioritization.md`.
 """
 
 from __future__ import annotations
@@ -52,10 +50,7 @@ HEAD_FACTS_VERSION = 1
 
 
 class DynamicsError(ValueError):
-    """An input the experiments cannot use (an empty set, a wrong shape, an invalid setting).
-
-    Used in: `book/training_dynamics.md`, `book/prioritization.md`.
-    """
+    """An input the experiments cannot use (an empty set, a wrong shape, an invalid setting)."""
 
 
 def _positive(name: str, value: Any) -> float:
@@ -77,8 +72,6 @@ class HeadFacts:
     ``a = w_yes − w_no`` gives the reference model's log-odds log π₀(Yes|x) − log π₀(No|x) = a·h(x).
     ``gain`` is the effective gain g of the final RMS norm (for Gemma's ``1 + w`` parametrisation,
     ``1 + w``) and ``eps`` its ε, so that the norm maps x to g ⊙ x / √(mean(x²) + ε).
-
-    Used in: `book/training_dynamics.md`, `book/prioritization.md`.
     """
 
     model: str
@@ -135,8 +128,6 @@ def head_facts(model_name: str) -> HeadFacts:
     The first call loads the model once (float32) to read the answer rows of W_U and the final-norm
     gain (as ``norm(ones)·√(1 + ε)``, which covers both ``g`` and ``1 + w`` parametrisations); later
     calls read a small safetensors file.
-
-    Used in: `book/training_dynamics.md`, `book/prioritization.md`.
     """
     from safetensors.numpy import load_file, save_file
 
@@ -176,8 +167,6 @@ class BehaviorSet:
     ``s_*`` is +1 where the preferred answer is " Yes" and −1 where it is " No"; ``idx_*`` are the
     record indices (lines of the behaviour's file). ``h_*`` are float64 (n × d). ``computed`` counts
     the embeddings that had to be computed (not found in the cache) when the set was made.
-
-    Used in: `book/training_dynamics.md`, `book/prioritization.md`.
     """
 
     behavior: str
@@ -234,8 +223,6 @@ def joint_splits(behaviors: Sequence[str], *, seed: int = data.OFFICIAL_SEED) ->
     """The official splits of behaviours trained together: one ``random`` stream seeded once, each
     behaviour's indices shuffled in turn from it (the two-behaviour script's convention, extended to
     any number). The first behaviour's split is its single-behaviour split.
-
-    Used in: `book/prioritization.md`.
     """
     names = data.validate_behaviors(list(behaviors))
     rng = random.Random(seed)
@@ -252,8 +239,6 @@ def behavior_set(model_name: str, behavior: str, per_class: int | None, *, seed:
     With ``per_class=None`` this is exactly the official protocol's 900/100 split. The sample is
     :func:`alignment_dynamics.data.stratified_sample` with ``seed``, so the distinguishability chapter's
     cached embeddings are reused. Features come from :func:`alignment_dynamics.embed.behavior_embeddings`.
-
-    Used in: `book/training_dynamics.md`, `book/prioritization.md`.
     """
     behavior = data.validate_behaviors([behavior])[0]
     split = data.persona_split(behavior) if split is None else split
@@ -267,10 +252,7 @@ def behavior_set(model_name: str, behavior: str, per_class: int | None, *, seed:
 
 
 def mean_sq_norm(sets: Sequence[BehaviorSet], *, part: str = "train", transform=None) -> float:
-    """E‖h‖² over the pooled pairs of ``sets`` (optionally of ``transform(h)``, e.g. a double norm).
-
-    Used in: `book/training_dynamics.md`, `book/prioritization.md`.
-    """
+    """E‖h‖² over the pooled pairs of ``sets`` (optionally of ``transform(h)``, e.g. a double norm)."""
     if not sets:
         raise DynamicsError("mean_sq_norm needs at least one behaviour set")
     total, count = 0.0, 0
@@ -292,8 +274,6 @@ def mean_sq_norm(sets: Sequence[BehaviorSet], *, part: str = "train", transform=
 def beta_for(mode: str, d: int) -> float:
     """β of a ``beta_mode``: ``"official"`` keeps 0.01; ``"matched"`` keeps β′ = 0.01·√4096 = 0.64 of
     Theorem 4.1's scaling β = β′/√d at our width ``d``.
-
-    Used in: `book/training_dynamics.md`, `book/prioritization.md`.
     """
     if mode not in BETA_MODES:
         raise ConfigError(f"unknown beta_mode {mode!r}; valid: {list(BETA_MODES)} ('official': beta = 0.01; "
@@ -308,8 +288,6 @@ def effective_step(lr: float, beta: float, mean_sq_norm: float) -> float:
 
     Each step changes the margins r = 2βs vᵀh by 2ηβ² sᵀ(h h')·(…); rescaling the features h → c h and
     η → η/c² leaves every margin, loss and accuracy unchanged, so κ is what must match between models.
-
-    Used in: `book/training_dynamics.md`, `book/prioritization.md`.
     """
     return _positive("lr", lr) * _positive("beta", beta) ** 2 * _positive("mean_sq_norm", mean_sq_norm)
 
@@ -318,17 +296,12 @@ def official_effective_step(per_coordinate: float, *, d: int = LLAMA2_7B_D, lr: 
                             beta: float = OFFICIAL_BETA) -> float:
     """κ of the official run: η β² E‖h‖² with E‖h‖² = d · ``per_coordinate`` (the mean square of one
     coordinate of Llama-2-7B's features, which we do not have and must assume).
-
-    Used in: `book/training_dynamics.md`, `book/prioritization.md`.
     """
     return effective_step(lr, beta, _positive("per_coordinate", per_coordinate) * int(d))
 
 
 def matched_lr(target_step: float, beta: float, mean_sq_norm: float) -> float:
-    """The η that gives features with E‖h‖² = ``mean_sq_norm`` the effective step ``target_step`` at β.
-
-    Used in: `book/training_dynamics.md`, `book/prioritization.md`.
-    """
+    """The η that gives features with E‖h‖² = ``mean_sq_norm`` the effective step ``target_step`` at β."""
     return _positive("target_step", target_step) / (_positive("beta", beta) ** 2
                                                      * _positive("mean_sq_norm", mean_sq_norm))
 
@@ -340,8 +313,6 @@ def feature_scale(facts: HeadFacts, sets: Sequence[BehaviorSet], norm: str = "mo
     ``norm`` says how ``sets`` were embedded: ``"model"`` (once; the second normalisation is applied
     here with the model's final-norm gain) or ``"double"`` (already twice; ``q_once`` is then unknown,
     NaN).
-
-    Used in: `book/training_dynamics.md`.
     """
     if norm not in embed.NORMS:
         raise ConfigError(f"unknown norm {norm!r}; valid: {list(embed.NORMS)}")
@@ -364,8 +335,6 @@ def lr_scenarios(models_data: Mapping[str, tuple[HeadFacts, Sequence[BehaviorSet
     other than ``proxy`` (the Llama-architecture stand-in), whose second normalisation multiplies by
     gains that Llama-2's plain RMS norm need not share. Rows whose q is unknown (``norm="double"``:
     the once-normalised scale) are left out.
-
-    Used in: `book/training_dynamics.md`.
     """
     if proxy not in models_data:
         raise DynamicsError(f"the proxy model {proxy!r} must be among the models given ({sorted(models_data)})")
@@ -399,8 +368,6 @@ def lr_choice(models_data: Mapping[str, tuple[HeadFacts, Sequence[BehaviorSet]]]
 
     ``q_official`` gives the proxy's feature scale directly (e.g. from a stored reference) instead of
     measuring it on the proxy's sets; the proxy need then not be among the models.
-
-    Used in: `book/training_dynamics.md`, `book/prioritization.md`.
     """
     if q_official is not None:
         q_off = _positive("q_official", q_official)
@@ -434,8 +401,6 @@ def update_rate_overlay(sets: Sequence[BehaviorSet], runs: Runs) -> dict[str, np
     linear bound √2 ηβ M₁ t with M₁ the run's largest batch-mean ‖h‖, which holds for every t and every
     batch sequence. Also ``first_step_error``, the relative error of the exact first-step formula
     (computed from the first batch) against the measured ‖W_1 − W_0‖.
-
-    Used in: `book/training_dynamics.md`.
     """
     from .theory import linear_upper_bound
 
@@ -477,8 +442,6 @@ def first_step_check(runs: "Runs", sets: dict, distinguishability: Sequence[floa
                      seed: int = 0) -> FirstStepCheck:
     """The single-step ordering question on trained runs with one behaviour per group (``runs.groups``),
     their behaviour sets ``sets[name]`` and each behaviour's distinguishability, in group order.
-
-    Used in: `book/training_dynamics.md`.
     """
     from . import verdicts
 
@@ -501,8 +464,6 @@ def first_step_terms(bs: BehaviorSet, batch_size: int) -> dict[str, float]:
     = ¼‖μ̂₊ − μ̂₋‖², ``imbalance`` = E(p_B − ½)² ‖μ̂₊ + μ̂₋‖², ``cross`` = (p − ½)⟨μ̂₊ − μ̂₋, μ̂₊ + μ̂₋⟩,
     ``class_means`` = their sum (exact when every statement equals its class mean) and ``ratio`` =
     imbalance/signal.
-
-    Used in: `book/training_dynamics.md`.
     """
     h, s = bs.part("train")
     n = h.shape[0]
@@ -528,8 +489,6 @@ def margin_overlay(group: Sequence[BehaviorSet], runs: Runs, run: int) -> dict[s
     the theorem's remainder ρ_t‖b̂_i‖ around ``theorem`` (full-batch gradient descent), and
     ``band_holds_until``: the last step at which every band is narrower than the predicted change.
     Arrays are ``[K, T + 1]``.
-
-    Used in: `book/prioritization.md`.
     """
     from .theory import margin_change_prediction, remainder_bound, sample_statistics
 
@@ -573,8 +532,6 @@ class Runs:
     set is empty). ``head_change`` is ‖W_t − W_0‖_F ``[R, T + 1]``, ``batch_loss`` the loss of each
     step's batch ``[R, T]``, ``first_step`` the exact prediction of ‖W_1 − W_0‖ from the first batch's
     own statistics, and ``max_batch_norm`` the largest batch mean of ‖h‖ (for the linear bound).
-
-    Used in: `book/training_dynamics.md`, `book/prioritization.md`.
     """
 
     groups: list[tuple[str, ...]]
@@ -608,8 +565,6 @@ class Runs:
         """``(K, T + 1)`` curves of the named behaviours from single-behaviour runs, in the order given
         (the mean over a behaviour's runs, e.g. its seeds). ``metric`` is ``"loss"``, ``"margin"``,
         ``"policy_accuracy"``, ``"policy_yes"`` or ``"reward_accuracy"``; ``part`` ``"train"`` or ``"test"``.
-
-        Used in: `book/training_dynamics.md`.
         """
         metrics = ("loss", "margin", "policy_accuracy", "policy_yes", "reward_accuracy")
         if metric not in metrics:
@@ -701,8 +656,6 @@ def train_runs(groups: Sequence[Sequence[BehaviorSet]], *, facts: HeadFacts, ste
     runs per call. ``replicate`` repeats each behaviour's training pairs (an integer weight per behaviour
     and group: oversampling). Metrics are evaluated at W_t on every behaviour's whole, unreplicated
     training and test sets (see :class:`Runs`).
-
-    Used in: `book/training_dynamics.md`, `book/prioritization.md`.
     """
     from tqdm.auto import tqdm
 
@@ -792,10 +745,7 @@ def train_runs(groups: Sequence[Sequence[BehaviorSet]], *, facts: HeadFacts, ste
 # ---------------------------------------------------------------------------------------------------
 
 def change_slope(head_change: Any) -> np.ndarray:
-    """The least-squares slope through the origin of ‖W_t − W_0‖ against t: Σ t c_t / Σ t².
-
-    Used in: `book/training_dynamics.md`.
-    """
+    """The least-squares slope through the origin of ‖W_t − W_0‖ against t: Σ t c_t / Σ t²."""
     c = np.asarray(head_change, dtype=np.float64)
     if c.ndim < 1 or c.shape[-1] < 2:
         raise DynamicsError(f"head_change needs at least two steps, got shape {c.shape}")
@@ -812,8 +762,6 @@ def speed_table(runs: Runs, *, k_early: int, level: float = 0.9):
     ``reached`` (share of seeds reaching it), ``acc_0`` and ``acc_gain`` (training policy accuracy at t = 0 and its gain by T), ``slope``
     (:func:`change_slope`), ``first_step`` (‖W_1 − W_0‖), one row per behaviour (group), for one
     learning rate.
-
-    Used in: `book/training_dynamics.md`.
     """
     import pandas as pd
 
@@ -901,8 +849,6 @@ def partial_spearman(x: Any, y: Any, covariates: Any = None) -> float:
     All variables are ranked (average ranks for ties); the ranks of x and y are regressed on the
     covariates' ranks (with an intercept) and the residuals correlated. With no covariates this is
     Spearman's ρ.
-
-    Used in: `book/training_dynamics.md`.
     """
     a, b, c = _check_xy(x, y, covariates)
     rc = _rank(c.T).T if c.shape[1] else c
@@ -914,8 +860,6 @@ def partial_spearman_ci(x: Any, y: Any, covariates: Any = None, *, n_boot: int =
                         level: float = 0.95) -> tuple[float, float, float]:
     """:func:`partial_spearman` with a percentile bootstrap interval over the observations (behaviours):
     ``(rho, lo, hi)``. Each replicate re-ranks the resampled observations.
-
-    Used in: `book/training_dynamics.md`.
     """
     a, b, c = _check_xy(x, y, covariates)
     if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 10:
@@ -943,8 +887,6 @@ def speed_correlations(table, speeds: Sequence[str], properties: Sequence[str], 
     Returns a DataFrame with columns ``speed``, ``property``, ``rho``, ``lo``, ``hi``, ``prho``, ``plo``,
     ``phi``; a speed or property that is constant over the behaviours gives NaN (undefined). The plain
     interval comes from :func:`alignment_dynamics.geometry.spearman_ci`, stream ``(seed, j, i)``.
-
-    Used in: `book/training_dynamics.md`.
     """
     import pandas as pd
 
@@ -973,8 +915,6 @@ def speed_correlations(table, speeds: Sequence[str], properties: Sequence[str], 
 def rank_outliers(x: Any, y: Any, names: Sequence[str], k: int = 3):
     """The ``k`` observations farthest from the rank trend of y on x: residuals of rank(y) regressed
     on rank(x), largest |residual| first (a DataFrame with x, y, their ranks and the residual).
-
-    Used in: `book/training_dynamics.md`.
     """
     import pandas as pd
 
@@ -992,8 +932,6 @@ def rank_outliers(x: Any, y: Any, names: Sequence[str], k: int = 3):
 def finite_spearman(x: Any, y: Any) -> float:
     """Spearman's ρ over the pairs where both values are finite; NaN when fewer than 3 remain
     (e.g. behaviours whose tiny test sample is empty).
-
-    Used in: `book/training_dynamics.md`.
     """
     a = np.asarray(x, dtype=np.float64)
     b = np.asarray(y, dtype=np.float64)
@@ -1015,8 +953,6 @@ def gap_size_comparison(pair_a: Sequence["BehaviorSet"], pair_b: Sequence["Behav
     :func:`alignment_dynamics.verdicts.difference` verdict on "pair (a) has the larger gap" ("not
     resolvable at this sample size" when the interval contains 0). ``n`` is the number of training
     statements the bootstrap resampled.
-
-    Used in: `book/prioritization.md`.
     """
     from . import geometry, verdicts
 
@@ -1041,10 +977,7 @@ def gap_size_comparison(pair_a: Sequence["BehaviorSet"], pair_b: Sequence["Behav
 # ---------------------------------------------------------------------------------------------------
 
 def random_groups(names: Sequence[str], size: int, count: int, *, seed: int) -> list[tuple[str, ...]]:
-    """``count`` distinct random groups of ``size`` different behaviours (ordered as drawn).
-
-    Used in: `book/prioritization.md`.
-    """
+    """``count`` distinct random groups of ``size`` different behaviours (ordered as drawn)."""
     names = list(names)
     if isinstance(size, bool) or not isinstance(size, int) or not 2 <= size <= len(names):
         raise DynamicsError(f"size must be an int in 2..{len(names)}, got {size!r}")
@@ -1070,8 +1003,6 @@ def group_priorities(group: Sequence[BehaviorSet], replicate: Sequence[int] | No
     share of training pairs, after replication r), ``bbar`` = Σ w_i b̂_i, ``levels`` p_i = ⟨b̄, b̂_i⟩/‖b̄‖
     and ``inner`` ⟨b̄, b̂_i⟩. For two behaviours also ``gap``, the official priority gap of the first
     over the second (equal weights, :func:`alignment_dynamics.geometry.priority_gap`).
-
-    Used in: `book/prioritization.md`.
     """
     from .geometry import priority_gap
 
@@ -1095,8 +1026,6 @@ def final_gains(runs: Runs, *, metric: str = "loss", part: str = "train") -> np.
 
     ``metric="loss"``: ln 2 − L_i(T), the drop of its DPO loss (every loss starts at ln 2);
     ``metric="accuracy"``: its policy-accuracy gain acc_i(T) − acc_i(0).
-
-    Used in: `book/prioritization.md`.
     """
     if metric not in LEARNED_FIRST_METRICS:
         raise DynamicsError(f"metric must be one of {list(LEARNED_FIRST_METRICS)}, got {metric!r}")
@@ -1114,8 +1043,6 @@ def order_agreement(predicted: Any, measured: Any) -> dict[str, np.ndarray]:
     ``top``: the behaviour with the highest prediction has the largest gain; ``order``: the whole
     order agrees; ``tau``: Kendall's τ between prediction and gain. Ties in the gains count as
     disagreement.
-
-    Used in: `book/prioritization.md`.
     """
     p = np.asarray(predicted, dtype=np.float64)
     g = np.asarray(measured, dtype=np.float64)
@@ -1138,8 +1065,6 @@ def balancing_replication(b_low: Any, b_high: Any, *, max_factor: int = 16) -> i
     With weights w_l, w_h, ⟨b̄, b_l⟩ = ⟨b̄, b_h⟩ requires w_l/w_h = (‖b_h‖² − c)/(‖b_l‖² − c) with
     c = ⟨b_l, b_h⟩ (the priority theorem's first-order term). The ratio is rounded to an integer in
     1..``max_factor``; when ‖b_l‖² ≤ c no weighting equalises them and ``max_factor`` is returned.
-
-    Used in: `book/prioritization.md`.
     """
     bl = np.asarray(b_low, dtype=np.float64)
     bh = np.asarray(b_high, dtype=np.float64)
@@ -1164,8 +1089,6 @@ def priority_outcomes(groups: Sequence[Sequence[BehaviorSet]], runs: Runs):
     ``order_*`` and ``tau_*`` (:func:`order_agreement` of levels and gains). For pairs also ``gap``
     (the official priority gap of the first over the second) and ``agree_*``: the sign of the gap
     matches which behaviour gained more (a zero gap or a tie counts as disagreement).
-
-    Used in: `book/prioritization.md`.
     """
     import pandas as pd
 
@@ -1201,8 +1124,6 @@ def agreement_by_bins(values: Any, agree: Any, edges: Sequence[float], *, level:
 
     Bins are [edges[k], edges[k+1]) (the last one closed); returns a DataFrame with ``bin``, ``n``,
     ``p``, ``lo``, ``hi`` (NaN for an empty bin).
-
-    Used in: `book/prioritization.md`.
     """
     import pandas as pd
 
@@ -1224,10 +1145,7 @@ def agreement_by_bins(values: Any, agree: Any, edges: Sequence[float], *, level:
 
 
 def less_distinguishable(group: Sequence[BehaviorSet]) -> int:
-    """The position in ``group`` of the behaviour with the smallest ‖b̂‖ on its training pairs.
-
-    Used in: `book/prioritization.md`.
-    """
+    """The position in ``group`` of the behaviour with the smallest ‖b̂‖ on its training pairs."""
     if not group:
         raise DynamicsError("the group is empty")
     return int(np.argmin([np.linalg.norm(bs.b("train")) for bs in group]))
@@ -1236,8 +1154,6 @@ def less_distinguishable(group: Sequence[BehaviorSet]) -> int:
 def reweighting_plan(groups: Sequence[Sequence[BehaviorSet]], *, max_factor: int = 16) -> list[tuple[int, int]]:
     """For each pair, the replication (r₁, r₂) that oversamples its less distinguishable member
     (:func:`less_distinguishable`) by :func:`balancing_replication`; the other member keeps 1.
-
-    Used in: `book/prioritization.md`.
     """
     out = []
     for group in groups:
@@ -1259,8 +1175,6 @@ def reweighting_effect(groups: Sequence[Sequence[BehaviorSet]], before, after, *
     numbers: ``shrinks_p``/``_lo``/``_hi`` (share with a Wilson interval), ``low_last_before`` and
     ``low_last_after`` (share of pairs where the less distinguishable member gained less),
     ``low_ratio``, ``high_ratio`` and ``total_ratio`` (medians of after/before).
-
-    Used in: `book/prioritization.md`.
     """
     if len(groups) != len(before) or len(groups) != len(after):
         raise DynamicsError(f"got {len(groups)} pairs, {len(before)} outcomes before and {len(after)} after")

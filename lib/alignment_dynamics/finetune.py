@@ -26,8 +26,6 @@ Design, and how it differs from TRL's ``DPOTrainer`` while computing the same qu
   the top ``k`` blocks on it. This is *identical* to training the whole model with its bottom frozen
   (:func:`train_dpo` with ``cached=False``; a test checks equality of the trajectories). It is not
   the same as full fine-tuning; the chapter measures how close the two are on a small case.
-
-Used in: `book/misalignment.md`.
 """
 
 from __future__ import annotations
@@ -66,8 +64,6 @@ class Pairs:
     ``chosen_first[i]`` says whether ``a[i]`` is the chosen one. The order of ``a`` and ``b`` does not
     depend on which is chosen (the smaller token tuple comes first), so a data set and its flipped
     copy (:meth:`flipped`) share every packed row, and hence every cached activation.
-
-    Used in: `book/misalignment.md`.
     """
 
     prompt: tuple[tuple[int, ...], ...]
@@ -148,8 +144,6 @@ def tokenize_pairs(tokenizer, prompts: Sequence[str], chosen: Sequence[str], rej
     tokenizer's default special tokens (``prompt_special_tokens=True``, as the book's last-layer
     chapters and TRL >= 0.8 do; TRL 0.7.x added none, which changes nothing for SmolLM2, whose
     tokenizer adds none).
-
-    Used in: `book/misalignment.md`.
     """
     if not (len(prompts) == len(chosen) == len(rejected)):
         raise FinetuneError(f"need as many prompts as chosen and rejected answers, got {len(prompts)}, "
@@ -174,10 +168,7 @@ def tokenize_pairs(tokenizer, prompts: Sequence[str], chosen: Sequence[str], rej
 
 @dataclass(frozen=True)
 class Layout:
-    """The fixed shapes of every forward pass: rows per micro-batch, row length, scored rows per pair.
-
-    Used in: `book/misalignment.md`.
-    """
+    """The fixed shapes of every forward pass: rows per micro-batch, row length, scored rows per pair."""
 
     micro_batch: int
     seq_len: int
@@ -322,8 +313,6 @@ class Policy:
     ``module`` is the trained model (a peft model for ``method="lora"``); ``split`` is the index of the
     first trainable block (0: the whole model trains); ``cached`` says whether the frozen bottom's
     output is read from the activation cache instead of being recomputed.
-
-    Used in: `book/misalignment.md`.
     """
 
     module: Any
@@ -375,8 +364,6 @@ def make_policy(model, *, method: str = "full", top_blocks: int | None = None, c
     results that depend, in the last bit, on the other rows of its batch; eager attention does not,
     which is what makes the reference log-probs, computed once, equal the policy's at step 0 bit for
     bit, and the cached top-block path equal the whole-model path bit for bit.
-
-    Used in: `book/misalignment.md`.
     """
     import torch
 
@@ -460,8 +447,6 @@ def merged_model(policy: Policy):
     """The policy's weights as a plain causal LM (LoRA adapters merged in), e.g. the "Aligned" model.
 
     A frozen bottom (``top_blocks``) is shared with the policy, not copied.
-
-    Used in: `book/misalignment.md`.
     """
     module = copy.deepcopy(policy.module, _frozen_memo(policy.module, policy.split))
     if policy.method == "lora":
@@ -489,10 +474,7 @@ def _seeded(seed: int, module):
 # ---------------------------------------------------------------------------------------------------
 
 class TrunkActivations:
-    """The hidden state entering block ``split`` for every position of every packed row (fixed shapes).
-
-    Used in: `book/misalignment.md`.
-    """
+    """The hidden state entering block ``split`` for every position of every packed row (fixed shapes)."""
 
     def __init__(self, pairs_rows: tuple, layout: Layout, values, key: str, bottom: str):
         self.rows = pairs_rows
@@ -512,10 +494,7 @@ class TrunkActivations:
 
 
 def module_digest(module) -> str:
-    """SHA-256 over a module's parameter and buffer names, dtypes, shapes and bytes.
-
-    Used in: `book/misalignment.md` (through the activation cache).
-    """
+    """SHA-256 over a module's parameter and buffer names, dtypes, shapes and bytes."""
     import hashlib
 
     import torch
@@ -536,8 +515,6 @@ def trunk_activations(policy: Policy, pairs: Pairs, layout: Layout, *, cache: bo
 
     The key is the SHA-256 of the bottom's weights (embedding and blocks ``0:split``), the packed rows,
     the layout and the library versions, so a changed input can never return a stale entry.
-
-    Used in: `book/misalignment.md`.
     """
     import torch
 
@@ -632,8 +609,6 @@ def completion_logps(policy: Policy, pairs: Pairs, idx: Sequence[int], layout: L
 
     Returns a tensor [len(idx), 2]; gradients flow to the policy's trainable weights. Only the scored
     positions go through the output head, and a model's final logit soft-capping is applied.
-
-    Used in: `book/misalignment.md`.
     """
     import torch
 
@@ -657,8 +632,6 @@ def prompt_embeddings(policy: Policy, pairs: Pairs, layout: Layout, trunk: Trunk
 
     This is the paper's embedding (`paper.md` §2.3), computed by the policy's own forward pass, so it
     shows how whole-model training moves the representation.
-
-    Used in: `book/misalignment.md`.
     """
     import torch
 
@@ -677,8 +650,6 @@ def completion_features(policy: Policy, pairs: Pairs, layout: Layout, trunk: Tru
     ``h_a`` is ``[n, L_a, d]`` (float32) and ``t_a`` ``[n, L_a]`` (``-100`` on padding), likewise for
     completion ``b``: exactly the rows :func:`completion_logps` sends through the head, so a head
     trained on them (last-layer DPO on multi-token responses) starts from the same log-probs.
-
-    Used in: `book/misalignment.md`.
     """
     import torch
 
@@ -738,10 +709,7 @@ def _chosen_rejected(logps_ab, pairs: Pairs, idx: Sequence[int]):
 
 def all_logps(policy: Policy, pairs: Pairs, layout: Layout, trunk: TrunkActivations | None = None,
               *, progress: bool = False):
-    """:func:`completion_logps` for every pair, in eval mode and without gradients ([n, 2], float64 on CPU).
-
-    Used in: `book/misalignment.md`.
-    """
+    """:func:`completion_logps` for every pair, in eval mode and without gradients ([n, 2], float64 on CPU)."""
     return _evaluate_chunks(policy, len(pairs), layout, lambda idx: completion_logps(policy, pairs, idx, layout, trunk),
                             progress, "log-probs")
 
@@ -756,8 +724,6 @@ def pair_metrics(chosen, rejected, ref_chosen, ref_rejected, beta: float) -> dic
     A thin wrapper of ``alignment_dynamics.dpo.reference.dpo_metrics``: ``rewards/accuracies`` is TRL's
     (0 at step 0: ties); ``outputs/accuracies`` is the official code's (the policy gives the chosen
     completion a higher log-probability).
-
-    Used in: `book/misalignment.md`.
     """
     from .dpo import reference
 
@@ -778,8 +744,6 @@ class TrainSettings:
     clipping at norm 1 (``max_grad_norm``; None turns it off). ``steps`` (if set) replaces ``epochs``: the data
     are reshuffled at each epoch boundary. The last, partial batch of an epoch is kept (as the HF
     trainer does by default).
-
-    Used in: `book/misalignment.md`.
     """
 
     beta: float = 0.01
@@ -813,10 +777,7 @@ class TrainSettings:
 
 
 def batch_schedule(n: int, settings: TrainSettings, seed: int) -> list[list[int]]:
-    """The pair indices of every training step: a fresh permutation per epoch, batches in order.
-
-    Used in: `book/misalignment.md`.
-    """
+    """The pair indices of every training step: a fresh permutation per epoch, batches in order."""
     import torch
 
     if n < 1:
@@ -843,8 +804,6 @@ class DPORun:
     mode, as TRL logs them; length T). ``evals[set][name]`` holds the metrics of each evaluation set
     at every step t = 0..T (before the update at t; length T + 1). ``reference[set]`` holds the
     reference log-probs [n, 2] of completions a and b.
-
-    Used in: `book/misalignment.md`.
     """
 
     policy: Policy
@@ -876,8 +835,6 @@ def train_dpo(policy: Policy, train: Pairs, settings: TrainSettings = TrainSetti
     With ``cache=True`` the run is stored in the user cache (histories as JSON, the trained weights as
     safetensors), addressed by the SHA-256 of the starting weights, the pairs, the settings, the seed,
     the library versions and this module's source; a hit loads the trained weights into ``policy``.
-
-    Used in: `book/misalignment.md`.
     """
     import torch
 
@@ -1048,8 +1005,6 @@ def trl_comparison(model, tokenizer, prompts: Sequence[str], chosen: Sequence[st
     weights and the two loss trajectories should agree to float32 rounding. Returns, per
     implementation, the losses and mean chosen log-probs at each step and the wall time per step
     (TRL's includes its reference forward pass at every step; ours its one-off reference pass).
-
-    Used in: `book/misalignment.md`.
     """
     import io
     import logging

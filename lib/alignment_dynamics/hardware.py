@@ -20,9 +20,6 @@ run, e.g. to check that verdicts do not depend on the dtype. Setting ``ATEN_CPU_
 emulated); ``auto`` then resolves to float32 there too.
 
 This module imports nothing from the package (a leaf), so every other module may use it.
-
-Used in: `book/reproducibility.md`, `book/persona_data.md`, and through ``config.resolve`` by every
-chapter with a ``dtype``.
 """
 
 from __future__ import annotations

@@ -14,8 +14,6 @@ This module runs it with :mod:`alignment_dynamics.finetune` (whole-model, LoRA o
 summarises the speed-up over seeds, and checks the head-only identity: when only the unembedding is
 trained and the reference is the starting model, the flipped run's loss trajectory is exactly the
 same from Base and from Aligned (:func:`head_only_identity`).
-
-Used in: `book/misalignment.md`.
 """
 
 from __future__ import annotations
@@ -67,8 +65,6 @@ def persona_sets(tokenizer, behavior: str, *, n_train: int | None = None, n_test
     ``n_train``/``n_test`` keep the first records of each side of the split (the split is a seeded
     shuffle, so these are uniform random subsets); None keeps all. Prompts are the book's default
     (``data.build_prompt``: the question verbatim; the official TRL runs add a trailing newline).
-
-    Used in: `book/misalignment.md`.
     """
     from . import data
 
@@ -91,8 +87,6 @@ def hh_sets(tokenizer, *, n_train: int, n_test: int, max_tokens: int) -> PairSet
     shuffled order, the first ``n_train`` (``n_test``) pairs whose prompt plus both responses (EOS
     included) have at most ``max_tokens`` tokens. This favours short dialogues: a CPU-sized subset,
     not a uniform one.
-
-    Used in: `book/misalignment.md`.
     """
     from . import data
 
@@ -193,8 +187,6 @@ def run_alignment(model, sets: PairSets, *, seed: int, method: str = "lora", top
 
     The aligned model is the policy with LoRA adapters merged in (the official ``merge_and_unload``).
     With ``top_blocks`` the frozen bottom's activations are computed once (or taken from ``trunks``).
-
-    Used in: `book/misalignment.md`.
     """
     layout = layout or ft.Layout.for_pairs(sets.train, sets.test, micro_batch=micro_batch)
     if trunks is None:
@@ -215,8 +207,6 @@ def run_misalignment(model, sets: PairSets, *, seeds: Sequence[int], method: str
     The aligned model (:func:`run_alignment`) is then both the Aligned run's start and its reference.
     With ``top_blocks`` the frozen bottom's activations are computed once and shared by every run (a
     flipped set has the same packed rows, and alignment leaves the bottom unchanged).
-
-    Used in: `book/misalignment.md`.
     """
     if not seeds:
         raise MisalignError("seeds must be a non-empty list of ints")
@@ -249,8 +239,6 @@ def embeddings(model, sets: PairSets, *, layout: ft.Layout, trunks: dict | None 
 
     Computed by the whole-model path (:func:`finetune.prompt_embeddings`), so a model whose top
     blocks were trained shows its moved representation. Returns ``(h [n, d], labels [n])``.
-
-    Used in: `book/misalignment.md`.
     """
     pol = ft.make_policy(model, top_blocks=top_blocks)
     parts = [ft.prompt_embeddings(pol, p, layout, (trunks or {}).get(k)).numpy()
@@ -261,8 +249,6 @@ def embeddings(model, sets: PairSets, *, layout: ft.Layout, trunks: dict | None 
 def speedup_table(result: Misalignment, *, k: int, threshold: float = 0.5):
     """Per seed: steps to ``threshold`` flipped test accuracy, the test loss and accuracy after ``k``
     steps and the accuracy at the end, for Base and Aligned (a pandas DataFrame; one row per seed).
-
-    Used in: `book/misalignment.md`.
     """
     import pandas as pd
 
@@ -303,8 +289,6 @@ def head_only_identity(H, chosen, rejected, W0, *, beta: float, lr: float, align
     With single-token answers on a shared context the log-sum-exp cancels from every margin, so the
     loss depends on W only through W − W_start: the two loss trajectories are equal (up to rounding),
     and the accuracies differ because the starts do.
-
-    Used in: `book/misalignment.md`.
     """
     import torch
 
@@ -375,8 +359,6 @@ def sequence_features(policy: ft.Policy, pairs: ft.Pairs, layout: ft.Layout, tru
 
     The rows are those of :func:`finetune.completion_features`, so they are the features the whole-model
     runs score; with top blocks the frozen bottom comes from the activation cache.
-
-    Used in: `book/misalignment.md`.
     """
     import torch
 
@@ -391,10 +373,7 @@ def sequence_features(policy: ft.Policy, pairs: ft.Pairs, layout: ft.Layout, tru
 
 def set_features(model, sets: PairSets, *, layout: ft.Layout, trunks: dict | None = None,
                  top_blocks: int | None = None) -> tuple[SequenceFeatures, SequenceFeatures]:
-    """:func:`sequence_features` of the training and test pairs of ``sets`` under ``model``.
-
-    Used in: `book/misalignment.md`.
-    """
+    """:func:`sequence_features` of the training and test pairs of ``sets`` under ``model``."""
     pol = ft.make_policy(model, top_blocks=top_blocks)
     return tuple(sequence_features(pol, p, layout, (trunks or {}).get(k))
                  for k, p in (("train", sets.train), ("test", sets.test)))
@@ -413,8 +392,6 @@ def train_head_sequences(train: SequenceFeatures, W0, *, beta: float, lr: float,
     (``sequence_logps``) as the reference's, so the loss at step 0 is exactly ln 2. Returns TRL's metrics per step for the training batches
     (``train``), for each evaluation set every ``eval_every`` steps and after the last (``evals``,
     with the steps in ``eval_steps``), and the final head ``W``.
-
-    Used in: `book/misalignment.md`.
     """
     import torch
 
@@ -481,8 +458,6 @@ def head_misalignment(train: SequenceFeatures, test: SequenceFeatures, W0, *, be
     Align (normal direction, from ``W0``), then train on the flipped pairs from ``W0`` ("base") and
     from the aligned head ("aligned", also the reference), all with :func:`train_head_sequences` and
     the same number of steps. Returns the three runs' outputs by name.
-
-    Used in: `book/misalignment.md`.
     """
     kw = dict(beta=beta, lr=lr, steps=steps, batch_size=batch_size, eval_every=eval_every)
     align = train_head_sequences(train, W0, seed=seed, eval_sets={"test": test}, **kw)
@@ -496,8 +471,6 @@ def compare_modes(model, sets: PairSets, settings: ft.TrainSettings, modes: dict
                   micro_batch: int = 16, cache: bool = True, progress: bool = True) -> dict[str, ft.DPORun]:
     """Train the same DPO problem with several policies (``modes``: label -> :func:`finetune.make_policy`
     keyword arguments), with the same batches, and return each run.
-
-    Used in: `book/misalignment.md`.
     """
     layout = ft.Layout.for_pairs(sets.train, sets.test, micro_batch=micro_batch)
     out = {}
@@ -522,8 +495,6 @@ def survey(model, tokenizer, behaviors: Sequence[str], *, seed: int, n_train: in
     embeddings and the labels. ``known`` maps a behaviour already aligned with these very settings,
     seed and sizes to such a dict (``run``, ``h_before``, ``h_after``, ``labels``, ``sets``); it is
     used instead of training the behaviour again.
-
-    Used in: `book/misalignment.md`.
     """
     import pandas as pd
 
@@ -564,10 +535,7 @@ def survey(model, tokenizer, behaviors: Sequence[str], *, seed: int, n_train: in
 
 
 def answer_pairs(labels: Any, yes: int, no: int) -> tuple[np.ndarray, np.ndarray]:
-    """Chosen and rejected answer tokens from labels (+1: " Yes" is preferred, -1: " No").
-
-    Used in: `book/misalignment.md`.
-    """
+    """Chosen and rejected answer tokens from labels (+1: " Yes" is preferred, -1: " No")."""
     y = np.asarray(labels)
     if y.ndim != 1 or not np.isin(y, (-1, 1)).all():
         raise MisalignError("labels must be a 1-d array of +1 / -1")
@@ -580,8 +548,6 @@ def repeat_on_extremes(model, survey, details: dict, *, exclude: str, seed: int,
     """The misalignment protocol (one seed) on the least and the most distinguishable behaviours of a
     :func:`survey` other than ``exclude``; one :func:`speedup_table` row per behaviour, with its
     distinguishability before alignment.
-
-    Used in: `book/misalignment.md`.
     """
     import pandas as pd
 
@@ -603,8 +569,6 @@ def cross_model_view(models: dict, behavior: str, *, n_train: int | None, n_test
     """For each model (name -> object with ``.model`` and ``.tokenizer``): the behaviour's
     distinguishability under it and one flipped DPO run from its own start (a pandas DataFrame, one
     row per model).
-
-    Used in: `book/misalignment.md`.
     """
     import pandas as pd
 

@@ -6,9 +6,6 @@ Kept libraries do the work where they can: Wilson intervals come from
 ``scipy.stats.permutation_test``. What is written here is what scipy does not offer: a bootstrap
 *by behaviour* of quantities defined over pairs of behaviours (each behaviour appears in several
 pairs, so pairs are not independent) and of a rank correlation averaged over cross-fitting folds.
-
-Used in: `book/training_dynamics.md`, `book/prioritization.md`, `book/misalignment.md`,
-`book/distinguishability.md`.
 """
 
 from __future__ import annotations

@@ -4,6 +4,4 @@
 * ``dpo``: the DPO kernels against the field (``alignment_dynamics.bench.dpo``).
 
 Each writes a JSON object with ``--json PATH`` (``-`` for the last line of standard output).
-
-Used in: `book/persona_data.md`, `book/kernels.md`.
 """

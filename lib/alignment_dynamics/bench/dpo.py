@@ -18,8 +18,6 @@
 
 ``--json PATH`` writes the JSON object (``-``: as the last line of standard output). Every timing is
 machine-dependent; the CPU numbers are never GPU numbers.
-
-Used in: `book/kernels.md`.
 """
 
 from __future__ import annotations
@@ -78,8 +76,6 @@ def cpu_peak_bytes(fn: Callable[[], Any]) -> int | None:
 
     Resets the kernel's high-water mark (``/proc/self/clear_refs``), so only ``fn``'s peak counts.
     Large tensors are mmapped by the allocator and returned on free, so earlier runs do not hide it.
-
-    Used in: `book/kernels.md`.
     """
     try:
         gc.collect()
@@ -141,8 +137,6 @@ def persona_like(behaviours: int, n: int, d: int, *, seed: int = 0, shift: float
 
     Each behaviour has its own mean difference; the features have unit RMS like a normalised hidden
     state. Returns ``H`` ``[behaviours * n, d]``, ``yes`` (bool) and ``behaviour`` ids.
-
-    Used in: `book/kernels.md`.
     """
     g = torch.Generator().manual_seed(seed)
     yes = (torch.arange(n) % 2 == 0).repeat(behaviours)
@@ -154,10 +148,7 @@ def persona_like(behaviours: int, n: int, d: int, *, seed: int = 0, shift: float
 
 
 def hh_like(pairs: int, length: int, d: int, V: int, *, seed: int = 0, dtype=torch.float32) -> dict[str, torch.Tensor]:
-    """Multi-token preference pairs: chosen/rejected features ``[P, L, d]``, tokens ``[P, L]`` with padding.
-
-    Used in: `book/kernels.md`.
-    """
+    """Multi-token preference pairs: chosen/rejected features ``[P, L, d]``, tokens ``[P, L]`` with padding."""
     g = torch.Generator().manual_seed(seed)
     Hw = torch.randn(pairs, length, d, generator=g).to(dtype)
     Hl = torch.randn(pairs, length, d, generator=g).to(dtype)
@@ -178,8 +169,6 @@ def run_p2(size: str = "full", *, seed: int = 0) -> dict[str, Any]:
     """P2 of the issue: the two-row sweep and its ratio to the full-vocabulary reference trainer.
 
     ``size`` is ``"full"``, ``"quick"`` or ``"tiny"`` (:data:`SIZES`).
-
-    Used in: `book/kernels.md`.
     """
     cfg = _check_size(size)
     R, n_train, n_test, steps, B = cfg["behaviours"], 900, 100, 100, 128
@@ -275,10 +264,7 @@ def _upcast(logits: torch.Tensor) -> torch.Tensor:
 
 
 def naive_dpo_loss(Hw, Hl, W, tw, tl, mw, ml, ref_c, ref_r, beta: float = 0.1) -> torch.Tensor:
-    """The eager baseline: logits of all response tokens ([chosen; rejected]) -> log-softmax -> gather -> DPO.
-
-    Used in: `book/kernels.md`.
-    """
+    """The eager baseline: logits of all response tokens ([chosen; rejected]) -> log-softmax -> gather -> DPO."""
     P, L, d = Hw.shape
     Hc = torch.cat([Hw, Hl]).reshape(2 * P * L, d)
     t = torch.cat([tw, tl]).reshape(-1)
@@ -319,8 +305,6 @@ def run_p3(size: str = "full", *, compile_provider: bool | None = None) -> dict[
 
     ``size`` is ``"full"``, ``"quick"`` or ``"tiny"``; ``torch.compile`` runs in ``"full"`` only unless
     ``compile_provider`` says otherwise (its first call compiles for tens of seconds).
-
-    Used in: `book/kernels.md`.
     """
     cfg = _check_size(size)
     d, V = SMOLLM2["d"], cfg["vocab"]
@@ -378,10 +362,7 @@ def run_p3(size: str = "full", *, compile_provider: bool | None = None) -> dict[
 
 
 def run_cpu(size: str = "full") -> dict[str, Any]:
-    """P2 and P3 on the CPU (``size``: ``"full"``, ``"quick"`` or ``"tiny"``), with the machine's description.
-
-    Used in: `book/kernels.md`.
-    """
+    """P2 and P3 on the CPU (``size``: ``"full"``, ``"quick"`` or ``"tiny"``), with the machine's description."""
     _check_size(size)
     out = {"meta": _meta(size)}
     _log(f"P2 ({size}): exact two-row trainer vs the full-vocabulary reference trainer ...")
@@ -571,8 +552,6 @@ def run_gpu(budget_s: float = 200.0, json_path: str | None = None, *, device: st
     skipped, and a configuration that fails (out of memory, unsupported) is recorded with its error.
     The JSON is rewritten after every record, so a killed run keeps what it measured. ``device="cpu"``
     (with a small ``head``) runs the same flow on the CPU for tests; its numbers are not GPU numbers.
-
-    Used in: `book/kernels.md` (through the committed artefact).
     """
     if device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--gpu needs CUDA")
@@ -750,8 +729,6 @@ def gpu_phases(x: dict[str, torch.Tensor], scenario: str, dev=None, head=PAPER_H
       (the DPO loss, checks, allocations, launches; meaningful where the default path is the GEMM
       path's sparse or recompute algorithm, not for fp32 distinct contexts, whose default is the one
       pass: see ``path``).
-
-    Used in: `book/kernels.md` (through the committed artefact).
     """
     dev = dev or _Cuda()
     rec: dict[str, Any] = {"path": _ours_path("ours", scenario, x)}
@@ -810,8 +787,6 @@ def correctness_checks(seed: int = 0) -> list[dict[str, Any]]:
 
     Golden values come from outside our code (ln 2; −log σ([0, 1, 2])); every other check compares a
     fast path with the float64 reference on fresh random inputs.
-
-    Used in: `book/kernels.md`.
     """
     rows: list[dict[str, Any]] = []
 
@@ -920,10 +895,7 @@ def correctness_checks(seed: int = 0) -> list[dict[str, Any]]:
 
 
 def load_gpu_results(root: str | Path | None = None) -> dict[str, Any] | None:
-    """The committed GPU benchmark (``artifacts/kernels/bench_gpu.json``), or None when it is absent.
-
-    Used in: `book/kernels.md`.
-    """
+    """The committed GPU benchmark (``artifacts/kernels/bench_gpu.json``), or None when it is absent."""
     if root is None:
         from ..book import repo_root
 
@@ -938,10 +910,7 @@ def load_gpu_results(root: str | Path | None = None) -> dict[str, Any] | None:
 
 
 def gpu_admonition_html(results: dict[str, Any] | None) -> str:
-    """An admonition saying where the GPU numbers come from, or that there are none (never a silent fallback).
-
-    Used in: `book/kernels.md`.
-    """
+    """An admonition saying where the GPU numbers come from, or that there are none (never a silent fallback)."""
     import html
 
     if results is None:
@@ -958,10 +927,7 @@ def gpu_admonition_html(results: dict[str, Any] | None) -> str:
 
 
 def gpu_series(results: dict[str, Any], scenario: str, dtype: str, key: str = "median_ms") -> dict[str, tuple]:
-    """``{provider: (batch sizes, values)}`` of one scenario and dtype from the GPU results.
-
-    Used in: `book/kernels.md`.
-    """
+    """``{provider: (batch sizes, values)}`` of one scenario and dtype from the GPU results."""
     series: dict[str, tuple[list, list]] = {}
     for rec in results["records"]:
         if rec.get("scenario") == scenario and rec.get("dtype") == dtype and key in rec:
@@ -972,10 +938,7 @@ def gpu_series(results: dict[str, Any], scenario: str, dtype: str, key: str = "m
 
 
 def gpu_table(results: dict[str, Any]):
-    """The GPU records as a DataFrame (scenario, dtype, B, provider, the path ours ran, times, memory, prediction).
-
-    Used in: `book/kernels.md`.
-    """
+    """The GPU records as a DataFrame (scenario, dtype, B, provider, the path ours ran, times, memory, prediction)."""
     import pandas as pd
 
     cols = ["scenario", "dtype", "B", "provider", "path", "median_ms", "p20_ms", "p80_ms", "predicted_ms",
@@ -985,10 +948,7 @@ def gpu_table(results: dict[str, Any]):
 
 
 def cpu_tables(out: dict[str, Any]):
-    """Two DataFrames from :func:`run_cpu`'s result: P2 (two-row vs reference) and P3 (per provider).
-
-    Used in: `book/kernels.md`.
-    """
+    """Two DataFrames from :func:`run_cpu`'s result: P2 (two-row vs reference) and P3 (per provider)."""
     import pandas as pd
 
     p2 = pd.DataFrame([
@@ -1016,10 +976,7 @@ def cpu_tables(out: dict[str, Any]):
 # ---------------------------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m alignment_dynamics.bench dpo [--quick] [--gpu] [--json PATH|-]``.
-
-    Used in: `book/kernels.md`.
-    """
+    """``python -m alignment_dynamics.bench dpo [--quick] [--gpu] [--json PATH|-]``."""
     ap = argparse.ArgumentParser(prog="python -m alignment_dynamics.bench dpo", description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smaller sizes (under ~45 s on 2 cores)")
     ap.add_argument("--gpu", action="store_true", help="the GPU benchmark (needs CUDA) instead of P2/P3")
