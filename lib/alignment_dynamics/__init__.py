@@ -40,6 +40,7 @@ _SUBMODULES = {
     "stats",
     "theory",
     "threads",
+    "usage",
     "validate",
     "verdicts",
 }
