@@ -886,11 +886,9 @@ def speed_correlations(table, speeds: Sequence[str], properties: Sequence[str], 
 
     Returns a DataFrame with columns ``speed``, ``property``, ``rho``, ``lo``, ``hi``, ``prho``, ``plo``,
     ``phi``; a speed or property that is constant over the behaviours gives NaN (undefined). The plain
-    interval comes from :func:`alignment_dynamics.geometry.spearman_ci`, stream ``(seed, j, i)``.
+    interval comes from :func:`alignment_dynamics.stats.spearman_ci`, stream ``(seed, j, i)``.
     """
     import pandas as pd
-
-    from .geometry import spearman_ci
 
     missing = [c for c in list(speeds) + list(properties) if c not in table.columns]
     if missing:
@@ -905,7 +903,7 @@ def speed_correlations(table, speeds: Sequence[str], properties: Sequence[str], 
                 if np.ptp(x) == 0 or np.ptp(y) == 0:
                     vals = [math.nan] * 6
                 else:
-                    vals = [*spearman_ci(x, y, n_boot=n_boot, seed=(int(seed), j, i)),
+                    vals = [*stats.spearman_ci(x, y, n_boot=n_boot, seed=(int(seed), j, i)),
                             *partial_spearman_ci(x, y, others, n_boot=n_boot, seed=int(seed) + 101 * j + i)]
                 rows.append(dict(zip(("speed", "property", "rho", "lo", "hi", "prho", "plo", "phi"),
                                      [key, prop, *vals])))

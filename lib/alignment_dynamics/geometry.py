@@ -33,7 +33,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .stats import spearman, spearman_rows
+from .stats import StatsError, generator, spearman
 from .threads import one_thread
 
 POSITIVE_ANSWER = " Yes"
@@ -357,13 +357,10 @@ BOOTSTRAP_PROPERTIES = ("distinguishability", "relative_distinguishability", "tr
 
 
 def _rng(seed: Any) -> np.random.Generator:
-    if isinstance(seed, np.random.Generator):
-        return seed
-    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
-        return np.random.default_rng(int(seed))
-    if isinstance(seed, (tuple, list)) and all(isinstance(s, (int, np.integer)) for s in seed):
-        return np.random.default_rng(np.random.SeedSequence([int(s) for s in seed]))
-    raise GeometryError(f"seed must be an int, a tuple of ints or a numpy Generator, got {seed!r}")
+    try:
+        return generator(seed)
+    except StatsError as exc:
+        raise GeometryError(str(exc)) from None
 
 
 def bootstrap(h: Any, labels: Any, *, n_boot: int = 200, seed: Any = 0,
@@ -455,22 +452,6 @@ def bootstrap_table(items: Iterable[tuple[str, Any, Any]], *, n_boot: int = 200,
 # Rank statistics
 # ---------------------------------------------------------------------------------------------------
 
-def spearman_ci(x: Any, y: Any, *, n_boot: int = 2000, seed: Any = 0, level: float = 0.95) -> tuple[float, float, float]:
-    """Spearman's ρ of paired samples with a percentile bootstrap interval over the pairs.
-
-    Returns ``(rho, lo, hi)``.
-    """
-    a, b = as_float64(x, "x", ndim=1), as_float64(y, "y", ndim=1)
-    rho = spearman(a, b)
-    rng = _rng(seed)
-    n = a.shape[0]
-    idx = rng.integers(0, n, size=(int(n_boot), n))
-    reps = spearman_rows(a[idx], b[idx])
-    reps = reps[np.isfinite(reps)]
-    lo, hi = percentile_ci(reps, level)
-    return rho, lo, hi
-
-
 def rank_intervals(replicates: Any, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
     """Percentile intervals of each behaviour's rank (1 = smallest) across bootstrap replicates.
 
@@ -485,34 +466,6 @@ def rank_intervals(replicates: Any, level: float = 0.95) -> tuple[np.ndarray, np
     ranks = rankdata(r, axis=0)
     lo, hi = np.quantile(ranks, [(1 - level) / 2, (1 + level) / 2], axis=1)
     return lo, hi
-
-
-def mean_ci(values: Any, *, n_boot: int = 2000, seed: Any = 0, level: float = 0.95) -> tuple[float, float, float]:
-    """The mean of ``values`` with a percentile bootstrap interval: ``(mean, lo, hi)``."""
-    v = as_float64(values, "values", ndim=1)
-    if v.shape[0] < 2:
-        raise GeometryError(f"need at least 2 values, got {v.shape[0]}")
-    idx = _rng(seed).integers(0, v.shape[0], size=(int(n_boot), v.shape[0]))
-    lo, hi = percentile_ci(v[idx].mean(axis=1), level)
-    return float(v.mean()), lo, hi
-
-
-def paired_ratio(x: Any, y: Any, *, n_boot: int = 2000, seed: Any = 0, level: float = 0.95) -> dict[str, float]:
-    """How much larger ``x`` is than ``y`` over paired behaviours, on a log scale.
-
-    Returns ``ratio`` = exp(median log(x/y)) with a bootstrap interval (``lo``, ``hi``) over the
-    behaviours, and ``frac_greater``, the share of behaviours with x > y. Values must be positive.
-    """
-    a, b = as_float64(x, "x", ndim=1), as_float64(y, "y", ndim=1)
-    if a.shape != b.shape or a.shape[0] < 2:
-        raise GeometryError(f"x and y must have the same length >= 2, got {a.shape} and {b.shape}")
-    if (a <= 0).any() or (b <= 0).any():
-        raise GeometryError("paired_ratio needs positive values (it compares logarithms)")
-    lr = np.log(a) - np.log(b)
-    idx = _rng(seed).integers(0, lr.shape[0], size=(int(n_boot), lr.shape[0]))
-    lo, hi = percentile_ci(np.median(lr[idx], axis=1), level)
-    return {"ratio": float(np.exp(np.median(lr))), "lo": float(np.exp(lo)), "hi": float(np.exp(hi)),
-            "frac_greater": float((a > b).mean())}
 
 
 def stratified_halves(labels: Any, *, seed: Any = 0) -> tuple[np.ndarray, np.ndarray]:
