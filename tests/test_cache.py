@@ -118,6 +118,59 @@ def test_user_cache_dir_honours_the_environment(tmp_path, monkeypatch):
     assert (tmp_path / "c" / "models").is_dir()
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the XDG folders are Linux's")
+def test_user_cache_dir_default_is_the_xdg_cache_on_linux(tmp_path, monkeypatch):
+    """platformdirs gives the folder this library always used: $XDG_CACHE_HOME or ~/.cache, then
+    alignment_dynamics; $ALIGNMENT_DYNAMICS_CACHE still wins over both."""
+    monkeypatch.delenv(cache.CACHE_ENV, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    assert cache.user_cache_dir("x") == tmp_path / "home" / ".cache" / "alignment_dynamics" / "x"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache.user_cache_dir() == tmp_path / "xdg" / "alignment_dynamics"
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "mine"))
+    assert cache.user_cache_dir("x") == tmp_path / "mine" / "x"
+
+
+def _hold_lock(path, log, held, may_release):
+    with cache.file_lock(path):
+        _log(log, "A acquired")
+        held.set()
+        may_release.wait(30)
+        time.sleep(0.3)  # B is blocked in file_lock by now
+        _log(log, "A releasing")
+
+
+def _wait_for_lock(path, log, held, may_release):
+    held.wait(30)
+    _log(log, "B trying")
+    may_release.set()
+    with cache.file_lock(path):
+        _log(log, "B acquired")
+
+
+def _log(path, line):
+    with open(path, "a") as f:
+        f.write(line + "\n")
+
+
+def test_file_lock_serialises_two_processes(tmp_path):
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    lock, log = tmp_path / "sub" / "entry.lock", tmp_path / "log.txt"
+    held, may_release = ctx.Event(), ctx.Event()
+    procs = [ctx.Process(target=f, args=(lock, log, held, may_release)) for f in (_hold_lock, _wait_for_lock)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert log.read_text().splitlines() == ["A acquired", "B trying", "A releasing", "B acquired"]
+    with cache.file_lock(lock):  # free again once both have left
+        pass
+
+
 def test_sha256_memo_overwritten_with_zeros_is_not_trusted(tmp_path, monkeypatch):
     monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "cache"))
     f = tmp_path / "model.gguf"

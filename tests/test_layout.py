@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import alignment_dynamics as ad
+from alignment_dynamics import usage
 
 LIB = Path(ad.__file__).resolve().parent
 ROOT = LIB.parents[1]
@@ -155,45 +156,7 @@ def test_lazy_submodules_are_exactly_the_package_s_submodules():
 
 # --- what the chapters use -------------------------------------------------------------------------
 
-def chapter_references(source: str) -> set[tuple[str, ...]]:
-    """Every ``alignment_dynamics`` attribute path that ``source`` uses through ``ad``, a module alias
-    (``th = ad.theory``, ``from alignment_dynamics import plotting as P``) or ``from ... import``."""
-    tree = ast.parse(source)
-    alias: dict[str, tuple[str, ...]] = {}
-    refs: set[tuple[str, ...]] = set()
-
-    def path_of(node) -> tuple[str, ...] | None:
-        chain = []
-        while isinstance(node, ast.Attribute):
-            chain.append(node.attr)
-            node = node.value
-        if isinstance(node, ast.Name) and node.id in alias:
-            return alias[node.id] + tuple(reversed(chain))
-        return None
-
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            for a in node.names:
-                if a.name.split(".")[0] == "alignment_dynamics":
-                    dotted = tuple(a.name.split("."))
-                    alias[a.asname or dotted[0]] = dotted if a.asname else dotted[:1]
-                    refs.add(dotted)
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "alignment_dynamics":
-            for a in node.names:
-                full = (*node.module.split("."), a.name)
-                refs.add(full)
-                alias[a.asname or a.name] = full
-    for node in ast.walk(tree):  # module aliases by assignment: th = ad.theory
-        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-            p = path_of(node.value) if isinstance(node.value, ast.Attribute) else None
-            if p is not None:
-                alias[node.targets[0].id] = p
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Attribute):
-            p = path_of(node)
-            if p is not None:
-                refs.add(p)
-    return refs
+chapter_references = usage.references  # the index of alignment_dynamics.usage reads chapters this way
 
 
 def unresolved(path: tuple[str, ...]) -> str | None:
@@ -214,10 +177,7 @@ def unresolved(path: tuple[str, ...]) -> str | None:
 
 
 def _chapter_code(page: Path) -> str:
-    import jupytext
-
-    cells = jupytext.read(page).cells
-    return "\n".join(c.source for c in cells if c.cell_type == "code")
+    return usage.chapter_code(page.read_text(encoding="utf-8"))
 
 
 def test_chapter_reference_finder():

@@ -39,6 +39,7 @@ _SUBMODULES = {
     "stats",
     "theory",
     "threads",
+    "usage",
     "validate",
     "verdicts",
     "wholemodel",

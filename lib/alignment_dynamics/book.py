@@ -7,8 +7,6 @@ between two executions, which the build checks (:func:`finish` prints them for n
 
 Each chapter's table "What the paper claims vs what we see" is made of :func:`claim` rows; the build
 collects them from every executed chapter, and the introduction's scorecard shows them all.
-
-Used in: every chapter.
 """
 
 from __future__ import annotations

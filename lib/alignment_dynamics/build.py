@@ -20,8 +20,6 @@ after all other chapters, because they show what the others produced.
 
 Every file is written atomically, so a build killed at any moment (even ``kill -9``) and run again
 gives a correct book.
-
-Used in: `book/reproducibility.md` (the report), ``make book``, ``make chapter`` and the tests.
 """
 
 from __future__ import annotations
@@ -402,8 +400,6 @@ def entry_problem(path: Path, slug: str, key: str | None = None) -> str | None:
     """``None`` when ``path`` is a valid executed notebook of chapter ``slug`` (and of ``key`` when
     given), else a short reason: unreadable, not JSON, not a valid nbformat-4 notebook, another
     chapter's or another key's.
-
-    Used in: the build (cache entries and the last build's executed notebooks are checked before use).
     """
     import nbformat
 
@@ -541,8 +537,6 @@ STALE_MARK = "alignment-dynamics-stale"
 def mark_stale(page_html: Path, message: str) -> bool:
     """Put a visible banner saying why at the top of a rendered page (replacing an earlier one);
     ``False`` when there is no such page.
-
-    Used in: the build (a chapter's page whose latest run failed, was interrupted or is running).
     """
     if not page_html.exists():
         return False
@@ -943,8 +937,6 @@ if __name__ == "__main__":
 def pinned_versions(root: Path | None = None) -> list[dict[str, str]]:
     """The exact pins of the book environment (``pyproject.toml``, extras ``book`` and ``test``)
     next to the installed versions.
-
-    Used in: `book/reproducibility.md`.
     """
     import re
     import tomllib

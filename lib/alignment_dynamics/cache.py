@@ -7,10 +7,9 @@
   either the old file or the new one, never half of one; left-over temporary files are ignored and
   swept by :func:`sweep_temporaries`.
 
-The user cache (converted models, embeddings) lives in ``$ALIGNMENT_DYNAMICS_CACHE`` or else
-``~/.cache/alignment_dynamics``; it is never inside the repository.
-
-Used in: every chapter, through ``alignment_dynamics.models``, ``.embed`` and ``.build``.
+The user cache (converted models, embeddings) lives in ``$ALIGNMENT_DYNAMICS_CACHE`` or else the
+platform's user cache folder (``platformdirs``: ``~/.cache/alignment_dynamics`` on Linux); it is never
+inside the repository. Writers of one entry serialise on a ``filelock.FileLock`` (:func:`file_lock`).
 """
 
 from __future__ import annotations
@@ -28,23 +27,25 @@ from pathlib import Path
 from typing import Any, Iterator
 
 CACHE_ENV = "ALIGNMENT_DYNAMICS_CACHE"
+APP_NAME = "alignment_dynamics"  # the folder platformdirs names in the user cache
 _TMP_MARK = ".tmp-"
 
 
 def user_cache_dir(*parts: str) -> Path:
     """The user cache folder (created), optionally a sub-folder of it.
 
-    ``$ALIGNMENT_DYNAMICS_CACHE`` wins; otherwise ``$XDG_CACHE_HOME/alignment_dynamics`` or
-    ``~/.cache/alignment_dynamics``.
-
-    Used in: `book/reproducibility.md`.
+    ``$ALIGNMENT_DYNAMICS_CACHE`` wins; otherwise ``platformdirs.user_cache_dir("alignment_dynamics")``:
+    on Linux ``$XDG_CACHE_HOME/alignment_dynamics`` or ``~/.cache/alignment_dynamics`` (an
+    ``$XDG_CACHE_HOME`` that is not an absolute path is ignored, as the XDG specification says), on
+    macOS ``~/Library/Caches/alignment_dynamics``.
     """
     root = os.environ.get(CACHE_ENV)
     if root:
         base = Path(root).expanduser()
     else:
-        xdg = os.environ.get("XDG_CACHE_HOME")
-        base = (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "alignment_dynamics"
+        import platformdirs
+
+        base = Path(platformdirs.user_cache_dir(APP_NAME))
     path = base.joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -176,8 +177,6 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
 
     Works for files and for folders (for a folder, the old one is moved aside and removed after the
     rename). On an exception the temporary is removed and ``target`` is untouched.
-
-    Used in: `book/persona_data.md` (through the embedding cache) and the build.
     """
     target = Path(target)
     tmp = target.parent / f"{target.name}{_TMP_MARK}{uuid.uuid4().hex[:12]}"
@@ -315,24 +314,19 @@ def scratch_dir(prefix: str = "ad-") -> Path:
 
 @contextlib.contextmanager
 def file_lock(path: str | os.PathLike) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path`` (created) for the ``with`` block.
+    """Hold an exclusive ``filelock.FileLock`` on ``path`` (created, with its folder) for the ``with``
+    block; a second holder waits.
 
     Serialises expensive writers of one entry (a model conversion, an embedding store) across
-    processes. The kernel releases the lock when its holder dies, even by ``kill -9``, so a killed
-    writer never blocks the next run.
-
-    Used in: `book/persona_data.md` (through ``models`` and ``embed``).
+    processes. On Unix it is an ``flock``, which the kernel releases when its holder dies, even by
+    ``kill -9``, so a killed writer never blocks the next run.
     """
-    import fcntl
+    from filelock import FileLock
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+    with FileLock(str(path)):
+        yield
 
 
 def sweep_temporaries_of(target: str | os.PathLike) -> int:
@@ -356,8 +350,6 @@ def exclusive_lock(path: str | os.PathLike, what: str) -> Iterator[None]:
     """Hold an exclusive, non-blocking ``flock`` on ``path`` for the ``with`` block, with the holder
     (pid, host, start time, command) written into the file; if another process holds it, raise
     :class:`LockedError` naming that holder. A holder killed even by ``kill -9`` releases it.
-
-    Used in: the build (one build per build folder).
     """
     import fcntl
     import platform

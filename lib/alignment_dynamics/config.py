@@ -21,8 +21,6 @@ Profiles:
     the default build; minutes on 2 CPU cores.
 ``full``
     paper scale; a GPU is welcome, hours allowed.
-
-Used in: every chapter (`book/*.md`), and by `alignment_dynamics.build`.
 """
 
 from __future__ import annotations
@@ -91,8 +89,6 @@ def typed(kind: type | tuple[type, ...], *, allow_none: bool = False,
           lo: float | None = None, hi: float | None = None, lo_open: bool = False, even: bool = False):
     """A validator for a number of ``kind`` in ``[lo, hi]`` (``(lo, hi]`` with ``lo_open``), finite,
     even when ``even``; its errors state the valid range.
-
-    Used in: `alignment_dynamics.chapters` (parameters with a type and a range).
     """
     kinds = kind if isinstance(kind, tuple) else (kind,)
 
@@ -221,8 +217,6 @@ def behaviors_or_none(name: str, value: Any) -> list[str] | None:
 
 def same(value: Any) -> dict[str, Any]:
     """The same value in every profile (``{"smoke": v, "fast": v, "full": v}``).
-
-    Used in: `alignment_dynamics.chapters` (every chapter's specification).
     """
     return {p: value for p in PROFILES}
 
@@ -246,8 +240,6 @@ def __getattr__(name: str) -> Any:
 
 def register(spec: ChapterSpec) -> ChapterSpec:
     """Add a chapter's specification to the registry (one call per chapter, in ``chapters/<slug>.py``).
-
-    Used in: `alignment_dynamics.chapters`.
     """
     if spec.slug in _CHAPTERS:
         raise ConfigError(f"chapter {spec.slug!r} registered twice")
@@ -267,8 +259,6 @@ MAX_ARRAY_ELEMENTS = 1 << 28
 def array_limit(*names: str, factor: int = 1, what: str = "the sampled embeddings", min_of: dict | None = None):
     """A check of a chapter's parameters together: the product of ``names`` (times ``factor``) within
     :data:`MAX_ARRAY_ELEMENTS`.
-
-    Used in: `alignment_dynamics.chapters` (the theory chapters' ``check=``).
     """
 
     def check(params: Mapping[str, Any]) -> None:
@@ -347,10 +337,7 @@ def check_profile(profile: Any) -> str:
 
 
 def profile_params(slug: str, profile: str) -> dict[str, Any]:
-    """The parameters the build injects for ``profile``: ``PROFILE`` and every parameter's value.
-
-    Used in: `alignment_dynamics.build`.
-    """
+    """The parameters the build injects for ``profile``: ``PROFILE`` and every parameter's value."""
     spec = chapter(slug)
     check_profile(profile)
     out: dict[str, Any] = {"PROFILE": profile}
@@ -387,8 +374,6 @@ def resolve(slug: str, profile: str, **params: Any) -> Config:
 
     ``params`` are the chapter's parameters by lower-case name (``beta=BETA``); a parameter not
     passed takes the profile's value. Unknown names and invalid values raise :class:`ConfigError`.
-
-    Used in: every chapter.
     """
     spec = chapter(slug)
     check_profile(profile)

@@ -10,8 +10,6 @@ the outcome is measured on fold Y, never trained on and disjoint from X. The est
 the rotations of each rotation's statistic (each one is non-circular); its interval is a bootstrap by
 behaviour. The circular statistic on the same runs (X and Y both on the training fold) is returned
 beside it as a labelled contrast.
-
-Used in: `book/training_dynamics.md`, `book/prioritization.md`.
 """
 
 from __future__ import annotations

@@ -17,9 +17,6 @@ and the rejected one the other (``flip=True`` swaps them); the behaviour names s
 (``sorted()``; uppercase before lowercase), as the official code's 0-indexed list does. The official
 90/10 split shuffles ``list(range(n))`` with ``random.seed(1234)`` and takes the first ``int(0.9 n)``
 indices for training (:func:`split_indices`).
-
-Used in: `book/persona_data.md`, `book/distinguishability.md`, `book/training_dynamics.md`,
-`book/prioritization.md`, `book/misalignment.md`, `book/reproducibility.md`.
 """
 
 from __future__ import annotations
@@ -97,10 +94,7 @@ def _sums_path(dataset: str) -> Path:
 
 @functools.lru_cache(maxsize=None)
 def expected_sums(dataset: str) -> dict[str, str]:
-    """The pinned SHA-256 of every file of ``dataset`` (relative path -> hex), embedded in the package.
-
-    Used in: `book/reproducibility.md`.
-    """
+    """The pinned SHA-256 of every file of ``dataset`` (relative path -> hex), embedded in the package."""
     out: dict[str, str] = {}
     for line in _sums_path(dataset).read_text().splitlines():
         if line.strip():
@@ -114,8 +108,6 @@ def fingerprint(dataset: str) -> str:
 
     Cheap: it reads one small file of the package. The build keys every chapter that reads the data
     with it.
-
-    Used in: `book/reproducibility.md` and the build's cache keys.
     """
     return hashlib.sha256(_sums_path(dataset).read_bytes()).hexdigest()
 
@@ -174,8 +166,6 @@ def _how_to_provide(dataset: str) -> str:
 def locate(dataset: str) -> Path:
     """The folder holding ``dataset``: ``$ALIGNMENT_DYNAMICS_DATA``, then ``../shared/data/``, then
     the user cache, downloading the pinned files that are missing there (each checked).
-
-    Used in: `book/persona_data.md`.
     """
     root, how = _root(dataset)
     if how == "cache":
@@ -191,8 +181,6 @@ def file_path(dataset: str, rel: str) -> Path:
     A corrupt file in the download cache is reported in one line, removed and downloaded again; a
     corrupt file in your own folder or the shared one is an error saying how to restore it (the
     library never deletes or writes there).
-
-    Used in: `book/persona_data.md`.
     """
     sums = expected_sums(dataset)
     if rel not in sums:
@@ -236,8 +224,6 @@ _REMEDY = {
 def verify(path: Path, expected: str, *, dataset: str = "", source: str = "") -> Path:
     """Check a file's SHA-256 against ``expected`` (remembered in this process per path, inode, size,
     mtime and ctime). ``source`` ("env", "checkout", "cache") chooses the advice of the error.
-
-    Used in: `book/persona_data.md` (every file read is checked).
     """
     key = tuple(cache.stat_key(path))
     got = _VERIFIED.get(key)
@@ -298,8 +284,6 @@ def read_jsonl(path: str | os.PathLike, *, required: Sequence[str] = ()) -> list
 
     A line that is not a JSON object, or lacks a field, is a :class:`RecordError` naming the file and
     the line number. Blank lines are skipped.
-
-    Used in: `book/persona_data.md`.
     """
     return [obj for _, obj in iter_jsonl(path, required=required)]
 
@@ -308,8 +292,6 @@ def iter_jsonl(path: str | os.PathLike, *, required: Sequence[str] = ()):
     """``(line number, record)`` of each non-blank line of a JSONL file (``.gz`` too); every problem
     (not gzip, not UTF-8, truncated, not JSON, not an object, a missing field) is a
     :class:`RecordError` naming the file and the line.
-
-    Used in: `book/persona_data.md` (through :func:`read_jsonl`).
     """
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
@@ -351,17 +333,12 @@ def behaviors() -> list[str]:
 
     This is the official code's 0-indexed list: ``behaviors()[84]`` is
     ``okay-with-building-an-AI-with-different-goals-to-accomplish-its-task``.
-
-    Used in: `book/persona_data.md` and every chapter that names behaviours.
     """
     return sorted(rel[: -len(".jsonl")] for rel in expected_sums("anthropic-persona") if rel.endswith(".jsonl"))
 
 
 def behavior_index(name: str) -> int:
-    """The official 0-based index of a behaviour.
-
-    Used in: `book/persona_data.md`, `book/misalignment.md`.
-    """
+    """The official 0-based index of a behaviour."""
     return behaviors().index(validate_behaviors([name])[0])
 
 
@@ -370,8 +347,6 @@ def validate_behaviors(names: Iterable[str | int]) -> list[str]:
 
     An unknown name is an :class:`UnknownBehaviorError` suggesting the closest valid names; an index
     outside 0–134 or a repeated behaviour is an error too.
-
-    Used in: every chapter with a ``BEHAVIORS`` parameter (through ``config.behaviors_or_none``).
     """
     valid = behaviors()
     known = set(valid)
@@ -394,10 +369,7 @@ def validate_behaviors(names: Iterable[str | int]) -> list[str]:
 
 @dataclass(frozen=True)
 class PersonaRecord:
-    """One persona statement (one JSONL line); ``index`` is its 0-based line number in the file.
-
-    Used in: `book/persona_data.md`.
-    """
+    """One persona statement (one JSONL line); ``index`` is its 0-based line number in the file."""
 
     behavior: str
     index: int
@@ -414,18 +386,12 @@ class PersonaRecord:
 
 
 def persona_file(behavior: str) -> Path:
-    """The checked local path of a behaviour's JSONL file.
-
-    Used in: `book/persona_data.md`.
-    """
+    """The checked local path of a behaviour's JSONL file."""
     return file_path("anthropic-persona", f"{validate_behaviors([behavior])[0]}.jsonl")
 
 
 def parse_persona(path: str | os.PathLike, behavior: str) -> tuple[PersonaRecord, ...]:
-    """Parse a persona JSONL file; the answers must be " Yes" and " No" (either way round).
-
-    Used in: `book/persona_data.md`.
-    """
+    """Parse a persona JSONL file; the answers must be " Yes" and " No" (either way round)."""
     out = []
     for i, (lineno, obj) in enumerate(iter_jsonl(path, required=PERSONA_FIELDS)):
         where = f"{path}, line {lineno}"
@@ -447,10 +413,7 @@ _PERSONA: dict[tuple, tuple[PersonaRecord, ...]] = {}
 
 
 def load_persona(behavior: str) -> tuple[PersonaRecord, ...]:
-    """All records of one behaviour, in file order (checked against the pinned SHA-256).
-
-    Used in: `book/persona_data.md` and every chapter that reads persona data.
-    """
+    """All records of one behaviour, in file order (checked against the pinned SHA-256)."""
     path = persona_file(behavior)
     st = path.stat()
     key = (str(path), st.st_size, st.st_mtime_ns)
@@ -467,8 +430,6 @@ def build_prompt(question: str, *, trailing_newline: bool = False, chat_template
     ``trailing_newline`` appends ``"\\n"`` (the official TRL runs do). ``chat_template`` wraps it as one
     user turn with the tokenizer's chat template and the generation prompt (SmolLM2's template adds
     its default system prompt); it needs ``tokenizer``.
-
-    Used in: `book/persona_data.md`.
     """
     if not isinstance(question, str) or not question:
         raise ValueError(f"a prompt needs a non-empty question string, got {question!r}")
@@ -484,10 +445,7 @@ def build_prompt(question: str, *, trailing_newline: bool = False, chat_template
 
 @dataclass(frozen=True)
 class PersonaPair:
-    """A preference pair: the prompt, the preferred (``chosen``) and the rejected answer.
-
-    Used in: `book/persona_data.md`, `book/training_dynamics.md`, `book/misalignment.md`.
-    """
+    """A preference pair: the prompt, the preferred (``chosen``) and the rejected answer."""
 
     behavior: str
     index: int
@@ -518,8 +476,6 @@ def persona_pairs(behavior: str, indices: Sequence[int] | None = None, *, flip: 
 
     Chosen = ``answer_matching_behavior``, rejected = the other; ``flip=True`` swaps them (the
     misalignment direction). The prompt comes from :func:`build_prompt`.
-
-    Used in: `book/persona_data.md`, `book/training_dynamics.md`, `book/misalignment.md`.
     """
     recs = load_persona(behavior)
     out = []
@@ -540,10 +496,7 @@ def persona_pairs(behavior: str, indices: Sequence[int] | None = None, *, flip: 
 
 @dataclass(frozen=True)
 class Split:
-    """Record indices of a train/test split (in the shuffled order).
-
-    Used in: `book/persona_data.md`, `book/training_dynamics.md`, `book/prioritization.md`.
-    """
+    """Record indices of a train/test split (in the shuffled order)."""
 
     train: tuple[int, ...]
     test: tuple[int, ...]
@@ -556,8 +509,6 @@ def split_indices(n: int, *, seed: int = OFFICIAL_SEED, rng: random.Random | Non
 
     This is what ``random.seed(1234); random.shuffle(idx)`` does in the official code, without touching
     the global random state. Pass ``rng`` to continue an existing stream (:func:`two_behavior_split`).
-
-    Used in: `book/persona_data.md`, `book/training_dynamics.md`, `book/misalignment.md`.
     """
     if not isinstance(n, int) or n < 2:
         raise ValueError(f"a split needs at least 2 records, got n={n!r}")
@@ -571,10 +522,7 @@ def split_indices(n: int, *, seed: int = OFFICIAL_SEED, rng: random.Random | Non
 
 
 def persona_split(behavior: str, *, seed: int = OFFICIAL_SEED) -> Split:
-    """The official 90/10 split of one behaviour (indices into :func:`load_persona`).
-
-    Used in: `book/persona_data.md`, `book/training_dynamics.md`, `book/misalignment.md`.
-    """
+    """The official 90/10 split of one behaviour (indices into :func:`load_persona`)."""
     return split_indices(len(load_persona(behavior)), seed=seed)
 
 
@@ -583,8 +531,6 @@ def two_behavior_split(first: str, second: str, *, seed: int = OFFICIAL_SEED) ->
     the first behaviour's indices and then, continuing the same stream, the second's.
 
     So the first behaviour's split equals its single-behaviour split, and the second's does not.
-
-    Used in: `book/prioritization.md`.
     """
     first, second = validate_behaviors([first, second])
     rng = random.Random(seed)
@@ -601,8 +547,6 @@ def stratified_sample(behavior: str, k_per_class: int | None, *, seed: int = OFF
     is the first ``k`` of each class's permutation (restricted to ``pool`` when given, e.g. a split's
     training indices). So a larger sample contains every smaller one, and cached embeddings are
     reused across chapters. Returns sorted record indices; ``None`` takes every statement.
-
-    Used in: `book/persona_data.md`, `book/distinguishability.md`.
     """
     import numpy as np
 
@@ -636,10 +580,7 @@ HH_FILE = "harmless-base/test.jsonl.gz"
 
 @dataclass(frozen=True)
 class HHPair:
-    """One HH-RLHF preference pair: the shared prompt and the two continuations (verbatim).
-
-    Used in: `book/misalignment.md`.
-    """
+    """One HH-RLHF preference pair: the shared prompt and the two continuations (verbatim)."""
 
     index: int  # 0-based line of the file
     prompt: str  # up to and including the last "\n\nAssistant:"
@@ -649,10 +590,7 @@ class HHPair:
 
 @dataclass(frozen=True)
 class Skipped:
-    """A record that could not be split into prompt and responses, and why.
-
-    Used in: `book/misalignment.md`.
-    """
+    """A record that could not be split into prompt and responses, and why."""
 
     line: int  # 1-based line of the file
     reason: str
@@ -660,10 +598,7 @@ class Skipped:
 
 @dataclass(frozen=True)
 class HHData:
-    """The usable pairs and the records that were skipped (reported, never mangled).
-
-    Used in: `book/misalignment.md`.
-    """
+    """The usable pairs and the records that were skipped (reported, never mangled)."""
 
     pairs: tuple[HHPair, ...]
     skipped: tuple[Skipped, ...]
@@ -675,8 +610,6 @@ def split_dialogue(chosen: str, rejected: str) -> tuple[str, str, str]:
     The prompt is the text up to and including the last ``"\\n\\nAssistant:"``, which must be the same
     in both; the responses are what follows. Raises ``ValueError`` saying why when that fails (no
     assistant turn, different prompts, an empty or identical response).
-
-    Used in: `book/misalignment.md`.
     """
     i, j = chosen.rfind(ASSISTANT), rejected.rfind(ASSISTANT)
     if i < 0 or j < 0:
@@ -693,10 +626,7 @@ def split_dialogue(chosen: str, rejected: str) -> tuple[str, str, str]:
 
 
 def load_hh_rlhf() -> HHData:
-    """The HH-RLHF harmless-base test split as prompt / chosen / rejected, with skipped records.
-
-    Used in: `book/misalignment.md`.
-    """
+    """The HH-RLHF harmless-base test split as prompt / chosen / rejected, with skipped records."""
     path = file_path("hh-rlhf", HH_FILE)
     pairs, skipped = [], []
     for k, (lineno, obj) in enumerate(iter_jsonl(path, required=("chosen", "rejected"))):
@@ -717,8 +647,6 @@ def hh_rlhf_split(n: int, *, seed: int = OFFICIAL_SEED, train_fraction: float = 
 
     The same procedure as the persona split (:func:`split_indices`); the upstream test file is the
     only HH-RLHF data here, so we split it ourselves [project].
-
-    Used in: `book/misalignment.md`.
     """
     return split_indices(n, seed=seed, train_fraction=train_fraction)
 
@@ -731,8 +659,6 @@ def fingerprint_table():
     """The fingerprint of each dataset, one (dataset, field) row each: the SHA-256 of its
     ``SHA256SUMS``, its number of files, where this machine finds it (``$ALIGNMENT_DYNAMICS_DATA``,
     ``../shared/data`` or the user cache) and its pinned upstream.
-
-    Used in: `book/reproducibility.md`.
     """
     import pandas as pd
 
@@ -749,8 +675,6 @@ def fingerprint_table():
 def label_confidence_by_class(names: Sequence[str] | None = None):
     """The label confidences of all positive and of all negative statements (two float arrays) of
     ``names`` (default: every behaviour).
-
-    Used in: `book/persona_data.md`.
     """
     import numpy as np
 
@@ -764,8 +688,6 @@ def label_confidence_by_class(names: Sequence[str] | None = None):
 def example_statements(behavior: str, k: int, *, seed: int = OFFICIAL_SEED) -> tuple[list[str], list[str]]:
     """``k`` positive and ``k`` negative statements of a behaviour (the nested sample of
     :func:`stratified_sample`, in file order).
-
-    Used in: `book/persona_data.md`.
     """
     recs = load_persona(behavior)
     idx = stratified_sample(behavior, k, seed=seed)
@@ -776,8 +698,6 @@ def example_statements(behavior: str, k: int, *, seed: int = OFFICIAL_SEED) -> t
 def persona_table():
     """One row per behaviour: official index, records, positive / negative counts, split sizes and
     the mean label confidence (a pandas DataFrame).
-
-    Used in: `book/persona_data.md`.
     """
     import pandas as pd
 

@@ -1,7 +1,5 @@
 """Every deviation of this book from the official protocol, with this build's values read from the
 chapter registry (so the table cannot drift from what ran).
-
-Used in: `book/reproducibility.md`.
 """
 
 from __future__ import annotations

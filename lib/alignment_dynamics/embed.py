@@ -17,9 +17,6 @@ SHA-256 of its prompt text. A request computes only the rows it lacks, then rewr
 atomically with the union, so chapters asking for overlapping samples of a behaviour share rows.
 Nothing is pickled (safetensors), and a changed model, dtype, option or prompt can never return a
 stale row.
-
-Used in: `book/persona_data.md`, `book/distinguishability.md`, `book/training_dynamics.md`,
-`book/prioritization.md`, `book/misalignment.md`.
 """
 
 from __future__ import annotations
@@ -53,10 +50,7 @@ DTYPE_COS_MIN = 0.999
 
 
 def batch_limits(device) -> tuple[int, int]:
-    """(max padded tokens, max rows) per forward batch on ``device``.
-
-    Used in: `book/persona_data.md`.
-    """
+    """(max padded tokens, max rows) per forward batch on ``device``."""
     return BATCH_LIMITS["cuda" if str(device).startswith("cuda") else "cpu"]
 
 
@@ -65,10 +59,7 @@ class EmbedError(ValueError):
 
 
 def check_norm(norm: str) -> str:
-    """``"model"`` or ``"double"``; anything else is a :class:`ConfigError`.
-
-    Used in: `book/persona_data.md`.
-    """
+    """``"model"`` or ``"double"``; anything else is a :class:`ConfigError`."""
     if norm not in NORMS:
         raise ConfigError(f"unknown norm {norm!r}; valid: {list(NORMS)} ('model': the model's own final "
                           f"norm, once; 'double': once more, as the official code).{suggest(norm, NORMS)}")
@@ -130,10 +121,7 @@ def _finish(lm: models.LoadedModel, h, norm: str):
 
 
 def common_prefix(seqs: Sequence[Sequence[int]]) -> int:
-    """Length of the longest token prefix shared by all sequences, leaving each at least one token.
-
-    Used in: `book/persona_data.md`.
-    """
+    """Length of the longest token prefix shared by all sequences, leaving each at least one token."""
     if not seqs:
         return 0
     first, n = seqs[0], min(len(s) for s in seqs) - 1
@@ -147,10 +135,7 @@ MIN_SHARED_PREFIX = 4
 
 
 def shared_prefix_length(ids: Sequence[Sequence[int]]) -> int:
-    """How many leading tokens :func:`embed` runs once for all of these token lists (0: none shared).
-
-    Used in: `book/persona_data.md` (through the embedding benchmark's FLOP count).
-    """
+    """How many leading tokens :func:`embed` runs once for all of these token lists (0: none shared)."""
     k = common_prefix(ids) if len(ids) > 1 else 0
     return k if k >= MIN_SHARED_PREFIX else 0
 
@@ -175,8 +160,6 @@ def embed(lm: models.LoadedModel, prompts: Sequence[str], *, norm: str = "model"
     "Is the following statement something you would say?" and more: about 40 % of their tokens) runs
     once; its keys and values are repeated for every batch, and only the rest of each prompt runs.
     Under the causal mask the prefix's states do not depend on what follows, so the result is the same.
-
-    Used in: `book/persona_data.md`.
     """
     import copy
 
@@ -252,8 +235,6 @@ def dtype_agreement(h_ref: np.ndarray, h_other: np.ndarray) -> dict[str, float]:
     """How close two embeddings of the same prompts are (e.g. float32 and bfloat16): the largest and
     median relative error per row, the smallest cosine, and whether both are within
     :data:`DTYPE_REL_TOL` and :data:`DTYPE_COS_MIN`.
-
-    Used in: `book/reproducibility.md`.
     """
     a, b = np.asarray(h_ref, dtype=np.float64), np.asarray(h_other, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 2 or not len(a):
@@ -276,8 +257,6 @@ def logit_gap(lm: models.LoadedModel, prompts: Sequence[str], *,
     """Per norm and prompt, max |h @ W_U^T - logits|: our h against the model's own next-token logits
     from the official one-prompt forward (with its LM head). About 1e-5 of logits of size ~20 in
     float32 for ``norm="model"``; large for ``"double"``, whose features are not the logits' features.
-
-    Used in: `book/persona_data.md`.
     """
     import torch
 
@@ -304,20 +283,14 @@ def _sha(text: str) -> bytes:
 
 def store_key(model_name: str, *, dtype: Any = "auto", norm: str = "model",
               options: dict[str, Any] | None = None) -> str:
-    """The digest naming an embedding store: model fingerprint, dtype, norm and prompt options.
-
-    Used in: `book/persona_data.md`.
-    """
+    """The digest naming an embedding store: model fingerprint, dtype, norm and prompt options."""
     return cache.digest("embeddings", EMBED_VERSION, models.fingerprint(model_name), models.dtype_name(dtype),
                         check_norm(norm), options or {})
 
 
 def store_dir(model_name: str, *, dtype: Any = "auto", norm: str = "model",
               options: dict[str, Any] | None = None) -> Path:
-    """The folder of an embedding store in the user cache.
-
-    Used in: `book/persona_data.md`.
-    """
+    """The folder of an embedding store in the user cache."""
     return cache.user_cache_dir("embeddings") / store_key(model_name, dtype=dtype, norm=norm, options=options)[:32]
 
 
@@ -325,8 +298,6 @@ def tensors_digest(tensors: dict[str, np.ndarray]) -> str:
     """SHA-256 over the names, dtypes, shapes and bytes of ``tensors`` (sorted by name): the digest a
     cache file of arrays records at creation and is checked against whenever it is read (a few ms per
     MB; a behaviour's store is well under a MB).
-
-    Used in: `book/persona_data.md` (the embedding store) and `book/misalignment.md` (response features).
     """
     h = hashlib.sha256()
     for name in sorted(tensors):
@@ -383,8 +354,6 @@ def cached_embeddings(model_name: str, prompts: Sequence[str], *, group: str, dt
     Returns the rows (float32, in the order given) and how many were computed now. The model is
     loaded (``models.shared``) only when rows are missing. ``options`` names the prompt options that
     made the prompts (they enter the store's key).
-
-    Used in: `book/persona_data.md`.
     """
     prompts = _check_prompts(prompts)
     dtype = models.dtype_name(dtype, device)
@@ -416,8 +385,6 @@ class BehaviorEmbeddings:
     ``labels[k]`` is +1 when the preferred answer of record ``indices[k]`` is " Yes" and -1 when it is
     " No" (after ``flip``); ``positive[k]`` says whether the statement is positive (its matching
     answer is " Yes"), whatever the direction.
-
-    Used in: `book/persona_data.md`, `book/distinguishability.md`, `book/training_dynamics.md`.
     """
 
     behavior: str
@@ -445,9 +412,6 @@ def behavior_embeddings(model_name: str, behavior: str, indices: Sequence[int] |
     ``dtype="auto"`` (default) computes in ``hardware.auto_dtype()``: bfloat16 where the hardware runs
     it natively and faster (AMX: 3-4x; rows agree with float32 to about 2 %), else float32. The rows are
     float32 either way, and the dtype used is in ``options["dtype"]`` and in the cache key.
-
-    Used in: `book/persona_data.md`, `book/distinguishability.md`, `book/training_dynamics.md`,
-    `book/prioritization.md`, `book/misalignment.md`.
     """
     t0 = time.perf_counter()
     model_name = models.validate_name(model_name)
@@ -484,8 +448,6 @@ class ResponseFeatures:
     Rows ``offsets[k]:offsets[k+1]`` belong to sequence k: row t is the final-layer state (after the
     final norm) at the position just before response token t, and ``targets`` holds that token's id.
     So ``log pi(y|x) = sum_t log_softmax(W_U h_t)[y_t]`` over a sequence's rows.
-
-    Used in: `book/misalignment.md`.
     """
 
     h: np.ndarray  # (N, d) float32
@@ -520,8 +482,6 @@ def response_features(lm: models.LoadedModel, prompts: Sequence[str], responses:
     the tokenizer's special prefix, the response without, plus EOS when ``append_eos``. A prompt
     longer than ``max_prompt_tokens`` keeps its last tokens; a response keeps its first
     ``max_response_tokens``.
-
-    Used in: `book/misalignment.md`.
     """
     import torch
     from tqdm import tqdm
@@ -575,8 +535,6 @@ def cached_response_features(model_name: str, prompts: Sequence[str], responses:
     """:func:`response_features` through a content-addressed file cache (one file per request).
 
     The key digests the model fingerprint, dtype, every option and each (prompt, response) text.
-
-    Used in: `book/misalignment.md`.
     """
     from safetensors.numpy import save_file
 

@@ -23,8 +23,6 @@ tails of ⟨v, h − μ⟩ (the α-subexponential modelling assumption), rank st
 Every computation runs in float64, whatever the input dtype (torch bf16 included). Inputs are checked:
 a wrong shape, a class with fewer than two statements or a non-finite embedding is a
 :class:`GeometryError` saying what was expected.
-
-Used in: `book/distinguishability.md`.
 """
 
 from __future__ import annotations
@@ -35,7 +33,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .stats import spearman, spearman_rows
+from .stats import StatsError, generator, spearman
 from .threads import one_thread
 
 POSITIVE_ANSWER = " Yes"
@@ -45,10 +43,7 @@ PROPERTY_NAMES = ("distinguishability", "concentration", "trace")
 
 
 class GeometryError(ValueError):
-    """Embeddings or labels the geometry cannot be computed from.
-
-    Used in: `book/distinguishability.md`.
-    """
+    """Embeddings or labels the geometry cannot be computed from."""
 
 
 
@@ -61,8 +56,6 @@ def as_float64(h: Any, name: str = "h", *, ndim: int = 2) -> np.ndarray:
     """``h`` (NumPy array, list or torch tensor of any float dtype) as a finite float64 array.
 
     Raises :class:`GeometryError` for the wrong number of dimensions, an empty array or a NaN / inf.
-
-    Used in: `book/distinguishability.md`.
     """
     if hasattr(h, "detach"):  # torch: numpy cannot read bfloat16, so convert on the torch side
         h = h.detach().cpu().double().numpy()
@@ -88,8 +81,6 @@ def positive_mask(labels: Any, n: int | None = None) -> np.ndarray:
 
     ``labels`` may be bools (True = positive), integers or floats in {0, 1} or {−1, +1}, or the answer
     strings " Yes" / " No" (``answer_matching_behavior``). ``n`` is the expected length.
-
-    Used in: `book/distinguishability.md`.
     """
     if hasattr(labels, "detach"):
         labels = labels.detach().cpu().numpy()
@@ -117,10 +108,7 @@ def positive_mask(labels: Any, n: int | None = None) -> np.ndarray:
 
 
 def split_classes(h: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
-    """The positive and negative rows of ``h`` (float64), each with at least two statements.
-
-    Used in: `book/distinguishability.md`.
-    """
+    """The positive and negative rows of ``h`` (float64), each with at least two statements."""
     x = as_float64(h)
     pos = positive_mask(labels, x.shape[0])
     n_pos, n_neg = int(pos.sum()), int((~pos).sum())
@@ -144,10 +132,7 @@ def _spectral_and_trace(xc: np.ndarray) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class ClassMoments:
-    """Means, covariance summaries and counts of the two classes of one behaviour (float64).
-
-    Used in: `book/distinguishability.md`.
-    """
+    """Means, covariance summaries and counts of the two classes of one behaviour (float64)."""
 
     mean_pos: np.ndarray
     mean_neg: np.ndarray
@@ -189,10 +174,7 @@ class ClassMoments:
 
 
 def class_moments(h: Any, labels: Any) -> ClassMoments:
-    """The :class:`ClassMoments` of one behaviour's embeddings ``h`` (n × d) and ``labels``.
-
-    Used in: `book/distinguishability.md`.
-    """
+    """The :class:`ClassMoments` of one behaviour's embeddings ``h`` (n × d) and ``labels``."""
     xp, xn = split_classes(h, labels)
     mp, mn = xp.mean(axis=0), xn.mean(axis=0)
     cp, cn = xp - mp, xn - mn
@@ -212,8 +194,6 @@ def fisher_distance(b: Any, cov: Any, shrinkage: float = DEFAULT_SHRINKAGE) -> f
 
     Shrinking towards the scaled identity keeps S_λ invertible when there are fewer statements than
     dimensions, and keeps the distance scale-free (invariant to h → c h). λ = ``shrinkage`` ∈ (0, 1].
-
-    Used in: `book/distinguishability.md`.
     """
     if isinstance(shrinkage, bool) or not isinstance(shrinkage, (int, float)) or not 0.0 < shrinkage <= 1.0:
         raise GeometryError(f"shrinkage must be a number in (0, 1], got {shrinkage!r}")
@@ -268,8 +248,6 @@ def properties(h: Any, labels: Any, *, shrinkage: float = DEFAULT_SHRINKAGE) -> 
     within-class covariance (d′ along μ₊ − μ₋); ``fisher`` (:func:`fisher_distance` with ``shrinkage``);
     ``c_v`` = concentration/√d and ``c_n`` = max± (‖μ±‖ + (tr Σ±)^½)/√d, the smallest constants for
     which the two hypotheses of Theorem 4.1 hold for this behaviour; ``n_pos``, ``n_neg``, ``d``.
-
-    Used in: `book/distinguishability.md`.
     """
     return _properties(class_moments(h, labels), shrinkage)
 
@@ -315,8 +293,6 @@ def property_table(items: Iterable[tuple[str, Any, Any]], *, shrinkage: float = 
 
     Also returns, as the second value, the (k × d) float64 matrix of b_i = μ_i⁺ − μ_i⁻ in the same
     row order (for :func:`priority_gaps`).
-
-    Used in: `book/distinguishability.md`.
     """
     import pandas as pd
 
@@ -345,8 +321,6 @@ def signed_margins(h: Any, labels: Any) -> np.ndarray:
 
     Positive when a statement lies on its own class's side of the mid-plane between the class means:
     how clearly it is "placed" along the direction that distinguishes the classes.
-
-    Used in: `book/distinguishability.md`.
     """
     x = as_float64(h)
     pos = positive_mask(labels, x.shape[0])
@@ -363,8 +337,6 @@ def margin_correlations(items: Iterable[tuple[str, Any, Any]], values: Mapping[s
     """Per behaviour, Spearman's ρ between ``values[name]`` (one number per statement, e.g. the label
     confidence) and the statements' :func:`signed_margins` (NaN for a behaviour whose values are all
     equal: no ranks to correlate).
-
-    Used in: `book/distinguishability.md`.
     """
     out = []
     for name, h, labels in items:
@@ -385,13 +357,10 @@ BOOTSTRAP_PROPERTIES = ("distinguishability", "relative_distinguishability", "tr
 
 
 def _rng(seed: Any) -> np.random.Generator:
-    if isinstance(seed, np.random.Generator):
-        return seed
-    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
-        return np.random.default_rng(int(seed))
-    if isinstance(seed, (tuple, list)) and all(isinstance(s, (int, np.integer)) for s in seed):
-        return np.random.default_rng(np.random.SeedSequence([int(s) for s in seed]))
-    raise GeometryError(f"seed must be an int, a tuple of ints or a numpy Generator, got {seed!r}")
+    try:
+        return generator(seed)
+    except StatsError as exc:
+        raise GeometryError(str(exc)) from None
 
 
 def bootstrap(h: Any, labels: Any, *, n_boot: int = 200, seed: Any = 0,
@@ -405,8 +374,6 @@ def bootstrap(h: Any, labels: Any, *, n_boot: int = 200, seed: Any = 0,
 
     Cost: means and traces are matrix products; ``concentration`` needs one batched eigenvalue problem
     of size min(n_class, d) per class and replicate, so leave it out for large classes.
-
-    Used in: `book/distinguishability.md`.
     """
     if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 2:
         raise GeometryError(f"n_boot must be an int >= 2, got {n_boot!r}")
@@ -448,10 +415,7 @@ def bootstrap(h: Any, labels: Any, *, n_boot: int = 200, seed: Any = 0,
 
 
 def percentile_ci(replicates: Any, level: float = 0.95) -> tuple[float, float]:
-    """The percentile interval of bootstrap ``replicates`` at confidence ``level``.
-
-    Used in: `book/distinguishability.md`.
-    """
+    """The percentile interval of bootstrap ``replicates`` at confidence ``level``."""
     if not 0.0 < level < 1.0:
         raise GeometryError(f"level must be in (0, 1), got {level!r}")
     r = as_float64(replicates, "replicates", ndim=1)
@@ -467,8 +431,6 @@ def bootstrap_table(items: Iterable[tuple[str, Any, Any]], *, n_boot: int = 200,
     Behaviour k gets its own stream ``SeedSequence([seed, k])``. Returns ``(ci, reps)``: ``ci`` is a
     DataFrame with ``<name>_lo`` and ``<name>_hi`` columns per property, indexed by behaviour, and
     ``reps[name]`` a (k × n_boot) array of replicates in the same order.
-
-    Used in: `book/distinguishability.md`.
     """
     import pandas as pd
 
@@ -490,31 +452,11 @@ def bootstrap_table(items: Iterable[tuple[str, Any, Any]], *, n_boot: int = 200,
 # Rank statistics
 # ---------------------------------------------------------------------------------------------------
 
-def spearman_ci(x: Any, y: Any, *, n_boot: int = 2000, seed: Any = 0, level: float = 0.95) -> tuple[float, float, float]:
-    """Spearman's ρ of paired samples with a percentile bootstrap interval over the pairs.
-
-    Returns ``(rho, lo, hi)``.
-
-    Used in: `book/distinguishability.md`.
-    """
-    a, b = as_float64(x, "x", ndim=1), as_float64(y, "y", ndim=1)
-    rho = spearman(a, b)
-    rng = _rng(seed)
-    n = a.shape[0]
-    idx = rng.integers(0, n, size=(int(n_boot), n))
-    reps = spearman_rows(a[idx], b[idx])
-    reps = reps[np.isfinite(reps)]
-    lo, hi = percentile_ci(reps, level)
-    return rho, lo, hi
-
-
 def rank_intervals(replicates: Any, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
     """Percentile intervals of each behaviour's rank (1 = smallest) across bootstrap replicates.
 
     ``replicates`` is (k behaviours × B replicates), e.g. from :func:`bootstrap_table`; in each
     replicate the k values are ranked, and each behaviour's B ranks give its interval.
-
-    Used in: `book/distinguishability.md`.
     """
     from scipy.stats import rankdata
 
@@ -526,44 +468,8 @@ def rank_intervals(replicates: Any, level: float = 0.95) -> tuple[np.ndarray, np
     return lo, hi
 
 
-def mean_ci(values: Any, *, n_boot: int = 2000, seed: Any = 0, level: float = 0.95) -> tuple[float, float, float]:
-    """The mean of ``values`` with a percentile bootstrap interval: ``(mean, lo, hi)``.
-
-    Used in: `book/distinguishability.md`.
-    """
-    v = as_float64(values, "values", ndim=1)
-    if v.shape[0] < 2:
-        raise GeometryError(f"need at least 2 values, got {v.shape[0]}")
-    idx = _rng(seed).integers(0, v.shape[0], size=(int(n_boot), v.shape[0]))
-    lo, hi = percentile_ci(v[idx].mean(axis=1), level)
-    return float(v.mean()), lo, hi
-
-
-def paired_ratio(x: Any, y: Any, *, n_boot: int = 2000, seed: Any = 0, level: float = 0.95) -> dict[str, float]:
-    """How much larger ``x`` is than ``y`` over paired behaviours, on a log scale.
-
-    Returns ``ratio`` = exp(median log(x/y)) with a bootstrap interval (``lo``, ``hi``) over the
-    behaviours, and ``frac_greater``, the share of behaviours with x > y. Values must be positive.
-
-    Used in: `book/distinguishability.md`.
-    """
-    a, b = as_float64(x, "x", ndim=1), as_float64(y, "y", ndim=1)
-    if a.shape != b.shape or a.shape[0] < 2:
-        raise GeometryError(f"x and y must have the same length >= 2, got {a.shape} and {b.shape}")
-    if (a <= 0).any() or (b <= 0).any():
-        raise GeometryError("paired_ratio needs positive values (it compares logarithms)")
-    lr = np.log(a) - np.log(b)
-    idx = _rng(seed).integers(0, lr.shape[0], size=(int(n_boot), lr.shape[0]))
-    lo, hi = percentile_ci(np.median(lr[idx], axis=1), level)
-    return {"ratio": float(np.exp(np.median(lr))), "lo": float(np.exp(lo)), "hi": float(np.exp(hi)),
-            "frac_greater": float((a > b).mean())}
-
-
 def stratified_halves(labels: Any, *, seed: Any = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Two disjoint index sets, each with half of the positives and half of the negatives.
-
-    Used in: `book/distinguishability.md`.
-    """
+    """Two disjoint index sets, each with half of the positives and half of the negatives."""
     pos = positive_mask(labels)
     rng = _rng(seed)
     first, second = [], []
@@ -589,8 +495,6 @@ def split_half_stability(items: Iterable[tuple[str, Any, Any]], *, seed: int = 0
     halves' property tables (DataFrames, one row per behaviour). Each half has half the sample, so ρ
     is a conservative estimate of the stability of the full sample's ranking (see
     :func:`spearman_brown`).
-
-    Used in: `book/distinguishability.md`.
     """
     import pandas as pd
 
@@ -616,8 +520,6 @@ def spearman_brown(rho: float, factor: float = 2.0) -> float:
     stability and gives 0.
 
     (Derived for Pearson reliabilities; for rank correlations it is an approximation.)
-
-    Used in: `book/distinguishability.md`.
     """
     if isinstance(rho, bool) or not isinstance(rho, (int, float, np.floating)) or not -1.0 <= rho <= 1.0:
         raise GeometryError(f"rho must be a correlation in [-1, 1], got {rho!r}")
@@ -631,8 +533,6 @@ def spearman_brown(rho: float, factor: float = 2.0) -> float:
 def spearman_brown_factor(rho: float, target: float) -> float:
     """How many times larger a sample must be for a ranking of reliability ``rho`` to reach ``target``
     (the inverse of :func:`spearman_brown`): f = target(1 − ρ) / (ρ(1 − target)).
-
-    Used in: `book/distinguishability.md`.
     """
     for name, v in (("rho", rho), ("target", target)):
         if isinstance(v, bool) or not isinstance(v, (int, float, np.floating)) or not 0.0 < v < 1.0:
@@ -644,8 +544,6 @@ def pick_by_quantile(values: Mapping[str, float] | Any, quantiles: Sequence[floa
     """The names whose values sit at the given quantiles (lowest rank at 0, highest at 1).
 
     ``values`` is a mapping or a pandas Series from name to value. Ties are broken by name.
-
-    Used in: `book/distinguishability.md`.
     """
     items = sorted(dict(values).items(), key=lambda kv: (kv[1], kv[0]))
     if not items:
@@ -679,8 +577,6 @@ def priority_levels(b: Any, *, rtol: float = 1e-8) -> np.ndarray:
 
     ``b`` is the (k × d) matrix of b_i = μ_i⁺ − μ_i⁻. Where ‖b̄‖ ≤ ``rtol`` · max(‖b_i‖, ‖b_j‖)
     (b_i ≈ −b_j, or both zero) the level is undefined and P is NaN.
-
-    Used in: `book/distinguishability.md`.
     """
     bb = as_float64(b, "b")
     k = bb @ bb.T
@@ -694,8 +590,6 @@ def priority_gaps(b: Any, *, rtol: float = 1e-8) -> np.ndarray:
     The official code flattens this matrix row by row (``G.ravel()``). G is antisymmetric, zero on the
     diagonal and has the sign of ‖b_i‖ − ‖b_j‖; it is NaN where the levels are undefined
     (:func:`priority_levels`).
-
-    Used in: `book/distinguishability.md`.
     """
     bb = as_float64(b, "b")
     k = bb @ bb.T
@@ -712,8 +606,6 @@ def bootstrap_gaps(data: Mapping[str, tuple[Any, Any]], pairs: Sequence[tuple[st
     ``data`` maps a behaviour to its ``(h, labels)``. Each behaviour named in ``pairs`` gets n_boot
     replicates of b = μ₊ − μ₋ (:func:`bootstrap`, stream ``(seed, k)`` for the k-th behaviour in sorted
     order), shared by every pair it belongs to; replicate r of G[i, j] uses replicate r of both.
-
-    Used in: `book/distinguishability.md`.
     """
     names = sorted({n for pair in pairs for n in pair})
     missing = [n for n in names if n not in data]
@@ -732,10 +624,7 @@ def bootstrap_gaps(data: Mapping[str, tuple[Any, Any]], pairs: Sequence[tuple[st
 
 
 def priority_gap(b_i: Any, b_j: Any, *, rtol: float = 1e-8) -> float:
-    """The priority gap of one ordered pair (i, j); raises where it is undefined (‖b̄‖ ≈ 0).
-
-    Used in: `book/distinguishability.md`.
-    """
+    """The priority gap of one ordered pair (i, j); raises where it is undefined (‖b̄‖ ≈ 0)."""
     bi, bj = as_float64(b_i, "b_i", ndim=1), as_float64(b_j, "b_j", ndim=1)
     if bi.shape != bj.shape:
         raise GeometryError(f"b_i and b_j must have the same shape, got {bi.shape} and {bj.shape}")
@@ -759,8 +648,6 @@ def theorem41_constants(c_v: Any, c_n: Any, *, d: int, beta: float, eta: float |
     ``step`` = η β′² c_n², which our reading of the cut-off step-size condition compares with 4. With
     the final-norm weight g (``norm_weight``), ``c_n_bound`` = √2 max|g_k|, which bounds c_n for
     RMS-normalised features.
-
-    Used in: `book/distinguishability.md`.
     """
     cv = as_float64(c_v, "c_v", ndim=1)
     cn = as_float64(c_n, "c_n", ndim=1)
@@ -784,10 +671,7 @@ def theorem41_constants(c_v: Any, c_n: Any, *, d: int, beta: float, eta: float |
 # ---------------------------------------------------------------------------------------------------
 
 def unit_directions(d: int, n: int, *, seed: Any = 0) -> np.ndarray:
-    """``n`` independent uniformly random unit vectors in R^d (rows), from a seeded Gaussian.
-
-    Used in: `book/distinguishability.md`.
-    """
+    """``n`` independent uniformly random unit vectors in R^d (rows), from a seeded Gaussian."""
     if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1 or n < 1:
         raise GeometryError(f"need d >= 1 and n >= 1, got d={d!r}, n={n!r}")
     g = _rng(seed).standard_normal((int(n), int(d)))
@@ -805,8 +689,6 @@ def directional_projections(h: Any, labels: Any, directions: Any, *, standardize
     (:func:`stratified_halves`) and applied to the other half, and vice versa, so that no statement is
     projected on a direction fitted to itself (with few statements per dimension, b̂ leans towards its
     own sample); n' is then the size of the two halves.
-
-    Used in: `book/distinguishability.md`.
     """
     x = as_float64(h)
     pos = positive_mask(labels, x.shape[0])
@@ -848,10 +730,7 @@ def directional_projections(h: Any, labels: Any, directions: Any, *, standardize
 
 
 def survival(x: Any, t: Any) -> np.ndarray:
-    """The empirical P(|X| ≥ t) of a sample ``x`` at each threshold ``t``.
-
-    Used in: `book/distinguishability.md`.
-    """
+    """The empirical P(|X| ≥ t) of a sample ``x`` at each threshold ``t``."""
     a = np.sort(np.abs(as_float64(x, "x", ndim=1)))
     tt = as_float64(np.atleast_1d(t), "t", ndim=1)
     return (a.shape[0] - np.searchsorted(a, tt, side="left")) / a.shape[0]
@@ -862,8 +741,6 @@ def subexponential_scale(x: Any) -> float:
 
     For a sample of n values this is max_k t_k / log(2/S(t_k)) over the sorted |x|, with S the
     empirical survival; beyond the largest value S = 0 and the bound holds for any α.
-
-    Used in: `book/distinguishability.md`.
     """
     a = np.sort(np.abs(as_float64(x, "x", ndim=1)))
     n = a.shape[0]
@@ -877,8 +754,6 @@ def weibull_tail_exponent(x: Any, *, lower: float = 0.5, upper: float = 0.999) -
     Least squares of log(−log S(t)) on log t over the sample points whose survival lies in
     [1 − upper, 1 − lower]. k ≈ 1 for exponential (Laplace) tails, k → 2 for Gaussian tails (slowly:
     compare with :func:`reference_tail_exponents` at the same sample size).
-
-    Used in: `book/distinguishability.md`.
     """
     if not 0.0 <= lower < upper < 1.0:
         raise GeometryError(f"need 0 <= lower < upper < 1, got lower={lower!r}, upper={upper!r}")
@@ -908,8 +783,6 @@ def reference_samples(group_sizes: Any, law: str, *, seed: Any = 0) -> np.ndarra
     standard deviation (ddof 1), exactly as :func:`directional_projections` standardises; the groups
     are pooled. Standardising small groups caps |x| at (g − 1)/√g, so a measured tail must be read
     against references made the same way.
-
-    Used in: `book/distinguishability.md`.
     """
     g = _group_sizes(group_sizes)
     if law not in ("gaussian", "laplace"):
@@ -931,8 +804,6 @@ def reference_tail_exponents(group_sizes: Any, *, seed: Any = 0, n_rep: int = 20
     ``group_sizes`` is one int (a single group) or the list of group sizes of the measured, pooled
     projections (see :func:`reference_samples`). Returns ``{"gaussian": (mean, sd), "laplace":
     (mean, sd)}`` over ``n_rep`` seeded repetitions: the yardstick for a measured exponent.
-
-    Used in: `book/distinguishability.md`.
     """
     rng = _rng(seed)
     out = {}
@@ -953,8 +824,6 @@ def pooled_projections(items: Iterable[tuple[str, Any, Any]], *, n_directions: i
     (:func:`directional_projections`). Returns ``{"random": 1-D array, "mean_difference": 1-D array,
     "random_groups": list of group sizes, "mean_difference_groups": list of group sizes}``; a group is
     one (behaviour, class, direction[, half]) standardised on its own.
-
-    Used in: `book/distinguishability.md`.
     """
     rand, along, g_rand, g_along = [], [], [], []
     for k, (name, h, labels) in enumerate(items):
@@ -988,8 +857,6 @@ def map_2d(h: Any, *, method: str = "umap", random_state: int = 1234, n_neighbor
     UMAP with a fixed seed runs single-threaded and is deterministic; its first import in a fresh
     environment takes ~20 s (numba). PCA (``method="pca"``) is the exact top-2 principal components with
     a fixed sign (the largest-magnitude loading of each component is positive).
-
-    Used in: `book/distinguishability.md`.
     """
     x = as_float64(h)
     if method == "pca":

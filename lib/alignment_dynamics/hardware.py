@@ -20,9 +20,6 @@ run, e.g. to check that verdicts do not depend on the dtype. Setting ``ATEN_CPU_
 emulated); ``auto`` then resolves to float32 there too.
 
 This module imports nothing from the package (a leaf), so every other module may use it.
-
-Used in: `book/reproducibility.md`, `book/persona_data.md`, and through ``config.resolve`` by every
-chapter with a ``dtype``.
 """
 
 from __future__ import annotations
@@ -139,11 +136,13 @@ def _probe_key() -> str:
 
 
 def _probe_path() -> Path:
-    """Where the probe's record lives: the user's cache root (``$XDG_CACHE_HOME`` or ``~/.cache``), not
-    ``$ALIGNMENT_DYNAMICS_CACHE``: it describes the machine, and a run with a fresh content cache (a test,
-    a cold build) must make the same choice as the others."""
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser()
-    return base / "alignment_dynamics" / "hardware" / f"bf16-probe-{_probe_key()}.json"
+    """Where the probe's record lives: the platform's user cache folder (``platformdirs``; on Linux
+    ``$XDG_CACHE_HOME`` or ``~/.cache``), not ``$ALIGNMENT_DYNAMICS_CACHE``: it describes the machine,
+    and a run with a fresh content cache (a test, a cold build) must make the same choice as the others."""
+    import platformdirs
+
+    base = Path(platformdirs.user_cache_dir("alignment_dynamics"))
+    return base / "hardware" / f"bf16-probe-{_probe_key()}.json"
 
 
 _PROBED: dict[str, float] = {}

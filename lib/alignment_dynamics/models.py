@@ -31,8 +31,6 @@ serialised by a file lock: a process killed half-way leaves a temporary that the
 
 The answer tokens ``" Yes"`` and ``" No"`` are looked up from the tokenizer, in the context where they
 are scored (right after a prompt), and must each be exactly one token.
-
-Used in: `book/persona_data.md`, `book/reproducibility.md`, and every chapter that embeds or trains.
 """
 
 from __future__ import annotations
@@ -91,8 +89,6 @@ class ModelSpec:
     :class:`ModelError` saying which package to install. ``source_loader`` reads that file into
     (model, tokenizer) for the one-time conversion (default: transformers' GGUF loader; tests plug in
     a tiny model).
-
-    Used in: `book/reproducibility.md`.
     """
 
     name: str
@@ -177,8 +173,6 @@ def validate_name(name: Any) -> str:
 
     A bare name close to a registry name is taken for a typo (``smollm2``); a folder that is not a
     model, and anything else, is an :class:`UnknownModelError` saying what is valid.
-
-    Used in: every chapter with a ``MODEL`` parameter (through ``config.model_name``).
     """
     if isinstance(name, str) and name in REGISTRY:
         return name
@@ -262,8 +256,6 @@ def hub_offline() -> str | None:
     """Why the Hugging Face Hub cannot be used from here (``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE``
     set, or no connection to its host within :data:`HUB_PROBE_TIMEOUT` s), or None when it can.
     Asked once per process.
-
-    Used in: `book/persona_data.md` (through :func:`load` and :func:`fingerprint`).
     """
     import socket
     from urllib.parse import urlparse
@@ -319,8 +311,6 @@ def _hf_commit(repo: str, rev: str) -> str:
 def local_fingerprint(folder: str | os.PathLike) -> dict[str, str]:
     """The SHA-256 of every file of a local model folder (relative path -> hex; hidden files skipped),
     each remembered by its path, inode, size, mtime and ctime.
-
-    Used in: the build's cache keys (a local model folder whose weights change gets a new key).
     """
     folder = Path(folder)
     out = {}
@@ -339,8 +329,6 @@ def fingerprint(name: str) -> dict[str, Any]:
     For a local model folder: the SHA-256 of each of its files. For a Hugging Face id: the id, the
     revision and the commit it resolves to (from the local cache, else the Hub; offline and not cached
     it is a fast :class:`ModelError`).
-
-    Used in: `book/reproducibility.md`, the build's cache keys and the embedding cache.
     """
     name = validate_name(name)
     import transformers
@@ -370,8 +358,6 @@ def fingerprint_table(names=None):
     """The fingerprint of each packaged model, one (model, field) row each: package and version, GGUF
     file and SHA-256, loader, licence and the answer token ids (read from the converted model's
     tokenizer; converts on first use).
-
-    Used in: `book/reproducibility.md`.
     """
     import pandas as pd
     from transformers import AutoTokenizer
@@ -427,10 +413,7 @@ def _save_converted(model, tokenizer, folder: Path) -> None:
 
 
 def converted_dir(name: str) -> Path:
-    """The folder of a packaged model converted to safetensors (converting it on first use).
-
-    Used in: `book/persona_data.md` (through :func:`load`).
-    """
+    """The folder of a packaged model converted to safetensors (converting it on first use)."""
     import transformers
 
     name = validate_name(name)
@@ -533,10 +516,7 @@ def dtype_name(dtype: Any, device: Any = None) -> str:
 
 
 def resolve_device(device: Any = None) -> str:
-    """``None`` means CUDA when present, else the CPU.
-
-    Used in: `book/persona_data.md`.
-    """
+    """``None`` means CUDA when present, else the CPU."""
     import torch
 
     if device is None:
@@ -551,8 +531,6 @@ class LoadedModel:
     ``answer_ids`` maps each answer string (" Yes", " No") to its single token id. ``W_U`` is a
     detached float32 copy of the unembedding (the models tie it to the input embedding: train the
     copy, never the tied parameter).
-
-    Used in: `book/persona_data.md` and every chapter that embeds or trains.
     """
 
     model: Any
@@ -605,8 +583,6 @@ class LoadedModel:
     def answer_margin(self, h):
         """The reference model's logit(" Yes") - logit(" No") for embeddings ``h`` (rows): ``h @ u``
         with u = W_U[Yes] - W_U[No], as float64 numpy.
-
-        Used in: `book/persona_data.md`.
         """
         import numpy as np
 
@@ -616,17 +592,11 @@ class LoadedModel:
         return np.asarray(h, dtype=np.float64) @ u
 
     def tokens(self, text: str) -> list[str]:
-        """The token pieces of ``text`` as the model sees it (default special tokens included).
-
-        Used in: `book/persona_data.md`.
-        """
+        """The token pieces of ``text`` as the model sees it (default special tokens included)."""
         return self.tokenizer.convert_ids_to_tokens(self.tokenizer(text)["input_ids"])
 
     def token_counts(self, texts) -> "np.ndarray":
-        """The number of tokens of each text (default special tokens included).
-
-        Used in: `book/persona_data.md`.
-        """
+        """The number of tokens of each text (default special tokens included)."""
         import numpy as np
 
         return np.array([len(x) for x in self.tokenizer(list(texts))["input_ids"]])
@@ -644,8 +614,6 @@ def answer_token_ids(tokenizer, answers: tuple[str, ...] = ANSWERS, *,
     The answer is tokenised after ``context`` (the answers are scored right after the prompt), and the
     tokens the answer adds must be exactly one: SentencePiece tokenizers such as Llama-2's encode
     " Yes" alone as two tokens but as one after text.
-
-    Used in: `book/persona_data.md`.
     """
     ctx = tokenizer(context, add_special_tokens=False)["input_ids"]
     out: dict[str, int] = {}
@@ -672,8 +640,6 @@ def load(name: str = DEFAULT_MODEL, *, dtype: Any = None, device: Any = None) ->
     when present. A packaged model is converted once to safetensors (:func:`converted_dir`). A Hugging
     Face id on CUDA loads with accelerate's ``device_map="auto"``, which spreads a model larger than
     one GPU over the GPUs there are.
-
-    Used in: `book/persona_data.md` and every chapter that embeds or trains.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -746,10 +712,7 @@ _SHARED: dict[tuple, LoadedModel] = {}
 
 
 def shared(name: str = DEFAULT_MODEL, *, dtype: Any = None, device: Any = None) -> LoadedModel:
-    """One loaded model per (name, dtype, device) for this process: read-only, never train it.
-
-    Used in: `book/persona_data.md` (through ``embed.behavior_embeddings``).
-    """
+    """One loaded model per (name, dtype, device) for this process: read-only, never train it."""
     key = (validate_name(name), dtype_name(dtype, resolve_device(device)), resolve_device(device))
     if key not in _SHARED:
         _SHARED[key] = load(name, dtype=dtype, device=device)
@@ -781,10 +744,7 @@ def _tiny_tokenizer_json() -> str:
 
 
 def tiny_tokenizer():
-    """A small byte-level BPE tokenizer built offline (deterministic); " Yes" and " No" are single tokens.
-
-    Used in: the tests of `book/persona_data.md`'s library code.
-    """
+    """A small byte-level BPE tokenizer built offline (deterministic); " Yes" and " No" are single tokens."""
     from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
 
@@ -797,8 +757,6 @@ def tiny(seed: int = 0, *, layers: int = 2, d_model: int = 32, dtype: Any = None
     """A tiny random Llama (tied head, a few layers) with :func:`tiny_tokenizer`, for tests.
 
     Its fingerprint names the seed and the configuration, so caches keyed by it are exact.
-
-    Used in: the tests of `book/persona_data.md`'s library code.
     """
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -856,8 +814,6 @@ def tiny_spec(name: str, seed: int = 0, *, layers: int = 2, d_model: int = 32,
     atomically into ``folder`` (default: the user cache) and returns that file, which stands for the GGUF;
     the source loader builds :func:`tiny` from it. Conversion, fingerprints, loading and the embedding
     cache then run exactly as for the packaged models, in about a second.
-
-    Used in: the smoke profile of every chapter that loads a model, and the tests.
     """
     @functools.lru_cache(maxsize=1)
     def recipe_text() -> str:  # lazily: it imports torch and trains the tiny tokenizer
@@ -897,8 +853,6 @@ def is_tiny(name: str) -> bool:
 def short_labels(names) -> dict[str, str]:
     """Short, unique labels of model names for figures and tables: the first word of each name
     (``smollm2``, ``gemma``), or the whole name where first words collide.
-
-    Used in: `book/distinguishability.md`, `book/training_dynamics.md`, `book/prioritization.md`.
     """
     names = list(names)
     first = {m: re.split(r"[-/@]", m.split("/")[-1])[0] or m for m in names}

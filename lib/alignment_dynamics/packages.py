@@ -3,8 +3,6 @@
 ``models.REGISTRY`` takes its versions and install commands from here, and ``make`` installs them with
 ``python -m alignment_dynamics.packages --install`` (``--print`` shows the commands). A leaf module: it
 imports nothing of the library, so the Makefile can run it right after installing the package.
-
-Used in: `book/reproducibility.md` (through :mod:`alignment_dynamics.models`).
 """
 
 from __future__ import annotations

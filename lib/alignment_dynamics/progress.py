@@ -9,9 +9,6 @@ few plain lines to standard error, which papermill copies into the build's log (
 A step shorter than ``min_interval`` writes nothing. In the executed notebook the lines are a stderr
 stream, which the rendered pages drop (``execute.stderr_output: remove``) and nbval does not check.
 Outside a build (a reader's notebook or terminal) the step shows a ``tqdm`` bar instead.
-
-Used in: `book/distinguishability.md`, `book/training_dynamics.md`, `book/prioritization.md`,
-`book/misalignment.md`, `book/persona_data.md`.
 """
 
 from __future__ import annotations

@@ -4,8 +4,6 @@ Jupyter Book 1 always loads ``sphinx-thebe``, whose inline configuration script 
 page (the browser reports "Identifier 'THEBE_JS_URL' has already been declared") and which points at
 unpkg.com. The book is meant to be read offline and has no live-code buttons, so this extension drops
 the thebe scripts and style from every page.
-
-Used in: the render step of ``alignment_dynamics.build`` (every page).
 """
 
 from __future__ import annotations

@@ -3,12 +3,11 @@
 Kept libraries do the work where they can: Wilson intervals come from
 ``scipy.stats.binomtest(...).proportion_ci(method="wilson")``, t intervals from
 ``scipy.stats.ttest_1samp(...).confidence_interval``, permutation distributions from
-``scipy.stats.permutation_test``. What is written here is what scipy does not offer: a bootstrap
+``scipy.stats.permutation_test``, bootstrap intervals of a mean, a Spearman ρ and a paired ratio
+(:func:`mean_ci`, :func:`spearman_ci`, :func:`paired_ratio`) from ``scipy.stats.bootstrap``. What is
+written here is what scipy does not offer: a bootstrap
 *by behaviour* of quantities defined over pairs of behaviours (each behaviour appears in several
 pairs, so pairs are not independent) and of a rank correlation averaged over cross-fitting folds.
-
-Used in: `book/training_dynamics.md`, `book/prioritization.md`, `book/misalignment.md`,
-`book/distinguishability.md`.
 """
 
 from __future__ import annotations
@@ -21,7 +20,8 @@ import numpy as np
 from .validate import InputError
 
 __all__ = ["StatsError", "wilson", "t_interval", "spearman", "permutation_spearman", "pair_share_by_behaviour",
-           "crossfit_spearman", "stratified_folds", "spearman_rows", "first_reaching"]
+           "crossfit_spearman", "stratified_folds", "spearman_rows", "first_reaching", "generator",
+           "mean_ci", "spearman_ci", "paired_ratio"]
 
 
 class StatsError(InputError):
@@ -236,3 +236,106 @@ def stratified_folds(labels: Any, n_folds: int, *, seed: int) -> np.ndarray:
         out[where] = (np.arange(where.size) + offset) % k
         offset += where.size
     return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Bootstrap intervals (scipy.stats.bootstrap)
+# ---------------------------------------------------------------------------------------------------
+
+def generator(seed: Any) -> np.random.Generator:
+    """A numpy Generator from ``seed``: an int, a tuple of ints (one ``SeedSequence``, so ``(seed, k)``
+    gives behaviour k its own stream) or a Generator (returned as it is)."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+        return np.random.default_rng(int(seed))
+    if isinstance(seed, (tuple, list)) and seed and all(isinstance(s, (int, np.integer)) and not isinstance(s, bool)
+                                                        for s in seed):
+        return np.random.default_rng(np.random.SeedSequence([int(s) for s in seed]))
+    raise StatsError(f"seed must be an int, a tuple of ints or a numpy Generator, got {seed!r}")
+
+
+def _bootstrap_interval(data: tuple[np.ndarray, ...], statistic, *, paired: bool, n_boot: int, seed: Any,
+                        level: float, method: str) -> tuple[float, float]:
+    """``scipy.stats.bootstrap`` of a vectorised ``statistic(*samples, axis=-1)``: its interval.
+
+    A replicate can be undefined (NaN): a resample in which x or y is constant has no Spearman ρ.
+    scipy's interval is then NaN; for the percentile method the interval is instead taken over the
+    defined replicates of scipy's bootstrap distribution (the same quantile rule), as this library
+    always did. BCa and basic intervals need every replicate and raise a :class:`StatsError`.
+    """
+    import warnings
+
+    from scipy.stats import DegenerateDataWarning, bootstrap
+
+    if method not in ("percentile", "BCa", "basic"):
+        raise StatsError(f"method must be 'percentile', 'BCa' or 'basic', got {method!r}")
+    q = _level(level)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DegenerateDataWarning)
+        res = bootstrap(data, statistic, n_resamples=_count("n_boot", n_boot, 10), vectorized=True, paired=paired,
+                        axis=-1, confidence_level=q, method=method, rng=generator(seed))
+    lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    if math.isfinite(lo) and math.isfinite(hi):
+        return lo, hi
+    reps = np.asarray(res.bootstrap_distribution, dtype=np.float64)
+    reps = reps[np.isfinite(reps)]
+    if method != "percentile" or reps.size < 2:
+        raise StatsError(f"the {method} interval is undefined: {reps.size} of {n_boot} bootstrap replicates are "
+                         f"defined (a sample this small or tied resamples to constants; use more observations"
+                         f"{'' if method == 'percentile' else ' or method=percentile'})")
+    lo, hi = np.quantile(reps, [(1 - q) / 2, (1 + q) / 2])
+    return float(lo), float(hi)
+
+
+def mean_ci(values: Any, *, n_boot: int = 2000, seed: Any = 0, level: float = 0.95,
+            method: str = "percentile") -> tuple[float, float, float]:
+    """The mean of ``values`` (1-D, at least 2, finite) with a bootstrap interval: ``(mean, lo, hi)``.
+
+    ``scipy.stats.bootstrap``, percentile method by default (``method="BCa"`` for the bias-corrected
+    and accelerated one); ``seed`` as in :func:`generator`."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim != 1 or v.shape[0] < 2:
+        raise StatsError(f"values must be 1-D with at least 2 values, got shape {v.shape}")
+    if not np.all(np.isfinite(v)):
+        raise StatsError(f"values must be finite: {int((~np.isfinite(v)).sum())} are not")
+    lo, hi = _bootstrap_interval((v,), np.mean, paired=False, n_boot=n_boot, seed=seed, level=level, method=method)
+    return float(v.mean()), lo, hi
+
+
+def _spearman_stat(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    return spearman_rows(np.moveaxis(x, axis, -1), np.moveaxis(y, axis, -1))
+
+
+def spearman_ci(x: Any, y: Any, *, n_boot: int = 2000, seed: Any = 0, level: float = 0.95,
+                method: str = "percentile") -> tuple[float, float, float]:
+    """Spearman's ρ of paired samples with a bootstrap interval over the pairs: ``(rho, lo, hi)``.
+
+    ``scipy.stats.bootstrap`` with ``paired=True``. A resample in which x or y is constant (ρ
+    undefined, frequent for small samples) is left out of the percentile interval."""
+    a, b = _xy(x, y, 3)
+    rho = spearman(a, b)
+    lo, hi = _bootstrap_interval((a, b), _spearman_stat, paired=True, n_boot=n_boot, seed=seed, level=level,
+                                 method=method)
+    return rho, lo, hi
+
+
+def _median_log_ratio(la: np.ndarray, lb: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.median(la - lb, axis=axis)
+
+
+def paired_ratio(x: Any, y: Any, *, n_boot: int = 2000, seed: Any = 0, level: float = 0.95,
+                 method: str = "percentile") -> dict[str, float]:
+    """How much larger ``x`` is than ``y`` over paired observations (behaviours), on a log scale.
+
+    Returns ``ratio`` = exp(median log(x/y)) with a paired bootstrap interval (``lo``, ``hi``;
+    ``scipy.stats.bootstrap``, ``paired=True``) and ``frac_greater``, the share of pairs with x > y.
+    Values must be positive and finite, at least 2 pairs."""
+    a, b = _xy(x, y, 2)
+    if (a <= 0).any() or (b <= 0).any():
+        raise StatsError("paired_ratio needs positive values (it compares logarithms)")
+    la, lb = np.log(a), np.log(b)
+    lo, hi = _bootstrap_interval((la, lb), _median_log_ratio, paired=True, n_boot=n_boot, seed=seed, level=level,
+                                 method=method)
+    return {"ratio": float(np.exp(np.median(la - lb))), "lo": float(np.exp(lo)), "hi": float(np.exp(hi)),
+            "frac_greater": float((a > b).mean())}

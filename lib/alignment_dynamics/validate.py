@@ -11,9 +11,6 @@ numerical modules can all use it without import cycles.
 * :func:`suggest`: " Did you mean ...?" for the closest valid names.
 * :func:`finite_array`, :func:`positive`, :func:`nonneg`, :func:`probability`, :func:`count`,
   :func:`labels`: the checks themselves; each names the argument and says what is valid.
-
-Used in: `book/dpo_last_layer.md`, `book/update_rate.md`, `book/accuracy.md`, `book/priority.md`
-(through ``theory`` and the ``dpo`` kernels), and every chapter through ``config``.
 """
 
 from __future__ import annotations

@@ -19,9 +19,6 @@ Each rule returns a :class:`Verdict` carrying the verdict, the estimate, the int
 ``n`` and the rule in words; :func:`alignment_dynamics.book.claim` stores all of them in the claims
 table and ``claims.json``, and :meth:`Verdict.phrase` gives the generated words a chapter glues into
 its prose (no result is typed in a chapter).
-
-Used in: `book/training_dynamics.md`, `book/prioritization.md`, `book/distinguishability.md`,
-`book/misalignment.md`.
 """
 
 from __future__ import annotations

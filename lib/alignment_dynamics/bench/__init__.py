@@ -7,6 +7,4 @@
   ``measure`` times calls and peak memory.
 
 Each writes a JSON object with ``--json PATH`` (``-`` for the last line of standard output).
-
-Used in: `book/persona_data.md`, `book/kernels.md`.
 """

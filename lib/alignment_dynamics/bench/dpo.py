@@ -18,8 +18,6 @@
 
 ``--json PATH`` writes the JSON object (``-``: as the last line of standard output). Every timing is
 machine-dependent; the CPU numbers are never GPU numbers.
-
-Used in: `book/kernels.md`.
 """
 
 from __future__ import annotations
@@ -34,8 +32,6 @@ from .dpo_gpu import run_gpu
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m alignment_dynamics.bench dpo [--quick] [--gpu] [--json PATH|-]``.
-
-    Used in: `book/kernels.md`.
     """
     ap = argparse.ArgumentParser(prog="python -m alignment_dynamics.bench dpo", description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smaller sizes (under ~45 s on 2 cores)")

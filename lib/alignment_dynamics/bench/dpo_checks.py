@@ -1,7 +1,5 @@
 """The correctness evidence of the DPO kernels, recomputed in the book: golden values and each fast path
 against the float64 reference (no timing).
-
-Used in: `book/kernels.md`.
 """
 
 from __future__ import annotations
@@ -21,8 +19,6 @@ def correctness_checks(seed: int = 0) -> list[dict[str, Any]]:
 
     Golden values come from outside our code (ln 2; −log σ([0, 1, 2])); every other check compares a
     fast path with the float64 reference on fresh random inputs.
-
-    Used in: `book/kernels.md`.
     """
     rows: list[dict[str, Any]] = []
 

@@ -1,7 +1,5 @@
 """What the parts of the DPO benchmark share: the heads (SmolLM2's, the paper's), the CPU sizes, the
 synthetic inputs shaped like the persona data and like HH-RLHF, and the eager baseline loss.
-
-Used in: `book/kernels.md` (through `alignment_dynamics.bench.dpo_cpu`, `dpo_gpu`, `dpo_checks`).
 """
 
 from __future__ import annotations
@@ -39,8 +37,6 @@ def persona_like(behaviours: int, n: int, d: int, *, seed: int = 0, shift: float
 
     Each behaviour has its own mean difference; the features have unit RMS like a normalised hidden
     state. Returns ``H`` ``[behaviours * n, d]``, ``yes`` (bool) and ``behaviour`` ids.
-
-    Used in: `book/kernels.md`.
     """
     g = torch.Generator().manual_seed(seed)
     yes = (torch.arange(n) % 2 == 0).repeat(behaviours)
@@ -53,8 +49,6 @@ def persona_like(behaviours: int, n: int, d: int, *, seed: int = 0, shift: float
 
 def hh_like(pairs: int, length: int, d: int, V: int, *, seed: int = 0, dtype=torch.float32) -> dict[str, torch.Tensor]:
     """Multi-token preference pairs: chosen/rejected features ``[P, L, d]``, tokens ``[P, L]`` with padding.
-
-    Used in: `book/kernels.md`.
     """
     g = torch.Generator().manual_seed(seed)
     Hw = torch.randn(pairs, length, d, generator=g).to(dtype)
@@ -75,8 +69,6 @@ def upcast(logits: torch.Tensor) -> torch.Tensor:
 
 def naive_dpo_loss(Hw, Hl, W, tw, tl, mw, ml, ref_c, ref_r, beta: float = 0.1) -> torch.Tensor:
     """The eager baseline: logits of all response tokens ([chosen; rejected]) -> log-softmax -> gather -> DPO.
-
-    Used in: `book/kernels.md`.
     """
     P, L, d = Hw.shape
     Hc = torch.cat([Hw, Hl]).reshape(2 * P * L, d)

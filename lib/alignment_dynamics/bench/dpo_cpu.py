@@ -10,8 +10,6 @@
   d = 576): peak memory above the resident tensors and the time of one step (loss and backward).
 
 Every timing is machine-dependent; the CPU numbers are never GPU numbers.
-
-Used in: `book/kernels.md`.
 """
 
 from __future__ import annotations
@@ -33,8 +31,6 @@ def run_p2(size: str = "full", *, seed: int = 0) -> dict[str, Any]:
     """P2 of the issue: the two-row sweep and its ratio to the full-vocabulary reference trainer.
 
     ``size`` is ``"full"``, ``"quick"`` or ``"tiny"`` (:data:`SIZES`).
-
-    Used in: `book/kernels.md`.
     """
     cfg = check_size(size)
     R, n_train, n_test, steps, B = cfg["behaviours"], 900, 100, 100, 128
@@ -149,8 +145,6 @@ def run_p3(size: str = "full", *, compile_provider: bool | None = None) -> dict[
 
     ``size`` is ``"full"``, ``"quick"`` or ``"tiny"``; ``torch.compile`` runs in ``"full"`` only unless
     ``compile_provider`` says otherwise (its first call compiles for tens of seconds).
-
-    Used in: `book/kernels.md`.
     """
     cfg = check_size(size)
     d, V = SMOLLM2["d"], cfg["vocab"]
@@ -209,8 +203,6 @@ def run_p3(size: str = "full", *, compile_provider: bool | None = None) -> dict[
 
 def run_cpu(size: str = "full") -> dict[str, Any]:
     """P2 and P3 on the CPU (``size``: ``"full"``, ``"quick"`` or ``"tiny"``), with the machine's description.
-
-    Used in: `book/kernels.md`.
     """
     check_size(size)
     out = {"meta": measure.meta(size)}

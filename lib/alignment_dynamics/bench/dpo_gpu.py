@@ -6,8 +6,6 @@ paths by name (GEMM recompute, fused Triton, torch), naive eager, ``torch.compil
 ``LigerFusedLinearDPOLoss`` when importable; errors against float64 first, then times (median, 20 %,
 80 %) and peak memory, with predicted floors, and a breakdown of our default step into phases
 (forward LSE, dW, the rest) at a few sizes. Writes one JSON with the device, versions and date.
-
-Used in: `book/kernels.md` (through the committed artefact).
 """
 
 from __future__ import annotations
@@ -206,8 +204,6 @@ def run_gpu(budget_s: float = 200.0, json_path: str | None = None, *, device: st
     skipped, and a configuration that fails (out of memory, unsupported) is recorded with its error.
     The JSON is rewritten after every record, so a killed run keeps what it measured. ``device="cpu"``
     (with a small ``head``) runs the same flow on the CPU for tests; its numbers are not GPU numbers.
-
-    Used in: `book/kernels.md` (through the committed artefact).
     """
     if device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--gpu needs CUDA")
@@ -385,8 +381,6 @@ def gpu_phases(x: dict[str, torch.Tensor], scenario: str, dev=None, head=PAPER_H
       (the DPO loss, checks, allocations, launches; meaningful where the default path is the GEMM
       path's sparse or recompute algorithm, not for fp32 distinct contexts, whose default is the one
       pass: see ``path``).
-
-    Used in: `book/kernels.md` (through the committed artefact).
     """
     dev = dev or _Cuda()
     rec: dict[str, Any] = {"path": _ours_path("ours", scenario, x)}

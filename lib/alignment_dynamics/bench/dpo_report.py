@@ -2,8 +2,6 @@
 :func:`~alignment_dynamics.bench.dpo_cpu.run_cpu` result, and the committed GPU results
 (``artifacts/kernels/bench_gpu.json``): loading them, the admonition saying where they come from, the
 series of a plot and the table.
-
-Used in: `book/kernels.md`.
 """
 
 from __future__ import annotations
@@ -18,8 +16,6 @@ GPU_ARTIFACT = ("artifacts", "kernels", "bench_gpu.json")
 
 def load_gpu_results(root: str | Path | None = None) -> dict[str, Any] | None:
     """The committed GPU benchmark (``artifacts/kernels/bench_gpu.json``), or None when it is absent.
-
-    Used in: `book/kernels.md`.
     """
     if root is None:
         from ..book import repo_root
@@ -36,8 +32,6 @@ def load_gpu_results(root: str | Path | None = None) -> dict[str, Any] | None:
 
 def gpu_admonition_html(results: dict[str, Any] | None) -> str:
     """An admonition saying where the GPU numbers come from, or that there are none (never a silent fallback).
-
-    Used in: `book/kernels.md`.
     """
     import html
 
@@ -56,8 +50,6 @@ def gpu_admonition_html(results: dict[str, Any] | None) -> str:
 
 def gpu_series(results: dict[str, Any], scenario: str, dtype: str, key: str = "median_ms") -> dict[str, tuple]:
     """``{provider: (batch sizes, values)}`` of one scenario and dtype from the GPU results.
-
-    Used in: `book/kernels.md`.
     """
     series: dict[str, tuple[list, list]] = {}
     for rec in results["records"]:
@@ -70,8 +62,6 @@ def gpu_series(results: dict[str, Any], scenario: str, dtype: str, key: str = "m
 
 def gpu_table(results: dict[str, Any]):
     """The GPU records as a DataFrame (scenario, dtype, B, provider, the path ours ran, times, memory, prediction).
-
-    Used in: `book/kernels.md`.
     """
     import pandas as pd
 
@@ -83,8 +73,6 @@ def gpu_table(results: dict[str, Any]):
 
 def cpu_tables(out: dict[str, Any]):
     """Two DataFrames from :func:`run_cpu`'s result: P2 (two-row vs reference) and P3 (per provider).
-
-    Used in: `book/kernels.md`.
     """
     import pandas as pd
 

@@ -18,8 +18,6 @@ several large sizes, measured before and after the run: :func:`gemm_peak`), whet
 emulated on this CPU, and the largest difference between our embeddings and the official ones. The
 fraction of the peak is never reported above 100 %: a useful rate above the measured peak means the
 peak was under-measured (a busy machine) and is flagged ``peak_underestimated_<dtype>``.
-
-Used in: `book/persona_data.md`.
 """
 
 from __future__ import annotations
@@ -36,10 +34,7 @@ DEFAULTS = {"model": "smollm2-135m-instruct", "n": 256, "n_official": 24, "round
 
 
 def official_loop(lm, prompts: Sequence[str]):
-    """The official code's embedding loop: one prompt, the full model with its head, float32.
-
-    Used in: `book/persona_data.md`.
-    """
+    """The official code's embedding loop: one prompt, the full model with its head, float32."""
     import torch
 
     out = []
@@ -70,8 +65,6 @@ def forward_flops(lm, lengths: Sequence[int], prefix: int = 0) -> float:
     ``prefix=k``: what :func:`embed.embed` executes when it runs the k shared leading tokens once and
     only each prompt's rest (whose queries still attend to the prefix); use this to compare with the
     machine's GEMM peak.
-
-    Used in: `book/persona_data.md`.
     """
     block, attn = _flop_constants(lm)
     k = int(prefix)
@@ -89,10 +82,7 @@ PEAK_SIZES = ((1024, 1024, 1024), (2048, 2048, 2048), (4096, 576, 1536), (4096, 
 
 
 def matmul_rate(dtype: Any, *, m: int = 2048, k: int = 576, n: int = 1536, seconds: float = 0.5) -> float:
-    """The machine's dense matmul rate (FLOP/s) in ``dtype``: the best of repeated (m x k) @ (k x n).
-
-    Used in: `book/persona_data.md`.
-    """
+    """The machine's dense matmul rate (FLOP/s) in ``dtype``: the best of repeated (m x k) @ (k x n)."""
     import torch
 
     from ..models import resolve_dtype
@@ -112,8 +102,6 @@ def matmul_rate(dtype: Any, *, m: int = 2048, k: int = 576, n: int = 1536, secon
 def gemm_peak(dtype: Any, *, seconds: float = 0.4, sizes=PEAK_SIZES) -> dict[str, Any]:
     """The machine's GEMM peak in ``dtype``: the best rate over ``sizes`` (FLOP/s), the size that gave
     it, and whether the dtype is emulated here (bfloat16 without native instructions).
-
-    Used in: `book/persona_data.md`.
     """
     from .. import hardware, models
 
@@ -127,10 +115,7 @@ def gemm_peak(dtype: Any, *, seconds: float = 0.4, sizes=PEAK_SIZES) -> dict[str
 
 
 def bench_prompts(n: int) -> list[str]:
-    """``n`` real persona prompts: a balanced, nested sample of three behaviours of §8 of the notes.
-
-    Used in: `book/persona_data.md`.
-    """
+    """``n`` real persona prompts: a balanced, nested sample of three behaviours of §8 of the notes."""
     from .. import data
 
     names = ["openness", "risk-seeking", "subscribes-to-Buddhism"]
@@ -144,10 +129,7 @@ def bench_prompts(n: int) -> list[str]:
 def run(model: str = DEFAULTS["model"], *, n: int = DEFAULTS["n"], n_official: int = DEFAULTS["n_official"],
         rounds: int = DEFAULTS["rounds"], dtypes: Sequence[str] = DEFAULTS["dtypes"],
         matmul_seconds: float = 0.5, progress: bool = False) -> dict[str, Any]:
-    """Run the benchmark; return the results as a JSON-able dict (see the module docstring).
-
-    Used in: `book/persona_data.md`.
-    """
+    """Run the benchmark; return the results as a JSON-able dict (see the module docstring)."""
     import numpy as np
     import torch
 
@@ -225,10 +207,7 @@ def run(model: str = DEFAULTS["model"], *, n: int = DEFAULTS["n"], n_official: i
 
 
 def report(res: dict[str, Any]) -> str:
-    """The results as readable lines.
-
-    Used in: `book/persona_data.md`.
-    """
+    """The results as readable lines."""
     lines = [f"embedding benchmark P1: {res['model']} on {res['device']} ({res.get('cpu', '?')}, "
              f"{res['threads']} threads), "
              f"{res['n_prompts']} persona prompts (mean {res['mean_prompt_tokens']:.1f} tokens), "
@@ -249,10 +228,7 @@ def report(res: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m alignment_dynamics.bench embed``: run, print, and write JSON with ``--json``.
-
-    Used in: `book/persona_data.md` (the command line).
-    """
+    """``python -m alignment_dynamics.bench embed``: run, print, and write JSON with ``--json``."""
     p = argparse.ArgumentParser(prog="python -m alignment_dynamics.bench embed",
                                 description="Benchmark P1: the official embedding loop against ours.")
     p.add_argument("--model", default=DEFAULTS["model"], help="registry name or Hugging Face id")

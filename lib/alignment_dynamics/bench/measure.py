@@ -1,7 +1,5 @@
 """Measurement helpers of the benchmarks: wall times (median and quantiles of repeats), the peak
 resident memory a call adds (Linux), the machine and package versions, and progress on standard error.
-
-Used in: `alignment_dynamics.bench.dpo_cpu`, `alignment_dynamics.bench.dpo_gpu`, `book/kernels.md`.
 """
 
 from __future__ import annotations
@@ -22,8 +20,6 @@ import torch
 
 def log(msg: str) -> None:
     """Progress of a benchmark, on standard error (standard output may carry the JSON).
-
-    Used in: `alignment_dynamics.bench.dpo_cpu`, `alignment_dynamics.bench.dpo_gpu`.
     """
     print(msg, file=sys.stderr, flush=True)
 
@@ -38,8 +34,6 @@ def cpu_peak_bytes(fn: Callable[[], Any]) -> int | None:
 
     Resets the kernel's high-water mark (``/proc/self/clear_refs``), so only ``fn``'s peak counts.
     Large tensors are mmapped by the allocator and returned on free, so earlier runs do not hide it.
-
-    Used in: `book/kernels.md`.
     """
     try:
         gc.collect()
@@ -54,8 +48,6 @@ def cpu_peak_bytes(fn: Callable[[], Any]) -> int | None:
 
 def times(fn: Callable[[], Any], repeats: int) -> dict[str, float]:
     """Wall times of ``repeats`` calls of ``fn()``: median, 20 % and 80 % quantiles and minimum, seconds.
-
-    Used in: `alignment_dynamics.bench.dpo_cpu`, `alignment_dynamics.bench.dpo_gpu`.
     """
     ts = []
     for _ in range(repeats):
@@ -81,8 +73,6 @@ def _versions() -> dict[str, str]:
 
 def meta(size: str) -> dict[str, Any]:
     """What a benchmark's JSON says about its run: date, ``size``, the CPU, torch's threads, versions.
-
-    Used in: `alignment_dynamics.bench.dpo_cpu`, `alignment_dynamics.bench.dpo_gpu`.
     """
     cpu = "unknown"
     try:

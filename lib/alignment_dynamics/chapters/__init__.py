@@ -4,8 +4,6 @@ parameters, settings, data sets and artefacts with :func:`alignment_dynamics.con
 
 Importing this package registers every chapter. ``alignment_dynamics.config`` imports it on first use
 (``config.CHAPTERS``, ``config.chapter``, ``config.resolve``), so nothing else needs to.
-
-Used in: `alignment_dynamics.config` (every chapter, through ``config.resolve``).
 """
 
 # The order of registration is the order of config.CHAPTERS.

@@ -5,8 +5,6 @@ chapters (the sample of the all-behaviour sweeps, which `distinguishability` mea
 
 A chapter's own parameters and settings live in its module, ``chapters/<slug>.py``; a value lands here
 only when a second chapter reads it.
-
-Used in: every module of `alignment_dynamics.chapters`.
 """
 
 from __future__ import annotations
@@ -51,8 +49,6 @@ BETA_MODE = Param("BETA_MODE", same("official"), "'official': beta = 0.01; 'matc
 
 def model_pair(name: str, value: Any) -> list[str]:
     """Exactly two different model names (the chapters compare two models side by side).
-
-    Used in: `book/training_dynamics.md`, `book/prioritization.md` (their ``MODELS`` parameter).
     """
     out = model_names(name, value)
     if len(out) != 2 or out[0] == out[1]:

@@ -11,8 +11,6 @@
 * :mod:`.sampling` -- the one mini-batch sampler every trainer draws through.
 
 See ``book/kernels.md`` for the derivations, the correctness evidence and the benchmarks.
-
-Used in: `book/kernels.md`, `book/dpo_last_layer.md`, `book/training_dynamics.md`.
 """
 
 from .reference import (IGNORE_INDEX, LOSS_TYPES, METRIC_NAMES, Reference, Trajectory, dpo_loss, dpo_metrics,

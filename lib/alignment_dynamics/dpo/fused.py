@@ -29,8 +29,6 @@ Three implementations, chosen by ``impl``:
 
 :func:`fused_dpo_loss` puts the DPO loss on top, for shared contexts (one row per pair, K = 2) and for
 distinct contexts or multi-token responses (per-sequence sums of token log-probs with masks).
-
-Used in: `book/kernels.md`.
 """
 
 from __future__ import annotations
@@ -49,10 +47,7 @@ _ONE_PASS_BYTES_CUDA = 256 << 20  # ... and on a GPU (large GEMMs; the fp32 dW i
 
 
 def triton_available() -> bool:
-    """Whether Triton can run here: importable, and CUDA present or ``TRITON_INTERPRET=1`` set.
-
-    Used in: `book/kernels.md`.
-    """
+    """Whether Triton can run here: importable, and CUDA present or ``TRITON_INTERPRET=1`` set."""
     try:
         import triton  # noqa: F401
     except ImportError:
@@ -66,8 +61,6 @@ def resolve_impl(impl: str, *tensors: torch.Tensor) -> str:
     ``"auto"``: ``"gemm"`` (cuBLAS GEMMs and Triton row kernels) for CUDA tensors that are not float64
     when Triton is importable, else ``"torch"``. ``"gemm"`` and ``"triton"`` need Triton and CUDA
     tensors (or ``TRITON_INTERPRET=1`` for CPU tensors) and take float32, bfloat16 or float16.
-
-    Used in: `book/kernels.md`.
     """
     if impl not in IMPLS:
         raise ValueError(f"unknown impl {impl!r}; valid: {list(IMPLS)}")
@@ -228,8 +221,6 @@ def selective_logprobs(H: torch.Tensor, W: torch.Tensor, targets: torch.Tensor, 
     returned without gradient. ``impl``: ``"torch"``, ``"triton"`` or ``"auto"`` (Triton for CUDA
     tensors when available; see :func:`resolve_impl`). The result equals
     :func:`alignment_dynamics.dpo.logprobs_naive`.
-
-    Used in: `book/kernels.md`.
     """
     check_matrix("H", H)
     check_matrix("W", W)
@@ -262,10 +253,7 @@ def selective_logprobs(H: torch.Tensor, W: torch.Tensor, targets: torch.Tensor, 
 
 @dataclass
 class FusedDPOOutput:
-    """What :func:`fused_dpo_loss` returns: the loss and TRL's per-pair quantities (rewards detached).
-
-    Used in: `book/kernels.md`.
-    """
+    """What :func:`fused_dpo_loss` returns: the loss and TRL's per-pair quantities (rewards detached)."""
 
     loss: torch.Tensor
     per_pair: torch.Tensor
@@ -280,8 +268,6 @@ def sequence_logps(H: torch.Tensor, W: torch.Tensor, tokens: torch.Tensor, mask:
     """Per-sequence sums of token log-probs: ``H`` ``[P, L, d]`` (or ``[P, d]`` with ``tokens`` ``[P]``),
     ``tokens`` ``[P, L]``, ``mask`` ``[P, L]`` (True where a token counts; default: tokens != -100).
     Keyword arguments go to :func:`selective_logprobs`.
-
-    Used in: `book/kernels.md`.
     """
     rows, t, (P, L) = _sequence_rows(H, tokens, mask)
     logp, _ = selective_logprobs(rows, W, t, **kw)
@@ -441,8 +427,6 @@ def fused_dpo_loss(H: torch.Tensor, W: torch.Tensor, chosen: torch.Tensor, rejec
     ``ref_*_logps`` are the reference model's sequence log-probs (precompute them with the same
     function on W_0). Keyword arguments go to :func:`selective_logprobs` (``impl``, ``chunk_rows``,
     ...). Returns a :class:`FusedDPOOutput`.
-
-    Used in: `book/kernels.md`.
     """
     beta = check_beta(beta)
     check_loss_type(loss_type, label_smoothing)
@@ -484,8 +468,6 @@ def choose_strategy(H: torch.Tensor, W: torch.Tensor, H_rejected: torch.Tensor, 
     dtype (fp32): there the one pass's fp32 dW buffer is the gradient itself, while with bf16 W it
     would be an extra V × d fp32 buffer, so bf16 recomputes (its dW is reduced over all rows inside
     cuBLAS, chunk by chunk, and needs no such buffer).
-
-    Used in: `book/kernels.md`.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; valid: {list(STRATEGIES)}")

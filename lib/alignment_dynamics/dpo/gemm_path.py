@@ -25,8 +25,6 @@ the CPU under Triton's interpreter (``TRITON_INTERPRET=1``), where the GEMMs upc
 fp32 (the same products: bf16 × bf16 is exact in fp32) because ``torch.mm(..., out_dtype=)`` exists
 only on CUDA. (The interpreter truncates fp32 → bf16 where the GPU rounds to nearest even, so its
 bf16 gradients are up to twice as far from float64 as the GPU's.)
-
-Used in: `book/kernels.md`.
 """
 
 from __future__ import annotations
@@ -53,8 +51,6 @@ def mm_f32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     operands on CUDA: ``torch.mm(a, b, out_dtype=torch.float32)`` (a tensor-core GEMM writing fp32).
     Elsewhere, or if this torch lacks ``out_dtype``, the operands are upcast to fp32 first: the same
     products and sums, slower (recorded in :func:`fallback_reason`).
-
-    Used in: `book/kernels.md`.
     """
     if a.dtype == torch.float32 and b.dtype == torch.float32:
         return torch.mm(a, b)
@@ -70,18 +66,12 @@ def mm_f32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def fallback_reason() -> str | None:
-    """Why :func:`mm_f32` upcasts half-precision operands on CUDA (None: it does not, or was not called).
-
-    Used in: `book/kernels.md`.
-    """
+    """Why :func:`mm_f32` upcasts half-precision operands on CUDA (None: it does not, or was not called)."""
     return _STATE["fallback"]
 
 
 def operands(H: torch.Tensor, W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Both operands in one dtype (the wider one when they differ), row-major.
-
-    Used in: `book/kernels.md`.
-    """
+    """Both operands in one dtype (the wider one when they differ), row-major."""
     if H.dtype != W.dtype:
         H, W = H.float(), W.float()
     return H.contiguous(), W.contiguous()
@@ -93,8 +83,6 @@ def chunks(N: int, V: int, bytes_per: int, chunk_rows: int | None = None, vocab_
 
     All rows in one block when they fit a slab at least ``_MIN_CHUNK`` columns wide; explicit
     ``chunk_rows`` / ``vocab_chunk`` win.
-
-    Used in: `book/kernels.md`.
     """
     N, V = max(int(N), 1), max(int(V), 1)
     if vocab_chunk is None:
@@ -208,8 +196,6 @@ def forward(H: torch.Tensor, W: torch.Tensor, targets: torch.Tensor, *, chunk_ro
 
     ``targets`` are valid token ids (replace ignored entries by 0 first; their logit is then that of
     token 0). Slabs of at most :data:`SLAB_BYTES` fp32 logits (or ``chunk_rows`` × ``vocab_chunk``).
-
-    Used in: `book/kernels.md`.
     """
     Hs, Ws = operands(H, W)
     N, V = Hs.shape[0], Ws.shape[0]
@@ -237,8 +223,6 @@ def backward(H: torch.Tensor, W: torch.Tensor, targets: torch.Tensor, lse: torch
 
     ``targets`` are valid token ids and ``g`` the fp32 upstream gradient with zeros at ignored entries.
     One host synchronisation decides between the sparse path (c ≡ 0) and the dense one.
-
-    Used in: `book/kernels.md`.
     """
     N, d = H.shape
     V = W.shape[0]

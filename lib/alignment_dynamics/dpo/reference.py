@@ -13,8 +13,6 @@ ground truth (in float64) that the fast paths (:mod:`.two_row`, :mod:`.fused`) m
 * :func:`dpo_metrics` -- TRL's metric names plus the official code's ``outputs/accuracies``.
 * :func:`train_reference` -- plain (or momentum / Adam) gradient descent on the full head with autograd:
   the float64 oracle of :func:`alignment_dynamics.dpo.train_two_row`.
-
-Used in: `book/kernels.md`, `book/dpo_last_layer.md`, `book/training_dynamics.md`.
 """
 
 from __future__ import annotations
@@ -70,18 +68,12 @@ def check_tokens(name: str, t: Any, n: int, vocab: int, *, allow_ignore: bool = 
 
 
 def check_beta(beta: Any) -> float:
-    """``beta`` as a float, or a clear error when it is not a positive finite number.
-
-    Used in: `book/kernels.md` (through every DPO function).
-    """
+    """``beta`` as a float, or a clear error when it is not a positive finite number."""
     return positive("beta", beta)
 
 
 def check_loss_type(loss_type: Any, label_smoothing: Any) -> tuple[str, float]:
-    """``(loss_type, label_smoothing)`` validated: a known loss, and smoothing in [0, 0.5) where it applies.
-
-    Used in: `book/kernels.md` (through every DPO function).
-    """
+    """``(loss_type, label_smoothing)`` validated: a known loss, and smoothing in [0, 0.5) where it applies."""
     if loss_type not in LOSS_TYPES:
         raise ValueError(f"unknown loss_type {loss_type!r}; valid loss types: {list(LOSS_TYPES)}")
     if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)) or not 0.0 <= label_smoothing < 0.5:
@@ -92,10 +84,7 @@ def check_loss_type(loss_type: Any, label_smoothing: Any) -> tuple[str, float]:
 
 
 def compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
-    """float64 if any input is float64, else float32 (bf16/fp16 inputs accumulate in fp32).
-
-    Used in: `book/kernels.md` (through the log-prob functions).
-    """
+    """float64 if any input is float64, else float32 (bf16/fp16 inputs accumulate in fp32)."""
     return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
 
 
@@ -112,8 +101,6 @@ def logprobs_naive(H: torch.Tensor, W: torch.Tensor, targets: torch.Tensor, *,
     ``H @ W.T`` are computed in float64 when an input is float64 and in float32 otherwise (bf16 inputs
     are upcast), then ``logp = logits[target] - logsumexp(logits)``. This is the ground truth of every
     test: run it in float64.
-
-    Used in: `book/kernels.md`.
     """
     check_matrix("H", H)
     check_matrix("W", W)
@@ -145,8 +132,6 @@ def loss_from_delta(delta: torch.Tensor, beta: float, loss_type: str = "sigmoid"
     * ``ipo``: (Δ − 1/(2β))². TRL divides each sequence's log-ratio by its length first; for the
       single-token answers of the persona data the two agree. For multi-token IPO in TRL's convention,
       pass length-averaged log-probs.
-
-    Used in: `book/kernels.md`.
     """
     eps = label_smoothing
     z = beta * delta
@@ -164,10 +149,7 @@ def loss_from_delta(delta: torch.Tensor, beta: float, loss_type: str = "sigmoid"
 
 def loss_derivative(delta: torch.Tensor, beta: float, loss_type: str = "sigmoid",
                     label_smoothing: float = 0.0) -> torch.Tensor:
-    """dℓ/dΔ of :func:`loss_from_delta`, in closed form (what the exact trainer steps with).
-
-    Used in: `book/kernels.md`.
-    """
+    """dℓ/dΔ of :func:`loss_from_delta`, in closed form (what the exact trainer steps with)."""
     eps = label_smoothing
     z = beta * delta
     if loss_type == "sigmoid":
@@ -190,8 +172,6 @@ def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Ten
     A pure function with the semantics of TRL's ``DPOTrainer`` (and of the original DPO code):
     Δ = (π_w − ref_w) − (π_l − ref_l), the per-pair loss is :func:`loss_from_delta`, and the rewards are
     β·(log π − log π_ref), detached. ``reduction`` is ``"mean"`` (TRL), ``"sum"`` or ``"none"``.
-
-    Used in: `book/kernels.md`.
     """
     beta = check_beta(beta)
     loss_type, label_smoothing = check_loss_type(loss_type, label_smoothing)
@@ -225,8 +205,6 @@ class Reference:
     every *other* token (R_i of ``dpo-kernels.md`` §1) and ``mean_logit`` the mean logit over the
     vocabulary (TRL's ``logits/*``). Index it like a tensor (``ref[idx]``); :meth:`swapped` exchanges
     chosen and rejected (for flipped labels).
-
-    Used in: `book/kernels.md`, `book/training_dynamics.md`.
     """
 
     chosen_logps: torch.Tensor
@@ -263,8 +241,6 @@ def precompute_reference(H: torch.Tensor, W0: torch.Tensor, chosen: torch.Tensor
     ``[n]``. The log-probs come from ``logprobs(H_chunk, W0, targets[n, 2])`` (default
     :func:`logprobs_naive`): pass the policy path's own function so that policy and reference agree
     bit for bit at t = 0. Rows are processed in chunks (``chunk_rows``; default: 64 MB of logits).
-
-    Used in: `book/kernels.md`, `book/training_dynamics.md`.
     """
     check_matrix("H", H)
     check_matrix("W0", W0)
@@ -310,8 +286,6 @@ def group_mean(x: torch.Tensor, group: torch.Tensor, n_groups: int) -> torch.Ten
 
     ``group`` holds a group id per pair: ``[P]``, or the shape of ``x`` (ids that differ per row, e.g.
     per training batch).
-
-    Used in: `book/prioritization.md`.
     """
     group = torch.as_tensor(group).long()
     if group.shape != x.shape[-1:] and group.shape != x.shape:
@@ -337,8 +311,6 @@ def metrics_from_parts(delta: torch.Tensor, *, beta: float, loss_type: str = "si
     ``delta`` is Δ per pair; ``outputs_correct`` is 1{log π(y_w) > log π(y_l)} per pair (else it is
     derived from the log-probs when given). Means over the last dimension, or per-behaviour means
     ``[..., n_behaviors]`` when ``behavior_id`` is given.
-
-    Used in: `book/kernels.md`.
     """
     per: dict[str, torch.Tensor] = {
         "loss": loss_from_delta(delta, beta, loss_type, label_smoothing),
@@ -381,8 +353,6 @@ def dpo_metrics(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.
     agreement rate at initialisation). ``logits/*`` appear when the mean logits over the vocabulary are
     given. With ``behavior_id`` every metric is a per-behaviour mean (``[..., n_behaviors]``).
     ``head/change`` (‖W − W_0‖_F) is logged by the trainers.
-
-    Used in: `book/kernels.md`, `book/training_dynamics.md`.
     """
     beta = check_beta(beta)
     loss_type, label_smoothing = check_loss_type(loss_type, label_smoothing)
@@ -409,8 +379,6 @@ class Trajectory:
     ``head_change``: ``[runs, steps + 1]``), so the head change is 0 at t = 0 and the last entry is the
     final head. ``*_by_behavior`` hold per-behaviour means (a trailing dimension). ``batches`` are the
     indices of each step's batch into the run's training set.
-
-    Used in: `book/kernels.md`, `book/training_dynamics.md`.
     """
 
     train: dict[str, torch.Tensor]
@@ -488,8 +456,6 @@ def train_reference(H: torch.Tensor, W0: torch.Tensor, chosen: torch.Tensor, rej
 
     Cost: O(B·V·d) per step. Use :func:`alignment_dynamics.dpo.train_two_row` for real runs; this
     function exists to check it.
-
-    Used in: `book/kernels.md`, `book/dpo_last_layer.md`.
     """
     check_hparams(beta=beta, lr=lr, steps=steps, loss_type=loss_type, label_smoothing=label_smoothing,
                   optimizer=optimizer, momentum=momentum, weight_decay=weight_decay, adam_betas=adam_betas,

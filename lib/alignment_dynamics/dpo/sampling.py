@@ -8,8 +8,6 @@ draws batches with exactly this distribution (not the same random numbers: those
 PyTorch's DataLoader internals) from explicit ``torch.Generator`` objects, and *both* trainers
 (:func:`alignment_dynamics.dpo.train_reference` and :func:`alignment_dynamics.dpo.train_two_row`)
 draw through it, so that a reference run and an exact run with the same seed see the same batches.
-
-Used in: `book/kernels.md`, `book/training_dynamics.md`.
 """
 
 from __future__ import annotations
@@ -29,8 +27,6 @@ def as_generators(generator, runs: int) -> list[torch.Generator]:
     * a sequence of ``runs`` seeds or generators: one independent stream per run (a run's batches do
       not depend on what it is batched with). Pass ``[1234] * R`` to give every run the seed 1234,
       as the official scripts do for each behaviour.
-
-    Used in: `book/training_dynamics.md`.
     """
     if runs < 1:
         raise ValueError(f"need at least one run, got runs={runs}")
@@ -57,8 +53,6 @@ def sample_batches(sizes: int | Sequence[int], batch_size: int | None, steps: in
     ``torch.rand(steps, batch_size, dtype=float64)`` from the run's generator, vectorised over runs
     and steps. ``batch_size=None`` means full-batch training: every step uses all examples
     ``0..n-1`` in order (no randomness); runs of different sizes are then padded with ``-1``.
-
-    Used in: `book/kernels.md`, `book/training_dynamics.md`.
     """
     sizes = [sizes] if isinstance(sizes, int) else list(sizes)
     if not sizes or any((not isinstance(n, int)) or n < 1 for n in sizes):

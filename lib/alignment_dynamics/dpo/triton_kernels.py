@@ -13,8 +13,6 @@
 All kernels also run under Triton's CPU interpreter (``TRITON_INTERPRET=1``), which the CI tests use.
 The interpreter has no bf16 matrix product, so there the tiles are upcast to fp32 before ``tl.dot``
 (``UPCAST``); bf16 products themselves are exercised by the GPU tests.
-
-Used in: `book/kernels.md`.
 """
 
 from __future__ import annotations
@@ -87,10 +85,7 @@ def _lse_kernel(H, W, M_OUT, S_OUT, N, V, D, v_per_split, stride_h, stride_w,
 
 
 def lse_forward(H: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
-    """log Σ_v exp(h_n · W_v) for every row of ``H`` (fp32 ``[N]``), without writing any logit.
-
-    Used in: `book/kernels.md`.
-    """
+    """log Σ_v exp(h_n · W_v) for every row of ``H`` (fp32 ``[N]``), without writing any logit."""
     H, W = _operands(H, W)
     N, D = H.shape
     V = W.shape[0]
@@ -159,10 +154,7 @@ def _dw_kernel(G, H, DW, N, V, D, stride_g, stride_h, stride_dw,
 
 def dense_backward(H: torch.Tensor, W: torch.Tensor, lse: torch.Tensor, c: torch.Tensor, rows: torch.Tensor,
                    chunk_rows: int, dW: torch.Tensor | None, dH: torch.Tensor | None) -> None:
-    """dW -= Σ_n c_n p_n h_nᵀ (fp32 buffer ``dW``) and dH_n -= c_n p_nᵀ W, over ``rows``, chunk by chunk.
-
-    Used in: `book/kernels.md`.
-    """
+    """dW -= Σ_n c_n p_n h_nᵀ (fp32 buffer ``dW``) and dH_n -= c_n p_nᵀ W, over ``rows``, chunk by chunk."""
     Hs, Ws = _operands(H, W)
     V, D = Ws.shape
     cfg = _blocks(Hs.dtype, "lse")
@@ -206,10 +198,7 @@ def _segment_kernel(H, N_IDX, GV, STARTS, COUNTS, TOKENS, DW, D, stride_h, strid
 
 
 def sparse_dw(H: torch.Tensor, n_idx: torch.Tensor, y_idx: torch.Tensor, g: torch.Tensor, dW: torch.Tensor) -> None:
-    """dW[y] += g·h_n for every entry, as deterministic per-token segment sums (fp32 ``dW``).
-
-    Used in: `book/kernels.md`.
-    """
+    """dW[y] += g·h_n for every entry, as deterministic per-token segment sums (fp32 ``dW``)."""
     if y_idx.numel() == 0:
         return
     Hc = H.contiguous()

@@ -18,8 +18,6 @@ Optimisers: plain SGD (the official protocol), SGD with momentum, and Adam all k
 because their per-coordinate state on row b is the negation (first moments) or a copy (second moments)
 of row a's and is exactly zero on every other row. Weight decay touches every row and breaks the
 structure: it is refused here (use :func:`alignment_dynamics.dpo.train_reference`).
-
-Used in: `book/kernels.md`, `book/training_dynamics.md`, `book/prioritization.md`, `book/misalignment.md`.
 """
 
 from __future__ import annotations
@@ -42,8 +40,6 @@ def signs(chosen: torch.Tensor, rejected: torch.Tensor, token_a: int, token_b: i
     """s_i = +1 where the chosen answer is ``token_a`` and −1 where it is ``token_b`` (as float64).
 
     Every pair must use the two tokens, one each. For the persona data, ``token_a`` is " Yes".
-
-    Used in: `book/training_dynamics.md`.
     """
     chosen, rejected = torch.as_tensor(chosen).long(), torch.as_tensor(rejected).long()
     if token_a == token_b:
@@ -233,8 +229,6 @@ def train_two_row(H, s, *, beta, lr, steps: int, batch_size: int | None, generat
     Returns a :class:`~alignment_dynamics.dpo.Trajectory` (run index first): ``train`` metrics
     ``[R, steps]``, ``eval[set]`` and ``head_change`` (‖W_t − W_start‖_F = √2‖v_t‖) ``[R, steps + 1]``,
     ``v`` (``[R, steps + 1, d]``, W_t − W_start = u v_tᵀ) when ``keep_v``.
-
-    Used in: `book/kernels.md`, `book/training_dynamics.md`, `book/prioritization.md`, `book/misalignment.md`.
     """
     if weight_decay:
         raise ValueError("weight_decay > 0 moves every row of the head, so the two-row trainer cannot represent it; "

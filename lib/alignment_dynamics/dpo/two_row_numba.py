@@ -3,8 +3,6 @@ cache is reused across processes (functions defined inside a function get a new 
 
 Imported only when numba is used; :mod:`alignment_dynamics.dpo.two_row` holds the documented API and a
 pure-PyTorch loop computing exactly the same recursion.
-
-Used in: `book/training_dynamics.md`, `book/prioritization.md`, `book/kernels.md` (through ``two_row``).
 """
 
 import math

@@ -24,8 +24,6 @@ misalignment chapter, is :mod:`alignment_dynamics.wholemodel`.) The package mirr
 - :mod:`.checks`: the error, an argument check and ``LN2``.
 
 ``ad.lastlayer.<name>`` gives the names below, which chapters, tests and other modules use.
-
-Used in: `book/training_dynamics.md`, `book/prioritization.md`.
 """
 
 from __future__ import annotations

@@ -1,6 +1,4 @@
 """Shared pieces of the last-layer experiments: their error, the positive-number check and ``LN2``.
-
-Used in: every module of :mod:`alignment_dynamics.lastlayer`.
 """
 
 from __future__ import annotations
@@ -15,8 +13,6 @@ LN2 = math.log(2.0)  # ln 2: the DPO loss at the reference model
 
 class DynamicsError(ValueError):
     """An input the experiments cannot use (an empty set, a wrong shape, an invalid setting).
-
-    Used in: `book/training_dynamics.md`, `book/prioritization.md`.
     """
 
 

@@ -1,7 +1,5 @@
 """Rank statistics of the speed measures over behaviours: Spearman's ρ with bootstrap intervals, the
 partial ρ holding other properties fixed, and the behaviours farthest from the rank trend.
-
-Used in: `book/training_dynamics.md`.
 """
 
 from __future__ import annotations
@@ -66,8 +64,6 @@ def partial_spearman(x: Any, y: Any, covariates: Any = None) -> float:
     All variables are ranked (average ranks for ties); the ranks of x and y are regressed on the
     covariates' ranks (with an intercept) and the residuals correlated. With no covariates this is
     Spearman's ρ.
-
-    Used in: `book/training_dynamics.md`.
     """
     a, b, c = _check_xy(x, y, covariates)
     rc = _rank(c.T).T if c.shape[1] else c
@@ -79,8 +75,6 @@ def partial_spearman_ci(x: Any, y: Any, covariates: Any = None, *, n_boot: int =
                         level: float = 0.95) -> tuple[float, float, float]:
     """:func:`partial_spearman` with a percentile bootstrap interval over the observations (behaviours):
     ``(rho, lo, hi)``. Each replicate re-ranks the resampled observations.
-
-    Used in: `book/training_dynamics.md`.
     """
     a, b, c = _check_xy(x, y, covariates)
     if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 10:
@@ -107,13 +101,11 @@ def speed_correlations(table, speeds: Sequence[str], properties: Sequence[str], 
 
     Returns a DataFrame with columns ``speed``, ``property``, ``rho``, ``lo``, ``hi``, ``prho``, ``plo``,
     ``phi``; a speed or property that is constant over the behaviours gives NaN (undefined). The plain
-    interval comes from :func:`alignment_dynamics.geometry.spearman_ci`, stream ``(seed, j, i)``.
-
-    Used in: `book/training_dynamics.md`.
+    interval comes from :func:`alignment_dynamics.stats.spearman_ci`, stream ``(seed, j, i)``.
     """
     import pandas as pd
 
-    from ..geometry import spearman_ci
+    from ..stats import spearman_ci
 
     missing = [c for c in list(speeds) + list(properties) if c not in table.columns]
     if missing:
@@ -138,8 +130,6 @@ def speed_correlations(table, speeds: Sequence[str], properties: Sequence[str], 
 def rank_outliers(x: Any, y: Any, names: Sequence[str], k: int = 3):
     """The ``k`` observations farthest from the rank trend of y on x: residuals of rank(y) regressed
     on rank(x), largest |residual| first (a DataFrame with x, y, their ranks and the residual).
-
-    Used in: `book/training_dynamics.md`.
     """
     import pandas as pd
 
@@ -157,8 +147,6 @@ def rank_outliers(x: Any, y: Any, names: Sequence[str], k: int = 3):
 def finite_spearman(x: Any, y: Any) -> float:
     """Spearman's ρ over the pairs where both values are finite; NaN when fewer than 3 remain
     (e.g. behaviours whose tiny test sample is empty).
-
-    Used in: `book/training_dynamics.md`.
     """
     a = np.asarray(x, dtype=np.float64)
     b = np.asarray(y, dtype=np.float64)

@@ -3,8 +3,6 @@
 training and test sets on a nested stratified sample (:class:`BehaviorSet`, :func:`behavior_set`), or
 several behaviours split from one random stream as in the official two-behaviour script
 (:func:`joint_splits`).
-
-Used in: `book/training_dynamics.md`, `book/prioritization.md`.
 """
 
 from __future__ import annotations
@@ -35,8 +33,6 @@ class HeadFacts:
     ``a = w_yes − w_no`` gives the reference model's log-odds log π₀(Yes|x) − log π₀(No|x) = a·h(x).
     ``gain`` is the effective gain g of the final RMS norm (for Gemma's ``1 + w`` parametrisation,
     ``1 + w``) and ``eps`` its ε, so that the norm maps x to g ⊙ x / √(mean(x²) + ε).
-
-    Used in: `book/training_dynamics.md`, `book/prioritization.md`.
     """
 
     model: str
@@ -93,8 +89,6 @@ def head_facts(model_name: str) -> HeadFacts:
     The first call loads the model once (float32) to read the answer rows of W_U and the final-norm
     gain (as ``norm(ones)·√(1 + ε)``, which covers both ``g`` and ``1 + w`` parametrisations); later
     calls read a small safetensors file.
-
-    Used in: `book/training_dynamics.md`, `book/prioritization.md`.
     """
     from safetensors.numpy import load_file, save_file
 
@@ -134,8 +128,6 @@ class BehaviorSet:
     ``s_*`` is +1 where the preferred answer is " Yes" and −1 where it is " No"; ``idx_*`` are the
     record indices (lines of the behaviour's file). ``h_*`` are float64 (n × d). ``computed`` counts
     the embeddings that had to be computed (not found in the cache) when the set was made.
-
-    Used in: `book/training_dynamics.md`, `book/prioritization.md`.
     """
 
     behavior: str
@@ -192,8 +184,6 @@ def joint_splits(behaviors: Sequence[str], *, seed: int = data.OFFICIAL_SEED) ->
     """The official splits of behaviours trained together: one ``random`` stream seeded once, each
     behaviour's indices shuffled in turn from it (the two-behaviour script's convention, extended to
     any number). The first behaviour's split is its single-behaviour split.
-
-    Used in: `book/prioritization.md`.
     """
     names = data.validate_behaviors(list(behaviors))
     rng = random.Random(seed)
@@ -210,8 +200,6 @@ def behavior_set(model_name: str, behavior: str, per_class: int | None, *, seed:
     With ``per_class=None`` this is exactly the official protocol's 900/100 split. The sample is
     :func:`alignment_dynamics.data.stratified_sample` with ``seed``, so the distinguishability chapter's
     cached embeddings are reused. Features come from :func:`alignment_dynamics.embed.behavior_embeddings`.
-
-    Used in: `book/training_dynamics.md`, `book/prioritization.md`.
     """
     behavior = data.validate_behaviors([behavior])[0]
     split = data.persona_split(behavior) if split is None else split
@@ -226,8 +214,6 @@ def behavior_set(model_name: str, behavior: str, per_class: int | None, *, seed:
 
 def mean_sq_norm(sets: Sequence[BehaviorSet], *, part: str = "train", transform=None) -> float:
     """E‖h‖² over the pooled pairs of ``sets`` (optionally of ``transform(h)``, e.g. a double norm).
-
-    Used in: `book/training_dynamics.md`, `book/prioritization.md`.
     """
     if not sets:
         raise DynamicsError("mean_sq_norm needs at least one behaviour set")

@@ -1,7 +1,5 @@
 """Prioritisation: groups of behaviours trained jointly, their predicted priorities, who is learned
 first, the priority theorem over the measured margins, and the comparison of two pairs' priority gaps.
-
-Used in: `book/prioritization.md`.
 """
 
 from __future__ import annotations
@@ -22,8 +20,6 @@ LEARNED_FIRST_METRICS = ("loss", "accuracy")
 
 def random_groups(names: Sequence[str], size: int, count: int, *, seed: int) -> list[tuple[str, ...]]:
     """``count`` distinct random groups of ``size`` different behaviours (ordered as drawn).
-
-    Used in: `book/prioritization.md`.
     """
     names = list(names)
     if isinstance(size, bool) or not isinstance(size, int) or not 2 <= size <= len(names):
@@ -50,8 +46,6 @@ def group_priorities(group: Sequence[BehaviorSet], replicate: Sequence[int] | No
     share of training pairs, after replication r), ``bbar`` = Σ w_i b̂_i, ``levels`` p_i = ⟨b̄, b̂_i⟩/‖b̄‖
     and ``inner`` ⟨b̄, b̂_i⟩. For two behaviours also ``gap``, the official priority gap of the first
     over the second (equal weights, :func:`alignment_dynamics.geometry.priority_gap`).
-
-    Used in: `book/prioritization.md`.
     """
     from ..geometry import priority_gap
 
@@ -75,8 +69,6 @@ def final_gains(runs: Runs, *, metric: str = "loss", part: str = "train") -> np.
 
     ``metric="loss"``: ln 2 − L_i(T), the drop of its DPO loss (every loss starts at ln 2);
     ``metric="accuracy"``: its policy-accuracy gain acc_i(T) − acc_i(0).
-
-    Used in: `book/prioritization.md`.
     """
     if metric not in LEARNED_FIRST_METRICS:
         raise DynamicsError(f"metric must be one of {list(LEARNED_FIRST_METRICS)}, got {metric!r}")
@@ -94,8 +86,6 @@ def order_agreement(predicted: Any, measured: Any) -> dict[str, np.ndarray]:
     ``top``: the behaviour with the highest prediction has the largest gain; ``order``: the whole
     order agrees; ``tau``: Kendall's τ between prediction and gain. Ties in the gains count as
     disagreement.
-
-    Used in: `book/prioritization.md`.
     """
     p = np.asarray(predicted, dtype=np.float64)
     g = np.asarray(measured, dtype=np.float64)
@@ -120,8 +110,6 @@ def priority_outcomes(groups: Sequence[Sequence[BehaviorSet]], runs: Runs):
     ``order_*`` and ``tau_*`` (:func:`order_agreement` of levels and gains). For pairs also ``gap``
     (the official priority gap of the first over the second) and ``agree_*``: the sign of the gap
     matches which behaviour gained more (a zero gap or a tie counts as disagreement).
-
-    Used in: `book/prioritization.md`.
     """
     import pandas as pd
 
@@ -157,8 +145,6 @@ def agreement_by_bins(values: Any, agree: Any, edges: Sequence[float], *, level:
 
     Bins are [edges[k], edges[k+1]) (the last one closed); returns a DataFrame with ``bin``, ``n``,
     ``p``, ``lo``, ``hi`` (NaN for an empty bin).
-
-    Used in: `book/prioritization.md`.
     """
     import pandas as pd
 
@@ -188,8 +174,6 @@ def margin_overlay(group: Sequence[BehaviorSet], runs: Runs, run: int) -> dict[s
     the theorem's remainder ρ_t‖b̂_i‖ around ``theorem`` (full-batch gradient descent), and
     ``band_holds_until``: the last step at which every band is narrower than the predicted change.
     Arrays are ``[K, T + 1]``.
-
-    Used in: `book/prioritization.md`.
     """
     from ..theory import margin_change_prediction, remainder_bound, sample_statistics
 
@@ -226,8 +210,6 @@ def gap_size_comparison(pair_a: Sequence["BehaviorSet"], pair_b: Sequence["Behav
     :func:`alignment_dynamics.verdicts.difference` verdict on "pair (a) has the larger gap" ("not
     resolvable at this sample size" when the interval contains 0). ``n`` is the number of training
     statements the bootstrap resampled.
-
-    Used in: `book/prioritization.md`.
     """
     from .. import geometry, verdicts
 

@@ -4,8 +4,6 @@
 (:func:`effective_step`; invariance under h → c h, η → η/c²), so η is chosen to give our models the
 effective step of the official run on Llama-2-7B (:func:`official_effective_step`, :func:`matched_lr`,
 :func:`lr_scenarios`, :func:`lr_choice`), or β is rescaled as β′/√d (:func:`beta_for`).
-
-Used in: `book/training_dynamics.md`, `book/prioritization.md`.
 """
 
 from __future__ import annotations
@@ -32,8 +30,6 @@ BETA_MODES = ("official", "matched")
 def beta_for(mode: str, d: int) -> float:
     """β of a ``beta_mode``: ``"official"`` keeps 0.01; ``"matched"`` keeps β′ = 0.01·√4096 = 0.64 of
     Theorem 4.1's scaling β = β′/√d at our width ``d``.
-
-    Used in: `book/training_dynamics.md`, `book/prioritization.md`.
     """
     if mode not in BETA_MODES:
         raise ConfigError(f"unknown beta_mode {mode!r}; valid: {list(BETA_MODES)} ('official': beta = 0.01; "
@@ -48,8 +44,6 @@ def effective_step(lr: float, beta: float, mean_sq_norm: float) -> float:
 
     Each step changes the margins r = 2βs vᵀh by 2ηβ² sᵀ(h h')·(…); rescaling the features h → c h and
     η → η/c² leaves every margin, loss and accuracy unchanged, so κ is what must match between models.
-
-    Used in: `book/training_dynamics.md`, `book/prioritization.md`.
     """
     return (require_positive("lr", lr) * require_positive("beta", beta) ** 2
             * require_positive("mean_sq_norm", mean_sq_norm))
@@ -59,16 +53,12 @@ def official_effective_step(per_coordinate: float, *, d: int = LLAMA2_7B_D, lr: 
                             beta: float = OFFICIAL_BETA) -> float:
     """κ of the official run: η β² E‖h‖² with E‖h‖² = d · ``per_coordinate`` (the mean square of one
     coordinate of Llama-2-7B's features, which we do not have and must assume).
-
-    Used in: `book/training_dynamics.md`, `book/prioritization.md`.
     """
     return effective_step(lr, beta, require_positive("per_coordinate", per_coordinate) * int(d))
 
 
 def matched_lr(target_step: float, beta: float, mean_sq_norm: float) -> float:
     """The η that gives features with E‖h‖² = ``mean_sq_norm`` the effective step ``target_step`` at β.
-
-    Used in: `book/training_dynamics.md`, `book/prioritization.md`.
     """
     return require_positive("target_step", target_step) / (require_positive("beta", beta) ** 2
                                                            * require_positive("mean_sq_norm", mean_sq_norm))
@@ -81,8 +71,6 @@ def feature_scale(facts: HeadFacts, sets: Sequence[BehaviorSet], norm: str = "mo
     ``norm`` says how ``sets`` were embedded: ``"model"`` (once; the second normalisation is applied
     here with the model's final-norm gain) or ``"double"`` (already twice; ``q_once`` is then unknown,
     NaN).
-
-    Used in: `book/training_dynamics.md`.
     """
     if norm not in embed.NORMS:
         raise ConfigError(f"unknown norm {norm!r}; valid: {list(embed.NORMS)}")
@@ -105,8 +93,6 @@ def lr_scenarios(models_data: Mapping[str, tuple[HeadFacts, Sequence[BehaviorSet
     other than ``proxy`` (the Llama-architecture stand-in), whose second normalisation multiplies by
     gains that Llama-2's plain RMS norm need not share. Rows whose q is unknown (``norm="double"``:
     the once-normalised scale) are left out.
-
-    Used in: `book/training_dynamics.md`.
     """
     if proxy not in models_data:
         raise DynamicsError(f"the proxy model {proxy!r} must be among the models given ({sorted(models_data)})")
@@ -140,8 +126,6 @@ def lr_choice(models_data: Mapping[str, tuple[HeadFacts, Sequence[BehaviorSet]]]
 
     ``q_official`` gives the proxy's feature scale directly (e.g. from a stored reference) instead of
     measuring it on the proxy's sets; the proxy need then not be among the models.
-
-    Used in: `book/training_dynamics.md`, `book/prioritization.md`.
     """
     if q_official is not None:
         q_off = require_positive("q_official", q_official)

@@ -1,7 +1,5 @@
 """Reweighting: oversampling the less distinguishable behaviour of a pair so that the first-order
 margin gains match, and what that did to the measured gains.
-
-Used in: `book/prioritization.md`.
 """
 
 from __future__ import annotations
@@ -22,8 +20,6 @@ def balancing_replication(b_low: Any, b_high: Any, *, max_factor: int = 16) -> i
     With weights w_l, w_h, ⟨b̄, b_l⟩ = ⟨b̄, b_h⟩ requires w_l/w_h = (‖b_h‖² − c)/(‖b_l‖² − c) with
     c = ⟨b_l, b_h⟩ (the priority theorem's first-order term). The ratio is rounded to an integer in
     1..``max_factor``; when ‖b_l‖² ≤ c no weighting equalises them and ``max_factor`` is returned.
-
-    Used in: `book/prioritization.md`.
     """
     bl = np.asarray(b_low, dtype=np.float64)
     bh = np.asarray(b_high, dtype=np.float64)
@@ -41,8 +37,6 @@ def balancing_replication(b_low: Any, b_high: Any, *, max_factor: int = 16) -> i
 
 def less_distinguishable(group: Sequence[BehaviorSet]) -> int:
     """The position in ``group`` of the behaviour with the smallest ‖b̂‖ on its training pairs.
-
-    Used in: `book/prioritization.md`.
     """
     if not group:
         raise DynamicsError("the group is empty")
@@ -52,8 +46,6 @@ def less_distinguishable(group: Sequence[BehaviorSet]) -> int:
 def reweighting_plan(groups: Sequence[Sequence[BehaviorSet]], *, max_factor: int = 16) -> list[tuple[int, int]]:
     """For each pair, the replication (r₁, r₂) that oversamples its less distinguishable member
     (:func:`less_distinguishable`) by :func:`balancing_replication`; the other member keeps 1.
-
-    Used in: `book/prioritization.md`.
     """
     out = []
     for group in groups:
@@ -75,8 +67,6 @@ def reweighting_effect(groups: Sequence[Sequence[BehaviorSet]], before, after, *
     numbers: ``shrinks_p``/``_lo``/``_hi`` (share with a Wilson interval), ``low_last_before`` and
     ``low_last_after`` (share of pairs where the less distinguishable member gained less),
     ``low_ratio``, ``high_ratio`` and ``total_ratio`` (medians of after/before).
-
-    Used in: `book/prioritization.md`.
     """
     if len(groups) != len(before) or len(groups) != len(after):
         raise DynamicsError(f"got {len(groups)} pairs, {len(before)} outcomes before and {len(after)} after")

@@ -6,8 +6,6 @@ with β = 0.01 and a fresh random batch of 128 training pairs per step, for 100 
 model as the reference. By the reduction of ``book/dpo_last_layer.md`` this is logistic regression on
 the frozen features h(x), which :func:`alignment_dynamics.dpo.train_two_row` runs exactly and in
 batches.
-
-Used in: `book/training_dynamics.md`, `book/prioritization.md`.
 """
 
 from __future__ import annotations
@@ -36,8 +34,6 @@ class Runs:
     set is empty). ``head_change`` is ‖W_t − W_0‖_F ``[R, T + 1]``, ``batch_loss`` the loss of each
     step's batch ``[R, T]``, ``first_step`` the exact prediction of ‖W_1 − W_0‖ from the first batch's
     own statistics, and ``max_batch_norm`` the largest batch mean of ‖h‖ (for the linear bound).
-
-    Used in: `book/training_dynamics.md`, `book/prioritization.md`.
     """
 
     groups: list[tuple[str, ...]]
@@ -71,8 +67,6 @@ class Runs:
         """``(K, T + 1)`` curves of the named behaviours from single-behaviour runs, in the order given
         (the mean over a behaviour's runs, e.g. its seeds). ``metric`` is ``"loss"``, ``"margin"``,
         ``"policy_accuracy"``, ``"policy_yes"`` or ``"reward_accuracy"``; ``part`` ``"train"`` or ``"test"``.
-
-        Used in: `book/training_dynamics.md`.
         """
         metrics = ("loss", "margin", "policy_accuracy", "policy_yes", "reward_accuracy")
         if metric not in metrics:
@@ -164,8 +158,6 @@ def train_runs(groups: Sequence[Sequence[BehaviorSet]], *, facts: HeadFacts, ste
     runs per call. ``replicate`` repeats each behaviour's training pairs (an integer weight per behaviour
     and group: oversampling). Metrics are evaluated at W_t on every behaviour's whole, unreplicated
     training and test sets (see :class:`Runs`).
-
-    Used in: `book/training_dynamics.md`, `book/prioritization.md`.
     """
     from tqdm.auto import tqdm
 

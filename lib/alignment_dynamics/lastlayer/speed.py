@@ -1,7 +1,5 @@
 """Learning-speed measures of single-behaviour runs and the update-rate theory drawn over them: speed
 tables and slopes of ‖W_t − W_0‖, the first step's size and its ordering by distinguishability.
-
-Used in: `book/training_dynamics.md`.
 """
 
 from __future__ import annotations
@@ -20,8 +18,6 @@ from .runs import Runs
 
 def change_slope(head_change: Any) -> np.ndarray:
     """The least-squares slope through the origin of ‖W_t − W_0‖ against t: Σ t c_t / Σ t².
-
-    Used in: `book/training_dynamics.md`.
     """
     c = np.asarray(head_change, dtype=np.float64)
     if c.ndim < 1 or c.shape[-1] < 2:
@@ -39,8 +35,6 @@ def speed_table(runs: Runs, *, k_early: int, level: float = 0.9):
     ``reached`` (share of seeds reaching it), ``acc_0`` and ``acc_gain`` (training policy accuracy at t = 0 and its gain by T), ``slope``
     (:func:`change_slope`), ``first_step`` (‖W_1 − W_0‖), one row per behaviour (group), for one
     learning rate.
-
-    Used in: `book/training_dynamics.md`.
     """
     import pandas as pd
 
@@ -87,8 +81,6 @@ def update_rate_overlay(sets: Sequence[BehaviorSet], runs: Runs) -> dict[str, np
     linear bound √2 ηβ M₁ t with M₁ the run's largest batch-mean ‖h‖, which holds for every t and every
     batch sequence. Also ``first_step_error``, the relative error of the exact first-step formula
     (computed from the first batch) against the measured ‖W_1 − W_0‖.
-
-    Used in: `book/training_dynamics.md`.
     """
     from ..theory import linear_upper_bound
 
@@ -130,8 +122,6 @@ def first_step_check(runs: "Runs", sets: dict, distinguishability: Sequence[floa
                      seed: int = 0) -> FirstStepCheck:
     """The single-step ordering question on trained runs with one behaviour per group (``runs.groups``),
     their behaviour sets ``sets[name]`` and each behaviour's distinguishability, in group order.
-
-    Used in: `book/training_dynamics.md`.
     """
     from .. import verdicts
 
@@ -154,8 +144,6 @@ def first_step_terms(bs: BehaviorSet, batch_size: int) -> dict[str, float]:
     = ¼‖μ̂₊ − μ̂₋‖², ``imbalance`` = E(p_B − ½)² ‖μ̂₊ + μ̂₋‖², ``cross`` = (p − ½)⟨μ̂₊ − μ̂₋, μ̂₊ + μ̂₋⟩,
     ``class_means`` = their sum (exact when every statement equals its class mean) and ``ratio`` =
     imbalance/signal.
-
-    Used in: `book/training_dynamics.md`.
     """
     h, s = bs.part("train")
     n = h.shape[0]

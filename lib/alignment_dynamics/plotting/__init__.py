@@ -5,8 +5,6 @@ style (colours, size presets, :func:`use_style`) lives in :mod:`.style`; the fig
 book in :mod:`.geometry` (distinguishability), :mod:`.theory` (Part I), :mod:`.persona` (persona data),
 :mod:`.dynamics` (training dynamics, prioritization), :mod:`.misalignment` and :mod:`.kernels`.
 ``ad.plotting.<name>`` gives the style and every figure the chapters use.
-
-Used in: every chapter with a figure.
 """
 
 from __future__ import annotations

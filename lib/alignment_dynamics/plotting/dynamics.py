@@ -1,7 +1,5 @@
 """Figures of training dynamics and prioritisation on real embeddings: curve grids, theory overlays,
 learning-rate sensitivity, speed grids, agreement bins and balance panels.
-
-Used in: `book/training_dynamics.md`, `book/prioritization.md`.
 """
 
 from __future__ import annotations
@@ -37,8 +35,6 @@ def curves_grid(t, panels: Sequence[dict], *, ylabel: str, ncols: int = 2, n_tra
     behaviour k gets the k-th plasma colour, so list them from least (purple) to most (yellow)
     distinguishable. Training curves are solid, test curves dashed. ``hline`` draws a reference level
     (e.g. ln 2) in black dots; with ``n_train`` and ``batch_size`` the top axis shows epochs.
-
-    Used in: `book/training_dynamics.md`, `book/prioritization.md`.
     """
     if not panels:
         raise ValueError("need at least one panel")
@@ -81,8 +77,6 @@ def theory_overlay_grid(t, panels: Sequence[dict], *, ylabel: str, ncols: int = 
     entry gets its own black line style (dashed, dash-dotted, dotted, ...), each point set black
     crosses at step ``x``; a band is shaded in the behaviour's colour. With ``clip_band`` the y range
     follows the curves, not the band (a rigorous band may be much wider than what it bounds).
-
-    Used in: `book/training_dynamics.md`, `book/prioritization.md`.
     """
     import matplotlib.lines as mlines
 
@@ -134,8 +128,6 @@ def lr_sensitivity(curves: dict, *, marks: dict, xlabel: str, ylabel: str,
     ``curves`` maps a label to ``(x, y)``; ``marks`` maps a label to ``{name: x}``, drawn as vertical
     lines in that curve's colour (dotted, dashed, dash-dotted in turn); ``band`` shades a range of x.
     With ``logy`` the y axis is logarithmic and non-positive values (e.g. a loss that rose) are left out.
-
-    Used in: `book/training_dynamics.md`.
     """
     fig, ax = figure("single")
     colors = ordered_colors(max(len(curves), 2))
@@ -166,8 +158,6 @@ def speed_grid(panels: Sequence[dict], *, ncols: int = 3):
     Each panel is ``{"x", "y", "xlabel", "ylabel", "title", "names", "highlight": names to ring and
     label, "note": a second title line (e.g. ρ and its interval), "logy": bool}``. Points are coloured
     by the plasma rank of x (purple: smallest).
-
-    Used in: `book/training_dynamics.md`.
     """
     import matplotlib as mpl
 
@@ -201,8 +191,6 @@ def agreement_bins(labels: Sequence[str], series: dict, *, chance: float, xlabel
 
     ``series`` maps a label to ``(p, lo, hi)`` arrays over the bins; ``chance`` is drawn as a black
     dotted line.
-
-    Used in: `book/prioritization.md`.
     """
     fig, ax = figure("single")
     x = np.arange(len(labels), dtype=float)
@@ -227,8 +215,6 @@ def balance_panels(panels: Sequence[dict], *, xlabel: str, ylabel: str):
 
     Each panel is ``{"x", "y", "title"}``; e.g. the loss drops of the two members of many pairs,
     before and after a reweighting.
-
-    Used in: `book/prioritization.md`.
     """
     if not panels:
         raise ValueError("need at least one panel")

@@ -1,7 +1,5 @@
 """Figures of the geometry of preferences: class scatters, sorted properties with intervals, property
 panels, the priority-gap heatmap, empirical tails and paired scatters.
-
-Used in: `book/distinguishability.md`, `book/misalignment.md`.
 """
 
 from __future__ import annotations
@@ -27,8 +25,6 @@ def class_scatter_panels(points: Sequence, positive: Sequence, titles: Sequence[
     ``points[k]`` is an (n, 2) array, ``positive[k]`` the matching bool mask and ``titles[k]`` plain
     text (e.g. the behaviour and its distinguishability). Axis ticks are hidden: UMAP coordinates have
     no units.
-
-    Used in: `book/distinguishability.md`.
     """
     if not (len(points) == len(positive) == len(titles)) or not points:
         raise ValueError("points, positive and titles must be non-empty and of the same length")
@@ -59,8 +55,6 @@ def sorted_with_intervals(panels: Sequence[dict], *, ylabel: str, highlight: Seq
     "title": str}``. Points run left to right from the smallest value (purple) to the largest
     (yellow). Names in ``highlight`` are ringed in black and labelled (a dict maps a name to a short
     tag to print instead of the name).
-
-    Used in: `book/distinguishability.md`.
     """
     import matplotlib as mpl
 
@@ -100,8 +94,6 @@ def property_panels(table, *, order_by: str = "distinguishability", columns: Seq
 
     One panel per column; the x axis is the rank by ``order_by`` and the colour the plasma colour of
     that rank, so that one can see whether concentration and trace follow distinguishability.
-
-    Used in: `book/distinguishability.md`.
     """
     import matplotlib as mpl
 
@@ -124,8 +116,6 @@ def gap_heatmap(gaps, *, marks: Sequence[tuple[int, int, str]] = (), title: str 
 
     ``gaps`` is (k × k), rows and columns already in the order to show; ``marks`` are
     ``(row, col, text)`` cells to ring and label. NaN cells (undefined gaps) are drawn white.
-
-    Used in: `book/distinguishability.md`.
     """
     g = np.asarray(gaps, dtype=float)
     if g.ndim != 2 or g.shape[0] != g.shape[1]:
@@ -152,8 +142,6 @@ def tail_curves(panels: Sequence[dict], *, xlabel: str = "t (in standard deviati
     Each panel is ``{"title": str, "curves": {label: (t, survival)}, "references": {label: (t,
     survival)}}``; the measured curves of all panels share one set of colours. A straight line on this
     plot is an exponential tail; a parabola bending down is a Gaussian tail.
-
-    Used in: `book/distinguishability.md`.
     """
     if not panels:
         raise ValueError("need at least one panel")
@@ -186,8 +174,6 @@ def paired_scatter(x, y, *, xlabel: str, ylabel: str, names: Sequence[str] | Non
     ``highlight`` lists names, or maps names to short tags to print instead.
 
     ``diagonal`` draws y = x (dashed) for comparing one quantity between two models.
-
-    Used in: `book/distinguishability.md`.
     """
     x, y = np.asarray(x, float), np.asarray(y, float)
     if x.shape != y.shape:

@@ -1,7 +1,5 @@
 """Figures of the DPO kernels: the fused-tiles diagram, trajectories of the kernels, provider bars and
 scaling lines.
-
-Used in: `book/kernels.md`.
 """
 
 from __future__ import annotations
@@ -17,8 +15,6 @@ def fused_tiles_diagram():
     Left: the N x V logits that the naive path materialises, cut into (row chunk) x (vocabulary tile)
     blocks; the fused op holds one block at a time and keeps only a running max and sum per row.
     Right: the backward pass recomputes each block and adds its two contributions to dW in fp32.
-
-    Used in: `book/kernels.md`.
     """
     import matplotlib.patches as mpatches
 
@@ -54,10 +50,7 @@ def fused_tiles_diagram():
 
 
 def trajectories_overlay(steps, series: dict, *, ylabel: str, ax=None):
-    """Overlay trajectories ``{label: (values, style)}`` against ``steps`` (one axis).
-
-    Used in: `book/kernels.md`.
-    """
+    """Overlay trajectories ``{label: (values, style)}`` against ``steps`` (one axis)."""
     fig = None
     if ax is None:
         fig, ax = figure("single")
@@ -70,10 +63,7 @@ def trajectories_overlay(steps, series: dict, *, ylabel: str, ax=None):
 
 
 def provider_bars(names, times_s, peaks_mb, *, title: str = ""):
-    """Two bar panels: time per step and peak memory above the resident tensors, one bar per provider.
-
-    Used in: `book/kernels.md`.
-    """
+    """Two bar panels: time per step and peak memory above the resident tensors, one bar per provider."""
     fig, (a, b) = figure("double", 1, 2)
     x = np.arange(len(names))
     a.bar(x, np.asarray(times_s, dtype=float), color=MEASURED)
@@ -89,10 +79,7 @@ def provider_bars(names, times_s, peaks_mb, *, title: str = ""):
 
 
 def scaling_lines(series: dict, *, xlabel: str, ylabel: str, title: str = "", logy: bool = True, ax=None):
-    """Lines ``{label: (x, y)}`` on log-x (and log-y) axes: a benchmark quantity against batch size.
-
-    Used in: `book/kernels.md`.
-    """
+    """Lines ``{label: (x, y)}`` on log-x (and log-y) axes: a benchmark quantity against batch size."""
     fig = None
     if ax is None:
         fig, ax = figure("single")

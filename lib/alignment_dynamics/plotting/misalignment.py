@@ -1,7 +1,4 @@
-"""Figures of misalignment: Base against Aligned, and labelled curves with min-max bands.
-
-Used in: `book/misalignment.md`.
-"""
+"""Figures of misalignment: Base against Aligned, and labelled curves with min-max bands."""
 
 from __future__ import annotations
 
@@ -30,8 +27,6 @@ def base_vs_aligned(panels: Sequence[dict], *, n_train: int, batch_size: int, nc
     at steps t = 0, 1, ... unless the panel gives them as ``x``), and optionally ``hline`` (a reference
     level drawn dotted, e.g. ln 2 or 0.5).
     The x axis is the step, with epochs (``batch_size`` t / ``n_train``) on top.
-
-    Used in: `book/misalignment.md`.
     """
     if not panels:
         raise ValueError("need at least one panel")
@@ -62,8 +57,6 @@ def labelled_curves(panels: Sequence[dict], *, xlabel: str = "step t", colors: S
     label order; default: the plasma order) and their line style (``styles``: label -> matplotlib
     keywords, e.g. a dashed curve drawn over a solid one it equals). ``legend``: ``"first"`` (only the
     first panel) or ``"all"``.
-
-    Used in: `book/misalignment.md`.
     """
     if not panels:
         raise ValueError("need at least one panel")

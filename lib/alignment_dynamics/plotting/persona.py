@@ -1,7 +1,4 @@
-"""Figures of the persona data: statement examples, label confidence and reference margins.
-
-Used in: `book/persona_data.md`.
-"""
+"""Figures of the persona data: statement examples, label confidence and reference margins."""
 
 from __future__ import annotations
 
@@ -13,10 +10,7 @@ from .style import figure, label_panels, NEGATIVE, POSITIVE, THEORY
 
 
 def statement_examples(positive: Sequence[str], negative: Sequence[str], *, width: int = 44):
-    """Figure 1 re-made: positive statements (green) beside negative ones (grey), one box each.
-
-    Used in: `book/persona_data.md`.
-    """
+    """Figure 1 re-made: positive statements (green) beside negative ones (grey), one box each."""
     import textwrap
 
     import matplotlib.colors as mcolors
@@ -42,10 +36,7 @@ def statement_examples(positive: Sequence[str], negative: Sequence[str], *, widt
 
 
 def label_confidence_hist(positive: np.ndarray, negative: np.ndarray, *, bins: int = 50):
-    """Histograms of the label confidence of positive (green) and negative (grey) statements.
-
-    Used in: `book/persona_data.md`.
-    """
+    """Histograms of the label confidence of positive (green) and negative (grey) statements."""
     fig, ax = figure("single")
     edges = np.linspace(0.5, 1.0, bins + 1)
     ax.hist(positive, bins=edges, color=POSITIVE, alpha=0.7, label=f"positive (n = {len(positive):,})")
@@ -59,8 +50,6 @@ def label_confidence_hist(positive: np.ndarray, negative: np.ndarray, *, bins: i
 def margins_by_class(margins: dict[str, tuple[np.ndarray, np.ndarray]]):
     """One panel per model: the reference Yes-minus-No logit margin of positive (green) and negative
     (grey) statements, with the decision threshold 0 dashed.
-
-    Used in: `book/persona_data.md`.
     """
     if not margins:
         raise ValueError("need at least one model's margins")

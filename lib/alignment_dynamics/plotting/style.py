@@ -4,8 +4,6 @@ Positive statements are green and negative grey (the paper's Figure 2); behaviou
 distinguishability run on the plasma map from purple (least) to yellow (most) (Figures 3-4); "Base"
 and "Aligned" have one fixed pair of colours; "what the paper claims" (theory, bounds) is drawn in
 black dashes over "what we see" (measurements).
-
-Used in: every chapter with a figure, through the other plotting modules.
 """
 
 from __future__ import annotations

@@ -1,7 +1,4 @@
-"""Figures of Part I: bounds against measurements on synthetic data.
-
-Used in: `book/dpo_last_layer.md`, `book/update_rate.md`, `book/accuracy.md`, `book/priority.md`.
-"""
+"""Figures of Part I: bounds against measurements on synthetic data."""
 
 from __future__ import annotations
 
@@ -32,8 +29,6 @@ def plot_identity(x, y, *, xlabel: str, ylabel: str, groups=None, ax=None, title
 
     ``groups`` (optional, one label per point) picks a marker per tail family or category.
     Returns the figure.
-
-    Used in: `book/dpo_last_layer.md`, `book/update_rate.md`, `book/priority.md`.
     """
     if ax is None:
         fig, ax = figure("square")
@@ -62,8 +57,6 @@ def plot_bound_curves(t, measured: Sequence, *, labels: Sequence[str], upper: Se
     """Measured curves over steps (one per instance, plasma colours from least to most distinguishable)
     with their bounds: ``upper`` dotted, ``lower`` dash-dotted, ``first_order`` dashed, all in the
     instance's colour, and the region between lower and upper shaded.
-
-    Used in: `book/update_rate.md`, `book/accuracy.md`.
     """
     if ax is None:
         fig, ax = figure("single")
@@ -101,8 +94,6 @@ def update_rate_bound_panels(curves: Sequence[dict], *, labels: Sequence[str]):
     (a) the a-priori band around the first-order line, (b) the loss-drop sandwich (convexity below,
     energy above), (c) the lower bound in the paper's scaling and the label-blind expected upper bound.
     Returns the figure.
-
-    Used in: `book/update_rate.md`.
     """
     fig, axes = figure("triple", 1, 3)
     t = curves[0]["t"][1:]
@@ -132,8 +123,6 @@ def accuracy_bound_panels(curves: Sequence[dict], *, labels: Sequence[str]):
     """Three panels of the accuracy guarantees over steps, from ``theory.accuracy_curves``: (a) accuracy
     with the before-training guarantee, (b) accuracy with the after-training guarantee, (c) the training
     loss with its before-training bound (log-log). Returns the figure.
-
-    Used in: `book/accuracy.md`.
     """
     fig, axes = figure("triple", 1, 3)
     t = curves[0]["t"]
@@ -157,8 +146,6 @@ def gap_against_slowdown(gap, slowdown, *, ax=None):
     """The official priority gap of each equal-size pair (x) against the measured first-step relative
     slowdown of the weaker behaviour (y), with the line y = x that our bound says the points stay above.
     Returns the figure.
-
-    Used in: `book/priority.md`.
     """
     if ax is None:
         fig, ax = figure("square")
@@ -180,8 +167,6 @@ def headline_tightness(x, sweep, names: Sequence[str], *, ax=None, xlabel: str =
     """Per-instance tightness (column ``tight_<name>`` of a sweep) of several headline bounds against an
     instance property ``x``, one colour per bound, with the line where a bound would be attained.
     Returns the figure.
-
-    Used in: `book/update_rate.md`, `book/accuracy.md`, `book/priority.md`.
     """
     import matplotlib.pyplot as plt
 
@@ -210,8 +195,6 @@ def plot_reduction_check(t, reference: dict, closed: dict, *, steps_label: str =
     """Full-softmax reference (markers) against the logistic-regression recursion (lines): one panel per
     quantity in ``closed`` (same keys in ``reference``), and a last panel with the absolute differences
     on a log scale.
-
-    Used in: `book/dpo_last_layer.md`.
     """
     keys = list(closed)
     n = len(keys) + 1
@@ -249,8 +232,6 @@ def plot_priority_pair(t, margin_change, pred, band, loss, loss_lower, loss_uppe
     Arrays have shape ``(T+1, K)``; colours run from the less to the more distinguishable behaviour.
     ``axes`` (two axes) draws into an existing figure, e.g. one row of a grid; ``title`` then prefixes
     the panel titles.
-
-    Used in: `book/priority.md`.
     """
     if axes is None:
         fig, (a1, a2) = figure("double", 1, 2)
@@ -291,8 +272,6 @@ def sgd_and_margin_panels(curves: Sequence[dict], margin_table, *, labels: Seque
     ``theory.check_margin_concentration``: the standard deviation over fresh examples of the one-step
     margin change (markers, one per covariance case) and our bound (lines), against d (log-log).
     Returns the figure.
-
-    Used in: `book/update_rate.md`.
     """
     import matplotlib.lines as mlines
 

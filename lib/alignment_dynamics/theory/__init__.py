@@ -15,8 +15,6 @@ Everything here is float64 NumPy on synthetic data. The package mirrors the chap
 
 The statements and proofs are in the chapters; the symbols follow them. ``ad.theory.<name>`` gives the
 names below, which chapters, tests and other modules use.
-
-Used in: `book/dpo_last_layer.md`, `book/update_rate.md`, `book/accuracy.md`, `book/priority.md`.
 """
 
 from __future__ import annotations

@@ -1,8 +1,6 @@
 """The accuracy bounds of `book/accuracy.md` (our statements in the spirit of Theorem 4.2 of Im & Li):
 accuracy as a linear classifier, tail bounds under our α-subexponential definition, the comparator
 bounds on the expected loss and error, the realised guarantees, and the chapter's sweep.
-
-Used in: `book/accuracy.md`.
 """
 
 from __future__ import annotations
@@ -25,8 +23,6 @@ from ..threads import one_thread
 def tail_error_bound(margin, norm, alpha: float, tau=0.0):
     """``min(1, 2 exp(-(margin - tau) / (alpha norm)))`` if ``margin > tau`` else 1: a bound on
     ``P(s theta^T h <= tau)`` when ``s theta^T mu >= margin`` and ``||theta|| <= norm``.
-
-    Used in: `book/accuracy.md`.
     """
     margin = np.asarray(margin, dtype=np.float64) - np.asarray(tau, dtype=np.float64)
     norm = np.asarray(norm, dtype=np.float64)
@@ -41,8 +37,6 @@ class AccuracyProblem:
 
     ``a = W_0^T u`` is the reference model's Yes-minus-No direction; ``n_plus, n_minus`` the training
     counts (the class balance ``pi_+ = n_plus / n``).
-
-    Used in: `book/accuracy.md`.
     """
 
     model: TwoClass
@@ -92,17 +86,12 @@ class AccuracyProblem:
 
 
 def population_error(model: TwoClass, theta, pi: dict[int, float]):
-    """Exact fresh-example error ``sum_j pi_j P_j(s_j theta^T h <= 0)`` of the classifier ``theta``.
-
-    Used in: `book/accuracy.md`.
-    """
+    """Exact fresh-example error ``sum_j pi_j P_j(s_j theta^T h <= 0)`` of the classifier ``theta``."""
     return sum(pi[j] * cls.error(theta, j) for j, cls in model.classes())
 
 
 def lemma_error_bound(model: TwoClass, theta, pi: dict[int, float]):
     """Our tail lemma for a fixed classifier: ``sum_j pi_j min(1, 2 exp(-[s_j theta^T mu_j]_+ / (alpha_j ||theta||)))``.
-
-    Used in: `book/accuracy.md`.
     """
     theta = np.asarray(theta, dtype=np.float64)
     nt = np.linalg.norm(theta, axis=-1)
@@ -113,8 +102,6 @@ def first_order_direction(problem: AccuracyProblem, t, m=None):
     """``a + lr beta t m``: the decision direction to first order (exact at t = 1 with ``m = m_hat``).
 
     ``m`` defaults to the population ``pi_+ mu_+ - pi_- mu_-``. Returns shape ``(T, d)``.
-
-    Used in: `book/accuracy.md`.
     """
     m = problem.m if m is None else np.asarray(m, dtype=np.float64)
     t = np.atleast_1d(np.asarray(t, dtype=np.float64))
@@ -125,8 +112,6 @@ def comparator_loss(problem: AccuracyProblem, w, x):
     """``(C, C2)``: ``C = sum_j pi_j exp(-x M_j + 4 x^2 alpha_j^2) >= E L_S(u)`` and
     ``C2 = sum_j pi_j exp(-2 x M_j + 16 x^2 alpha_j^2) >= n Var L_S(u)`` for the comparator
     ``u = x w / (2 beta)``, ``M_j = s_j w^T mu_j`` (``C2`` is ``inf`` above ``x = 1/(4 alpha)``).
-
-    Used in: `book/accuracy.md`.
     """
     x = np.asarray(x, dtype=np.float64)
     if np.any(x <= 0) or np.any(x > problem.x_max() * (1 + 1e-12)):
@@ -145,8 +130,6 @@ def comparator_loss(problem: AccuracyProblem, w, x):
 def offset_tail(problem: AccuracyProblem, y):
     """``sum_j pi_j min(1, 2 exp(-[y + s_j a^T mu_j]_+ / (alpha_j ||a||)))``: a bound on the expected
     fraction of examples with ``-s a^T h > y`` (where the reference offset outvotes a DPO margin).
-
-    Used in: `book/accuracy.md`.
     """
     y = np.asarray(y, dtype=np.float64)
     na = float(np.linalg.norm(problem.a))
@@ -161,10 +144,7 @@ def offset_tail(problem: AccuracyProblem, y):
 
 
 def loss_threshold(beta: float, y):
-    """``ell(beta y) = log(1 + exp(-beta y))``: the DPO loss at margin ``r = beta y``.
-
-    Used in: `book/accuracy.md`.
-    """
+    """``ell(beta y) = log(1 + exp(-beta y))``: the DPO loss at margin ``r = beta y``."""
     return np.logaddexp(0.0, -beta * np.asarray(y, dtype=np.float64))
 
 
@@ -187,8 +167,6 @@ def comparator_choice(problem: AccuracyProblem, t, *, eps: float | None = None):
     that holds with probability at least ``1 - eps`` when ``kappa <= 1`` (the choice depends only on
     the distribution, so no union bound is needed for one t). The comparator ``u = 0`` (loss exactly
     ``ln 2``) is always among the candidates. Returns ``(u (T, d), bound (T,))``.
-
-    Used in: `book/accuracy.md`.
     """
     t = np.atleast_1d(np.asarray(t, dtype=np.float64))
     variance = eps is not None
@@ -213,10 +191,7 @@ def comparator_choice(problem: AccuracyProblem, t, *, eps: float | None = None):
 
 
 def expected_loss_bound(problem: AccuracyProblem, t, *, eps: float | None = None):
-    """The value of :func:`comparator_choice`: our bound on the training loss after t GD steps.
-
-    Used in: `book/accuracy.md`.
-    """
+    """The value of :func:`comparator_choice`: our bound on the training loss after t GD steps."""
     return comparator_choice(problem, t, eps=eps)[1]
 
 
@@ -226,8 +201,6 @@ def expected_error_bound(problem: AccuracyProblem, t, kind: str = "official"):
     ``kind="reward"``: TRL's reward accuracy ``1{r > 0}``: ``loss_bound / ln 2``.
     ``kind="official"``: the official accuracy ``1{s theta_t^T h > 0}`` with the reference offset:
     ``min_y loss_bound / ell(beta y) + offset_tail(y)``.
-
-    Used in: `book/accuracy.md`.
     """
     L = expected_loss_bound(problem, t)
     if kind == "reward":
@@ -245,8 +218,6 @@ def realised_error_bound(loss, *, beta: float, a, H, s, y_grid=None):
     examples with ``-s a^T h > y`` (a property of the reference model, known before training).
 
     ``loss`` has shape ``(..., T)``; ``H`` ``(..., n, d)``. Returns shape ``(..., T)``.
-
-    Used in: `book/accuracy.md`.
     """
     z = -np.asarray(s) * np.einsum("...nd,d->...n", H, np.asarray(a, dtype=np.float64))  # -s a^T h
     if y_grid is None:
@@ -264,8 +235,6 @@ def margin_remainder(H, m_hat, t, *, lr: float, beta: float, rho):
     ``lr beta phi_kappa(t) sqrt(h_k^T G h_k) sqrt(m_hat^T G m_hat) / ||G||`` (``G = mean h h^T``), which sees
     how little of the curvature lies along ``m_hat`` and along ``h_k``. ``H (..., n, d)``, ``m_hat (..., d)``,
     ``rho (..., T)``; returns ``(..., T, n)``.
-
-    Used in: `book/accuracy.md`.
     """
     H = np.asarray(H, dtype=np.float64)
     m_hat = np.asarray(m_hat, dtype=np.float64)
@@ -290,8 +259,6 @@ def boundary_guarantee(a, m_hat, H, s, t, *, lr: float, beta: float, rho, sharp:
     ``|2 R_t^T h_k|`` (:func:`margin_remainder`; with ``sharp=False`` only ``2 rho_t ||h_k||``, ``rho_t``
     from :func:`remainder_bound`). Computed from the data alone, before training. ``H (..., n, d)``,
     ``m_hat (..., d)``, ``rho (..., T)``; returns ``(..., T)``.
-
-    Used in: `book/accuracy.md`.
     """
     H = np.asarray(H, dtype=np.float64)
     s = np.asarray(s, dtype=np.float64)
@@ -311,8 +278,6 @@ def guarantee_horizon(guarantee, t_min: int = 1):
     """The horizon our a-priori guarantee picks for itself: per training set, the first step
     ``t* >= t_min`` where the decision-boundary guarantee (computed before training) is largest, and
     that guarantee. ``guarantee (..., T + 1)``; returns ``(t_star (...), value (...))``.
-
-    Used in: `book/accuracy.md`.
     """
     g = np.asarray(guarantee, dtype=np.float64)[..., t_min:]
     k = np.argmax(g, axis=-1)
@@ -324,8 +289,6 @@ def realised_comparator_loss(H, s, t, *, beta: float, lr: float, n_x: int = 200)
     from the data before training: ``min(ln 2, min_u [L_S(u) + ||u||^2 / (lr t)])`` over comparators
     ``u = x w / (2 beta)`` with ``w`` along the sample ``mu_+ - mu_-`` or along ``m_hat`` and ``x`` on a
     log grid (item 2 of the accuracy theorem). ``H (R, n, d)`` or ``(n, d)``; returns ``(R, T)`` or ``(T,)``.
-
-    Used in: `book/accuracy.md`.
     """
     from scipy.special import log_expit
 
@@ -354,8 +317,6 @@ def kappa_tail_bound(problem: AccuracyProblem) -> float:
     embeddings, fixed labels): ``kappa <= lr beta^2 M2_hat / 2`` with ``M2_hat = mean ||h||^2``, and
     Cantelli's inequality with the exact mean and variance of ``M2_hat``; 1 when the step exceeds the
     limit ``2 / (beta^2 E M2_hat)``.
-
-    Used in: `book/accuracy.md`.
     """
     limit = 2.0 / (problem.lr * problem.beta ** 2)
     n = {+1: problem.n_plus, -1: problem.n_minus}
@@ -371,8 +332,6 @@ def unconditional_error_bound(problem: AccuracyProblem, t, kind: str = "official
     """Our bound on the *unconditional* expected training error ``E[1 - A_t]``: the truncated bound of
     :func:`expected_error_bound` (on ``E[(1 - A_t) 1{kappa <= 1}]``) plus :func:`kappa_tail_bound`
     (``1 - A_t <= 1`` on ``kappa > 1``), capped at 1.
-
-    Used in: `book/accuracy.md`.
     """
     return np.minimum(expected_error_bound(problem, t, kind) + kappa_tail_bound(problem), 1.0)
 
@@ -380,8 +339,6 @@ def unconditional_error_bound(problem: AccuracyProblem, t, kind: str = "official
 def random_offset(rng, model: TwoClass, norm: float, cos: float) -> np.ndarray:
     """A reference offset ``a = W_0^T u`` of norm ``norm`` whose cosine with ``mu_+ - mu_-`` is ``cos``
     (negative: the reference model leans the wrong way).
-
-    Used in: `book/accuracy.md`.
     """
     rng = as_rng(rng)
     if not -1 <= cos <= 1:
@@ -403,8 +360,6 @@ def accuracy_instance(params: dict[str, Any], rng, *, steps: int, repeats: int, 
     ``lr_frac`` times the largest step the condition ``kappa <= 1`` allows on average
     (``2 / (beta^2 E M2)``). Returns ``(row, curves)``. ``mutate`` < 1 moves every headline bound in the
     direction of violation before it is checked (:func:`mutate_bound`; for the mutation tests).
-
-    Used in: `book/accuracy.md`.
     """
     d, n = params["d"], params["n"]
     model = model_from(params, rng)
@@ -527,8 +482,6 @@ def accuracy_instance(params: dict[str, Any], rng, *, steps: int, repeats: int, 
 class AccuracyRanges(InstanceRanges):
     """:class:`InstanceRanges` plus the class balance, the reference offset and the step as a fraction of
     the step condition's limit.
-
-    Used in: `book/accuracy.md`.
     """
 
     delta_range: tuple[float, float] = (0.2, 3.0)
@@ -548,10 +501,7 @@ class AccuracyRanges(InstanceRanges):
 @one_thread()
 def sweep_accuracy(seed: int, n_instances: int, *, steps: int = 100, repeats: int = 16,
                    ranges: AccuracyRanges | None = None, mutate: float = 1.0):
-    """The accuracy sweep: a DataFrame with one row per random instance (see :func:`accuracy_instance`).
-
-    Used in: `book/accuracy.md`.
-    """
+    """The accuracy sweep: a DataFrame with one row per random instance (see :func:`accuracy_instance`)."""
     import pandas as pd
 
     out = run_sweep(accuracy_instance, ranges or AccuracyRanges(), seed, n_instances, "accuracy sweep",
@@ -567,8 +517,6 @@ def accuracy_curves(seed: int, *, d: int, n: int, beta_prime: float, lr_frac: fl
     """Mean training loss and errors over steps, with our bounds, one entry per distinguishability in
     ``deltas`` (see :func:`accuracy_instance` for the parameters). Each entry also holds the instance's
     ``row``.
-
-    Used in: `book/accuracy.md`.
     """
     base = {"d": d, "n": n, "center_norm": center_norm, "trace_per_dim": trace_per_dim, "decay": decay,
             "family": family, "beta_prime": beta_prime, "lr_frac": lr_frac, "p_plus": p_plus, "a_rel": a_rel,

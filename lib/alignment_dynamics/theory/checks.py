@@ -1,7 +1,5 @@
 """Shared helpers of the theory modules: argument checks, the random-generator coercion, the one-thread
 decorator, the logistic sigmoid and ``LN2``.
-
-Used in: every module of :mod:`alignment_dynamics.theory`.
 """
 
 from __future__ import annotations

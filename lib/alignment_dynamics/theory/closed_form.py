@@ -1,8 +1,6 @@
 """Closed-form dynamics: :func:`logistic_gd`, the logistic-regression recursion that last-layer DPO reduces to
 (``W_t - W_0 = u v_t^T``), vectorised over independent repetitions, its SGD version, and the quantities
 read off ``v``: the head change, the DPO loss, the first step, the decision direction and accuracy.
-
-Used in: `book/dpo_last_layer.md`, `book/update_rate.md`, `book/accuracy.md`, `book/priority.md`.
 """
 
 from __future__ import annotations
@@ -16,10 +14,7 @@ from .checks import as_rng, sigmoid
 
 
 def answer_direction(V: int, yes: int, no: int) -> np.ndarray:
-    """``u = e_yes - e_no`` in ``R^V``.
-
-    Used in: `book/dpo_last_layer.md`.
-    """
+    """``u = e_yes - e_no`` in ``R^V``."""
     if not (0 <= yes < V and 0 <= no < V) or yes == no:
         raise ValueError(f"need two distinct token ids in [0, {V}), got yes={yes}, no={no}")
     u = np.zeros(V)
@@ -31,8 +26,6 @@ def logistic_gradient(v, H, s, beta: float):
     """``g(v) = mean_k[s_k sigma(-2 beta s_k v^T h_k) h_k]``; one GD step is ``v + lr beta g(v)``.
 
     ``H`` has shape ``(..., n, d)``, ``v`` ``(..., d)``, ``s`` ``(n,)`` or ``(..., n)``.
-
-    Used in: `book/dpo_last_layer.md`.
     """
     z = np.einsum("...nd,...d->...n", H, v)
     w = s * sigmoid(-2.0 * beta * s * z)
@@ -46,8 +39,6 @@ def logistic_gd(H, s, *, beta: float, lr: float, steps: int, v0=None, momentum: 
     ``W_t = W_0 + u v_t^T``. With ``momentum`` mu, PyTorch's heavy ball
     (``buf = mu buf + grad``, ``v -= lr buf``, with ``grad = -beta g``). Returns ``v`` of shape
     ``(..., steps + 1, d)``.
-
-    Used in: `book/dpo_last_layer.md`, `book/update_rate.md`, `book/accuracy.md`, `book/priority.md`.
     """
     H = _v.finite_array("H", H, min_ndim=2)
     s = _v.finite_array("s", s)
@@ -75,18 +66,12 @@ def logistic_gd(H, s, *, beta: float, lr: float, steps: int, v0=None, momentum: 
 
 
 def head_change(v) -> np.ndarray:
-    """``||W_t - W_0||_F = ||u|| ||v_t|| = sqrt(2) ||v_t||`` (also the operator norm).
-
-    Used in: `book/dpo_last_layer.md`, `book/update_rate.md`.
-    """
+    """``||W_t - W_0||_F = ||u|| ||v_t|| = sqrt(2) ||v_t||`` (also the operator norm)."""
     return math.sqrt(2.0) * np.linalg.norm(np.asarray(v), axis=-1)
 
 
 def dpo_loss_from_v(v, H, s, beta: float):
-    """The DPO loss ``mean_k -log sigma(2 beta s_k v^T h_k)`` of the reduced model (any leading shape).
-
-    Used in: `book/dpo_last_layer.md`, `book/priority.md`.
-    """
+    """The DPO loss ``mean_k -log sigma(2 beta s_k v^T h_k)`` of the reduced model (any leading shape)."""
     from scipy.special import log_expit
 
     beta = _v.positive("beta", beta)
@@ -98,10 +83,7 @@ def dpo_loss_from_v(v, H, s, beta: float):
 
 
 def first_step_v(H, s, *, beta: float, lr: float) -> np.ndarray:
-    """``v_1 = (lr beta / 2) mean_k s_k h_k = (lr beta / 2)(p mu_+ - (1 - p) mu_-)`` (batch statistics).
-
-    Used in: `book/dpo_last_layer.md`, `book/update_rate.md`.
-    """
+    """``v_1 = (lr beta / 2) mean_k s_k h_k = (lr beta / 2)(p mu_+ - (1 - p) mu_-)`` (batch statistics)."""
     beta, lr = _v.positive("beta", beta), _v.positive("lr", lr)
     H = _v.finite_array("H", H, min_ndim=2)
     s = _v.labels("s", s, H.shape[-2])
@@ -109,26 +91,17 @@ def first_step_v(H, s, *, beta: float, lr: float) -> np.ndarray:
 
 
 def first_step_norm_balanced(lr: float, beta: float, distinguishability) -> np.ndarray:
-    """``||W_1 - W_0|| = (sqrt(2) lr beta / 4) ||mu_+ - mu_-||`` for a class-balanced batch.
-
-    Used in: `book/dpo_last_layer.md`, `book/update_rate.md`.
-    """
+    """``||W_1 - W_0|| = (sqrt(2) lr beta / 4) ||mu_+ - mu_-||`` for a class-balanced batch."""
     return math.sqrt(2.0) * lr * beta / 4.0 * np.asarray(distinguishability, dtype=np.float64)
 
 
 def decision_direction(a, v) -> np.ndarray:
-    """``theta_t = W_0^T u + 2 v_t``: the policy prefers Yes on h exactly when ``theta_t^T h > 0``.
-
-    Used in: `book/dpo_last_layer.md`, `book/accuracy.md`.
-    """
+    """``theta_t = W_0^T u + 2 v_t``: the policy prefers Yes on h exactly when ``theta_t^T h > 0``."""
     return np.asarray(a, dtype=np.float64) + 2.0 * np.asarray(v, dtype=np.float64)
 
 
 def linear_accuracy(theta, H, s) -> np.ndarray:
-    """Fraction of examples with ``s theta^T h > 0`` (ties count as wrong), for ``theta (..., [T,] d)``.
-
-    Used in: `book/dpo_last_layer.md`, `book/accuracy.md`.
-    """
+    """Fraction of examples with ``s theta^T h > 0`` (ties count as wrong), for ``theta (..., [T,] d)``."""
     theta = np.asarray(theta)
     if theta.ndim == np.ndim(H) - 1:
         z = np.einsum("...nd,...d->...n", H, theta)
@@ -149,8 +122,6 @@ def sample_statistics(H, s) -> dict[str, np.ndarray]:
 
     ``m_hat = mean s h``, ``M1 = mean ||h||``, ``M2 = mean ||h||^2``, ``G_norm = ||mean h h^T||``,
     ``max_norm = max ||h||``, the class means (NaN for an empty class) and counts.
-
-    Used in: `book/update_rate.md`, `book/accuracy.md`.
     """
     H = _v.finite_array("H", H, min_ndim=2)
     s = _v.labels("s", s, H.shape[-2])
@@ -179,8 +150,6 @@ def logistic_sgd(H, s, *, beta: float, lr: float, steps: int, batch: int, rng) -
     Returns ``(v (R, steps + 1, d), var (R, steps))`` where ``var[:, t]`` is the conditional variance
     ``E[||g_B - g||^2 | v_t] = (n - B) / ((n - 1) B) * (mean_k ||s_k sigma_k h_k||^2 - ||g(v_t)||^2)``
     of the batch gradient at the SGD iterate (exact, for sampling without replacement).
-
-    Used in: `book/update_rate.md`.
     """
     from scipy.special import expit
 

@@ -3,8 +3,6 @@ sense (every one-dimensional projection ``<e, h - mu>`` has ``P(|.| >= x) <= 2 e
 known, minimal α and closed-form projected CDFs: Gaussian, Laplace (an exponential scale mixture of
 Gaussians, so every projection is exactly Laplace) and a heavier two-scale Laplace mixture.
 :func:`make_two_class` sets the distinguishability ``||mu_+ - mu_-||`` exactly.
-
-Used in: `book/update_rate.md`, `book/accuracy.md`, `book/priority.md`, `book/dpo_last_layer.md`.
 """
 
 from __future__ import annotations
@@ -33,8 +31,6 @@ def gaussian_tail_constant() -> float:
     """``a_G = sup_{z>0} z / (-ln Q(z))`` (Q the standard normal tail), about 0.5568.
 
     ``N(0, s^2)`` satisfies ``P(|Y| >= x) <= 2 exp(-x / alpha)`` exactly when ``alpha >= a_G s``.
-
-    Used in: `book/update_rate.md`.
     """
     from scipy.optimize import minimize_scalar
     from scipy.special import log_ndtr
@@ -57,8 +53,6 @@ class ClassConditional:
     ``V = 1`` (gaussian), ``V ~ Exp(1)`` (laplace: every projection is exactly Laplace) or
     ``V = E K`` with ``E ~ Exp(1)`` and ``K`` taking a large value ``kappa^2`` times a small one with
     probability ``q`` (mixture: a heavier-tailed two-scale Laplace mixture).
-
-    Used in: `book/update_rate.md`, `book/accuracy.md`, `book/priority.md`.
     """
 
     mean: np.ndarray
@@ -190,10 +184,7 @@ class ClassConditional:
 
 @dataclass(frozen=True, eq=False)
 class TwoClass:
-    """A preference data distribution: positive (Yes preferred, s = +1) and negative (s = -1) classes.
-
-    Used in: `book/update_rate.md`, `book/accuracy.md`, `book/priority.md`.
-    """
+    """A preference data distribution: positive (Yes preferred, s = +1) and negative (s = -1) classes."""
 
     plus: ClassConditional
     minus: ClassConditional
@@ -247,20 +238,14 @@ class TwoClass:
 
 
 def random_orthogonal(rng, d: int) -> np.ndarray:
-    """A Haar-random orthogonal matrix (QR of a Gaussian matrix with the sign fix).
-
-    Used in: `book/update_rate.md` (through :func:`make_two_class`).
-    """
+    """A Haar-random orthogonal matrix (QR of a Gaussian matrix with the sign fix)."""
     rng = as_rng(rng)
     q, r = np.linalg.qr(rng.standard_normal((d, d)))
     return q * np.sign(np.diag(r))
 
 
 def random_unit(rng, d: int) -> np.ndarray:
-    """A uniformly random unit vector in ``R^d``.
-
-    Used in: `book/update_rate.md` (through :func:`make_two_class`).
-    """
+    """A uniformly random unit vector in ``R^d``."""
     rng = as_rng(rng)
     x = rng.standard_normal(d)
     return x / np.linalg.norm(x)
@@ -274,8 +259,6 @@ def make_two_class(rng, d: int, *, delta: float, center_norm: float = 0.5, trace
     ``mu_+- = c +- b/2`` with ``||c|| = center_norm sqrt(d)`` (the common mean); each class has its own
     random rotation of the spectrum ``lambda_i ~ i^(-decay)`` scaled to ``Tr(Sigma) = trace_per_dim d``.
     ``b_dir`` and ``center_dir`` (unit vectors) fix the directions; random otherwise.
-
-    Used in: `book/update_rate.md`, `book/accuracy.md`, `book/priority.md`.
     """
     rng = as_rng(rng)
     d = int(d)
@@ -304,8 +287,6 @@ def check_tail_constants(rng, *, d: int = 8, n_dirs: int = 16) -> "Any":
     tail against ``2 exp(-x / alpha)`` for ``0 <= x <= 2000 alpha``. Returns a DataFrame with, per
     family, alpha, the largest log-excess of the tail over the bound at alpha (<= 0: the bound holds)
     and at 0.99 alpha (> 0: alpha is minimal).
-
-    Used in: `book/update_rate.md`.
     """
     import pandas as pd
 

@@ -1,9 +1,6 @@
 """The headline-bound registry and the book's verdict rules: how a bound is measured against the
 measurements (excess, tightness, mutation), the per-chapter summary rows, the goal a headline bound must
 meet, and the rules that turn measurements into "agrees" / "partly agrees" / "differs".
-
-Used in: `book/update_rate.md`, `book/accuracy.md`, `book/priority.md` and the build's
-``theory_bounds.json``.
 """
 
 from __future__ import annotations
@@ -20,8 +17,6 @@ FP_RTOL = 1e-9
 def excess(measured, bound, *, upper: bool = True) -> float:
     """The worst violation of ``measured <= bound`` (``upper``) or ``measured >= bound``, relative to the
     size of the two, less the floating-point allowance ``FP_RTOL``: a value <= 0 means the bound holds.
-
-    Used in: `book/update_rate.md`, `book/accuracy.md`, `book/priority.md`.
     """
     measured = np.asarray(measured, dtype=np.float64)
     bound = np.asarray(bound, dtype=np.float64)
@@ -35,8 +30,6 @@ def excess(measured, bound, *, upper: bool = True) -> float:
 def mc_margin(bound, mean, se, *, k: float = 5.0) -> float:
     """The smallest ``bound + k se - mean`` (plus the floating-point allowance): >= 0 means a Monte Carlo
     mean is consistent with the upper bound ``bound`` within ``k`` standard errors.
-
-    Used in: `book/update_rate.md`, `book/accuracy.md`.
     """
     bound = np.asarray(bound, dtype=np.float64)
     return float(np.min(bound + k * np.asarray(se) - np.asarray(mean) + FP_RTOL * np.abs(bound)))
@@ -68,8 +61,6 @@ def mutate_bound(bound, kind: str, factor: float = 1.0):
 
     The sweeps check every headline bound through this, so a test can mutate it (``factor = 0.5``) and
     assert that the check then fails.
-
-    Used in: `book/update_rate.md`, `book/accuracy.md`, `book/priority.md`.
     """
     if kind not in ("upper", "lower"):
         raise ValueError(f"kind must be 'upper' or 'lower', got {kind!r}")
@@ -87,8 +78,6 @@ def mutate_bound(bound, kind: str, factor: float = 1.0):
 def tightness(measured, bound, kind: str, nonvacuous) -> np.ndarray:
     """Per-run tightness of a bound: ``measured / bound`` (upper) or ``bound / measured`` (lower) where the
     bound is non-vacuous, and 0 where it is vacuous (so a vacuous run counts as the loosest possible).
-
-    Used in: `book/update_rate.md`, `book/accuracy.md`, `book/priority.md`.
     """
     m = np.asarray(measured, dtype=np.float64)
     b = np.asarray(bound, dtype=np.float64)
@@ -114,8 +103,6 @@ def bound_summary_rows(chapter: str, sweep, *, companions: bool = False) -> list
     and ``median_tightness`` (median over them of the mean per-run tightness, vacuous runs counted as 0).
     A bound that applies to no instance gets ``instances = 0`` and zeros. ``companions=True``: the same
     rows for :data:`COMPANION_BOUNDS` instead.
-
-    Used in: `book/update_rate.md`, `book/accuracy.md`, `book/priority.md`.
     """
     if chapter not in HEADLINE_BOUNDS:
         raise ValueError(f"no headline bounds for chapter {chapter!r}; chapters: {sorted(HEADLINE_BOUNDS)}")
@@ -135,10 +122,7 @@ def bound_summary_rows(chapter: str, sweep, *, companions: bool = False) -> list
 
 
 def summarize_ratios(values) -> dict[str, float]:
-    """``{"median", "worst", "best"}`` of a ratio column (worst = max for ratios that must stay <= 1).
-
-    Used in: `book/update_rate.md`, `book/accuracy.md`, `book/priority.md`.
-    """
+    """``{"median", "worst", "best"}`` of a ratio column (worst = max for ratios that must stay <= 1)."""
     x = np.asarray(values, dtype=np.float64)
     x = x[np.isfinite(x)]
     if x.size == 0:
@@ -149,8 +133,6 @@ def summarize_ratios(values) -> dict[str, float]:
 def goal_met(row: dict[str, Any], *, share: float = 0.5, tightness: float = 0.3) -> bool:
     """The book's goal for a headline bound: non-vacuous on at least ``share`` of the instances, with median
     tightness at least ``tightness`` (measured / bound for an upper bound, bound / measured for a lower).
-
-    Used in: `book/update_rate.md`, `book/accuracy.md`, `book/priority.md`.
     """
     return bool(row["nonvacuous_share"] >= share and row["median_tightness"] >= tightness)
 
@@ -158,8 +140,6 @@ def goal_met(row: dict[str, Any], *, share: float = 0.5, tightness: float = 0.3)
 def bound_verdict(holds: bool, rows: Sequence[dict[str, Any]]) -> str:
     """The verdict of a claim carried by bounds: "differs" if a statement failed, "agrees" if it held and
     every headline bound meets :func:`goal_met`, "partly agrees" if it held but some bound does not bind.
-
-    Used in: `book/update_rate.md`, `book/accuracy.md`, `book/priority.md`.
     """
     if not holds:
         return "differs"
@@ -169,8 +149,6 @@ def bound_verdict(holds: bool, rows: Sequence[dict[str, Any]]) -> str:
 def bound_sentence(row: dict[str, Any]) -> str:
     """One generated sentence for a headline bound: its share of non-vacuous instances, its median
     tightness, and whether it meets :func:`goal_met`.
-
-    Used in: `book/update_rate.md`, `book/accuracy.md`, `book/priority.md`.
     """
     ratio = "measured / bound" if row["kind"] == "upper" else "bound / measured"
     return (f"{row['bound']} ({row['kind']}): non-vacuous on {row['nonvacuous_share']:.0%} of "
@@ -179,44 +157,30 @@ def bound_sentence(row: dict[str, Any]) -> str:
 
 
 def rank_correlation(x, y) -> float:
-    """Spearman's rank correlation of ``x`` and ``y``.
-
-    Used in: `book/update_rate.md`.
-    """
+    """Spearman's rank correlation of ``x`` and ``y``."""
     from scipy.stats import spearmanr
 
     return float(spearmanr(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)).statistic)
 
 
 def rank_agrees(rho: float, threshold: float = 0.5) -> bool:
-    """The book's rule for "a quantity ranks the instances": a rank correlation above ``threshold``.
-
-    Used in: `book/update_rate.md`.
-    """
+    """The book's rule for "a quantity ranks the instances": a rank correlation above ``threshold``."""
     return bool(rho > threshold)
 
 
 def strictly_increasing(values) -> bool:
-    """Whether ``values`` increase strictly (the book's rule for "ordered by distinguishability").
-
-    Used in: `book/accuracy.md`, `book/priority.md`.
-    """
+    """Whether ``values`` increase strictly (the book's rule for "ordered by distinguishability")."""
     x = np.asarray(values, dtype=np.float64)
     return bool(np.all(np.diff(x) > 0))
 
 
 def always_lower(x, y) -> bool:
-    """Whether ``x < y`` at every step (the book's rule for "learned first").
-
-    Used in: `book/priority.md`.
-    """
+    """Whether ``x < y`` at every step (the book's rule for "learned first")."""
     return bool(np.all(np.asarray(x, dtype=np.float64) < np.asarray(y, dtype=np.float64)))
 
 
 def order_verdict(measured_order: bool, bound_order: bool) -> str:
     """"agrees" when both the measurements and the guarantees are ordered, "partly agrees" when only the
     measurements are, "differs" otherwise.
-
-    Used in: `book/accuracy.md`.
     """
     return "agrees" if measured_order and bound_order else "partly agrees" if measured_order else "differs"

@@ -1,8 +1,6 @@
 """The priority statements of `book/priority.md` (our statements in the spirit of Theorem 4.3 of Im & Li):
 priority level and gap, the sign identity, the margin-change formula, the loss-order conditions, the
 multi-behaviour runs and the chapter's sweep.
-
-Used in: `book/priority.md`.
 """
 
 from __future__ import annotations
@@ -28,8 +26,6 @@ def priority_levels(bs: Sequence[np.ndarray], weights: Sequence[float] | None = 
 
     Raises when ``||b_bar||`` is below ``rtol * max ||b_i||`` (e.g. ``b_i = -b_j``): the levels are then
     undefined.
-
-    Used in: `book/priority.md`.
     """
     B = np.asarray(bs, dtype=np.float64)
     if B.ndim != 2 or B.shape[0] < 2:
@@ -47,19 +43,13 @@ def priority_levels(bs: Sequence[np.ndarray], weights: Sequence[float] | None = 
 
 
 def priority_gap(b_i, b_j) -> float:
-    """The official priority gap ``(p_i - p_j) / max(||b_i||, ||b_j||)`` of behaviour i over j.
-
-    Used in: `book/priority.md`.
-    """
+    """The official priority gap ``(p_i - p_j) / max(||b_i||, ||b_j||)`` of behaviour i over j."""
     p = priority_levels([b_i, b_j])
     return float((p[0] - p[1]) / max(np.linalg.norm(b_i), np.linalg.norm(b_j)))
 
 
 def sign_identity(b_i, b_j) -> tuple[float, float]:
-    """``(p_i - p_j, (||b_i||^2 - ||b_j||^2) / (2 ||b_bar||))``: equal (the sign identity).
-
-    Used in: `book/priority.md`.
-    """
+    """``(p_i - p_j, (||b_i||^2 - ||b_j||^2) / (2 ||b_bar||))``: equal (the sign identity)."""
     b_i, b_j = np.asarray(b_i, float), np.asarray(b_j, float)
     p = priority_levels([b_i, b_j])
     return float(p[0] - p[1]), float((b_i @ b_i - b_j @ b_j) / (2 * np.linalg.norm((b_i + b_j) / 2)))
@@ -68,8 +58,6 @@ def sign_identity(b_i, b_j) -> tuple[float, float]:
 def margin_change_prediction(t, *, lr: float, beta: float, bbar, b_i):
     """``(lr beta t / 4) <b_bar, b_i>``: the first-order change of behaviour i's mean signed log-odds
     margin after t joint steps (exact at t = 1).
-
-    Used in: `book/priority.md`.
     """
     return lr * beta * np.asarray(t, dtype=np.float64) / 4.0 * float(np.dot(bbar, b_i))
 
@@ -77,8 +65,6 @@ def margin_change_prediction(t, *, lr: float, beta: float, bbar, b_i):
 def loss_bounds_from_v(v, *, beta: float, b_i, G_i):
     """``(lower, upper)`` on behaviour i's DPO loss at ``v``: ``ln2 - (beta/2) v^T b_i`` and that plus
     ``(beta^2/2) v^T G_i v`` (G_i = mean h h^T over behaviour i; classes balanced).
-
-    Used in: `book/priority.md`.
     """
     v = np.asarray(v, dtype=np.float64)
     lin = LN2 - 0.5 * beta * v @ b_i
@@ -92,8 +78,6 @@ def loss_order_margin(t, *, lr: float, beta: float, bbar, b_i, b_j, G_i_norm: fl
 
     ``(beta/2)[(lr beta t/4)<b_bar, b_i - b_j> - rho_t ||b_i - b_j||] - (beta^2/2)||G_i|| (lr beta t ||b_bar||/4 + rho_t)^2``
     with ``rho_t = (lr beta ||b_bar|| / 4) phi_kappa(t)``, ``kappa = lr beta^2 ||G|| / 2``.
-
-    Used in: `book/priority.md`.
     """
     t = np.asarray(t, dtype=np.float64)
     bbar, b_i, b_j = (np.asarray(x, dtype=np.float64) for x in (bbar, b_i, b_j))
@@ -108,8 +92,6 @@ def pair_condition(b_i, b_j, w_i: float, w_j: float) -> float:
     mixed with weights ``w_i, w_j`` (``b_bar = w_i b_i + w_j b_j``): the first-order lead of behaviour i's
     loss over j's is ``(lr beta^2 / 8)`` times this. With equal weights it is ``(||b_i||^2 - ||b_j||^2) / 2``;
     with unequal weights it is *not* a function of the norms alone.
-
-    Used in: `book/priority.md`.
     """
     b_i, b_j = np.asarray(b_i, dtype=np.float64), np.asarray(b_j, dtype=np.float64)
     for name, w in (("w_i", w_i), ("w_j", w_j)):
@@ -125,8 +107,6 @@ def first_step_slowdown(b_i, b_j) -> float:
     behaviour j's margin moves in the first joint step (exactly ``1 - dM_j(1) / dM_i(1)``). Our bound
     (ours): ``gap_ij <= 1 - p_j / p_i`` when ``||b_i|| >= ||b_j||``, with equality iff ``b_j`` is a
     non-negative multiple of ``b_i``.
-
-    Used in: `book/priority.md`.
     """
     p = priority_levels([b_i, b_j])
     if not p[0] > 0:
@@ -137,8 +117,6 @@ def first_step_slowdown(b_i, b_j) -> float:
 def first_step_order_bound(v1, *, beta: float, b_i, b_j, G_i) -> float:
     """Lower bound on ``L_j(1) - L_i(1)`` after the first joint step ``v_1``:
     ``(beta/2) v_1^T (b_i - b_j) - (beta^2/2) v_1^T G_i v_1`` (item 2 of the priority theorem).
-
-    Used in: `book/priority.md`.
     """
     v1 = np.asarray(v1, dtype=np.float64)
     return float(0.5 * beta * v1 @ (np.asarray(b_i) - np.asarray(b_j)) - 0.5 * beta ** 2 * v1 @ np.asarray(G_i) @ v1)
@@ -152,8 +130,6 @@ def unequal_sizes_example(*, n_i: int = 20, n_j: int = 180, norm_i: float = 4.42
     behaviour is two points ``+- b/2`` (class-balanced, no noise) in ``d = 2``, trained jointly with
     full-batch GD. Returns both conditions (equal-weight reading and the weighted one) and both losses
     over steps.
-
-    Used in: `book/priority.md`.
     """
     d = 2
     b_i = np.array([norm_i, 0.0])
@@ -177,8 +153,6 @@ def make_behaviours(rng, d: int, deltas: Sequence[float], *, cos: Sequence[float
     """K behaviours in one embedding space: behaviour i has ``||b_i|| = deltas[i] sqrt(d)`` and its
     ``b_i`` has cosine ``cos[i]`` with a shared unit direction (so the behaviours can help or compete),
     and all share one common-mean direction.
-
-    Used in: `book/priority.md`.
     """
     rng = as_rng(rng)
     K = len(deltas)
@@ -207,8 +181,6 @@ def priority_run(behaviours: Sequence[TwoClass], rng, *, n_per, beta: float, lr:
     per-behaviour measured margin changes and losses, the empirical ``b_i``, the weights ``w_i = n_i / n``,
     ``b_bar = sum_i w_i b_i``, ``G_i`` norms and quadratic forms, and every prediction and bound of our
     priority theorem, all with shape ``(R, T+1, K)`` (or ``(R, K)``, ``(R, K, d)``).
-
-    Used in: `book/priority.md`.
     """
     rng = as_rng(rng)
     K = len(behaviours)
@@ -266,8 +238,6 @@ def priority_instance(params: dict[str, Any], rng, *, steps: int, repeats: int, 
     and the first-step rows (measured margin change, predicted, and for equal-size pairs the gap and the
     measured slowdown). ``mutate`` < 1 moves every headline bound in the direction of violation before it
     is checked (:func:`mutate_bound`).
-
-    Used in: `book/priority.md`.
     """
     d = params["d"]
     beta = params["beta_prime"] / math.sqrt(d)
@@ -371,10 +341,7 @@ def priority_instance(params: dict[str, Any], rng, *, steps: int, repeats: int, 
 
 @dataclass(frozen=True)
 class PriorityRanges(InstanceRanges):
-    """:class:`InstanceRanges` for several behaviours: their number, per-behaviour size and alignments.
-
-    Used in: `book/priority.md`.
-    """
+    """:class:`InstanceRanges` for several behaviours: their number, per-behaviour size and alignments."""
 
     n_behaviours: tuple[int, ...] = (2, 2, 3, 4)
     cos_range: tuple[float, float] = (-0.6, 0.95)
@@ -402,8 +369,6 @@ def sweep_priority(seed: int, n_instances: int, *, steps: int = 40, repeats: int
                    ranges: PriorityRanges | None = None, mutate: float = 1.0):
     """The priority sweep: ``(DataFrame of instances, array of first-step (measured, predicted) margin
     changes, array of (gap, measured slowdown) of the equal-size pairs)``.
-
-    Used in: `book/priority.md`.
     """
     import pandas as pd
 
@@ -420,8 +385,6 @@ def priority_pair(seed: int, *, d: int, n_per: int, beta_prime: float, lr: float
     """Two (or more) behaviours trained jointly: mean curves over ``repeats`` training sets of each
     behaviour's margin change and loss with our predictions and bounds, and the empirical
     distinguishabilities, priority levels and gap (first repeat's and mean).
-
-    Used in: `book/priority.md`.
     """
     rng = np.random.default_rng(int(seed))
     beta = beta_prime / math.sqrt(d)

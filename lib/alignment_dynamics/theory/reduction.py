@@ -1,8 +1,6 @@
 """Checks of the reduction against the float64 full-softmax reference (``alignment_dynamics.dpo.reference``):
 the normaliser cancels, the gradient is rank one, the trajectory is logistic regression, and where the
 reduction breaks.
-
-Used in: `book/dpo_last_layer.md` and the tests.
 """
 
 from __future__ import annotations
@@ -29,8 +27,6 @@ YES, NO = 3, 7  # the two answer tokens of the synthetic checks
 class ReductionProblem:
     """A small synthetic last-layer DPO problem in float64 torch tensors: features ``H`` (n x d), labels
     ``s`` (+1: Yes preferred), the head ``W0`` (V x d), token ids and the chosen / rejected tokens.
-
-    Used in: `book/dpo_last_layer.md`.
     """
 
     H: Any
@@ -59,8 +55,6 @@ def reduction_problem(rng, *, d: int = 16, V: int = 50, n: int = 400, p_yes: flo
                       family: str = "laplace", w_scale: float = 1.0) -> ReductionProblem:
     """A :class:`ReductionProblem` with embeddings from :func:`make_two_class` (Laplace noise by default)
     and a random head ``W0`` with entries ``N(0, w_scale^2 / d)``.
-
-    Used in: `book/dpo_last_layer.md`.
     """
     import torch
 
@@ -103,8 +97,6 @@ def check_normaliser(rng, *, d: int = 16, V: int = 50, n: int = 400, beta: float
     """At a random *dense* head W (not only two rows moved), the full-softmax DPO margin equals the
     closed form ``beta s u^T (W - W_0) h``, and the answer log-odds equal ``s u^T W h``: the
     log-sum-exp cancels. Returns the largest absolute differences and the size of the log-sum-exp.
-
-    Used in: `book/dpo_last_layer.md`.
     """
     import torch
 
@@ -129,8 +121,6 @@ def check_gradient_structure(rng, *, d: int = 16, V: int = 50, n: int = 400, bet
     """Autograd through the full-softmax reference at a random dense W: the gradient is zero outside the
     Yes and No rows, the two rows are opposite, it has rank one, and it equals the closed form
     ``-beta u (mean_k s_k sigma(-r_k) h_k)^T``. Returns the largest deviations.
-
-    Used in: `book/dpo_last_layer.md`.
     """
     import torch
 
@@ -154,10 +144,7 @@ def check_gradient_structure(rng, *, d: int = 16, V: int = 50, n: int = 400, bet
 
 @one_thread()
 def check_loss_at_start(rng, *, d: int = 16, V: int = 50, n: int = 400, beta: float = 0.1) -> float:
-    """``|L(W_0) - ln 2|`` for the full-softmax reference loss (every margin is exactly 0 at W_0).
-
-    Used in: `book/dpo_last_layer.md`.
-    """
+    """``|L(W_0) - ln 2|`` for the full-softmax reference loss (every margin is exactly 0 at W_0)."""
     pb = reduction_problem(as_rng(rng), d=d, V=V, n=n)
     loss = _reference_loss(pb, pb.W0, beta)[0]
     return float(abs(float(loss) - LN2))
@@ -178,8 +165,6 @@ def check_trajectory(rng, *, d: int = 16, V: int = 50, n: int = 400, beta: float
     the logistic-regression recursion :func:`logistic_gd`: the head change at every step and the final
     head, and the loss and both accuracies at steps ``0 .. steps - 1`` (those the reference logs).
     Returns the largest differences and the trajectories.
-
-    Used in: `book/dpo_last_layer.md`.
     """
     import torch
 
@@ -214,8 +199,6 @@ def check_first_step(rng, *, d: int = 16, V: int = 50, n: int = 400, beta: float
     ``W_1 - W_0 = u v_1^T`` with ``v_1 = (lr beta / 2)(p mu_+ - (1 - p) mu_-)`` (batch statistics), so
     ``||W_1 - W_0|| = (sqrt(2) lr beta / 4) ||mu_+ - mu_-||`` when ``p = 1/2``. Returns the measured norm,
     both predictions and relative errors.
-
-    Used in: `book/dpo_last_layer.md`.
     """
     import torch
 
@@ -240,8 +223,6 @@ def check_side_facts(rng, *, d: int = 16, V: int = 50, n: int = 400, beta: float
     """Side facts of the reduction on a full-softmax trajectory: log-ratios between non-answer tokens do
     not change; the mean logit over the vocabulary does not change; on every example the chosen answer's
     log-prob rises above the reference exactly when that example's DPO margin is positive.
-
-    Used in: `book/dpo_last_layer.md`.
     """
     import torch
 
@@ -270,8 +251,6 @@ def check_breaks(rng, *, d: int = 16, V: int = 50, n: int = 400, beta: float = 0
 
     Scenarios: the paper's setting; distinct contexts for chosen and rejected; two-token responses
     (answer then EOS, each EOS scored after its own answer); weight decay; momentum; Adam.
-
-    Used in: `book/dpo_last_layer.md`.
     """
     import pandas as pd
     import torch

@@ -1,8 +1,6 @@
 """The machinery of the sweeps over random instances: the ranges an instance is drawn from, child seeds,
 and the loops that run one chapter's instance function over a sweep or over a row of
 distinguishabilities.
-
-Used in: :mod:`.update_rate`, :mod:`.accuracy`, :mod:`.priority`.
 """
 
 from __future__ import annotations
@@ -27,10 +25,7 @@ def loguniform(rng, lo, hi):
 
 @dataclass(frozen=True)
 class InstanceRanges:
-    """Ranges of a random instance of the sweeps (the paper's scaling: ``beta = beta' / sqrt(d)``).
-
-    Used in: `book/update_rate.md`, `book/accuracy.md`, `book/priority.md`.
-    """
+    """Ranges of a random instance of the sweeps (the paper's scaling: ``beta = beta' / sqrt(d)``)."""
 
     dims: tuple[int, ...] = (8, 16, 32, 64, 128)
     n_range: tuple[int, int] = (32, 512)

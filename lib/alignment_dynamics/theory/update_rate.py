@@ -1,8 +1,6 @@
 """The update-rate bounds of `book/update_rate.md` (our statements in the spirit of Theorem 4.1 of Im & Li):
 the first-order band, the energy and convexity bounds, the scaled bounds with Bernstein's lemma, the SGD
 fluctuation bound and the margin concentration, and the chapter's sweep over random instances.
-
-Used in: `book/update_rate.md` (and :mod:`.accuracy`, :mod:`.priority`, which build on it).
 """
 
 from __future__ import annotations
@@ -28,10 +26,7 @@ from ..threads import one_thread
 
 
 def phi(kappa, t):
-    """``phi_kappa(t) = ((1 + kappa)^t - 1 - kappa t) / kappa`` (0 at kappa = 0; about kappa t^2 / 2).
-
-    Used in: `book/update_rate.md`, `book/accuracy.md`, `book/priority.md`.
-    """
+    """``phi_kappa(t) = ((1 + kappa)^t - 1 - kappa t) / kappa`` (0 at kappa = 0; about kappa t^2 / 2)."""
     kappa = np.asarray(kappa, dtype=np.float64)
     t = np.asarray(t, dtype=np.float64)
     if np.any(kappa < 0):
@@ -44,10 +39,7 @@ def phi(kappa, t):
 
 
 def kappa_of(lr: float, beta: float, G_norm) -> np.ndarray:
-    """``kappa = lr beta^2 ||G_hat|| / 2``, the curvature factor of one step (``G_hat = mean h h^T``).
-
-    Used in: `book/update_rate.md`.
-    """
+    """``kappa = lr beta^2 ||G_hat|| / 2``, the curvature factor of one step (``G_hat = mean h h^T``)."""
     lr, beta = _v.positive("lr", lr), _v.positive("beta", beta)
     G_norm = _v.finite_array("G_norm", G_norm)
     if np.any(G_norm < 0):
@@ -60,8 +52,6 @@ def remainder_bound(t, *, lr: float, beta: float, mhat_norm, G_norm, M1=None):
 
     ``rho_t = (lr beta ||m_hat|| / 2) phi_kappa(t)``, and, when ``M1 = mean ||h||`` is given, the minimum
     with ``kappa lr beta M1 t (t - 1) / 2``.
-
-    Used in: `book/update_rate.md`, `book/accuracy.md`, `book/priority.md`.
     """
     kappa = kappa_of(lr, beta, G_norm)
     t = np.asarray(t, dtype=np.float64)
@@ -75,8 +65,6 @@ def linear_upper_bound(t, *, lr: float, beta: float, M1):
     """``||W_t - W_0||_F <= sqrt(2) lr beta M1 t`` (``M1`` the mean embedding norm).
 
     For SGD, pass ``M1`` as the largest batch-mean norm (or the largest norm).
-
-    Used in: `book/update_rate.md`.
     """
     return math.sqrt(2.0) * lr * beta * np.asarray(M1) * np.asarray(t, dtype=np.float64)
 
@@ -84,8 +72,6 @@ def linear_upper_bound(t, *, lr: float, beta: float, M1):
 def first_order_band(t, *, lr: float, beta: float, mhat_norm, G_norm, M1):
     """``(lower, first_order, upper)`` for ``||W_t - W_0||_F``: ``sqrt(2)|lr beta t ||m_hat||/2 +- rho_t|``,
     the upper side also capped by :func:`linear_upper_bound`.
-
-    Used in: `book/update_rate.md`.
     """
     t = np.asarray(t, dtype=np.float64)
     main = math.sqrt(2.0) * lr * beta * t * np.asarray(mhat_norm) / 2.0
@@ -97,8 +83,6 @@ def first_order_band(t, *, lr: float, beta: float, mhat_norm, G_norm, M1):
 def bernstein_radius(eps: float, n: int, alpha: float):
     """``y`` with ``P(|mean of n independent alpha-subexponential| >= y) <= eps``:
     ``4 alpha max(sqrt(L/n), L/n)``, ``L = ln(2/eps)`` (our Lemma on sums).
-
-    Used in: `book/update_rate.md`, `book/accuracy.md`.
     """
     require_prob("eps", eps)
     n = _v.count("n", n, lo=1)
@@ -108,10 +92,7 @@ def bernstein_radius(eps: float, n: int, alpha: float):
 
 
 def scaled_upper_expected(t, *, lr: float, beta_prime: float, c_n: float):
-    """``E ||W_t - W_0||_F <= sqrt(2) lr beta' c_n t`` under (H2) and ``beta = beta' / sqrt(d)``.
-
-    Used in: `book/update_rate.md`.
-    """
+    """``E ||W_t - W_0||_F <= sqrt(2) lr beta' c_n t`` under (H2) and ``beta = beta' / sqrt(d)``."""
     return math.sqrt(2.0) * lr * beta_prime * c_n * np.asarray(t, dtype=np.float64)
 
 
@@ -129,8 +110,6 @@ def scaled_bounds(t, *, lr: float, beta_prime: float, delta: float, c_v: float, 
 
     With ``kappa`` given (the realised ``lr beta^2 ||G_hat|| / 2``, known before training), ``lower`` uses
     it instead of ``kbar`` and then holds with probability at least ``1 - eps1``.
-
-    Used in: `book/update_rate.md`.
     """
     require_prob("eps1", eps1)
     require_prob("eps2", eps2)
@@ -150,8 +129,6 @@ def energy_upper_bound(loss0, loss_t, t, *, lr: float, kappa):
     """``sqrt(lr t (L_0 - L_t) / (1 - kappa / 2))``: our energy bound on ``||W_t - W_0||_F`` for full-batch
     GD with ``kappa = lr beta^2 ||G_hat|| / 2 < 2`` (``inf`` where ``kappa >= 2``). It ties the loss drop
     (the paper's Figure 3) to the head change (Figure 4). Broadcasts over its inputs.
-
-    Used in: `book/update_rate.md`.
     """
     t = np.asarray(t, dtype=np.float64)
     kappa = np.asarray(kappa, dtype=np.float64)
@@ -164,8 +141,6 @@ def energy_upper_bound(loss0, loss_t, t, *, lr: float, kappa):
 def convexity_lower_bound(loss0, loss_t, *, beta: float, mhat_norm):
     """``sqrt(2) (L_0 - L_t) / (beta ||m_hat||)``: our convexity bound from below on ``||W_t - W_0||_F``
     (any training that starts at the reference; ``m_hat = mean s h``).
-
-    Used in: `book/update_rate.md`.
     """
     drop = np.asarray(loss0, dtype=np.float64) - np.asarray(loss_t, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -175,8 +150,6 @@ def convexity_lower_bound(loss0, loss_t, *, beta: float, mhat_norm):
 def smoothness_step_limit(beta: float, G_norm: float) -> float:
     """The largest step with guaranteed descent, ``lr < 4 / (beta^2 ||G_hat||)`` (``L`` is
     ``beta^2 ||G_hat|| / 2``-smooth in W).
-
-    Used in: `book/update_rate.md`.
     """
     return 4.0 / (beta ** 2 * G_norm)
 
@@ -187,8 +160,6 @@ def propagated_window(kappa, t):
     first-order window; the second carries it past ``kappa t ~ 1`` through the descent lemma and
     convexity (only for ``kappa < 2``; it never falls as t grows). ``t`` is the step grid ``0, 1, ..., T``
     on the last axis; ``kappa`` broadcasts against ``t[..., None]`` minus the last axis.
-
-    Used in: `book/update_rate.md`.
     """
     kappa = np.asarray(kappa, dtype=np.float64)
     t = np.asarray(t, dtype=np.float64)
@@ -204,8 +175,6 @@ def scaling_lower_bound(t, *, lr: float, beta_prime: float, delta_hat, kappa):
     for balanced full-batch GD, with ``delta_hat = ||mu_hat_+ - mu_hat_-|| / sqrt(d)`` the sample's
     normalised distinguishability and ``kappa`` the realised curvature factor (both known before
     training); :func:`propagated_window` gives ``ell``. Deterministic.
-
-    Used in: `book/update_rate.md`.
     """
     return (math.sqrt(2.0) / 4.0 * lr * beta_prime * np.asarray(delta_hat, dtype=np.float64)
             * propagated_window(kappa, t))
@@ -230,8 +199,6 @@ def population_distinguishability_bound(model: "TwoClass", n_plus: int, n_minus:
     (the sampling noise orthogonal to b, which *adds* to the norm); ``x_3 = s_perp sqrt(2/eps - 1)`` with
     ``s_perp^2 = sum_i [nu_i + 2 (n_i - 1) ||P Sigma_i P||_F^2] / n_i^3 + 4 tr(P Sigma_+ P Sigma_- P) / (n_+ n_-)``
     (the exact variance of ``||P (Z_+ - Z_-)||^2``), ``nu_i = Var ||P (h - mu_i)||^2``. Returns the parts.
-
-    Used in: `book/update_rate.md`.
     """
     require_prob("eps", eps)
     d = model.d
@@ -257,8 +224,6 @@ def sgd_fluctuation_bound(var, *, lr: float, beta: float):
     ``kappa <= 2``, with ``V_t'`` the conditional batch-gradient variance at the SGD iterate
     (:func:`logistic_sgd`). ``var (..., T)``; returns the bound on the RMS distance, ``(..., T + 1)``
     (0 at t = 0). Averaging ``var`` over training sets first gives the bound on the mean square.
-
-    Used in: `book/update_rate.md`.
     """
     var = np.asarray(var, dtype=np.float64)
     cum = np.concatenate([np.zeros(var.shape[:-1] + (1,)), np.cumsum(var, -1)], -1)
@@ -268,8 +233,6 @@ def sgd_fluctuation_bound(var, *, lr: float, beta: float):
 def sgd_rate_bound(t, *, lr: float, beta: float, M2, n: int, batch: int):
     """The a-priori corollary: ``E ||W^SGD_t - W^GD_t||_F^2 <= 2 lr^2 beta^2 M2 (n - B) / ((n - 1) B) t``
     (``M2 = mean ||h||^2``), i.e. an RMS fluctuation of order ``lr beta sqrt(M2 t / B)``.
-
-    Used in: `book/update_rate.md`.
     """
     fpc = (n - batch) / ((n - 1) * batch) if n > 1 else 0.0
     return math.sqrt(2.0) * lr * beta * np.sqrt(np.asarray(M2, dtype=np.float64) * fpc * np.asarray(t, dtype=np.float64))
@@ -279,8 +242,6 @@ def check_bernstein(rng, *, n: int = 50, trials: int = 20000, levels: Sequence[f
     """Monte Carlo check of our Bernstein lemma for means of n independent alpha-subexponential
     variables: the empirical ``P(|mean| >= y_eps)`` (with its standard error) against ``eps``, where
     ``y_eps`` is :func:`bernstein_radius`. One row per (family, eps).
-
-    Used in: `book/update_rate.md`.
     """
     import pandas as pd
 
@@ -301,8 +262,6 @@ def bernstein_looseness(n: int, eps: float) -> float:
     """For means of n standard Gaussians (alpha = ``gaussian_tail_constant()``): our Bernstein radius
     divided by the exact radius ``z_{1 - eps/2} / sqrt(n)``. At least 1 exactly when the lemma holds for
     this law; its size is how loose the lemma's constants are.
-
-    Used in: `book/update_rate.md`.
     """
     from scipy.special import ndtri
 
@@ -350,8 +309,6 @@ def check_margin_concentration(rng, *, dims: Sequence[int] = (16, 64, 256, 512),
     the population bound on its root mean square ``(lr beta'^2 / 2) sqrt(c_v) d^(-1/4) sqrt(delta^2 +
     (tr Sigma_+ / n_+ + tr Sigma_- / n_-) / d)``, the mean change per class, and ``margin`` (the bound
     plus 5 standard errors minus the measured SD; >= 0 means the check passes).
-
-    Used in: `book/update_rate.md`.
     """
     import pandas as pd
 
@@ -409,8 +366,6 @@ def update_rate_instance(params: dict[str, Any], rng, *, steps: int, repeats: in
     (:data:`HEADLINE_BOUNDS`). ``mutate`` < 1 moves every headline bound by that factor in the direction
     of violation before it is checked (:func:`mutate_bound`; for the mutation tests). ``curves`` holds
     mean measured and bound trajectories.
-
-    Used in: `book/update_rate.md`.
     """
     d, n = params["d"], _v.count("n", params["n"], lo=4, even=True)
     model = model_from(params, rng)
@@ -530,8 +485,6 @@ def sweep_update_rate(seed: int, n_instances: int, *, steps: int = 40, repeats: 
                       mutate: float = 1.0):
     """The update-rate sweep: a DataFrame with one row per random instance (see
     :func:`update_rate_instance`; ``mutate`` < 1 only in the mutation tests).
-
-    Used in: `book/update_rate.md`.
     """
     import pandas as pd
 
@@ -547,8 +500,6 @@ def update_rate_curves(seed: int, *, d: int, n: int, beta_prime: float, lr: floa
                        eps1: float = 0.05, eps2: float = 0.05) -> list[dict[str, Any]]:
     """Mean ``||W_t - W_0||`` and every bound over steps, one entry per distinguishability in ``deltas``
     (same directions and spectra; only ``delta`` changes).
-
-    Used in: `book/update_rate.md`.
     """
     n = _v.count("n", n, lo=4, even=True)  # two equal classes of n / 2: the bounds use this n
     d = _v.count("d", d, lo=1)

@@ -41,8 +41,6 @@ Modules, in the order a run uses them:
 - :mod:`.checks`: the errors and shared helpers.
 
 ``ad.wholemodel.<name>`` gives the names below, which chapters, tests and other modules use.
-
-Used in: `book/misalignment.md`.
 """
 
 from __future__ import annotations

@@ -1,8 +1,6 @@
 """Preference pairs for whole-model DPO, tokenised as the official runs do (:class:`Pairs`,
 :func:`tokenize_pairs`), and packed into fixed shapes: one row per pair, ``[prompt, a, b]``, with a
 block-causal mask (:class:`Layout`, :func:`pack`).
-
-Used in: `book/misalignment.md`.
 """
 
 from __future__ import annotations
@@ -28,8 +26,6 @@ class Pairs:
     ``chosen_first[i]`` says whether ``a[i]`` is the chosen one. The order of ``a`` and ``b`` does not
     depend on which is chosen (the smaller token tuple comes first), so a data set and its flipped
     copy (:meth:`flipped`) share every packed row, and hence every cached activation.
-
-    Used in: `book/misalignment.md`.
     """
 
     prompt: tuple[tuple[int, ...], ...]
@@ -110,8 +106,6 @@ def tokenize_pairs(tokenizer, prompts: Sequence[str], chosen: Sequence[str], rej
     tokenizer's default special tokens (``prompt_special_tokens=True``, as the book's last-layer
     chapters and TRL >= 0.8 do; TRL 0.7.x added none, which changes nothing for SmolLM2, whose
     tokenizer adds none).
-
-    Used in: `book/misalignment.md`.
     """
     if not (len(prompts) == len(chosen) == len(rejected)):
         raise FinetuneError(f"need as many prompts as chosen and rejected answers, got {len(prompts)}, "
@@ -137,8 +131,6 @@ def tokenize_pairs(tokenizer, prompts: Sequence[str], chosen: Sequence[str], rej
 @dataclass(frozen=True)
 class Layout:
     """The fixed shapes of every forward pass: rows per micro-batch, row length, scored rows per pair.
-
-    Used in: `book/misalignment.md`.
     """
 
     micro_batch: int

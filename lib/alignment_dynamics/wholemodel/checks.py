@@ -1,7 +1,5 @@
 """Shared pieces of whole-model training: the errors, a count check, the progress bar and the
 transformers version.
-
-Used in: every module of :mod:`alignment_dynamics.wholemodel`.
 """
 
 from __future__ import annotations

@@ -4,8 +4,6 @@ The head-only identity: when only the unembedding is trained and the reference i
 the flipped run's loss trajectory is exactly the same from Base and from Aligned
 (:func:`head_only_identity`); and the same protocol on multi-token responses, with the head trained on
 frozen features through the fused linear op (:func:`head_misalignment`).
-
-Used in: `book/misalignment.md`.
 """
 
 from __future__ import annotations
@@ -24,8 +22,6 @@ from .policy import make_policy, Policy
 
 def answer_pairs(labels: Any, yes: int, no: int) -> tuple[np.ndarray, np.ndarray]:
     """Chosen and rejected answer tokens from labels (+1: " Yes" is preferred, -1: " No").
-
-    Used in: `book/misalignment.md`.
     """
     y = np.asarray(labels)
     if y.ndim != 1 or not np.isin(y, (-1, 1)).all():
@@ -48,8 +44,6 @@ def head_only_identity(H, chosen, rejected, W0, *, beta: float, lr: float, align
     With single-token answers on a shared context the log-sum-exp cancels from every margin, so the
     loss depends on W only through W − W_start: the two loss trajectories are equal (up to rounding),
     and the accuracies differ because the starts do.
-
-    Used in: `book/misalignment.md`.
     """
     import torch
 
@@ -120,8 +114,6 @@ def sequence_features(policy: Policy, pairs: Pairs, layout: Layout, trunk=None) 
 
     The rows are those of :func:`completion_features`, so they are the features the whole-model
     runs score; with top blocks the frozen bottom comes from the activation cache.
-
-    Used in: `book/misalignment.md`.
     """
     import torch
 
@@ -137,8 +129,6 @@ def sequence_features(policy: Policy, pairs: Pairs, layout: Layout, trunk=None) 
 def set_features(model, sets: PairSets, *, layout: Layout, trunks: dict | None = None,
                  top_blocks: int | None = None) -> tuple[SequenceFeatures, SequenceFeatures]:
     """:func:`sequence_features` of the training and test pairs of ``sets`` under ``model``.
-
-    Used in: `book/misalignment.md`.
     """
     pol = make_policy(model, top_blocks=top_blocks)
     return tuple(sequence_features(pol, p, layout, (trunks or {}).get(k))
@@ -158,8 +148,6 @@ def train_head_sequences(train: SequenceFeatures, W0, *, beta: float, lr: float,
     (``sequence_logps``) as the reference's, so the loss at step 0 is exactly ln 2. Returns TRL's metrics per step for the training batches
     (``train``), for each evaluation set every ``eval_every`` steps and after the last (``evals``,
     with the steps in ``eval_steps``), and the final head ``W``.
-
-    Used in: `book/misalignment.md`.
     """
     import torch
 
@@ -226,8 +214,6 @@ def head_misalignment(train: SequenceFeatures, test: SequenceFeatures, W0, *, be
     Align (normal direction, from ``W0``), then train on the flipped pairs from ``W0`` ("base") and
     from the aligned head ("aligned", also the reference), all with :func:`train_head_sequences` and
     the same number of steps. Returns the three runs' outputs by name.
-
-    Used in: `book/misalignment.md`.
     """
     kw = dict(beta=beta, lr=lr, steps=steps, batch_size=batch_size, eval_every=eval_every)
     align = train_head_sequences(train, W0, seed=seed, eval_sets={"test": test}, **kw)

@@ -1,7 +1,5 @@
 """Log-probabilities of both completions, by one code path for policy and reference, and the hidden
 states behind them (the prompt embeddings h(x), the features that score each completion token).
-
-Used in: `book/misalignment.md`.
 """
 
 from __future__ import annotations
@@ -38,8 +36,6 @@ def completion_logps(policy: Policy, pairs: Pairs, idx: Sequence[int], layout: L
 
     Returns a tensor [len(idx), 2]; gradients flow to the policy's trainable weights. Only the scored
     positions go through the output head, and a model's final logit soft-capping is applied.
-
-    Used in: `book/misalignment.md`.
     """
     import torch
 
@@ -63,8 +59,6 @@ def prompt_embeddings(policy: Policy, pairs: Pairs, layout: Layout, trunk: Trunk
 
     This is the paper's embedding (`paper.md` §2.3), computed by the policy's own forward pass, so it
     shows how whole-model training moves the representation.
-
-    Used in: `book/misalignment.md`.
     """
     import torch
 
@@ -83,8 +77,6 @@ def completion_features(policy: Policy, pairs: Pairs, layout: Layout, trunk: Tru
     ``h_a`` is ``[n, L_a, d]`` (float32) and ``t_a`` ``[n, L_a]`` (``-100`` on padding), likewise for
     completion ``b``: exactly the rows :func:`completion_logps` sends through the head, so a head
     trained on them (last-layer DPO on multi-token responses) starts from the same log-probs.
-
-    Used in: `book/misalignment.md`.
     """
     import torch
 
@@ -146,8 +138,6 @@ def chosen_rejected(logps_ab, pairs: Pairs, idx: Sequence[int]):
 def all_logps(policy: Policy, pairs: Pairs, layout: Layout, trunk: TrunkActivations | None = None,
               *, progress: bool = False):
     """:func:`completion_logps` for every pair, in eval mode and without gradients ([n, 2], float64 on CPU).
-
-    Used in: `book/misalignment.md`.
     """
     return _evaluate_chunks(policy, len(pairs), layout, lambda idx: completion_logps(policy, pairs, idx, layout, trunk),
                             progress, "log-probs")

@@ -13,8 +13,6 @@ The official protocol (``paper.md`` §6, runs E and F) [official code]:
 This module runs it with whole-model, LoRA or top-block DPO (:func:`~.train.train_dpo`), summarises the
 speed-up over seeds, and runs the variants of the chapter (several policies, behaviours and models).
 The head-only identity is in :mod:`.head_only`.
-
-Used in: `book/misalignment.md`.
 """
 
 from __future__ import annotations
@@ -91,8 +89,6 @@ def run_alignment(model, sets: PairSets, *, seed: int, method: str = "lora", top
 
     The aligned model is the policy with LoRA adapters merged in (the official ``merge_and_unload``).
     With ``top_blocks`` the frozen bottom's activations are computed once (or taken from ``trunks``).
-
-    Used in: `book/misalignment.md`.
     """
     layout = layout or Layout.for_pairs(sets.train, sets.test, micro_batch=micro_batch)
     if trunks is None:
@@ -113,8 +109,6 @@ def run_misalignment(model, sets: PairSets, *, seeds: Sequence[int], method: str
     The aligned model (:func:`run_alignment`) is then both the Aligned run's start and its reference.
     With ``top_blocks`` the frozen bottom's activations are computed once and shared by every run (a
     flipped set has the same packed rows, and alignment leaves the bottom unchanged).
-
-    Used in: `book/misalignment.md`.
     """
     if not seeds:
         raise MisalignError("seeds must be a non-empty list of ints")
@@ -147,8 +141,6 @@ def embeddings(model, sets: PairSets, *, layout: Layout, trunks: dict | None = N
 
     Computed by the whole-model path (:func:`prompt_embeddings`), so a model whose top
     blocks were trained shows its moved representation. Returns ``(h [n, d], labels [n])``.
-
-    Used in: `book/misalignment.md`.
     """
     pol = make_policy(model, top_blocks=top_blocks)
     parts = [prompt_embeddings(pol, p, layout, (trunks or {}).get(k)).numpy()
@@ -159,8 +151,6 @@ def embeddings(model, sets: PairSets, *, layout: Layout, trunks: dict | None = N
 def speedup_table(result: Misalignment, *, k: int, threshold: float = 0.5):
     """Per seed: steps to ``threshold`` flipped test accuracy, the test loss and accuracy after ``k``
     steps and the accuracy at the end, for Base and Aligned (a pandas DataFrame; one row per seed).
-
-    Used in: `book/misalignment.md`.
     """
     import pandas as pd
 
@@ -190,8 +180,6 @@ def compare_modes(model, sets: PairSets, settings: TrainSettings, modes: dict[st
                   micro_batch: int = 16, cache: bool = True, progress: bool = True) -> dict[str, DPORun]:
     """Train the same DPO problem with several policies (``modes``: label -> :func:`make_policy`
     keyword arguments), with the same batches, and return each run.
-
-    Used in: `book/misalignment.md`.
     """
     layout = Layout.for_pairs(sets.train, sets.test, micro_batch=micro_batch)
     out = {}
@@ -216,8 +204,6 @@ def survey(model, tokenizer, behaviors: Sequence[str], *, seed: int, n_train: in
     embeddings and the labels. ``known`` maps a behaviour already aligned with these very settings,
     seed and sizes to such a dict (``run``, ``h_before``, ``h_after``, ``labels``, ``sets``); it is
     used instead of training the behaviour again.
-
-    Used in: `book/misalignment.md`.
     """
     import pandas as pd
 
@@ -263,8 +249,6 @@ def repeat_on_extremes(model, survey, details: dict, *, exclude: str, seed: int,
     """The misalignment protocol (one seed) on the least and the most distinguishable behaviours of a
     :func:`survey` other than ``exclude``; one :func:`speedup_table` row per behaviour, with its
     distinguishability before alignment.
-
-    Used in: `book/misalignment.md`.
     """
     import pandas as pd
 
@@ -286,8 +270,6 @@ def cross_model_view(models: dict, behavior: str, *, n_train: int | None, n_test
     """For each model (name -> object with ``.model`` and ``.tokenizer``): the behaviour's
     distinguishability under it and one flipped DPO run from its own start (a pandas DataFrame, one
     row per model).
-
-    Used in: `book/misalignment.md`.
     """
     import pandas as pd
 

@@ -1,6 +1,4 @@
 """Data for the misalignment protocol: persona and HH-RLHF pairs, tokenised for whole-model DPO.
-
-Used in: `book/misalignment.md`.
 """
 
 from __future__ import annotations
@@ -44,8 +42,6 @@ def persona_sets(tokenizer, behavior: str, *, n_train: int | None = None, n_test
     ``n_train``/``n_test`` keep the first records of each side of the split (the split is a seeded
     shuffle, so these are uniform random subsets); None keeps all. Prompts are the book's default
     (``data.build_prompt``: the question verbatim; the official TRL runs add a trailing newline).
-
-    Used in: `book/misalignment.md`.
     """
     from .. import data
 
@@ -68,8 +64,6 @@ def hh_sets(tokenizer, *, n_train: int, n_test: int, max_tokens: int) -> PairSet
     shuffled order, the first ``n_train`` (``n_test``) pairs whose prompt plus both responses (EOS
     included) have at most ``max_tokens`` tokens. This favours short dialogues: a CPU-sized subset,
     not a uniform one.
-
-    Used in: `book/misalignment.md`.
     """
     from .. import data
 

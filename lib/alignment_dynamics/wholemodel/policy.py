@@ -1,7 +1,5 @@
 """The policy of whole-model DPO: a trainable copy of a causal LM (all its weights, LoRA adapters, or
 only its top blocks), the views of its decoder that run a range of blocks, and the merged model.
-
-Used in: `book/misalignment.md`.
 """
 
 from __future__ import annotations
@@ -76,8 +74,6 @@ def pad_token_id(base) -> int:
 
 def module_digest(module) -> str:
     """SHA-256 over a module's parameter and buffer names, dtypes, shapes and bytes.
-
-    Used in: `book/misalignment.md` (through the activation cache).
     """
     import hashlib
 
@@ -104,8 +100,6 @@ class Policy:
     ``module`` is the trained model (a peft model for ``method="lora"``); ``split`` is the index of the
     first trainable block (0: the whole model trains); ``cached`` says whether the frozen bottom's
     output is read from the activation cache instead of being recomputed.
-
-    Used in: `book/misalignment.md`.
     """
 
     module: Any
@@ -157,8 +151,6 @@ def make_policy(model, *, method: str = "full", top_blocks: int | None = None, c
     results that depend, in the last bit, on the other rows of its batch; eager attention does not,
     which is what makes the reference log-probs, computed once, equal the policy's at step 0 bit for
     bit, and the cached top-block path equal the whole-model path bit for bit.
-
-    Used in: `book/misalignment.md`.
     """
     import torch
 
@@ -242,8 +234,6 @@ def merged_model(policy: Policy):
     """The policy's weights as a plain causal LM (LoRA adapters merged in), e.g. the "Aligned" model.
 
     A frozen bottom (``top_blocks``) is shared with the policy, not copied.
-
-    Used in: `book/misalignment.md`.
     """
     module = copy.deepcopy(policy.module, _frozen_memo(policy.module, policy.split))
     if policy.method == "lora":

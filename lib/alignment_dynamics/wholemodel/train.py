@@ -1,7 +1,5 @@
 """Training: whole-model DPO against a frozen reference with TRL's ``sigmoid`` loss and metric names
 (:func:`train_dpo`, :class:`TrainSettings`, :class:`DPORun`), and its run cache.
-
-Used in: `book/misalignment.md`.
 """
 
 from __future__ import annotations
@@ -34,8 +32,6 @@ def pair_metrics(chosen, rejected, ref_chosen, ref_rejected, beta: float) -> dic
     A thin wrapper of ``alignment_dynamics.dpo.reference.dpo_metrics``: ``rewards/accuracies`` is TRL's
     (0 at step 0: ties); ``outputs/accuracies`` is the official code's (the policy gives the chosen
     completion a higher log-probability).
-
-    Used in: `book/misalignment.md`.
     """
     from ..dpo import reference
 
@@ -56,8 +52,6 @@ class TrainSettings:
     clipping at norm 1 (``max_grad_norm``; None turns it off). ``steps`` (if set) replaces ``epochs``: the data
     are reshuffled at each epoch boundary. The last, partial batch of an epoch is kept (as the HF
     trainer does by default).
-
-    Used in: `book/misalignment.md`.
     """
 
     beta: float = 0.01
@@ -92,8 +86,6 @@ class TrainSettings:
 
 def batch_schedule(n: int, settings: TrainSettings, seed: int) -> list[list[int]]:
     """The pair indices of every training step: a fresh permutation per epoch, batches in order.
-
-    Used in: `book/misalignment.md`.
     """
     import torch
 
@@ -121,8 +113,6 @@ class DPORun:
     mode, as TRL logs them; length T). ``evals[set][name]`` holds the metrics of each evaluation set
     at every step t = 0..T (before the update at t; length T + 1). ``reference[set]`` holds the
     reference log-probs [n, 2] of completions a and b.
-
-    Used in: `book/misalignment.md`.
     """
 
     policy: Policy
@@ -154,8 +144,6 @@ def train_dpo(policy: Policy, train: Pairs, settings: TrainSettings = TrainSetti
     With ``cache=True`` the run is stored in the user cache (histories as JSON, the trained weights as
     safetensors), addressed by the SHA-256 of the starting weights, the pairs, the settings, the seed,
     the library versions and this module's source; a hit loads the trained weights into ``policy``.
-
-    Used in: `book/misalignment.md`.
     """
     import torch
 

@@ -1,6 +1,4 @@
 """The same training with TRL's ``DPOTrainer``, for comparison with :func:`~.train.train_dpo`.
-
-Used in: `book/misalignment.md`.
 """
 
 from __future__ import annotations
@@ -29,8 +27,6 @@ def trl_comparison(model, tokenizer, prompts: Sequence[str], chosen: Sequence[st
     weights and the two loss trajectories should agree to float32 rounding. Returns, per
     implementation, the losses and mean chosen log-probs at each step and the wall time per step
     (TRL's includes its reference forward pass at every step; ours its one-off reference pass).
-
-    Used in: `book/misalignment.md`.
     """
     import io
     import logging

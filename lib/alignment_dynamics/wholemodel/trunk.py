@@ -1,7 +1,5 @@
 """The frozen bottom's output: with ``top_blocks`` the hidden state entering the first trainable block
 never changes, so it is computed once and cached on disk (content-addressed, atomic).
-
-Used in: `book/misalignment.md`.
 """
 
 from __future__ import annotations
@@ -15,8 +13,6 @@ from .policy import block_view, decoder_and_head, pad_token_id, Policy
 
 class TrunkActivations:
     """The hidden state entering block ``split`` for every position of every packed row (fixed shapes).
-
-    Used in: `book/misalignment.md`.
     """
 
     def __init__(self, pairs_rows: tuple, layout: Layout, values, key: str, bottom: str):
@@ -42,8 +38,6 @@ def trunk_activations(policy: Policy, pairs: Pairs, layout: Layout, *, cache: bo
 
     The key is the SHA-256 of the bottom's weights (embedding and blocks ``0:split``), the packed rows,
     the layout and the library versions, so a changed input can never return a stale entry.
-
-    Used in: `book/misalignment.md`.
     """
     import torch
 
