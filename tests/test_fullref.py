@@ -209,3 +209,26 @@ def test_a_model_computed_alone_against_the_stored_proxy_matches_the_joint_run(r
     fullref.write(alone, tmp_path, command="second", seconds=1.0)  # the manifest keeps the first model's entry
     assert fullref.load(TINY[0], tmp_path).manifest["command"] == "first"
     assert fullref.load(TINY[1], tmp_path).manifest["command"] == "second"
+
+
+def test_full_data_panels_carry_the_reference_values_and_the_grid_draws_them(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from alignment_dynamics import plotting
+
+    rng = np.random.default_rng(7)
+    rows = {f"b{i}": {c: float(v) for c, v in zip(fullref.COLUMNS, rng.uniform(1, 2, len(fullref.COLUMNS)))}
+            for i in range(12)}
+    fullref.write({"m": {"rows": rows, "lr": 0.1, "beta": 0.5, "q_official": 1.0}}, tmp_path, command="t", seconds=0.0)
+    claims = fullref.full_data_claims(["m"], ["loss_drop_test", "first_step"], directory=tmp_path, n_boot=50)
+    panels = claims.panels({"m": "M"})
+    assert [p["title"] for p in panels] == ["M", "M"] and "(held-out)" in panels[0]["ylabel"]
+    names = sorted(rows)
+    np.testing.assert_allclose(panels[0]["x"], [rows[b]["distinguishability"] for b in names])
+    np.testing.assert_allclose(panels[1]["y"], [rows[b]["first_step"] for b in names])
+    fig = plotting.full_data_grid(panels)
+    drawn = [ax for ax in fig.axes if ax.collections]
+    assert len(drawn) == 2 and all(len(ax.collections[0].get_offsets()) == 12 for ax in drawn)
+    empty = plotting.full_data_grid([], empty_text="no reference here")
+    assert any("no reference here" in t.get_text() for ax in empty.axes for t in ax.texts)

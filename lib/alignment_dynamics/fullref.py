@@ -342,6 +342,9 @@ class FullDataTest:
     measured: str
     sentence: str
     source: str
+    names: tuple = ()
+    x: tuple = ()
+    y: tuple = ()
 
 
 #: Reference columns measured on held-out statements (disjoint from those behind the geometry).
@@ -369,8 +372,8 @@ def full_data_test(model: str, predictor: str = "distinguishability", outcome: s
             raise ReferenceError(f"unknown {role} {c!r}; valid: {valid}")
     ref = load(model, directory)
     names = sorted(ref.rows)
-    rho, lo, hi = stats.crossfit_spearman(ref.column(predictor, names)[None, :], ref.column(outcome, names)[None, :],
-                                          n_boot=n_boot, seed=seed)
+    xs, ys = ref.column(predictor, names), ref.column(outcome, names)
+    rho, lo, hi = stats.crossfit_spearman(xs[None, :], ys[None, :], n_boot=n_boot, seed=seed)
     v = verdicts.positive(rho, lo, hi, len(names))
     disjoint = predictor in ON_TRAIN and outcome in HELD_OUT
     kind = "held-out statements" if disjoint else "the same statements (circular)"
@@ -385,7 +388,7 @@ def full_data_test(model: str, predictor: str = "distinguishability", outcome: s
     source = "paper summary" if outcome.startswith(("loss_drop", "acc")) else "project"
     return FullDataTest(model=model, predictor=predictor, outcome=outcome, n=len(names), rho=rho, lo=lo, hi=hi,
                         verdict=v, disjoint=disjoint, claim=claim, measured=measured, sentence=sentence,
-                        source=source)
+                        source=source, names=tuple(names), x=tuple(map(float, xs)), y=tuple(map(float, ys)))
 
 
 @dataclass(frozen=True)
@@ -400,6 +403,15 @@ class FullDataClaims:
 
     def for_model(self, model: str) -> list[FullDataTest]:
         return [t for (m, _), t in self.tests.items() if m == model]
+
+    def panels(self, labels: "dict[str, str] | None" = None) -> list[dict]:
+        """One scatter panel per test (``plotting.speed_grid``'s format), ρ and its interval as the note."""
+        labels = labels or {}
+        return [{"x": t.x, "y": t.y, "names": list(t.names), "xlabel": f"{t.predictor} (training statements)",
+                 "ylabel": t.outcome + (" (held-out)" if t.disjoint else " (same statements)"),
+                 "title": labels.get(t.model, t.model),
+                 "note": f"ρ = {t.rho:+.2f} [{t.lo:+.2f}, {t.hi:+.2f}], n = {t.n}: {t.verdict.verdict}"}
+                for t in self.tests.values()]
 
 
 def full_data_claims(models: Sequence[str], outcomes: Sequence[str] = ("loss_drop_test", "first_step"), *,

@@ -186,6 +186,20 @@ def speed_grid(panels: Sequence[dict], *, ncols: int = 3):
     return fig
 
 
+def full_data_grid(panels: Sequence[dict], *, empty_text: str = "", ncols: int = 2):
+    """:func:`speed_grid` of the full-data tests (``fullref.FullDataClaims.panels()``); with no panel (no
+    model of this build has a reference) one panel that says so (``empty_text``)."""
+    if panels:
+        return speed_grid(panels, ncols=ncols)
+    import textwrap
+
+    fig, axes = grid_axes(1, 1)
+    axes[0].text(0.5, 0.5, textwrap.fill(empty_text or "no full-data reference for these models", 60),
+                 ha="center", va="center", fontsize=9, transform=axes[0].transAxes)
+    axes[0].set_axis_off()
+    return fig
+
+
 def agreement_bins(labels: Sequence[str], series: dict, *, chance: float, xlabel: str, ylabel: str):
     """Fractions with intervals per bin (e.g. how often the priority gap's sign is right, per |gap| bin).
 
