@@ -73,9 +73,11 @@ def test_missing_manifest_and_nan_rows_are_errors(result, tmp_path):
     assert not list(tmp_path.iterdir())  # nothing half-written
 
 
-def test_the_proxy_must_be_one_of_the_models():
-    with pytest.raises(fullref.ReferenceError, match="proxy"):
-        fullref.compute(TINY, behaviors=BEHAVIORS, proxy="smollm2-135m-instruct", progress=False)
+def test_the_proxy_must_be_among_the_models_or_in_the_reference(tmp_path):
+    # an empty reference folder: the proxy is neither computed now nor stored
+    with pytest.raises(fullref.ReferenceError, match="proxy .* compute it first"):
+        fullref.compute(TINY, behaviors=BEHAVIORS, proxy="smollm2-135m-instruct", progress=False,
+                        directory=tmp_path)
 
 
 def _synthetic_reference(n: int, seed: int = 0) -> fullref.Reference:
@@ -232,3 +234,13 @@ def test_full_data_panels_carry_the_reference_values_and_the_grid_draws_them(tmp
     assert len(drawn) == 2 and all(len(ax.collections[0].get_offsets()) == 12 for ax in drawn)
     empty = plotting.full_data_grid([], empty_text="no reference here")
     assert any("no reference here" in t.get_text() for ax in empty.axes for t in ax.texts)
+
+
+@pytest.mark.parametrize("model", ["smollm2-135m-instruct", "gemma-3-270m"])
+def test_the_committed_reference_loads_with_every_behaviour(model):
+    ref = fullref.load(model)  # checksum and format verified
+    assert sorted(ref.rows) == sorted(data.behaviors())
+    for c in fullref.COLUMNS:
+        assert np.all(np.isfinite(ref.column(c, sorted(ref.rows))))
+    assert all(r["n_train"] + r["n_test"] == len(data.load_persona(b)) for b, r in ref.rows.items())
+    assert ref.manifest["dtype"] in ("float32", "bfloat16") and ref.manifest["machine"]["cpu"]
