@@ -259,10 +259,7 @@ def agreement(sample: "dict[str, float]", model: str, column: str, *, statements
 def covers(model: str, directory: str | Path | None = None) -> bool:
     """Whether the committed reference has ``model`` (a reader's other model, or the smoke profile's tiny
     models, has none; that is not an error)."""
-    mpath = (Path(directory) if directory is not None else default_dir()) / "manifest.json"
-    if not mpath.exists():
-        return False
-    return f"{model}.json" in json.loads(mpath.read_text()).get("files", {})
+    return model in _covered(directory)
 
 
 @dataclass(frozen=True)
@@ -441,6 +438,7 @@ def full_data_claims(models: Sequence[str], outcomes: Sequence[str] = ("loss_dro
 
 
 def _covered(directory: str | Path | None) -> list[str]:
+    """The models the manifest in ``directory`` (default: the committed one) lists ([] without one)."""
     mpath = (Path(directory) if directory is not None else default_dir()) / "manifest.json"
     if not mpath.exists():
         return []
