@@ -12,6 +12,7 @@ import pytest
 from alignment_dynamics import data
 from alignment_dynamics import lastlayer as dy
 from alignment_dynamics import fullref
+from alignment_dynamics import artifacts
 
 TINY = ["tiny-random-llama", "tiny-random-llama-b"]
 BEHAVIORS = ["openness", "narcissism"]
@@ -64,7 +65,7 @@ def test_written_reference_loads_and_a_corrupted_one_does_not(result, tmp_path):
 
 
 def test_missing_manifest_and_nan_rows_are_errors(result, tmp_path):
-    with pytest.raises(fullref.ReferenceError, match="no reference manifest"):
+    with pytest.raises(fullref.ReferenceError, match="no manifest"):
         fullref.load(TINY[0], tmp_path)
     bad = json.loads(json.dumps(result))
     bad[TINY[1]]["rows"]["openness"]["first_step"] = math.nan
@@ -134,7 +135,7 @@ def test_compare_tables_agreements_and_names_models_without_a_reference(result, 
     body["rows"].update(extra)
     ref_path.write_text(json.dumps(body))
     manifest = json.loads((tmp_path / "manifest.json").read_text())
-    manifest["files"][ref_path.name]["sha256"] = fullref._sha256(ref_path)
+    manifest["files"][ref_path.name]["sha256"] = artifacts.sha256(ref_path)
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     table = pd.DataFrame({b: {"trace": r["trace"], "distinguishability": r["distinguishability"]}
                           for b, r in body["rows"].items()}).T

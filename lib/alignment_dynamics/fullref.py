@@ -21,11 +21,7 @@ native bfloat16; several on an AVX2-only CPU).
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import math
-import platform
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -34,6 +30,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from . import artifacts
 from .validate import InputError
 
 #: Columns of a reference table, in order (after ``behavior``).
@@ -42,6 +39,7 @@ COLUMNS = ("n_train", "n_test", "distinguishability", "trace", "concentration", 
 #: The protocol of the reference (official batch and steps).
 BATCH_SIZE, STEPS = 128, 100
 FORMAT_VERSION = 1
+MAKE = "python -m alignment_dynamics.fullref --out artifacts/fullref"
 
 
 class ReferenceError(InputError):
@@ -118,30 +116,12 @@ def compute(model_names: Sequence[str], *, behaviors: Sequence[str] | None = Non
     return out
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _commit() -> str:
-    try:
-        root = Path(__file__).resolve().parents[2]
-        c = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "lib"], capture_output=True,
-                               text=True, check=True).stdout.strip()
-        return c.stdout.strip() + ("+dirty lib" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def write(result: dict[str, dict], out_dir: str | Path, *, command: str, seconds: float,
           commit: str | None = None) -> list[Path]:
     """Write one ``<model>.json`` per model and update ``manifest.json`` (each file's checksum, command,
     commit, machine, date and seconds; entries of other models already there are kept) in ``out_dir``,
-    atomically (a half-written artefact never replaces a good one). ``commit`` is the code's commit when
-    the computation started (default: now)."""
-    from . import cache, hardware
-
-    out_dir = Path(out_dir)
+    atomically (:func:`alignment_dynamics.artifacts.write`). ``commit`` is the code's commit when the
+    computation started (default: now). Every row is checked before anything is written."""
     for m, res in result.items():  # check everything before writing anything
         for b, row in res["rows"].items():
             bad = [k for k in COLUMNS if not (isinstance(row.get(k), (int, float)) and math.isfinite(row[k]))]
@@ -150,29 +130,13 @@ def write(result: dict[str, dict], out_dir: str | Path, *, command: str, seconds
         for k in ("lr", "beta", "q_official"):
             if not (isinstance(res.get(k), (int, float)) and math.isfinite(res[k]) and res[k] > 0):
                 raise ReferenceError(f"{m}: {k} must be a positive finite number, got {res.get(k)!r}; nothing written")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    mpath = out_dir / "manifest.json"
-    manifest = json.loads(mpath.read_text()) if mpath.exists() else {"format": FORMAT_VERSION, "files": {}}
-    if manifest.get("format") != FORMAT_VERSION:
-        raise ReferenceError(f"{mpath} has format {manifest.get('format')}, this library writes {FORMAT_VERSION}")
-    entry = {"command": command, "commit": commit or _commit(),
-             "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-             "seconds": round(seconds / max(len(result), 1), 1), "machine": hardware.summary(),
-             "python": platform.python_version()}
-    written = []
-    for m, res in result.items():
-        body = {"format": FORMAT_VERSION, "model": m, "columns": list(COLUMNS), "batch_size": BATCH_SIZE,
-                "steps": STEPS, "lr": res["lr"], "beta": res["beta"], "q_official": res["q_official"],
-                "rows": res["rows"]}
-        path = out_dir / f"{m}.json"
-        with cache.atomic_path(path) as tmp:
-            Path(tmp).write_text(json.dumps(body, indent=1, sort_keys=True, allow_nan=False) + "\n")
-        manifest["files"][path.name] = {"sha256": _sha256(path), "behaviours": len(res["rows"]),
-                                        "dtype": res.get("dtype", "unknown"), **entry}
-        written.append(path)
-    with cache.atomic_path(mpath) as tmp:
-        Path(tmp).write_text(json.dumps(manifest, indent=1, sort_keys=True, default=str) + "\n")
-    return written + [mpath]
+    bodies = {f"{m}.json": {"format": FORMAT_VERSION, "model": m, "columns": list(COLUMNS), "batch_size": BATCH_SIZE,
+                            "steps": STEPS, "lr": res["lr"], "beta": res["beta"], "q_official": res["q_official"],
+                            "rows": res["rows"]} for m, res in result.items()}
+    extra = {f"{m}.json": {"behaviours": len(res["rows"]), "dtype": res.get("dtype", "unknown")}
+             for m, res in result.items()}
+    return artifacts.write(out_dir, bodies, fmt=FORMAT_VERSION, command=command, seconds=seconds, commit_id=commit,
+                           extra=extra)
 
 
 def default_dir() -> Path:
@@ -183,23 +147,16 @@ def default_dir() -> Path:
 def load(model: str, directory: str | Path | None = None) -> Reference:
     """The committed reference of ``model``, its checksum checked against the manifest."""
     d = Path(directory) if directory is not None else default_dir()
-    mpath, path = d / "manifest.json", d / f"{model}.json"
-    if not mpath.exists():
-        raise ReferenceError(f"no reference manifest at {mpath}; make one with "
-                             "`python -m alignment_dynamics.fullref --out artifacts/fullref`")
-    manifest = json.loads(mpath.read_text())
-    entry = manifest.get("files", {}).get(path.name)
-    if entry is None or not path.exists():
-        have = sorted(k[:-5] for k in manifest.get("files", {}))
+    have = _covered(d)
+    if have and model not in have:
         raise ReferenceError(f"no reference for model {model!r} in {d}; the reference covers {have}")
-    digest = _sha256(path)
-    if digest != entry["sha256"]:
-        raise ReferenceError(f"{path}: checksum {digest[:12]}... does not match the manifest's "
-                             f"{entry['sha256'][:12]}...: the file was changed or corrupted")
-    body = json.loads(path.read_text())
-    if body.get("format") != FORMAT_VERSION or body.get("columns") != list(COLUMNS):
-        raise ReferenceError(f"{path}: format {body.get('format')} / columns {body.get('columns')} differ from "
-                             f"this library's ({FORMAT_VERSION}, {list(COLUMNS)}); recompute the reference")
+    try:
+        body, entry = artifacts.load(d, f"{model}.json", fmt=FORMAT_VERSION, make=MAKE)
+    except artifacts.ArtifactError as e:
+        raise ReferenceError(f"no usable reference for model {model!r}: {e}") from None
+    if body.get("columns") != list(COLUMNS):
+        raise ReferenceError(f"{d / (model + '.json')}: columns {body.get('columns')} differ from this library's "
+                             f"{list(COLUMNS)}; recompute the reference with `{MAKE}`")
     return Reference(model=model, rows=body["rows"],
                      manifest={**entry, "lr": body["lr"], "beta": body["beta"], "q_official": body["q_official"]})
 
@@ -439,10 +396,7 @@ def full_data_claims(models: Sequence[str], outcomes: Sequence[str] = ("loss_dro
 
 def _covered(directory: str | Path | None) -> list[str]:
     """The models the manifest in ``directory`` (default: the committed one) lists ([] without one)."""
-    mpath = (Path(directory) if directory is not None else default_dir()) / "manifest.json"
-    if not mpath.exists():
-        return []
-    return sorted(k[:-5] for k in json.loads(mpath.read_text()).get("files", {}))
+    return [n[:-5] for n in artifacts.listed(Path(directory) if directory is not None else default_dir())]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -452,7 +406,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", default=str(default_dir()), help="output folder (also where a proxy reference is read)")
     p.add_argument("--dtype", default="auto", help="forward-pass dtype: auto, float32 or bfloat16")
     a = p.parse_args(argv)
-    t0, commit = time.perf_counter(), _commit()
+    t0, commit = time.perf_counter(), artifacts.commit()
     res = compute(a.models.split(","), behaviors=a.behaviors.split(",") if a.behaviors else None, dtype=a.dtype,
                   directory=a.out)
     cmd = "python -m alignment_dynamics.fullref " + " ".join(argv if argv is not None else sys.argv[1:])

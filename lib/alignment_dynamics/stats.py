@@ -339,3 +339,36 @@ def paired_ratio(x: Any, y: Any, *, n_boot: int = 2000, seed: Any = 0, level: fl
                                  method=method)
     return {"ratio": float(np.exp(np.median(la - lb))), "lo": float(np.exp(lo)), "hi": float(np.exp(hi)),
             "frac_greater": float((a > b).mean())}
+
+
+def cluster_mean_ci(values: Any, clusters: Sequence[Any], *, n_boot: int = 2000, seed: Any = 0,
+                    level: float = 0.95) -> tuple[float, float, float]:
+    """The mean of ``values`` with a two-level bootstrap interval: ``(mean, lo, hi)``.
+
+    Observations come in clusters (``clusters[i]`` names the cluster of ``values[i]``: a behaviour, say,
+    with one value per seed). Each replicate draws clusters with replacement, then values within each
+    drawn cluster with replacement, and averages the cluster means (each cluster counts once, however
+    many values it has). With a single cluster only the within-cluster level is resampled, so the
+    interval says nothing about other clusters; callers report the number of clusters beside it.
+    Percentile interval.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim != 1 or v.shape[0] < 2:
+        raise StatsError(f"values must be 1-D with at least 2 values, got shape {v.shape}")
+    if not np.all(np.isfinite(v)):
+        raise StatsError(f"values must be finite: {int((~np.isfinite(v)).sum())} are not")
+    if len(clusters) != v.shape[0]:
+        raise StatsError(f"need one cluster label per value: {len(clusters)} labels for {v.shape[0]} values")
+    _count("n_boot", n_boot, 10)
+    names = list(dict.fromkeys(clusters))
+    groups = [v[[i for i, c in enumerate(clusters) if c == name]] for name in names]
+    rng = generator(seed)
+    k = len(groups)
+    reps = np.empty(int(n_boot))
+    for r in range(int(n_boot)):
+        pick = rng.integers(0, k, size=k) if k > 1 else np.zeros(1, dtype=int)
+        reps[r] = np.mean([rng.choice(groups[j], size=groups[j].size, replace=True).mean() for j in pick])
+    q = _level(level)
+    lo, hi = np.quantile(reps, [(1 - q) / 2, (1 + q) / 2])
+    est = float(np.mean([g.mean() for g in groups]))
+    return est, float(lo), float(hi)

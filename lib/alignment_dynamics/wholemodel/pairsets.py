@@ -48,6 +48,26 @@ def persona_sets(tokenizer, behavior: str, *, n_train: int | None = None, n_test
     split = data.persona_split(behavior)
     tr = list(split.train if n_train is None else split.train[:require_count("n_train", n_train, len(split.train))])
     te = list(split.test if n_test is None else split.test[:require_count("n_test", n_test, len(split.test))])
+    return _persona_pairsets(tokenizer, behavior, tr, te, trailing_newline=trailing_newline)
+
+
+def resampled_sets(tokenizer, behavior: str, *, seed: int, n_train: int, n_test: int) -> PairSets:
+    """A seeded random draw of ``n_train`` statements from the behaviour's official 90 % split and
+    ``n_test`` from its 10 % split (a different seed draws different statements; the test statements are
+    never trained on), tokenised as :func:`persona_sets` does."""
+    from .. import data, stats
+
+    split = data.persona_split(behavior)
+    rng = stats.generator((int(seed), 0x5EED))
+    tr = rng.choice(np.asarray(split.train), size=require_count("n_train", n_train, len(split.train)), replace=False)
+    te = rng.choice(np.asarray(split.test), size=require_count("n_test", n_test, len(split.test)), replace=False)
+    return _persona_pairsets(tokenizer, behavior, [int(i) for i in tr], [int(i) for i in te])
+
+
+def _persona_pairsets(tokenizer, behavior: str, tr: list[int], te: list[int], *,
+                      trailing_newline: bool = False) -> PairSets:
+    from .. import data
+
     sets = []
     for idx in (tr, te):
         pp = data.persona_pairs(behavior, idx, trailing_newline=trailing_newline)

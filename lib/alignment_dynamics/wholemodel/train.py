@@ -110,7 +110,8 @@ class DPORun:
     """The result of :func:`train_dpo`.
 
     ``train[name]`` holds the batch metrics at each step (computed before the update, in training
-    mode, as TRL logs them; length T). ``evals[set][name]`` holds the metrics of each evaluation set
+    mode, as TRL logs them; length T), and ``train["grad_norm"]`` the total norm of the batch gradient
+    before clipping. ``evals[set][name]`` holds the metrics of each evaluation set
     at every step t = 0..T (before the update at t; length T + 1). ``reference[set]`` holds the
     reference log-probs [n, 2] of completions a and b.
     """
@@ -178,7 +179,7 @@ def train_dpo(policy: Policy, train: Pairs, settings: TrainSettings = TrainSetti
     schedule = batch_schedule(len(train), settings, seed)
     from ..dpo.reference import dpo_loss
 
-    hist_train: dict[str, list[float]] = {k: [] for k in METRICS}
+    hist_train: dict[str, list[float]] = {k: [] for k in METRICS + ("grad_norm",)}
     hist_eval: dict[str, dict[str, list[float]]] = {s: {k: [] for k in METRICS} for s in eval_sets}
 
     def evaluate():
@@ -210,8 +211,9 @@ def train_dpo(policy: Policy, train: Pairs, settings: TrainSettings = TrainSetti
             rc, rr = chosen_rejected(ref["train"][batch], train, batch)
             for k, v in pair_metrics(c, r, rc, rr, settings.beta).items():
                 hist_train[k].append(v)
-            if settings.max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
+            # the total gradient norm before clipping (an infinite max_norm only measures it)
+            clip = settings.max_grad_norm if settings.max_grad_norm is not None else float("inf")
+            hist_train["grad_norm"].append(float(torch.nn.utils.clip_grad_norm_(params, clip)))
             opt.step()
         evaluate()
     module.train()
