@@ -11,6 +11,7 @@ import torch
 
 from alignment_dynamics import wholemodel as wm
 from alignment_dynamics import stats
+from alignment_dynamics import verdicts as ad_verdicts
 
 pytestmark = pytest.mark.usefixtures("one_thread", "user_cache")
 
@@ -95,10 +96,17 @@ def test_run_misalignment_protocol(tiny_lm, random_pairs, top_blocks):
     aT = res.curves("align", "test", "outputs/accuracies")[:, -1]
     c0 = res.curves("aligned", "test", "outputs/accuracies")[:, 0]
     np.testing.assert_allclose(aT + c0, 1.0)
-    table = wm.speedup_table(res, k=2)
-    assert list(table["seed"]) == [1, 2] and "aligned loss@2" in table
+    r = wm.protocol_reading(res, k=2)
+    assert r.n_seeds == 2 and r.steps == len(res.base[0].schedule) and r.k == 2
+    # the start-independent speed is the held-out flipped margin after k steps, per step
+    margins = res.curves("aligned", "test", "rewards/margins")[:, 2] / 2
+    assert r.speed_k_aligned == pytest.approx(float(margins.mean()))
+    assert r.acc0_aligned == pytest.approx(float(c0.mean()))
+    assert r.grad0_base > 0 and r.speed.n == 2 and r.speed.verdict in ad_verdicts.VERDICTS
     with pytest.raises(wm.MisalignError, match="k must be in"):
-        wm.speedup_table(res, k=99)
+        wm.protocol_reading(res, k=99)
+    with pytest.raises(wm.MisalignError, match="k must be in"):
+        wm.protocol_reading(res, k=0)
     with pytest.raises(wm.MisalignError, match="which must be"):
         res.curves("other", "test", "loss")
 
@@ -281,27 +289,3 @@ def test_plots_take_arrays_and_check_them():
     plt.close("all")
 
 
-def test_survey_repeat_and_cross_view_on_a_tiny_model():
-    from alignment_dynamics import models
-
-    lm = models.tiny(0, layers=3)
-    S = wm.TrainSettings(beta=0.1, lr=3e-2, batch_size=4, epochs=1, micro_batch=4)
-    behaviors = [BEHAVIOR, "subscribes-to-Buddhism", "optionality-increasing"]
-    kw = dict(seed=1, method="full", top_blocks=1, settings=S, micro_batch=4, progress=False)
-    survey, details = wm.survey(lm.model, lm.tokenizer, behaviors, n_train=8, n_test=4, **kw)
-    assert sorted(survey["behavior"]) == sorted(behaviors)
-    assert list(survey["distinguishability before"]) == sorted(survey["distinguishability before"])
-    assert (survey["distinguishability before"] > 0).all()
-    repeat = wm.repeat_on_extremes(lm.model, survey, details, exclude=BEHAVIOR, k=1, **kw)
-    assert sorted(repeat["behavior"]) == sorted(b for b in behaviors if b != BEHAVIOR)
-    assert {"base loss@1", "aligned acc@end", "distinguishability before"} <= set(repeat.columns)
-    view = wm.cross_model_view({"a": lm, "b": models.tiny(1, layers=3)}, BEHAVIOR, n_train=8, n_test=4, k=1, **kw)
-    assert list(view.index) == ["a", "b"] and view.loc["a", "flipped test loss at step 1"] > 0
-    # A behaviour passed as known gives the row a fresh alignment gives, without training it again.
-    again, _ = wm.survey(lm.model, lm.tokenizer, behaviors[:2], n_train=8, n_test=4,
-                          known={BEHAVIOR: details[BEHAVIOR]}, **kw)
-    pd.testing.assert_frame_equal(again, survey[survey["behavior"].isin(behaviors[:2])].reset_index(drop=True))
-    with pytest.raises(wm.MisalignError, match="was not run with n_train=6"):
-        wm.survey(lm.model, lm.tokenizer, [BEHAVIOR], n_train=6, n_test=4, known={BEHAVIOR: details[BEHAVIOR]}, **kw)
-    with pytest.raises(wm.MisalignError, match="must be a dict with keys"):
-        wm.survey(lm.model, lm.tokenizer, [BEHAVIOR], n_train=8, n_test=4, known={BEHAVIOR: {"run": None}}, **kw)

@@ -36,8 +36,9 @@ Modules, in the order a run uses them:
   frozen bottom's cached output; :mod:`.logps`: log-probabilities and hidden states;
 - :mod:`.train`: the DPO loop, its settings and its run cache; :mod:`.trl`: the same run with TRL;
 - :mod:`.pairsets`: the persona and HH-RLHF pair sets; :mod:`.misalignment`: the protocol (align, then
-  flip from Base and from Aligned) and its variants; :mod:`.head_only`: the protocol with only the head
-  trained (the head-only identity, multi-token responses);
+  flip from Base and from Aligned) and how the chapter reads it; :mod:`.study`: the controlled study
+  (behaviours x seeds, two controls; stored as an artefact); :mod:`.head_only`: the protocol with only
+  the head trained (the head-only identity, multi-token responses);
 - :mod:`.checks`: the errors and shared helpers.
 
 ``ad.wholemodel.<name>`` gives the names below, which chapters, tests and other modules use.
@@ -54,9 +55,11 @@ from .train import batch_schedule, DPORun, METRICS, pair_metrics, train_dpo, Tra
 from .trl import trl_comparison
 from .pairsets import hh_sets, PairSets, persona_sets
 from .misalignment import (
-    Alignment, compare_modes, cross_model_view, embeddings, Misalignment, repeat_on_extremes, run_alignment,
-    run_misalignment, speedup_table, survey,
+    Alignment, compare_modes, embeddings, held_out_embeddings, Misalignment, protocol_reading, ProtocolReading,
+    run_alignment, run_misalignment,
 )
+from .pairsets import resampled_sets
+from . import study
 from .head_only import (
     answer_pairs, head_misalignment, head_only_identity, sequence_features, SequenceFeatures, set_features,
     train_head_sequences,
@@ -66,9 +69,9 @@ __all__ = [
     "Alignment", "DPORun", "FinetuneError", "LORA_DEFAULTS", "Layout", "METHODS", "METRICS", "MisalignError",
     "Misalignment", "PairSets", "Pairs", "Policy", "SequenceFeatures", "TRL_METRICS", "TrainSettings",
     "TrunkActivations", "all_logps", "answer_pairs", "batch_schedule", "compare_modes", "completion_features",
-    "completion_logps", "cross_model_view", "embeddings", "head_misalignment", "head_only_identity", "hh_sets",
+    "completion_logps", "embeddings", "held_out_embeddings", "head_misalignment", "head_only_identity", "hh_sets",
     "make_policy", "merged_model", "module_digest", "pair_metrics", "persona_sets", "prompt_embeddings",
-    "repeat_on_extremes", "run_alignment", "run_misalignment", "sequence_features", "set_features",
-    "speedup_table", "survey", "tokenize_pairs", "train_dpo", "train_head_sequences", "trl_comparison",
+    "protocol_reading", "ProtocolReading", "resampled_sets", "run_alignment", "run_misalignment", "sequence_features", "set_features",
+    "study", "tokenize_pairs", "train_dpo", "train_head_sequences", "trl_comparison",
     "trunk_activations",
 ]

@@ -148,33 +148,102 @@ def embeddings(model, sets: PairSets, *, layout: Layout, trunks: dict | None = N
     return np.concatenate(parts), np.concatenate([sets.labels_train, sets.labels_test])
 
 
-def speedup_table(result: Misalignment, *, k: int, threshold: float = 0.5):
-    """Per seed: steps to ``threshold`` flipped test accuracy, the test loss and accuracy after ``k``
-    steps and the accuracy at the end, for Base and Aligned (a pandas DataFrame; one row per seed).
+# ---------------------------------------------------------------------------------------------------
+# Reading one protocol run: start-independent speed, gradient norm, the accuracy yardsticks
+# ---------------------------------------------------------------------------------------------------
+
+@dataclass
+class ProtocolReading:
+    """What the chapter reads off a :class:`Misalignment` (means over seeds; ``*_sd`` population SDs).
+
+    ``speed_k_*``: the flipped held-out DPO margin after ``k`` steps, per step (each run starts at margin
+    0 against its own reference, so this does not depend on where it starts); ``loss_k_*``: the flipped
+    held-out loss after ``k`` steps (a function of the margins, so equally start-independent);
+    ``grad0_*``: the norm of the first batch's gradient (before clipping; same batch from both starts);
+    ``acc0_*``/``acc_end_*``: flipped held-out accuracy at the start and the end (these depend on the
+    start); ``reached50_*``: seeds whose flipped accuracy reaches 50 % within the run; ``*_wins``: seeds
+    in which Aligned is faster (higher speed, lower loss, larger gradient, higher final accuracy).
+    ``speed``, ``loss`` and ``grad`` are the verdicts of the paired differences over seeds (t interval).
     """
-    import pandas as pd
+
+    k: int
+    steps: int
+    n_seeds: int
+    align_acc_start: float
+    align_acc_end: float
+    speed_k_base: float
+    speed_k_aligned: float
+    speed_wins: int
+    loss_k_base: float
+    loss_k_aligned: float
+    loss_k_base_sd: float
+    loss_k_aligned_sd: float
+    loss_wins: int
+    grad0_base: float
+    grad0_aligned: float
+    grad_wins: int
+    acc0_base: float
+    acc0_aligned: float
+    acc_end_base: float
+    acc_end_aligned: float
+    acc_end_wins: int
+    reached50_base: int
+    reached50_aligned: int
+    steps50_aligned: str
+    logp0_base: float
+    logp0_aligned: float
+    speed: Any = None
+    loss: Any = None
+    grad: Any = None
+
+
+def protocol_reading(result: Misalignment, *, k: int) -> ProtocolReading:
+    """:class:`ProtocolReading` of ``result`` at step ``k`` (1..T)."""
+    from .. import verdicts
 
     T = len(result.base[0].schedule)
-    if not 0 <= k <= T:
-        raise MisalignError(f"k must be in 0..{T} (the number of flipped steps), got {k!r}")
-    rows = []
-    for s, b, a in zip(result.seeds, result.base, result.aligned):
-        eb, ea = b.evals["test"], a.evals["test"]
-        rows.append({
-            "seed": s,
-            "base steps to acc": stats.first_reaching(eb["outputs/accuracies"], threshold),
-            "aligned steps to acc": stats.first_reaching(ea["outputs/accuracies"], threshold),
-            "base acc@0": eb["outputs/accuracies"][0], "aligned acc@0": ea["outputs/accuracies"][0],
-            f"base acc@{k}": eb["outputs/accuracies"][k], f"aligned acc@{k}": ea["outputs/accuracies"][k],
-            f"base loss@{k}": eb["loss"][k], f"aligned loss@{k}": ea["loss"][k],
-            "base acc@end": eb["outputs/accuracies"][-1], "aligned acc@end": ea["outputs/accuracies"][-1],
-        })
-    return pd.DataFrame(rows)
+    if not 1 <= k <= T:
+        raise MisalignError(f"k must be in 1..{T} (the number of flipped steps), got {k!r}")
+
+    def per_seed(which: str) -> dict[str, np.ndarray]:
+        test = {m: result.curves(which, "test", m) for m in ("rewards/margins", "loss", "outputs/accuracies",
+                                                              "logps/chosen")}
+        grad = np.array([r.train["grad_norm"][0] for r in getattr(result, which)], dtype=np.float64)
+        return {"speed": test["rewards/margins"][:, k] / k, "loss": test["loss"][:, k], "grad": grad,
+                "acc0": test["outputs/accuracies"][:, 0], "acc_end": test["outputs/accuracies"][:, -1],
+                "steps50": np.array([stats.first_reaching(a, 0.5) for a in test["outputs/accuracies"]]),
+                "logp0": test["logps/chosen"][:, 0]}
+
+    b, a = per_seed("base"), per_seed("aligned")
+    align_acc = result.curves("align", "test", "outputs/accuracies")
+    return ProtocolReading(
+        k=int(k), steps=int(T), n_seeds=len(result.seeds),
+        align_acc_start=float(align_acc[:, 0].mean()), align_acc_end=float(align_acc[:, -1].mean()),
+        speed_k_base=float(b["speed"].mean()), speed_k_aligned=float(a["speed"].mean()),
+        speed_wins=int((a["speed"] > b["speed"]).sum()),
+        loss_k_base=float(b["loss"].mean()), loss_k_aligned=float(a["loss"].mean()),
+        loss_k_base_sd=float(b["loss"].std()), loss_k_aligned_sd=float(a["loss"].std()),
+        loss_wins=int((a["loss"] < b["loss"]).sum()),
+        grad0_base=float(b["grad"].mean()), grad0_aligned=float(a["grad"].mean()),
+        grad_wins=int((a["grad"] > b["grad"]).sum()),
+        acc0_base=float(b["acc0"].mean()), acc0_aligned=float(a["acc0"].mean()),
+        acc_end_base=float(b["acc_end"].mean()), acc_end_aligned=float(a["acc_end"].mean()),
+        acc_end_wins=int((a["acc_end"] > b["acc_end"]).sum()),
+        reached50_base=int(np.isfinite(b["steps50"]).sum()), reached50_aligned=int(np.isfinite(a["steps50"]).sum()),
+        steps50_aligned=", ".join("never" if not np.isfinite(v) else f"{v:.0f}" for v in a["steps50"]),
+        logp0_base=float(b["logp0"].mean()), logp0_aligned=float(a["logp0"].mean()),
+        speed=verdicts.paired_difference(a["speed"] - b["speed"], expected=+1, unit="seeds"),
+        loss=verdicts.paired_difference(a["loss"] - b["loss"], expected=-1, unit="seeds"),
+        grad=verdicts.paired_difference(a["grad"] - b["grad"], expected=+1, unit="seeds"),
+    )
 
 
-# ---------------------------------------------------------------------------------------------------
-# Variants: several policies, several behaviours, several models
-# ---------------------------------------------------------------------------------------------------
+def held_out_embeddings(model, sets: PairSets, *, layout: Layout, trunks: dict | None = None,
+                        top_blocks: int | None = None) -> np.ndarray:
+    """h(x) of the *test* statements of ``sets`` under ``model`` ([n_test, d]; never trained on)."""
+    pol = make_policy(model, top_blocks=top_blocks)
+    return prompt_embeddings(pol, sets.test, layout, (trunks or {}).get("test")).numpy()
+
 
 def compare_modes(model, sets: PairSets, settings: TrainSettings, modes: dict[str, dict], *, seed: int,
                   micro_batch: int = 16, cache: bool = True, progress: bool = True) -> dict[str, DPORun]:
@@ -190,104 +259,3 @@ def compare_modes(model, sets: PairSets, settings: TrainSettings, modes: dict[st
         run.policy = None
         out[label] = run
     return out
-
-
-def survey(model, tokenizer, behaviors: Sequence[str], *, seed: int, n_train: int | None, n_test: int | None,
-           method: str, top_blocks: int | None, settings: TrainSettings, micro_batch: int = 16,
-           known: dict | None = None, cache: bool = True, progress: bool = True):
-    """Align ``model`` on each behaviour; measure distinguishability before and after, and the curves.
-
-    For each behaviour: its pair sets (:func:`persona_sets`), h(x) of every statement before and after
-    alignment (:func:`embeddings`) and their distinguishability ‖μ₊ − μ₋‖
-    (``geometry.properties``), and the alignment run. Returns a DataFrame (one row per behaviour,
-    ordered by distinguishability before alignment) and a dict behaviour -> dict with the run, the
-    embeddings and the labels. ``known`` maps a behaviour already aligned with these very settings,
-    seed and sizes to such a dict (``run``, ``h_before``, ``h_after``, ``labels``, ``sets``); it is
-    used instead of training the behaviour again.
-    """
-    import pandas as pd
-
-    from .. import geometry
-
-    known = dict(known or {})
-    need = {"run", "h_before", "h_after", "labels", "sets"}
-    for name, d in known.items():
-        if not isinstance(d, dict) or not need <= set(d):
-            raise MisalignError(f"known[{name!r}] must be a dict with keys {sorted(need)}")
-    rows, details = [], {}
-    for name in behaviors:
-        if name in known:
-            d = known[name]
-            run, h0, h1, y, sets = d["run"], d["h_before"], d["h_after"], d["labels"], d["sets"]
-            if ((n_train is not None and len(sets.train) != n_train) or (n_test is not None and len(sets.test) != n_test)
-                    or len(y) != len(h0)):
-                raise MisalignError(f"known[{name!r}] was not run with n_train={n_train}, n_test={n_test}")
-        else:
-            sets = persona_sets(tokenizer, name, n_train=n_train, n_test=n_test)
-            al = run_alignment(model, sets, seed=seed, method=method, top_blocks=top_blocks, settings=settings,
-                               micro_batch=micro_batch, cache=cache, progress=progress)
-            run = al.run
-            h0, y = embeddings(model, sets, layout=al.layout, trunks=al.trunks, top_blocks=top_blocks)
-            h1, _ = embeddings(al.aligned_model, sets, layout=al.layout, trunks=al.trunks, top_blocks=top_blocks)
-            del al
-        p0, p1 = geometry.properties(h0, y), geometry.properties(h1, y)
-        test = run.evals["test"]
-        rows.append({"behavior": name, "distinguishability before": p0["distinguishability"],
-                     "distinguishability after": p1["distinguishability"],
-                     "relative before": p0["relative_distinguishability"],
-                     "relative after": p1["relative_distinguishability"],
-                     "test loss at end": test["loss"][-1], "test acc at start": test["outputs/accuracies"][0],
-                     "test acc at end": test["outputs/accuracies"][-1]})
-        details[name] = {"run": run, "h_before": h0, "h_after": h1, "labels": y, "sets": sets}
-    table = pd.DataFrame(rows).sort_values("distinguishability before", kind="stable").reset_index(drop=True)
-    return table, details
-
-
-def repeat_on_extremes(model, survey, details: dict, *, exclude: str, seed: int, method: str,
-                       top_blocks: int | None, settings: TrainSettings, k: int, micro_batch: int = 16,
-                       cache: bool = True, progress: bool = True):
-    """The misalignment protocol (one seed) on the least and the most distinguishable behaviours of a
-    :func:`survey` other than ``exclude``; one :func:`speedup_table` row per behaviour, with its
-    distinguishability before alignment.
-    """
-    import pandas as pd
-
-    names = [n for n in survey["behavior"] if n != exclude]
-    if not names:
-        raise MisalignError(f"the survey has no behaviour besides {exclude!r}")
-    rows = []
-    for name in dict.fromkeys([names[0], names[-1]]):
-        res = run_misalignment(model, details[name]["sets"], seeds=[seed], method=method, top_blocks=top_blocks,
-                               align=settings, flip=settings, micro_batch=micro_batch, cache=cache, progress=progress)
-        rows.append(speedup_table(res, k=k).assign(behavior=name))
-    out = pd.concat(rows, ignore_index=True)
-    return out.merge(survey[["behavior", "distinguishability before"]], on="behavior")
-
-
-def cross_model_view(models: dict, behavior: str, *, n_train: int | None, n_test: int | None, seed: int,
-                     method: str, top_blocks: int | None, settings: TrainSettings, k: int,
-                     micro_batch: int = 16, cache: bool = True, progress: bool = True):
-    """For each model (name -> object with ``.model`` and ``.tokenizer``): the behaviour's
-    distinguishability under it and one flipped DPO run from its own start (a pandas DataFrame, one
-    row per model).
-    """
-    import pandas as pd
-
-    from .. import geometry
-
-    rows = {}
-    for name, lm in models.items():
-        sets = persona_sets(lm.tokenizer, behavior, n_train=n_train, n_test=n_test)
-        al = run_alignment(lm.model, sets.flipped(), seed=seed, method=method, top_blocks=top_blocks,
-                           settings=settings, micro_batch=micro_batch, cache=cache, progress=progress)
-        h, y = embeddings(lm.model, sets, layout=al.layout, trunks=al.trunks, top_blocks=top_blocks)
-        p = geometry.properties(h, y)
-        test = al.run.evals["test"]
-        kk = min(k, len(al.run.schedule))
-        rows[name] = {"distinguishability": p["distinguishability"],
-                      "relative distinguishability": p["relative_distinguishability"],
-                      "flipped test acc at start": test["outputs/accuracies"][0],
-                      f"flipped test loss at step {kk}": test["loss"][kk],
-                      "flipped test acc at end": test["outputs/accuracies"][-1]}
-        del al
-    return pd.DataFrame(rows).T
