@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 
 #: Every submodule, reachable as ``ad.<name>`` (tests/test_layout.py checks the list against the package).
 _SUBMODULES = {
+    "artifacts",
     "bench",
     "book",
     "build",

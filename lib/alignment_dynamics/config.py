@@ -346,6 +346,13 @@ def profile_params(slug: str, profile: str) -> dict[str, Any]:
     return out
 
 
+def profile_settings(slug: str, profile: str) -> dict[str, Any]:
+    """A chapter's settings under ``profile`` (e.g. to say in the ``fast`` build what ``full`` does)."""
+    spec = chapter(slug)
+    check_profile(profile)
+    return {k: _copy(v[profile]) for k, v in spec.settings.items()}
+
+
 def fast_defaults(slug: str) -> dict[str, Any]:
     """The literals a chapter's parameters cell must hold (its ``fast`` values)."""
     return profile_params(slug, "fast")

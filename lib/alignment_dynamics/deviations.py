@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import config
+from .wholemodel import study
 
 __all__ = ["deviations"]
 
@@ -17,6 +18,11 @@ def _v(slug: str, name: str, profile: str) -> Any:
         if p.name == name:
             return p.values[profile]
     return spec.settings[name][profile]
+
+
+def _field(name: str) -> Any:
+    """A default of the controlled misalignment study's settings."""
+    return study.StudySettings.__dataclass_fields__[name].default
 
 
 def _all(v: Any) -> str:
@@ -54,8 +60,15 @@ def deviations(profile: str) -> list[dict[str, str]]:
          f"{_all(_v('misalignment', 'N_TRAIN', p))} training and {_all(_v('misalignment', 'N_TEST', p))} test pairs, "
          f"{_v('misalignment', 'N_SEEDS', p)} seed(s) over one fixed split", "misalignment"),
         ("HH-RLHF", "the harmless-base data, whole model",
-         f"{_v('misalignment', 'hh_n_train', p)} training and {_v('misalignment', 'hh_n_test', p)} test dialogues, "
-         f"at most {_v('misalignment', 'hh_max_tokens', p)} tokens, one seed", "misalignment"),
+         f"{_v('misalignment', 'hh_n_train', p)} training and {_v('misalignment', 'hh_n_test', p)} test dialogues "
+         f"(the first that fit in {_v('misalignment', 'hh_max_tokens', p)} tokens), "
+         f"{_v('misalignment', 'hh_seeds', p)} seed(s) varying the batch order", "misalignment"),
+        ("misalignment verdict", "one behaviour, one run, Base against Aligned",
+         f"a controlled study: the official code's Behaviours 1-5 x {len(study.DEFAULT_SEEDS)} seeds that resample "
+         f"{_field('n_train')} training and {_field('n_test')} held-out statements, on both models, with two control starts (aligned on another behaviour; trained "
+         "on shuffled labels), read by start-independent measures (held-out margin per step, loss); computed "
+         "once with `python -m alignment_dynamics.wholemodel.study` and committed (artifacts/misalign-study)"
+         + (" (the smoke profile runs a tiny one in the build)" if p == "smoke" else ""), "misalignment"),
         ("full-data reference", "(the official runs use all statements)",
          "every statement of every behaviour, batch 128, 100 steps, computed once per model with "
          "`python -m alignment_dynamics.fullref` and committed (artifacts/fullref, its manifest names the "

@@ -37,7 +37,7 @@ FIG3_BEHAVIORS = NAMED_BEHAVIORS[4:]  # Figure 3's five behaviours (official ord
 # as "sweep_per_class" and "sweep_behaviors", so the three chapters embed one sample, computed once.
 # Statements per class and behaviour, drawn with data.stratified_sample (nested: a larger sample contains
 # a smaller one). None: every statement.
-SWEEP_PER_CLASS = {"smoke": 6, "fast": 32, "full": None}
+SWEEP_PER_CLASS = {"smoke": 6, "fast": 16, "full": None}
 SWEEP_BEHAVIORS = {"smoke": NAMED_BEHAVIORS, "fast": None, "full": None}  # None: all 135
 
 # --- the parameters of training_dynamics and prioritization -------------------------------------------

@@ -24,14 +24,14 @@ from .persona import label_confidence_hist, margins_by_class, statement_examples
 from .dynamics import (
     agreement_bins, balance_panels, curves_grid, full_data_grid, lr_sensitivity, speed_grid, theory_overlay_grid,
 )
-from .misalignment import base_vs_aligned, labelled_curves
+from .misalignment import base_vs_aligned, labelled_curves, study_panels
 from .kernels import fused_tiles_diagram, provider_bars, scaling_lines, trajectories_overlay
 
 __all__ = [
     "ALIGNED", "BASE", "MEASURED", "NEGATIVE", "POSITIVE", "SIZES", "TEST_STYLE", "THEORY", "TRAIN_STYLE",
     "accuracy_bound_panels", "agreement_bins", "balance_panels", "base_vs_aligned", "class_scatter_panels",
     "curves_grid", "figure", "full_data_grid", "fused_tiles_diagram", "gap_against_slowdown", "gap_heatmap", "headline_tightness",
-    "label_confidence_hist", "label_panels", "labelled_curves", "lr_sensitivity", "margins_by_class",
+    "label_confidence_hist", "label_panels", "labelled_curves", "study_panels", "lr_sensitivity", "margins_by_class",
     "ordered_colors", "paired_scatter", "plot_identity", "plot_priority_pair", "plot_reduction_check",
     "property_panels", "provider_bars", "scaling_lines", "sgd_and_margin_panels", "sorted_with_intervals",
     "speed_grid", "statement_examples", "steps_and_epochs_axis", "tail_curves", "theory_overlay_grid",

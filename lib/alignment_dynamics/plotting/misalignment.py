@@ -83,3 +83,42 @@ def labelled_curves(panels: Sequence[dict], *, xlabel: str = "step t", colors: S
     if len(panels) > 1:
         label_panels(axes[0])
     return fig
+
+
+def study_panels(panels: Sequence[dict], *, xlabel: str = "difference of the flipped margin per step",
+                 empty_text: str = ""):
+    """The controlled study's paired comparisons, one panel per model.
+
+    Each panel has ``title`` and ``rows`` (top to bottom): dicts with ``label`` (e.g. "aligned − base"),
+    ``estimate``, ``lo``, ``hi`` (the interval, drawn as a bar with the estimate as a diamond) and
+    ``behaviours`` (each behaviour's mean difference over seeds, drawn as dots). A dotted line marks 0.
+    Without panels, one empty panel shows ``empty_text``.
+    """
+    if not panels:
+        fig, ax = figure("single")
+        ax.text(0.5, 0.5, empty_text or "no study", ha="center", va="center", wrap=True, transform=ax.transAxes)
+        ax.set_axis_off()
+        return fig
+    fig, flat = grid_axes(len(panels), 2)
+    for ax, p in zip(flat, panels):
+        rows = p["rows"]
+        if not rows:
+            raise ValueError(f"panel {p.get('title')!r} has no rows")
+        for i, r in enumerate(rows):
+            y = len(rows) - 1 - i
+            if not r["lo"] <= r["estimate"] <= r["hi"]:
+                raise ValueError(f"row {r['label']!r}: the estimate {r['estimate']} lies outside its interval "
+                                 f"[{r['lo']}, {r['hi']}]")
+            color = ALIGNED if r["lo"] > 0 else BASE if r["hi"] < 0 else THEORY
+            ax.plot([r["lo"], r["hi"]], [y, y], color=color, linewidth=3, solid_capstyle="butt")
+            ax.plot([r["estimate"]], [y], marker="D", color=color, markersize=6)
+            b = np.asarray(r["behaviours"], dtype=float)
+            ax.plot(b, np.full(b.shape, y + 0.18), linestyle="none", marker="o", markersize=3.5, color="0.35",
+                    alpha=0.8)
+        ax.axvline(0.0, color=THEORY, linestyle=":", linewidth=1)
+        ax.set_yticks(range(len(rows)))
+        ax.set_yticklabels([r["label"] for r in rows][::-1])
+        ax.set_xlabel(xlabel)
+        ax.set_title(p["title"])
+    label_panels(flat)
+    return fig

@@ -26,7 +26,7 @@ from .. import stats
 from .batches import Layout
 from .checks import MisalignError
 from .logps import prompt_embeddings
-from .pairsets import PairSets, persona_sets
+from .pairsets import PairSets
 from .policy import make_policy, merged_model
 from .train import DPORun, train_dpo, TrainSettings
 from .trunk import trunk_activations

@@ -54,10 +54,13 @@ MEASURES = ("speed_k", "speed_end", "loss_k", "grad_norm0", "acc0", "acc_end", "
 #: The comparisons the chapter reads: (start a, start b, measure, the sign the paper's claim predicts for
 #: a − b, or 0 where the paper makes no claim and the comparison attributes the effect).
 COMPARISONS = (
-    ("aligned", "base", "speed_k", +1), ("aligned", "base", "loss_k", -1), ("aligned", "base", "grad_norm0", 0),
+    ("aligned", "base", "speed_k", +1), ("aligned", "base", "loss_k", -1), ("aligned", "base", "speed_end", 0),
+    ("aligned", "base", "grad_norm0", 0),
     ("aligned", "other", "speed_k", 0), ("aligned", "sham", "speed_k", 0), ("other", "base", "speed_k", 0),
     ("sham", "base", "speed_k", 0), ("aligned", "base", "dist_start", 0),
 )
+#: The stored study's seeds (each draws its own statements); the behaviours are Figure 3's five.
+DEFAULT_SEEDS = (0, 1, 2, 3, 4)
 FORMAT_VERSION = 1
 MAKE = "python -m alignment_dynamics.wholemodel.study --out artifacts/misalign-study"
 
@@ -346,7 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default="smollm2-135m-instruct,gemma-3-270m", help="comma-separated models")
     p.add_argument("--behaviors", default=",".join(FIG3_BEHAVIORS), help="comma-separated behaviours (>= 2)")
-    p.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated seeds (each draws its own statements)")
+    p.add_argument("--seeds", default=",".join(map(str, DEFAULT_SEEDS)), help="comma-separated seeds (each draws its own statements)")
     p.add_argument("--n-train", type=int, default=128)
     p.add_argument("--n-test", type=int, default=48)
     p.add_argument("--dtype", default="auto", help="forward-pass dtype: auto, float32 or bfloat16")
@@ -369,3 +372,190 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# ---------------------------------------------------------------------------------------------------
+# What the chapter shows: every model's summary, generated sentences, the figure's panels
+# ---------------------------------------------------------------------------------------------------
+
+#: The speed comparisons drawn in the chapter's figure, in order.
+SPEED_ROWS = (("aligned", "base"), ("other", "base"), ("sham", "base"), ("aligned", "other"), ("aligned", "sham"))
+
+
+def attribution(summary: StudySummary) -> str:
+    """Which start makes the flipped run fast, in words generated from the intervals of the speed
+    comparisons: specific to the behaviour's own labels, generic to any DPO training, or unresolved."""
+    ab, ob, sb = (summary.get(a, "base", "speed_k") for a in ("aligned", "other", "sham"))
+    ao, as_ = summary.get("aligned", "other", "speed_k"), summary.get("aligned", "sham", "speed_k")
+    if ab.sign() != "above 0":
+        return (f"the aligned start is not faster than the base model (interval {ab.sign()}), so there is no "
+                "speed-up to attribute")
+    if ao.sign() == "above 0" and as_.sign() == "above 0":
+        return ("the speed-up is specific: the aligned start is faster than a start aligned on another behaviour "
+                "and than a start trained on the same statements with shuffled labels (both intervals above 0)")
+    generic = [name for c, name in ((ob, "aligned on another behaviour"), (sb, "trained on shuffled labels"))
+               if c.sign() == "above 0"]
+    if generic:
+        verb = "is" if len(generic) == 1 else "are"
+        return (f"the speed-up is at least partly generic: a start {' and a start '.join(generic)} {verb} faster "
+                f"than the base model too, and the aligned start exceeds the other-behaviour start by an interval "
+                f"{ao.sign()} and the sham start by an interval {as_.sign()}")
+    return (f"the controls do not resolve where the speed-up comes from (aligned − other: interval {ao.sign()}; "
+            f"aligned − sham: interval {as_.sign()})")
+
+
+@dataclass
+class StudyReport:
+    """The study as the chapter shows it: one :class:`StudySummary` per model that has a study,
+    the models without one, and the generated words."""
+
+    summaries: dict[str, StudySummary]
+    missing: list[str]
+    source: str  # "stored artefact" or "run in this build"
+    manifest: dict[str, dict]
+
+    def table(self):
+        import pandas as pd
+
+        if not self.summaries:
+            return pd.DataFrame({"note": [f"no controlled study for {', '.join(self.missing)}"]})
+        return pd.concat([s.table().assign(model=m) for m, s in self.summaries.items()], ignore_index=True)[
+            ["model", "comparison", "measure", "mean difference", "95% interval", "behaviours > 0", "cells", "reading"]]
+
+    def means(self):
+        import pandas as pd
+
+        return pd.concat({m: s.means for m, s in self.summaries.items()}, names=["model", "start"]) if self.summaries \
+            else pd.DataFrame()
+
+    def verdict(self, a: str = "aligned", b: str = "base", measure: str = "speed_k"):
+        """The verdict of ``measure(a) − measure(b)`` over every model with a study
+        (``verdicts.combine`` of each model's), or not testable without a study."""
+        from .. import verdicts
+
+        if not self.summaries:
+            return verdicts.not_testable(f"no controlled study for {self.missing}")
+        return verdicts.combine([s.get(a, b, measure).verdict for s in self.summaries.values()],
+                                rule="each model's paired comparison")
+
+    def design(self) -> str:
+        """The study's design in words, from its settings (per model where they differ)."""
+        if not self.summaries:
+            return "no study"
+        texts = {}
+        for m, st in self._studies.items():
+            s = st.settings
+            texts.setdefault((f"{len(s.behaviors)} behaviours × {len(s.seeds)} seeds, {s.n_train} training and "
+                              f"{s.n_test} held-out statements per behaviour and seed, batches of {s.batch_size}, "
+                              f"speed read after k = {s.k} steps"), []).append(m)
+        if len(texts) == 1:
+            return next(iter(texts))
+        return "; ".join(f"{', '.join(ms)}: {t}" for t, ms in texts.items())
+
+    def claim_text(self, a: str, b: str, measure: str, labels: dict[str, str] | None = None) -> str:
+        """What was measured, per model, for the claims table: the mean difference, its interval and n."""
+        labels = labels or {}
+        if not self.summaries:
+            return f"no controlled study for {', '.join(self.missing)}"
+        parts = []
+        for m, s in self.summaries.items():
+            c = s.get(a, b, measure)
+            parts.append(f"{labels.get(m, m)}: {a} − {b} {c.estimate:.3g} [{c.lo:.3g}, {c.hi:.3g}], "
+                         f"{c.n_behaviors} behaviours × {s.n_seeds} seeds, > 0 in {c.positive_behaviors} "
+                         f"of {c.n_behaviors} behaviours")
+        return "; ".join(parts) + ("; no study for " + ", ".join(self.missing) if self.missing else "")
+
+    def text(self, labels: dict[str, str] | None = None) -> str:
+        """One generated paragraph: per model, the speed verdict, the gradient, the attribution."""
+        labels = labels or {}
+        if not self.summaries:
+            return (f"No controlled study is stored for {', '.join(self.missing)}; make one with `{MAKE}` "
+                    f"(about ten minutes per small model on two cores).")
+        parts = []
+        for m, s in self.summaries.items():
+            sp, g, d = s.get("aligned", "base", "speed_k"), s.get("aligned", "base", "grad_norm0"), \
+                s.get("aligned", "base", "dist_start")
+            parts.append(
+                sp.verdict.sentence(f"From {labels.get(m, m)} ({s.n_behaviors} behaviours × {s.n_seeds} seeds), "
+                                    "the aligned minus the base start's flipped held-out margin per step", ".2g")
+                + f" The first batch's gradient norm differs by {g.estimate:.2g} [{g.lo:.2g}, {g.hi:.2g}] (interval "
+                f"{g.sign()}); the held-out distinguishability under the aligned start differs from the base "
+                f"model's by {d.estimate:.2g} [{d.lo:.2g}, {d.hi:.2g}] (interval {d.sign()}); {attribution(s)}.")
+        if self.missing:
+            parts.append(f"No controlled study is stored for {', '.join(self.missing)}.")
+        return " ".join(parts)
+
+    def panels(self, labels: dict[str, str] | None = None) -> list[dict]:
+        """Per model: the speed comparisons (:data:`SPEED_ROWS`), each with its behaviours' mean
+        differences and its interval, for ``plotting.misalignment.study_panels``."""
+        labels = labels or {}
+        out = []
+        for m, s in self.summaries.items():
+            rows = []
+            for a, b in SPEED_ROWS:
+                c = s.get(a, b, "speed_k")
+                d, groups = paired(self._studies[m], a, b, "speed_k")
+                names = list(dict.fromkeys(groups))
+                rows.append({"label": f"{a} − {b}", "estimate": c.estimate, "lo": c.lo, "hi": c.hi,
+                             "behaviours": [float(np.mean([x for x, g in zip(d, groups) if g == n])) for n in names]})
+            out.append({"title": labels.get(m, m), "rows": rows})
+        return out
+
+    _studies: dict = field(default_factory=dict, repr=False)
+
+
+def report(model_names: Sequence[str], *, live: dict | None = None, directory: str | Path | None = None,
+           n_boot: int = 4000, seed: int = 0, progress: bool = True) -> StudyReport:
+    """The study of each model: read from the stored artefact, or, with ``live`` (the smoke profile:
+    :class:`StudySettings` keyword arguments), run now on each model (loaded by name). A model with
+    neither is listed as missing, and the chapter says so."""
+    from .. import models as _models
+
+    summaries, studies, manifest, missing = {}, {}, {}, []
+    for m in model_names:
+        if live is not None:
+            s = StudySettings(**live)
+            lm = _models.load(m)
+            st = Study(m, run_study(lm.model, lm.tokenizer, s, progress=progress), s, {})
+            del lm
+        elif m in covered(directory):
+            st = load(m, directory)
+        else:
+            missing.append(m)
+            continue
+        studies[m], manifest[m] = st, st.manifest
+        summaries[m] = summarize(st, n_boot=n_boot, seed=seed)
+    rep = StudyReport(summaries, missing, "run in this build" if live is not None else "stored artefact", manifest)
+    rep._studies = studies
+    return rep
+
+
+def provenance(rep: StudyReport) -> str:
+    """Where the study's numbers come from, in words: the build, or each stored file's machine, dtype,
+    date, minutes and commit (from its manifest entry)."""
+    if rep.source != "stored artefact":
+        return "a tiny study run in this build (smoke profile: plumbing only)"
+    if not rep.manifest:
+        return "no stored study"
+    parts = []
+    for m, e in rep.manifest.items():
+        machine = e.get("machine", {})
+        parts.append(f"{m}: {machine.get('cpu', 'unknown CPU')}, {machine.get('torch_threads', '?')} threads, "
+                     f"{e.get('dtype', '?')}, {float(e.get('seconds', float('nan'))) / 60:.0f} min, "
+                     f"{str(e.get('date_utc', '?'))[:10]}, commit {str(e.get('commit', '?'))[:7]}")
+    return "; ".join(parts)
+
+
+def lead(rep: StudyReport, labels: dict[str, str] | None = None) -> str:
+    """The chapter's lead sentence, generated from the speed verdict of each model and the controls."""
+    labels = labels or {}
+    if not rep.summaries:
+        return f"no controlled study is stored for {', '.join(rep.missing)}, so the claim is not tested here."
+    parts = []
+    for m, s in rep.summaries.items():
+        c = s.get("aligned", "base", "speed_k")
+        parts.append(f"from {labels.get(m, m)} ({s.n_behaviors} behaviours × {s.n_seeds} seeds) the comparison "
+                     f"{c.verdict.phrase()} "
+                     f"({c.positive_behaviors} of {c.n_behaviors} behaviours faster from the aligned start); "
+                     f"{attribution(s)}")
+    return "; ".join(parts) + "."
