@@ -131,3 +131,11 @@ def test_settings_refuse_bad_input():
         study.StudySettings(behaviors=B3, seeds=(0, 0))
     with pytest.raises(MisalignError, match="k must be in"):
         study.StudySettings(behaviors=B3, seeds=(0,), k=99)
+
+
+def test_the_committed_study_covers_both_models_and_loads_complete():
+    assert study.covered() == ["gemma-3-270m", "smollm2-135m-instruct"]
+    for m in study.covered():
+        st = study.load(m)  # checksum, format and completeness checked
+        assert len(st.rows) == len(st.settings.behaviors) * len(st.settings.seeds) * len(study.CONDITIONS)
+        assert len(st.settings.seeds) >= 5 and len(st.settings.behaviors) >= 5

@@ -475,9 +475,12 @@ class StudyReport:
         for m, s in self.summaries.items():
             sp, g, d = s.get("aligned", "base", "speed_k"), s.get("aligned", "base", "grad_norm0"), \
                 s.get("aligned", "base", "dist_start")
+            e = s.get("aligned", "base", "speed_end")
             parts.append(
                 sp.verdict.sentence(f"From {labels.get(m, m)} ({s.n_behaviors} behaviours × {s.n_seeds} seeds), "
                                     "the aligned minus the base start's flipped held-out margin per step", ".2g")
+                + f" Over the whole epoch (the margin after the last step, per step) the difference is "
+                f"{e.estimate:.2g} [{e.lo:.2g}, {e.hi:.2g}] (interval {e.sign()})."
                 + f" The first batch's gradient norm differs by {g.estimate:.2g} [{g.lo:.2g}, {g.hi:.2g}] (interval "
                 f"{g.sign()}); the held-out distinguishability under the aligned start differs from the base "
                 f"model's by {d.estimate:.2g} [{d.lo:.2g}, {d.hi:.2g}] (interval {d.sign()}); {attribution(s)}.")
