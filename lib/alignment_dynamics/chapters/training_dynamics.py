@@ -29,7 +29,7 @@ register(ChapterSpec(
         # The all-behaviour sweep: the distinguishability chapter's sample (embeddings computed once).
         "sweep_per_class": SWEEP_PER_CLASS,
         "sweep_behaviors": SWEEP_BEHAVIORS,
-        "sweep_batch": {"smoke": 4, "fast": 32, "full": 128},
+        "sweep_batch": {"smoke": 4, "fast": 16, "full": 128},
         "seeds": {"smoke": 2, "fast": 5, "full": 10},
         # The cross-fitted sweep (ad.crossfit): folds of each behaviour's sample, and seeds per rotation.
         "crossfit_folds": same(3),
