@@ -31,6 +31,7 @@ _SUBMODULES = {
     "fullref",
     "geometry",
     "hardware",
+    "interactive",
     "lastlayer",
     "models",
     "packages",
