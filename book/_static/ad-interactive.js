@@ -178,6 +178,8 @@
     var ncols = Math.min(3, d.panels.length), nrows = Math.ceil(d.panels.length / ncols);
     var svg = el("svg", {width: ncols * (W + GAP) + ML, height: nrows * (H + MT + MB), role: "img",
                          "aria-label": d.title || "one point per behaviour"}, root);
+    html("p", {"class": "ad-note"}, bar.parentNode, "One point per behaviour; hover a point for its numbers.");
+    root.insertBefore(root.lastChild, svg);
     var byName = {};
     d.names.forEach(function (n) { byName[n] = []; });
     d.panels.forEach(function (p, k) {
@@ -217,6 +219,8 @@
     var vmax = 0;
     cells.forEach(function (c) { vmax = Math.max(vmax, Math.abs(c[2])); });
     vmax = vmax || 1;
+    html("p", {"class": "ad-note"}, root, "Colour: " + d.label + " of row i over column j, red positive (i has the " +
+         "higher priority level), blue negative, full colour at \u00b1" + fmt(vmax) + ". Hover a cell for the pair.");
     var svg = el("svg", {width: n * size + 80, height: n * size + 60, role: "img",
                          "aria-label": d.title || d.label + " of pairs of behaviours"}, root);
     var g = el("g", {transform: "translate(40,20)"}, svg);
