@@ -127,6 +127,19 @@ return tip && getComputedStyle(tip).display !== 'none' ? tip.textContent : null;
 """
 
 
+MAX_PAGE_BYTES = 10_000_000  # issue 17: no page over 10 MB
+_WEIGHT = """
+const local = u => u && u.startsWith('file:');
+return Array.from(document.querySelectorAll('img[src], script[src]')).map(e => e.src).filter(local);
+"""
+
+
+def _page_bytes(page: Path, assets: list[str]) -> int:
+    """The page's HTML plus the local images and scripts it loads (each counted once)."""
+    files = {Path(unquote(urlparse(u).path)) for u in assets}
+    return page.stat().st_size + sum(f.stat().st_size for f in files if f.is_file())
+
+
 def _check_interactive(driver) -> list[str]:
     """Each interactive figure on the open page draws as many marks as its data holds, and hovering its
     first mark shows a label; returns the problems found."""
@@ -189,6 +202,9 @@ def test_every_page_renders_cleanly_in_a_browser(smoke_build, driver):
         if len(scripts) != (1 if n_figures else 0):
             found.append(f"{n_figures} interactive figures but the script is included {len(scripts)} times")
         found += _check_interactive(driver)
+        weight = _page_bytes(page, driver.execute_script(_WEIGHT))
+        if weight > MAX_PAGE_BYTES:
+            found.append(f"the page weighs {weight / 1e6:.1f} MB with its images and scripts, over 10 MB")
         interactive_pages += n_figures > 0
         remote = driver.execute_script(_REMOTE)
         if remote:

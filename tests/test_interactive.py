@@ -213,3 +213,17 @@ def test_the_script_is_kept_once_and_only_on_pages_with_a_figure(body, kept):
     sphinx_ext._interactive_only_where_used(None, "p", "page.html", ctx, None)
     assert ctx["script_files"][0] == "_static/doctools.js"
     assert sum(s.endswith("ad-interactive.js") for s in ctx["script_files"]) == kept
+
+
+def test_outcomes_matrix_reads_a_table_of_joint_runs():
+    t = pd.DataFrame({"members": [("a", "b"), ("c", "a")], "gap": [0.5, -0.2],
+                      "gains_loss": [np.array([0.1, 0.3]), np.array([0.25, 0.2])],
+                      "distinguishability": [np.array([3.0, 2.0]), np.array([1.0, 3.0])]})
+    d = _payload(ia.outcomes_matrix(t))
+    assert d["names"] == ["c", "b", "a"] and d["gain"] == "loss drop"
+    cells = {(r, c): rest for r, c, *rest in d["cells"]}
+    assert cells[0, 2] == [-0.2, 0, 0.25, 0.2]  # c over a: c's loss fell more
+    with pytest.raises(ia.InteractiveError, match="missing"):
+        ia.outcomes_matrix(t.drop(columns="gap"))
+    with pytest.raises(ia.InteractiveError, match="group of 3"):
+        ia.outcomes_matrix(t.assign(members=[("a", "b", "c"), ("c", "a")]))

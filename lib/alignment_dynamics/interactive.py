@@ -15,7 +15,7 @@ the reader sees the note and the static figure that always stands beside an inte
 * :func:`pair_matrix`: a square matrix over behaviours (the priority gaps); hover shows the pair, its
   value and which behaviour the sign predicts to be learned first.
 * :func:`trained_pairs`: the pairs that were trained jointly, each cell the pair's gap, hover also
-  saying which behaviour was learned first.
+  saying which behaviour was learned first (:func:`outcomes_matrix` reads a table of joint runs).
 
 Numbers are rounded to :data:`SIG_DIGITS` significant digits and a figure's HTML may not exceed
 :data:`MAX_BYTES`, so pages stay small. Text is escaped for HTML by the JSON encoding (``<``, ``>``,
@@ -34,7 +34,7 @@ import numpy as np
 from .validate import InputError, finite_array
 
 __all__ = ["Interactive", "InteractiveError", "SIG_DIGITS", "MAX_BYTES", "KINDS", "embedding_map",
-           "behaviour_scatter", "table_scatter", "pair_matrix", "trained_pairs"]
+           "behaviour_scatter", "table_scatter", "pair_matrix", "trained_pairs", "outcomes_matrix"]
 
 #: Significant digits kept for every number of a payload.
 SIG_DIGITS = 4
@@ -364,3 +364,26 @@ def trained_pairs(members: Sequence[Sequence[str]], gaps: Any, gains: Any, names
                "gain": _text("gain_label", gain_label, optional=False), "first": "measured", "rings": [],
                "title": _text("title", title) or ""}
     return Interactive("matrix", payload, len(cells))
+
+
+def outcomes_matrix(outcomes: Any, *, metric: str = "loss", title: str | None = None) -> Interactive:
+    """:func:`trained_pairs` of a table of joint two-behaviour runs (``prioritization``'s outcomes:
+    columns ``members``, ``gap``, ``gains_<metric>`` and ``distinguishability``, one row per pair). The
+    behaviours are those the pairs name, sorted by their distinguishability (least first)."""
+    gain_col = f"gains_{metric}"
+    cols = getattr(outcomes, "columns", None)
+    missing = [c for c in ("members", "gap", gain_col, "distinguishability") if cols is None or c not in cols]
+    if missing:
+        raise InteractiveError(f"outcomes must be a table with columns members, gap, {gain_col} and "
+                               f"distinguishability; missing {missing}")
+    level: dict[str, float] = {}
+    for members, dist in zip(outcomes["members"], outcomes["distinguishability"]):
+        if len(members) != 2 or len(dist) != 2:
+            raise InteractiveError(f"outcomes_matrix shows pairs; got a group of {len(members)}: {members!r}")
+        for b, d in zip(members, dist):
+            level.setdefault(str(b), float(d))
+    names = list(level)
+    labels = {"loss": "loss drop", "accuracy": "accuracy gain"}
+    return trained_pairs(list(outcomes["members"]), outcomes["gap"].to_numpy(dtype=float),
+                         list(outcomes[gain_col]), names, order_by=[level[b] for b in names],
+                         gain_label=labels.get(metric, metric), title=title)
