@@ -113,7 +113,7 @@ def test_behaviour_scatter_colours_by_rank_and_carries_extra_numbers():
     fig = ia.behaviour_scatter(names, [{"x": [0.1, 0.9, 0.5], "y": [1, 2, 3], "xlabel": "d", "title": "m"}],
                                colour_by=[0.1, 0.9, 0.5], extra={"rank": [1, 3, 2]})
     d = _payload(fig)
-    assert d["names"] == names and d["extra"] == {"rank": [1, 3, 2]}
+    assert d["names"] == names and d["panels"][0]["extra"] == {"rank": [1, 3, 2]}
     assert d["colours"][0] == "#0d0887"  # plasma(0): purple, the least
     assert d["colours"][1] != d["colours"][2] != d["colours"][0]
     assert fig.n_marks == 3
@@ -123,8 +123,10 @@ def test_table_scatter_makes_one_row_of_panels_per_model():
     idx = ["a", "b", "c"]
     t1 = pd.DataFrame({"distinguishability": [1.0, 2.0, 3.0], "slope": [0.1, 0.2, 0.3], "drop": [5, 6, 7]}, index=idx)
     t2 = t1.iloc[::-1] * 10  # another order: aligned by name
-    fig = ia.table_scatter({"m1": t1, "m2": t2}, "distinguishability", {"slope": "slope", "drop": "loss drop"})
+    fig = ia.table_scatter({"m1": t1, "m2": t2}, "distinguishability", {"slope": "slope", "drop": "loss drop"},
+                           extra=["drop"])
     d = _payload(fig)
+    assert d["panels"][0]["extra"] == {"drop": [5, 6, 7]} and d["panels"][2]["extra"] == {"drop": [50, 60, 70]}
     assert [p["title"] for p in d["panels"]] == ["m1", "m1", "m2", "m2"]
     assert d["panels"][2]["x"] == [10.0, 20.0, 30.0] and d["panels"][3]["ylabel"] == "loss drop"
     assert fig.n_marks == 12

@@ -198,7 +198,7 @@
       var p = d.panels[+m.getAttribute("data-p")], i = +m.getAttribute("data-i");
       var lines = [d.names[i], (p.title ? p.title + ": " : "") + (p.xlabel || "x") + " = " + fmt(p.x[i]),
                    (p.ylabel || "y") + " = " + fmt(p.y[i])];
-      for (var key in d.extra) lines.push(key + " = " + fmt(d.extra[key][i]));
+      for (var key in p.extra) lines.push(key + " = " + fmt(p.extra[key][i]));
       return lines.join("\n");
     });
   }

@@ -201,10 +201,11 @@ def behaviour_scatter(names: Sequence[str], panels: Sequence[Mapping[str, Any]],
                       colour_by: Any = None, extra: Mapping[str, Any] | None = None,
                       title: str | None = None) -> Interactive:
     """One point per behaviour in each panel: ``panels`` are mappings with ``x`` and ``y`` (one value
-    per name; NaN leaves the point out) and optional ``xlabel``, ``ylabel`` and ``title``. Points are
-    coloured by the rank of ``colour_by`` (one value per name, e.g. distinguishability) on the plasma
-    map, purple lowest, as the static figures; ``extra`` adds named numbers per behaviour to the hover
-    label. The search box of the page highlights a behaviour by name in every panel."""
+    per name; NaN leaves the point out) and optional ``xlabel``, ``ylabel``, ``title`` and ``extra``.
+    Points are coloured by the rank of ``colour_by`` (one value per name, e.g. distinguishability) on
+    the plasma map, purple lowest, as the static figures; ``extra`` (name to one value per behaviour)
+    adds numbers to the hover label, in every panel, and a panel's own ``extra`` to that panel's. The
+    search box of the page highlights a behaviour by name in every panel."""
     names = _names("names", names)
     if not names:
         raise InteractiveError("behaviour_scatter needs at least one behaviour")
@@ -216,25 +217,29 @@ def behaviour_scatter(names: Sequence[str], panels: Sequence[Mapping[str, Any]],
     for k, p in enumerate(panels):
         if not isinstance(p, Mapping) or "x" not in p or "y" not in p:
             raise InteractiveError(f"panel {k} must be a mapping with 'x' and 'y', got {p!r:.80}")
-        unknown = set(p) - {"x", "y", "xlabel", "ylabel", "title"}
+        unknown = set(p) - {"x", "y", "xlabel", "ylabel", "title", "extra"}
         if unknown:
-            raise InteractiveError(f"panel {k} has unknown keys {sorted(unknown)}; valid: x, y, xlabel, ylabel, title")
+            raise InteractiveError(f"panel {k} has unknown keys {sorted(unknown)}; "
+                                   "valid: x, y, xlabel, ylabel, title, extra")
         x = _vector(f"panel {k} x", p["x"], n, allow_nan=True)
         y = _vector(f"panel {k} y", p["y"], n, allow_nan=True)
         shown = np.isfinite(x) & np.isfinite(y)
         if not shown.any():
             raise InteractiveError(f"panel {k} has no point with finite x and y")
         out.append({"x": _sigs(x), "y": _sigs(y), "xlabel": _text("xlabel", p.get("xlabel", "")),
-                    "ylabel": _text("ylabel", p.get("ylabel", "")), "title": _text("title", p.get("title", ""))})
+                    "ylabel": _text("ylabel", p.get("ylabel", "")), "title": _text("title", p.get("title", "")),
+                    "extra": _extra(dict(extra or {}, **(p.get("extra") or {})), n)})
         marks += int(shown.sum())
     payload: dict[str, Any] = {"names": names, "panels": out, "title": _text("title", title) or ""}
     if colour_by is not None:
         c = _vector("colour_by", colour_by, n, allow_nan=True)
         payload["colours"] = _rank_colours(c)
-    payload["extra"] = {}
-    for key, v in (extra or {}).items():
-        payload["extra"][_text("extra key", key, optional=False)] = _sigs(_vector(f"extra[{key!r}]", v, n, allow_nan=True))
     return Interactive("scatter", payload, marks)
+
+
+def _extra(extra: Mapping[str, Any], n: int) -> dict[str, list]:
+    return {_text("extra key", key, optional=False): _sigs(_vector(f"extra[{key!r}]", v, n, allow_nan=True))
+            for key, v in extra.items()}
 
 
 def _rank_colours(values: np.ndarray) -> list[str | None]:
@@ -256,8 +261,8 @@ def table_scatter(tables: Mapping[str, Any], x: str, ys: Mapping[str, str], *, x
     """:func:`behaviour_scatter` of per-model tables (DataFrames indexed by behaviour): one row of
     panels per model (``tables``: model name to table), one panel per column of ``ys`` (column name to
     axis label) against column ``x``. All tables must hold the same behaviours (the first's order is
-    kept). ``colour_by`` (default ``x``) colours by the first table's ranks; ``extra`` columns of the
-    first table join the hover label."""
+    kept). ``colour_by`` (default ``x``) colours by the first table's ranks; ``extra`` columns of each
+    table join the hover labels of its panels."""
     if not isinstance(tables, Mapping) or not tables:
         raise InteractiveError("tables must be a non-empty mapping of model name to DataFrame")
     if not isinstance(ys, Mapping) or not ys:
@@ -274,10 +279,10 @@ def table_scatter(tables: Mapping[str, Any], x: str, ys: Mapping[str, str], *, x
         t = t.loc[list(first.index)]
         for col, label in ys.items():
             panels.append({"x": t[x].to_numpy(dtype=float), "y": t[col].to_numpy(dtype=float),
-                           "xlabel": xlabel or x, "ylabel": label, "title": str(model)})
+                           "xlabel": xlabel or x, "ylabel": label, "title": str(model),
+                           "extra": {c: t[c].to_numpy(dtype=float) for c in extra}})
     colour = first[colour_by or x].to_numpy(dtype=float)
-    return behaviour_scatter(names, panels, colour_by=colour,
-                             extra={c: first[c].to_numpy(dtype=float) for c in extra})
+    return behaviour_scatter(names, panels, colour_by=colour)
 
 
 # ---------------------------------------------------------------------------------------------------
