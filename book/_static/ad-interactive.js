@@ -136,13 +136,18 @@
     });
   }
 
-  var W = 230, H = 190, ML = 52, MT = 24, GAP = 70, MB = 44;
+  var W = 200, H = 170, ML = 52, MT = 24, GAP = 62, MB = 44;
+
+  /* An SVG that scales down to the page's width (never up), keeping its aspect ratio. */
+  function canvas(root, w, h, label) {
+    return el("svg", {viewBox: "0 0 " + w + " " + h, width: w, height: h, role: "img", "aria-label": label,
+                      style: "width:100%;max-width:" + w + "px;height:auto"}, root);
+  }
 
   function drawMap(root, d) {
     var bar = html("div", {"class": "ad-bar"}, root);
     html("p", {"class": "ad-note"}, root, d.note);
-    var svg = el("svg", {width: d.panels.length * (W + GAP) + ML, height: H + MT + MB, role: "img",
-                         "aria-label": d.axis + " maps"}, root);
+    var svg = canvas(root, d.panels.length * (W + GAP) + ML, H + MT + MB, d.axis + " maps");
     var hidden = {cls: {}, beh: {}};
     function refresh() {
       root.querySelectorAll(".ad-mark").forEach(function (m) {
@@ -176,8 +181,7 @@
   function drawScatter(root, d) {
     var bar = html("div", {"class": "ad-bar"}, root);
     var ncols = Math.min(3, d.panels.length), nrows = Math.ceil(d.panels.length / ncols);
-    var svg = el("svg", {width: ncols * (W + GAP) + ML, height: nrows * (H + MT + MB), role: "img",
-                         "aria-label": d.title || "one point per behaviour"}, root);
+    var svg = canvas(root, ncols * (W + GAP) + ML, nrows * (H + MT + MB), d.title || "one point per behaviour");
     html("p", {"class": "ad-note"}, bar.parentNode, "One point per behaviour; hover a point for its numbers.");
     root.insertBefore(root.lastChild, svg);
     var byName = {};
@@ -211,7 +215,7 @@
 
   function drawMatrix(root, d) {
     var bar = html("div", {"class": "ad-bar"}, root);
-    var n = d.names.length, size = Math.max(3, Math.min(16, Math.floor(520 / n)));
+    var n = d.names.length, size = Math.max(4, Math.min(22, Math.floor(600 / n)));
     var cells = d.cells || [];
     if (d.values) {
       d.values.forEach(function (v, k) { if (v !== null) cells.push([Math.floor(k / n), k % n, v, null, null, null]); });
@@ -221,8 +225,7 @@
     vmax = vmax || 1;
     html("p", {"class": "ad-note"}, root, "Colour: " + d.label + " of row i over column j, red positive (i has the " +
          "higher priority level), blue negative, full colour at \u00b1" + fmt(vmax) + ". Hover a cell for the pair.");
-    var svg = el("svg", {width: n * size + 80, height: n * size + 60, role: "img",
-                         "aria-label": d.title || d.label + " of pairs of behaviours"}, root);
+    var svg = canvas(root, n * size + 80, n * size + 60, d.title || d.label + " of pairs of behaviours");
     var g = el("g", {transform: "translate(40,20)"}, svg);
     el("text", {x: n * size / 2, y: -6, "text-anchor": "middle", "font-weight": "bold"}, g).textContent = d.title || "";
     el("rect", {x: 0, y: 0, width: n * size, height: n * size, fill: "#f4f4f4", "class": "ad-axis"}, g);
