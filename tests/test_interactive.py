@@ -229,3 +229,16 @@ def test_outcomes_matrix_reads_a_table_of_joint_runs():
         ia.outcomes_matrix(t.drop(columns="gap"))
     with pytest.raises(ia.InteractiveError, match="group of 3"):
         ia.outcomes_matrix(t.assign(members=[("a", "b", "c"), ("c", "a")]))
+
+
+def test_maps_figure_reads_a_figure2_result():
+    from types import SimpleNamespace
+
+    coords, positive, names, texts = _map()
+    res = SimpleNamespace(picked=names, maps=coords, masks=positive, texts=texts,
+                          titles=[f"{b}\nd′ = 1.00" for b in names])
+    d = _payload(ia.maps_figure(res, axis_name="PCA"))
+    assert [p["behaviour"] for p in d["panels"]] == names and d["axis"] == "PCA"
+    assert d["panels"][0]["title"] == names[0] and d["panels"][1]["text"] == texts[1]
+    with pytest.raises(ia.InteractiveError, match="missing \\['texts'\\]"):
+        ia.maps_figure(SimpleNamespace(picked=names, maps=coords, masks=positive))

@@ -9,7 +9,7 @@ embeds, samples or reads files), checks them, and returns an :class:`Interactive
 the reader sees the note and the static figure that always stands beside an interactive one.
 
 * :func:`embedding_map`: Figure 2's maps, one panel per behaviour; hover shows a statement's text, its
-  class and its behaviour; classes and behaviours can be toggled.
+  class and its behaviour; classes and behaviours can be toggled (:func:`maps_figure` reads a result).
 * :func:`behaviour_scatter` (and :func:`table_scatter` for per-model tables): one point per behaviour
   in each panel; hover shows the behaviour and its numbers; a search box highlights a behaviour.
 * :func:`pair_matrix`: a square matrix over behaviours (the priority gaps); hover shows the pair, its
@@ -34,7 +34,7 @@ import numpy as np
 from .validate import InputError, finite_array
 
 __all__ = ["Interactive", "InteractiveError", "SIG_DIGITS", "MAX_BYTES", "KINDS", "embedding_map",
-           "behaviour_scatter", "table_scatter", "pair_matrix", "trained_pairs", "outcomes_matrix"]
+           "behaviour_scatter", "table_scatter", "pair_matrix", "trained_pairs", "outcomes_matrix", "maps_figure"]
 
 #: Significant digits kept for every number of a payload.
 SIG_DIGITS = 4
@@ -392,3 +392,15 @@ def outcomes_matrix(outcomes: Any, *, metric: str = "loss", title: str | None = 
     return trained_pairs(list(outcomes["members"]), outcomes["gap"].to_numpy(dtype=float),
                          list(outcomes[gain_col]), names, order_by=[level[b] for b in names],
                          gain_label=labels.get(metric, metric), title=title)
+
+
+def maps_figure(maps: Any, *, axis_name: str = "UMAP") -> Interactive:
+    """:func:`embedding_map` of a Figure 2 result: an object with ``picked`` (the behaviours),
+    ``maps`` (their 2-D coordinates), ``masks`` (positive statements) and ``texts`` (each map's
+    statements, in its rows' order), and optionally ``titles``; the same arrays the static figure draws."""
+    missing = [f for f in ("picked", "maps", "masks", "texts") if not hasattr(maps, f)]
+    if missing:
+        raise InteractiveError(f"maps_figure needs a result with picked, maps, masks and texts; missing {missing}")
+    titles = getattr(maps, "titles", None)
+    return embedding_map(maps.maps, maps.masks, maps.picked, maps.texts, axis_name=axis_name,
+                         titles=None if titles is None else [str(t).split("\n")[0] for t in titles])
