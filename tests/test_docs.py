@@ -19,7 +19,7 @@ SUBMODULES = set(alignment_dynamics._SUBMODULES) | {"packages", "validate", "ful
 FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.M | re.S)
 INLINE = re.compile(r"`([^`\n]+(?:\n[^`\n]+)?)`")
 DOTTED = re.compile(r"(?<![\w/.$])((?:ad|alignment_dynamics|" + "|".join(sorted(SUBMODULES)) + r")(?:\.\w+)+)")
-FILE_EXT = re.compile(r"\.(py|md|yml|toml|json|txt|SHA256SUMS)$")
+FILE_EXT = re.compile(r"\.(py|md|yml|toml|json|txt|js|css|SHA256SUMS)$")
 MAKE = re.compile(r"(?:^|[\s;(])make\s+([a-z][\w-]*)", re.M)
 
 
