@@ -147,3 +147,36 @@ def test_a_study_without_random_pairs_cannot_be_summarized():
     st = ps.PairStudy("x", [], _settings(n_random=0))
     with pytest.raises(MisalignError, match="no random pairs"):
         ps.summarize(st)
+
+
+def test_report_reads_stored_studies_names_the_missing_and_feeds_the_figure(tmp_path):
+    from alignment_dynamics.plotting.dynamics import whole_model_pairs
+
+    st = _synthetic(1.0, 0.05, n_random=6, seeds=(0, 1))
+    ps.write("m1", st.rows, st.settings, tmp_path, command="t", seconds=60.0, dtype="float32")
+    rep = ps.report(["m1", "m2"], directory=tmp_path, n_boot=200)
+    assert list(rep.summaries) == ["m1"] and rep.missing == ("m2",) and rep.source == "stored artefact"
+    text = rep.text({"m1": "Model One"})
+    assert "Model One" in text and rep.summaries["m1"].verdict.phrase() in text and "m2" in text
+    assert "6 random pairs" in rep.design().replace("6 random pairs × 2 seeds", "6 random pairs")
+    assert "float32" in rep.provenance and "1 min" in rep.provenance
+    (panel,) = rep.panels()
+    assert len(panel["points"]) == 7 and sum(q["named"] for q in panel["points"]) == 1
+    fig = whole_model_pairs(rep.panels())
+    ax = fig.axes[0]
+    xs = np.concatenate([ln.get_xdata() for ln in ax.lines if ln.get_marker() in ("o", "D")])
+    assert sorted(xs) == pytest.approx(sorted(q["gap"] for q in panel["points"]))
+    assert rep.verdict().verdict == rep.summaries["m1"].verdict.verdict
+    empty = ps.report(["m2"], directory=tmp_path)
+    assert empty.verdict().verdict == "not testable here" and "make one with" in empty.text()
+
+
+def test_report_runs_a_live_tiny_study():
+    from alignment_dynamics.chapters.common import TINY
+
+    rand = ((NAMES[2], NAMES[3]), (NAMES[4], NAMES[5]), (NAMES[6], NAMES[7]))
+    live = dict(named=((NAMES[0], NAMES[1]),), random=rand, seeds=(0,), n_predict=8, n_train=8, n_test=6,
+                batch_size=4, micro_batch=4, k=2, top_blocks=1)
+    rep = ps.report([TINY], live=live, n_boot=100, progress=False)
+    assert rep.source == "run in this build" and rep.summaries[TINY].n_pairs == 3
+    assert "smoke" in rep.provenance

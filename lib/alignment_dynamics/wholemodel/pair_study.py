@@ -340,3 +340,108 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# ---------------------------------------------------------------------------------------------------
+# What the chapter shows
+# ---------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PairReport:
+    """The whole-model pair study as the chapter shows it: one :class:`PairSummary` per model with a
+    study, the models without one, where the numbers come from, and each model's points for the figure."""
+
+    summaries: dict[str, PairSummary]
+    studies: dict[str, PairStudy]
+    missing: tuple[str, ...]
+    source: str  # "stored artefact" or "run in this build"
+
+    @property
+    def provenance(self) -> str:
+        from .. import artifacts
+
+        if self.source != "stored artefact":
+            return "a tiny study run in this build (smoke profile: plumbing only)"
+        return artifacts.describe({m: st.manifest for m, st in self.studies.items()})
+
+    def verdict(self):
+        """The share verdict over every model with a study (``verdicts.combine``), or not testable."""
+        from .. import verdicts
+
+        if not self.summaries:
+            return verdicts.not_testable(f"no whole-model pair study for {list(self.missing)}")
+        return verdicts.combine([s.verdict for s in self.summaries.values()], rule="each model's random pairs")
+
+    def design(self) -> str:
+        """The design in words, from the settings of the first study."""
+        if not self.studies:
+            return "no study"
+        s = next(iter(self.studies.values())).settings
+        return (f"{len(s.named)} named and {len(s.random)} random pairs × {len(s.seeds)} seeds; per behaviour "
+                f"{s.n_predict} predictor, {s.n_train} training and {s.n_test} held-out statements; "
+                f"{'the top ' + str(s.top_blocks) + ' blocks' if s.top_blocks else 'every block'} trained "
+                f"({s.method}) for one epoch in batches of {s.batch_size}, lr {s.lr:g}, β {s.beta:g}; "
+                f"learned first read after k = {s.k} steps")
+
+    def text(self, labels: dict[str, str] | None = None) -> str:
+        """One generated paragraph: per model, the test's sentence and the named pairs."""
+        labels = labels or {}
+        if not self.summaries:
+            return (f"No whole-model pair study is stored for {', '.join(self.missing)}; make one with `{MAKE}`.")
+        parts = []
+        for m, s in self.summaries.items():
+            named = "; ".join(f"{n.a} over {n.b}: gap {n.gap:+.2f}, held-out margin difference {n.diff_k:+.3f}, "
+                              f"sign right in {n.right} of {n.seeds} seeds" for n in s.named)
+            parts.append(s.sentence(labels.get(m, m)) + (f" The named pairs: {named}." if named else ""))
+        if self.missing:
+            parts.append(f"No whole-model pair study is stored for {', '.join(self.missing)}.")
+        return " ".join(parts)
+
+    def claim_text(self, labels: dict[str, str] | None = None) -> str:
+        """What was measured, per model, for the claims table."""
+        labels = labels or {}
+        if not self.summaries:
+            return f"no whole-model pair study for {', '.join(self.missing)}"
+        return "; ".join(f"{labels.get(m, m)}: share right {s.share:.2f} [{s.lo:.2f}, {s.hi:.2f}], {s.n_pairs} random "
+                         f"pairs × {s.n_seeds} seeds" for m, s in self.summaries.items())
+
+    def panels(self, labels: dict[str, str] | None = None) -> list[dict]:
+        """Per model: each pair's mean gap (x) and mean held-out margin difference at k (y), the named
+        pairs marked, for ``plotting.dynamics.whole_model_pairs``."""
+        labels = labels or {}
+        out = []
+        for m, st in self.studies.items():
+            by: dict[tuple[str, str], list[dict]] = {}
+            for r in st.rows:
+                by.setdefault((r["a"], r["b"]), []).append(r)
+            pts = [{"gap": float(np.mean([r["gap"] for r in rows])),
+                    "diff": float(np.mean([r["margin_a_k"] - r["margin_b_k"] for r in rows])),
+                    "named": pair in st.settings.named, "label": f"{pair[0]} / {pair[1]}"}
+                   for pair, rows in by.items()]
+            s = self.summaries[m]
+            out.append({"title": f"{labels.get(m, m)}: right in {s.share:.0%} of {s.n_pairs} pairs", "points": pts})
+        return out
+
+
+def report(model_names: Sequence[str], *, live: dict | None = None, directory: str | Path | None = None,
+           n_boot: int = 2000, seed: int = 0, progress: bool = True) -> PairReport:
+    """The study of each model: read from the stored artefact, or, with ``live`` (the smoke profile:
+    :class:`PairStudySettings` keyword arguments), run now on each model (loaded by name). A model with
+    neither is listed as missing, and the chapter says so."""
+    from .. import models as _models
+
+    summaries, studies, missing = {}, {}, []
+    for m in model_names:
+        if live is not None:
+            s = PairStudySettings(**live)
+            lm = _models.load(m)
+            st = PairStudy(m, run_study(lm.model, lm.tokenizer, s, progress=progress), s, {})
+            del lm
+        elif m in covered(directory):
+            st = load(m, directory)
+        else:
+            missing.append(m)
+            continue
+        studies[m] = st
+        summaries[m] = summarize(st, n_boot=n_boot, seed=seed)
+    return PairReport(summaries, studies, tuple(missing), "run in this build" if live is not None else "stored artefact")
