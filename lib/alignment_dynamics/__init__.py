@@ -20,6 +20,7 @@ _SUBMODULES = {
     "bench",
     "book",
     "build",
+    "build_record",
     "cache",
     "chapters",
     "config",

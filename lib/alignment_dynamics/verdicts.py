@@ -375,3 +375,38 @@ def gap_order_text(by_model: "dict[str, Verdict]") -> str:
     else:
         tail = "This sample does not settle the order of the two gaps on every model."
     return "Comparing the two pairs' gaps: " + "; ".join(parts) + ". " + tail
+
+
+# ---------------------------------------------------------------------------------------------------
+# Exact counts and absolute tolerances (the kernels chapter: facts of the setting that are identities)
+# ---------------------------------------------------------------------------------------------------
+
+__all__ += ["count_is", "within"]
+
+
+def count_is(observed: int, expected: int, *, n: int | None = None, unit: str = "") -> Verdict:
+    """A count that a derivation fixes exactly (e.g. how many rows of a head move): "agrees" when
+    ``observed == expected``, "differs" otherwise. ``n`` is how many things were counted over (the
+    rows of the head); the estimate is ``observed``. Not a statistical test: the count is exact."""
+    for name, v in (("observed", observed), ("expected", expected)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise VerdictError(f"{name} must be a non-negative int, got {v!r}")
+    return Verdict(AGREES if observed == expected else DIFFERS, float(observed), None, None, _n(n),
+                   f"exact count: agrees when exactly {expected}", unit)
+
+
+def within(error: float, *, tol: float, n: int | None = None, unit: str = "steps",
+           what: str = "largest absolute difference") -> Verdict:
+    """An identity checked in floating point by an *absolute* error (``error`` ≥ 0, e.g. the largest
+    |loss difference| of two trainers over ``n`` steps): "agrees" when ``error <= tol`` (``tol`` = 0
+    asks for bit equality), "differs" otherwise, "not testable here" when undefined (NaN). See
+    :func:`exact` for a relative error."""
+    if not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol >= 0):
+        raise VerdictError(f"tol must be a finite number >= 0, got {tol!r}")
+    rule = f"exact identity: {what} at most {tol:g}"
+    if _nan(error):
+        return Verdict(UNTESTABLE, None, None, None, _n(n), rule + " (undefined here)", unit)
+    e = float(error)
+    if e < 0:
+        raise VerdictError(f"error must be an absolute difference (>= 0), got {error!r}")
+    return Verdict(AGREES if e <= tol else DIFFERS, e, None, None, _n(n), rule, unit)
