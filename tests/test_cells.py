@@ -22,7 +22,6 @@ BOOK = ROOT / "book"
 LEFT: dict[str, str] = {
     "accuracy": "sweep constants and checks in cells",
     "distinguishability": "loops, thresholds and verdicts in cells",
-    "dpo_last_layer": "checks compared in cells",
     "intro": "a comprehension",
     "kernels": "speed-ups and branches in cells",
     "misalignment": "means and list building in cells",

@@ -160,3 +160,17 @@ def test_crossfit_spearman_rejects_a_constant_input():
     x = np.arange(10.0)[None, :]
     with pytest.raises(stats.StatsError, match="constant"):
         stats.crossfit_spearman(x, np.ones_like(x), n_boot=50)
+
+
+def test_float_identity_rule():
+    assert vd.float_identity(3e-16).verdict == "agrees"
+    assert vd.float_identity(3e-12).verdict == "differs"  # above the default 1e-12
+    assert vd.float_identity(3e-12, tol=1e-11).verdict == "agrees"  # the threshold is the rule's
+    assert vd.float_identity(float("inf")).verdict == "differs"
+    assert vd.float_identity(float("nan")).verdict == "not testable here"
+    v = vd.float_identity(1e-13, n=7, unit="steps")
+    assert v.estimate == 1e-13 and v.n == 7 and "1e-12" in v.rule
+    with pytest.raises(vd.VerdictError, match="non-negative"):
+        vd.float_identity(-1.0)
+    with pytest.raises(vd.VerdictError, match="tol"):
+        vd.float_identity(0.0, tol=0.0)

@@ -375,3 +375,21 @@ def gap_order_text(by_model: "dict[str, Verdict]") -> str:
     else:
         tail = "This sample does not settle the order of the two gaps on every model."
     return "Comparing the two pairs' gaps: " + "; ".join(parts) + ". " + tail
+
+
+# --- float64 identities of Part I (theory chapters) ---------------------------------------------------
+
+def float_identity(error: float, *, tol: float = 1e-12, n: int | None = None, unit: str = "pairs") -> Verdict:
+    """An identity of our own derivation checked in float64 against an independent implementation:
+    "agrees" when the largest difference ``error`` (absolute, or relative where the check compares a norm) is at most ``tol`` (float64 rounding is
+    about 1e-16, so 1e-12 leaves room for accumulated rounding but not for a wrong formula), "differs"
+    otherwise, "not testable here" when it is NaN. ``n`` counts what the difference was maximised over."""
+    if _nan(error):
+        return Verdict(UNTESTABLE, None, None, None, _n(n), "float64 identity (undefined here)", unit)
+    if not (tol > 0 and math.isfinite(tol)):
+        raise VerdictError(f"tol must be a positive finite number, got {tol!r}")
+    e = float(error)
+    if e < 0:
+        raise VerdictError(f"error must be a non-negative difference, got {error!r}")
+    return Verdict(AGREES if e <= tol else DIFFERS, e if math.isfinite(e) else None, None, None, _n(n),
+                   f"float64 identity: largest difference from the closed form (absolute, or relative for a norm) at most {tol:g}", unit)

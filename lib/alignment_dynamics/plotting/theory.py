@@ -314,3 +314,10 @@ def sgd_and_margin_panels(curves: Sequence[dict], margin_table, *, labels: Seque
     axes[1].set_title("one-step margin change")
     label_panels(axes)
     return fig
+
+
+def reduction_trajectory(traj):
+    """:func:`plot_reduction_check` of a :class:`alignment_dynamics.theory.reduction_study.TrajectoryResult`
+    (its ``curves``: full-softmax reference against the recursion)."""
+    c = traj.curves
+    return plot_reduction_check(c["t"], c["reference"], c["closed"])
