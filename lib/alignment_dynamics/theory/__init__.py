@@ -52,6 +52,7 @@ from .headline import (
     order_verdict, rank_agrees, rank_correlation, strictly_increasing, summarize_ratios,
 )
 from . import reduction_study  # the sections of the chapter dpo_last_layer
+from . import priority_study  # the sections of the chapter priority
 
 __all__ = [
     "AccuracyProblem", "ClassConditional", "FAMILIES", "HEADLINE_BOUNDS", "TwoClass", "accuracy_curves",
