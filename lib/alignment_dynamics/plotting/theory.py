@@ -344,3 +344,14 @@ def priority_first_step(sweep):
     """Measured first-step margin changes of a priority sweep result against the exact formula."""
     return plot_identity(sweep.first[:, 1], sweep.first[:, 0], xlabel="predicted (eta beta / 4) ||b_bar|| p_i",
                          ylabel="measured M_i(1) - M_i(0)", title="first step, all behaviours")
+
+
+def accuracy_curves_panels(curves):
+    """:func:`accuracy_bound_panels` of a :class:`alignment_dynamics.theory.accuracy_study.CurvesResult`."""
+    return accuracy_bound_panels(curves.curves, labels=list(curves.labels))
+
+
+def accuracy_tightness(sweep):
+    """:func:`headline_tightness` of the accuracy sweep's headline bounds against ||mu_+ - mu_-|| / alpha."""
+    return headline_tightness(sweep.tightness_x, sweep.frame, [r["bound"] for r in sweep.bounds],
+                              xlabel="||mu_+ - mu_-|| / alpha")
