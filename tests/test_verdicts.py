@@ -185,3 +185,17 @@ def test_within_rule_and_its_tolerance():
         vd.within(0.0, tol=-1.0)
     with pytest.raises(vd.VerdictError, match=">= 0"):
         vd.within(-1e-3, tol=1e-2)
+
+
+def test_float_identity_rule():
+    assert vd.float_identity(3e-16).verdict == "agrees"
+    assert vd.float_identity(3e-12).verdict == "differs"  # above the default 1e-12
+    assert vd.float_identity(3e-12, tol=1e-11).verdict == "agrees"  # the threshold is the rule's
+    assert vd.float_identity(float("inf")).verdict == "differs"
+    assert vd.float_identity(float("nan")).verdict == "not testable here"
+    v = vd.float_identity(1e-13, n=7, unit="steps")
+    assert v.estimate == 1e-13 and v.n == 7 and "1e-12" in v.rule
+    with pytest.raises(vd.VerdictError, match="non-negative"):
+        vd.float_identity(-1.0)
+    with pytest.raises(vd.VerdictError, match="tol"):
+        vd.float_identity(0.0, tol=0.0)

@@ -260,13 +260,9 @@ def absent(intervals: Sequence[tuple[float, float]], *, margin: float, n: int | 
 
 
 def exact(error: float, *, tol: float = 1e-9, n: int | None = None, unit: str = "runs") -> Verdict:
-    """An identity of our own derivation checked in floating point: "agrees" when the largest relative
-    error is at most ``tol``, "differs" otherwise (not a statistical test: the identity is exact)."""
-    if _nan(error):
-        return Verdict(UNTESTABLE, None, None, None, _n(n), "exact identity (undefined here)", unit)
-    e = float(error)
-    return Verdict(AGREES if e <= tol else DIFFERS, e, None, None, _n(n),
-                   f"exact identity: largest relative error at most {tol:g}", unit)
+    """An identity of our own derivation checked in floating point by its largest *relative* error:
+    :func:`within` (not a statistical test: the identity is exact)."""
+    return within(error, tol=tol, n=n, unit=unit, what="largest relative error")
 
 
 def bound(ratio: float, *, n: int | None = None, unit: str = "steps") -> Verdict:
@@ -408,5 +404,20 @@ def within(error: float, *, tol: float, n: int | None = None, unit: str = "steps
         return Verdict(UNTESTABLE, None, None, None, _n(n), rule + " (undefined here)", unit)
     e = float(error)
     if e < 0:
-        raise VerdictError(f"error must be an absolute difference (>= 0), got {error!r}")
+        raise VerdictError(f"error must be a non-negative (absolute) difference, >= 0, got {error!r}")
     return Verdict(AGREES if e <= tol else DIFFERS, e, None, None, _n(n), rule, unit)
+
+
+__all__ += ["float_identity"]
+
+
+def float_identity(error: float, *, tol: float = 1e-12, n: int | None = None, unit: str = "pairs") -> Verdict:
+    """An identity of our own derivation (Part I) checked in float64 against an independent
+    implementation: :func:`within` with ``tol`` > 0 (float64 rounding is about 1e-16, so the default
+    1e-12 leaves room for accumulated rounding but not for a wrong formula). ``error`` is the largest
+    difference, absolute, or relative where the check compares a norm; ``n`` counts what it was
+    maximised over."""
+    if not (isinstance(tol, (int, float)) and tol > 0 and math.isfinite(tol)):
+        raise VerdictError(f"tol must be a positive finite number, got {tol!r}")
+    return within(error, tol=tol, n=n, unit=unit,
+                  what="largest float64 difference from the closed form (absolute, or relative for a norm)")
