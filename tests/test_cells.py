@@ -26,7 +26,6 @@ LEFT: dict[str, str] = {
     "intro": "a comprehension",
     "kernels": "speed-ups and branches in cells",
     "misalignment": "means and list building in cells",
-    "persona_data": "counts and branches in cells",
     "prioritization": "the pair loop and verdicts in cells",
     "priority": "checks compared in cells",
     "reproducibility": "a branch and comprehensions",

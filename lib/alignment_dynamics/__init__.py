@@ -34,6 +34,7 @@ _SUBMODULES = {
     "lastlayer",
     "models",
     "packages",
+    "persona_study",
     "plotting",
     "progress",
     "sphinx_ext",
