@@ -35,6 +35,7 @@ _SUBMODULES = {
     "lastlayer",
     "models",
     "packages",
+    "persona_study",
     "plotting",
     "progress",
     "sphinx_ext",
