@@ -27,7 +27,6 @@ LEFT: dict[str, str] = {
     "kernels": "speed-ups and branches in cells",
     "misalignment": "means and list building in cells",
     "persona_data": "counts and branches in cells",
-    "prioritization": "the pair loop and verdicts in cells",
     "priority": "checks compared in cells",
     "reproducibility": "a branch and comprehensions",
     "training_dynamics": "loops, rules and text building in cells",
