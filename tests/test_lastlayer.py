@@ -828,3 +828,33 @@ def test_claim_rows_follow_the_results_and_are_recorded(monkeypatch):
     assert [r["claim"] for r in book._state["claims"]] == [r["claim"] for r in rows]
     with pytest.raises(dy.DynamicsError, match="lacks"):
         sw.record_claims([{"claim": "c"}])
+
+
+def test_prioritization_sentences_follow_the_numbers():
+    import pandas as pd
+
+    ps, sw = dy.prioritization_study, dy.pair_sweep_study
+    assert "as the theorem says it must" in ps.first_step_text(3e-16)
+    assert "does not reproduce the identity" in ps.first_step_text(1e-6)  # above the exact rule's 1e-9
+    assert ps.band_summary(3e-16, [4, 7], 100).startswith("The theorem's first step is exact")
+    assert "only up to step 4 of 100" in ps.band_summary(3e-16, [4, 7], 100)
+    assert "for all 100 steps" in ps.band_summary(3e-16, [100, 100], 100)
+    assert "is not reproduced here" in ps.band_summary(1e-3, [100], 100)
+    with pytest.raises(dy.DynamicsError, match="at least one pair"):
+        ps.band_summary(0.0, [], 100)
+
+    def outcomes(gaps, agree):
+        return pd.DataFrame({"gap": gaps, "agree_loss": agree})
+
+    small = outcomes([0.01, -0.02, 0.3, -0.4, 0.5], [False, False, True, True, True])
+    large = outcomes([0.01, -0.02, 0.3, -0.4, 0.5], [True, True, False, False, True])
+    assert "2 on p (median |gap| 0.015, against 0.300" in sw.misses_text({"p": small})
+    assert "smaller gaps than the typical pair" in sw.misses_text({"p": small, "q": small})
+    assert "not confined to small gaps" in sw.misses_text({"p": large})
+    assert "on others not" in sw.misses_text({"p": small, "q": large})
+    assert sw.misses_text({"p": outcomes([0.1], [True])}) == "Misses of the gap's sign: none on p."
+    price, total = sw.reweighting_texts({"low_ratio": 2.0, "high_ratio": 0.5, "total_ratio": 0.9})
+    assert price.startswith("The price is paid by the other behaviour") and "multiplied by 2.00" in price
+    assert "does not create progress" in total
+    price, total = sw.reweighting_texts({"low_ratio": 2.0, "high_ratio": 1.1, "total_ratio": 1.3})
+    assert price.startswith("The other behaviour does not pay") and "adds progress" in total

@@ -94,6 +94,7 @@ def pair_sweep(cfg, data: SweepData) -> PairSweep:
         values[f"m{k}_wrong_median_gap"] = float(np.median(np.abs(wrong["gap"]))) if len(wrong) else 0.0
         values[f"m{k}_median_gap"] = float(np.median(np.abs(o["gap"])))
         values[f"m{k}_n_wrong"] = len(wrong)
+    values["misses_text"] = misses_text({data.short[m]: outcomes[m] for m in data.models})
     table = pd.DataFrame(summary).style.hide(axis="index")
     return PairSweep(pair_names, triple_names, seeds, outcomes, triple_outcomes, shares, bins, table, values)
 
@@ -176,8 +177,51 @@ def reweighting_study(cfg, data: SweepData, sweep: PairSweep) -> Reweighting:
         values[f"rw_{key}"] = rw[key]
     for key in ("low", "high", "total"):
         values[f"rw_{key}_gain"] = rw[f"{key}_ratio"]
+    values["rw_price_text"], values["rw_total_text"] = reweighting_texts(rw)
     verdict = verdicts.share(rw["shrinks_p"], rw["shrinks_lo"], rw["shrinks_hi"], len(groups))
     return Reweighting(m, plan, rw, verdict, values)
+
+
+def misses_text(outcomes: Mapping[str, Any]) -> str:
+    """The generated sentence on the random pairs whose gap sign was wrong (loss metric), per model
+    (``{label: priority_outcomes}``): how many, and whether their median |gap| is below the median over
+    all pairs (the misses are then small-gap pairs, where noise decides)."""
+    if not outcomes:
+        raise DynamicsError("misses_text needs the outcomes of at least one model")
+    parts, smaller = [], []
+    for label, o in outcomes.items():
+        wrong = o[~o["agree_loss"]]
+        if not len(wrong):
+            parts.append(f"none on {label}")
+            continue
+        w, a = float(np.median(np.abs(wrong["gap"]))), float(np.median(np.abs(o["gap"])))
+        smaller.append(w < a)
+        parts.append(f"{len(wrong)} on {label} (median |gap| {w:.3f}, against {a:.3f} over all pairs)")
+    head = "Misses of the gap's sign: " + "; ".join(parts) + "."
+    if not smaller:
+        return head
+    if all(smaller):
+        return head + (" The misses have smaller gaps than the typical pair, where SGD noise and the class balance "
+                       "of each training sample decide.")
+    if not any(smaller):
+        return head + " The misses are not confined to small gaps: their median gap is not below the typical pair's."
+    return head + " On some models the misses have smaller gaps than the typical pair, on others not."
+
+
+def reweighting_texts(effect: Mapping[str, Any]) -> tuple[str, str]:
+    """Two generated sentences on :func:`reweighting_effect`: who pays for the oversampling (the
+    median pair's loss-drop ratios, after over before, of the lagging and the leading member) and
+    whether it creates progress (the ratio of their sum: not above 1, it only redistributes)."""
+    low, high, total = (float(effect[k]) for k in ("low_ratio", "high_ratio", "total_ratio"))
+    ratios = (f"in the median pair the lagging member's loss drop is multiplied by {low:.2f}, the leading "
+              f"member's by {high:.2f}, and their sum by {total:.2f}")
+    price = (f"The price is paid by the other behaviour: {ratios}." if high < 1
+             else f"The other behaviour does not pay for it: {ratios}.")
+    if total <= 1:
+        progress = "Reweighting redistributes a shared update; it does not create progress."
+    else:
+        progress = "The sum of the loss drops grows too: here reweighting adds progress as well as redistributing it."
+    return price, progress
 
 
 def claim_rows(cfg, data: SweepData, fig5: Figure5, gaps: GapSizes, margins: Margins, sweep: PairSweep,
