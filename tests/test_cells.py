@@ -22,7 +22,6 @@ BOOK = ROOT / "book"
 LEFT: dict[str, str] = {
     "distinguishability": "loops, thresholds and verdicts in cells",
     "misalignment": "means and list building in cells",
-    "prioritization": "the pair loop and verdicts in cells",
     "training_dynamics": "loops, rules and text building in cells",
     "update_rate": "sweep constants and bound checks in cells",
 }
