@@ -20,16 +20,8 @@ BOOK = ROOT / "book"
 
 # Chapters whose cells still compute, one per line (each rewrite removes its own line).
 LEFT: dict[str, str] = {
-    "accuracy": "sweep constants and checks in cells",
     "distinguishability": "loops, thresholds and verdicts in cells",
-    "dpo_last_layer": "checks compared in cells",
-    "intro": "a comprehension",
-    "kernels": "speed-ups and branches in cells",
     "misalignment": "means and list building in cells",
-    "persona_data": "counts and branches in cells",
-    "prioritization": "the pair loop and verdicts in cells",
-    "priority": "checks compared in cells",
-    "reproducibility": "a branch and comprehensions",
     "training_dynamics": "loops, rules and text building in cells",
     "update_rate": "sweep constants and bound checks in cells",
 }

@@ -12,3 +12,8 @@ def test_deviations_name_the_quantisation_and_follow_the_registry():
     assert "top" in rows["whole-model training"]["this book"] and "LoRA" in rows["whole-model training"]["official"]
     with pytest.raises(config.ConfigError):
         deviations.deviations("quick")
+
+
+def test_deviations_table_shows_every_row():
+    table = deviations.deviations_table("smoke")
+    assert list(table.data["what"]) == [r["what"] for r in deviations.deviations("smoke")]

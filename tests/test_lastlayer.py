@@ -670,3 +670,191 @@ def test_gap_size_comparison_decides_only_when_the_interval_excludes_zero():
     assert same["diff_lo"] < 0 < same["diff_hi"] and same["verdict"].verdict == "not resolvable at this sample size"
     with pytest.raises(dy.DynamicsError, match="exactly two"):
         dy.gap_size_comparison(a[:1], b, n_boot=50, seed=1)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The prioritisation chapter's result objects (lastlayer.prioritization_study, lastlayer.pair_sweep_study)
+# ---------------------------------------------------------------------------------------------------
+
+def _model_set(rng, model, *args, **kw):
+    """:func:`make_set` as embedded by ``model``."""
+    import dataclasses
+
+    return dataclasses.replace(make_set(rng, *args, **kw), model=model)
+
+
+def _prio_cfg(**over):
+    from types import SimpleNamespace
+
+    kw = dict(models=["synthetic", "other"], sweep_behaviors=None, sweep_per_class=6, per_class=6, seed=5,
+              norm="model", dtype="auto", proxy="synthetic", beta_mode="official", lr=1.0, steps=12,
+              batch_size=None, figure_models=2, pair_a=("a1", "a2"), pair_b=("b1", "b2"), n_boot=50,
+              pair_batch=None, triple_batch=None, n_pairs=8, n_triples=3, seeds=2, crossfit_folds=3,
+              crossfit_seeds=1, max_replication=8, gap_bins=[0.0, 0.2, 100.0])
+    kw.update(over)
+    return SimpleNamespace(**kw)
+
+
+def _prio_data(rng, cfg, shifts=(0.3, 0.8, 1.5, 2.5, 3.5)):
+    """A SweepData of synthetic sets (one per shift, named 'x<k>') for the two synthetic models."""
+    ps = dy.prioritization_study
+    names = tuple(f"x{k}" for k in range(len(shifts)))
+    facts, sweep, choice = {}, {}, {}
+    for m in cfg.models:
+        facts[m], _ = make_facts(rng, model=m)
+        sweep[m] = {n: _model_set(rng, m, n, 24, 24, n_test=(12, 12), shift=s) for n, s in zip(names, shifts)}
+        choice[m] = {"lr": cfg.lr, "beta": 0.3, "kappa": 0.1}
+    return ps.SweepData(tuple(cfg.models), {m: m for m in cfg.models}, names, facts, sweep, choice, {}, None)
+
+
+def test_model_keys_name_each_model_by_its_position():
+    ps = dy.prioritization_study
+    assert ps.model_keys(["p", "q"]) == {"m1_name": "p", "m2_name": "q"}
+    with pytest.raises(dy.DynamicsError, match="non-empty list of model names"):
+        ps.model_keys([])
+
+
+def test_sweep_data_embeds_every_behaviour_and_matches_the_lr_choice(monkeypatch):
+    ps = dy.prioritization_study
+    rng = np.random.default_rng(21)
+    cfg = _prio_cfg(sweep_behaviors=["u", "v"], lr=None, models=["synthetic", "other"])
+    facts = {m: make_facts(rng, model=m)[0] for m in cfg.models}
+    sets = {(m, b): _model_set(rng, m, b) for m in cfg.models for b in cfg.sweep_behaviors}
+    monkeypatch.setattr(ps, "head_facts", lambda m: facts[m])
+    monkeypatch.setattr(ps, "behavior_set", lambda m, b, *a, **k: sets[m, b])
+    out = ps.sweep_data(cfg)
+    assert out.behaviors == ("u", "v") and list(out.sweep["other"]) == ["u", "v"]
+    want = dy.lr_choice({m: (facts[m], [sets[m, "u"], sets[m, "v"]]) for m in cfg.models}, proxy="synthetic", lr=None)
+    assert out.values["m2_lr"] == want["other"]["lr"] and out.values["m1_beta"] == want["synthetic"]["beta"]
+    assert out.values["sweep_per_class"] == "6" and ps.sweep_data(_prio_cfg(
+        sweep_behaviors=["u", "v"], sweep_per_class=None)).values["sweep_per_class"] == "all"
+
+
+def test_figure5_pairs_name_who_is_learned_first_and_who_is_more_distinguishable(monkeypatch):
+    ps = dy.prioritization_study
+    rng = np.random.default_rng(22)
+    cfg = _prio_cfg(steps=20)
+    data_ = _prio_data(rng, cfg)
+    # pair (a): the first member far more distinguishable; pair (b): the second one
+    shifts = {"a1": 3.0, "a2": 0.4, "b1": 0.4, "b2": 3.0}
+    sets = {(m, b): _model_set(rng, m, b, 30, 30, shift=s) for m in cfg.models for b, s in shifts.items()}
+    monkeypatch.setattr(ps, "behavior_set", lambda m, b, *a, **k: sets[m, b])
+    monkeypatch.setattr(ps, "joint_splits", lambda names, seed: [None] * len(names))
+    fig5 = ps.figure5_pairs(cfg, data_)
+    v = fig5.values
+    for k in (1, 2):
+        assert v[f"m{k}_more_dist_a"] == "a1" and v[f"m{k}_more_dist_b"] == "b2"
+        assert v[f"m{k}_learned_first_a"] == "a1" and v[f"m{k}_learned_first_b"] == "b2"
+        assert v[f"m{k}_gap_pair_a"] > 0 > v[f"m{k}_gap_pair_b"]
+        assert v[f"m{k}_drop_first_a"] > v[f"m{k}_drop_second_a"]
+        assert v[f"m{k}_first_is_more_a"] == v[f"m{k}_first_is_more_b"] == 1
+    assert fig5.first_is_more == {"synthetic": 2, "other": 2}
+    assert v["embedded"] == 0 and v["batch_size"] is None
+    assert set(fig5.runs) == {(m, t) for m in cfg.models for t in "ab"}
+    assert list(fig5.info["pair"]) == ["a", "b", "a", "b"] and fig5.table is not None
+    # the margins: the first full-batch step is exact; values per pair
+    margins = ps.margin_study(cfg, data_, fig5)
+    assert margins.values["first_step_err"] < 1e-9 and margins.model == "synthetic"
+    assert {"band_until_a", "kappa_b", "ratio_balanced_a", "ratio_own_b"} <= set(margins.values)
+    gaps = ps.gap_sizes(cfg, data_, fig5)
+    assert gaps.values["m1_gapdiff_lo"] <= gaps.values["m1_gapdiff_hi"]
+    assert gaps.values["reversal_text"].startswith("Comparing the two pairs' gaps: on synthetic")
+    with pytest.raises(dy.DynamicsError, match="two behaviours each"):
+        ps.figure5_pairs(_prio_cfg(pair_a=("a1",)), data_)
+    for plot in (plotting.prioritization.pair_curves(fig5), plotting.prioritization.margin_panels(fig5, margins)):
+        assert len(plot.axes) >= 2
+        plot.clf()
+
+
+def test_pair_sweep_scores_every_pair_and_triple_and_counts_its_misses():
+    sw = dy.pair_sweep_study
+    rng = np.random.default_rng(23)
+    cfg = _prio_cfg()
+    data_ = _prio_data(rng, cfg)
+    out = sw.pair_sweep(cfg, data_)
+    assert len(out.pairs) == 8 and len(out.triples) == 3 and out.seeds == (5, 6)
+    v = out.values
+    assert v["pairs_per_behaviour"] == pytest.approx(16 / len({b for p in out.pairs for b in p}))
+    for k, m in enumerate(cfg.models, start=1):
+        o, to = out.outcomes[m], out.triple_outcomes[m]
+        hits = int(o["agree_loss"].sum())
+        assert (v[f"m{k}_pairs_loss_p"], v[f"m{k}_pairs_loss_lo"], v[f"m{k}_pairs_loss_hi"]) == stats.wilson(hits, 8)
+        assert v[f"m{k}_triples_order_accuracy_p"] == stats.wilson(int(to["order_accuracy"].sum()), 3)[0]
+        assert v[f"m{k}_n_wrong"] == 8 - hits
+        assert v[f"m{k}_median_gap"] == pytest.approx(np.median(np.abs(o["gap"])))
+        assert out.bins[m]["n"].sum() == 8
+    assert v["m1_pairs_loss_p"] >= 0.75  # well-separated distinguishabilities: the gap's sign is mostly right
+    # crossfit: its values are the PairCrossFit's numbers, and its verdicts are keyed for the glue
+    xf = sw.pair_crossfits(cfg, data_, out)
+    x = xf.by_model["other"]
+    assert (xf.values["m2_pairs_xfit_p"], xf.values["m2_pairs_circ_hi"]) == (x.share, x.circular[2])
+    assert xf.verdicts["m2_pairs_xfit"] is x.verdict and xf.values["xfit_folds"] == 3
+    # reweighting, on the first model only
+    rw = sw.reweighting_study(cfg, data_, out)
+    assert rw.model == "synthetic" and len(rw.plan) == 8
+    assert rw.values["rw_median_factor"] == float(np.median([max(r) for r in rw.plan])) >= 1
+    assert rw.values["rw_shrinks_p"] == rw.effect["shrinks_p"] == rw.verdict.estimate
+    assert rw.values["rw_low_gain"] == rw.effect["low_ratio"] > 1  # the lagging member gains
+    for plot in (plotting.prioritization.gap_bins(out), plotting.prioritization.reweighting_panels(rw)):
+        assert plot.axes
+        plot.clf()
+
+
+def test_claim_rows_follow_the_results_and_are_recorded(monkeypatch):
+    from alignment_dynamics import book, verdicts
+
+    ps, sw = dy.prioritization_study, dy.pair_sweep_study
+    rng = np.random.default_rng(24)
+    cfg = _prio_cfg(figure_models=1)
+    data_ = _prio_data(rng, cfg)
+    sets = {(m, b): _model_set(rng, m, b, 30, 30, shift=s) for m in cfg.models
+            for b, s in {"a1": 3.0, "a2": 0.4, "b1": 0.4, "b2": 3.0}.items()}
+    monkeypatch.setattr(ps, "behavior_set", lambda m, b, *a, **k: sets[m, b])
+    monkeypatch.setattr(ps, "joint_splits", lambda names, seed: [None] * len(names))
+    fig5 = ps.figure5_pairs(cfg, data_)
+    gaps, margins = ps.gap_sizes(cfg, data_, fig5), ps.margin_study(cfg, data_, fig5)
+    sweep = sw.pair_sweep(cfg, data_)
+    xfit, rw = sw.pair_crossfits(cfg, data_, sweep), sw.reweighting_study(cfg, data_, sweep)
+    rows = sw.claim_rows(cfg, data_, fig5, gaps, margins, sweep, xfit, rw)
+    assert len(rows) == 2 * 1 + 2 * 4 + 2  # figure model rows, per-model rows, first step and reweighting
+    assert rows[0]["verdict"].row() == verdicts.share_counts(2, 2).row()
+    assert rows[-2]["verdict"].verdict == "agrees"  # the first step is exact
+    assert rows[-1]["verdict"] is rw.verdict
+    p, lo, hi = sweep.shares["other"]["triples_top", "loss"]
+    assert rows[-3]["verdict"].row() == verdicts.share(p, lo, hi, 3, chance=1 / 3, unit="triples").row()
+    book.begin("prioritization")
+    table = sw.record_claims(rows)
+    assert len(table.data) == len(rows) == len(book._state["claims"])
+    assert [r["claim"] for r in book._state["claims"]] == [r["claim"] for r in rows]
+    with pytest.raises(dy.DynamicsError, match="lacks"):
+        sw.record_claims([{"claim": "c"}])
+
+
+def test_prioritization_sentences_follow_the_numbers():
+    import pandas as pd
+
+    ps, sw = dy.prioritization_study, dy.pair_sweep_study
+    assert "as the theorem says it must" in ps.first_step_text(3e-16)
+    assert "does not reproduce the identity" in ps.first_step_text(1e-6)  # above the exact rule's 1e-9
+    assert ps.band_summary(3e-16, [4, 7], 100).startswith("The theorem's first step is exact")
+    assert "only up to step 4 of 100" in ps.band_summary(3e-16, [4, 7], 100)
+    assert "for all 100 steps" in ps.band_summary(3e-16, [100, 100], 100)
+    assert "is not reproduced here" in ps.band_summary(1e-3, [100], 100)
+    with pytest.raises(dy.DynamicsError, match="at least one pair"):
+        ps.band_summary(0.0, [], 100)
+
+    def outcomes(gaps, agree):
+        return pd.DataFrame({"gap": gaps, "agree_loss": agree})
+
+    small = outcomes([0.01, -0.02, 0.3, -0.4, 0.5], [False, False, True, True, True])
+    large = outcomes([0.01, -0.02, 0.3, -0.4, 0.5], [True, True, False, False, True])
+    assert "2 on p (median |gap| 0.015, against 0.300" in sw.misses_text({"p": small})
+    assert "smaller gaps than the typical pair" in sw.misses_text({"p": small, "q": small})
+    assert "not confined to small gaps" in sw.misses_text({"p": large})
+    assert "on others not" in sw.misses_text({"p": small, "q": large})
+    assert sw.misses_text({"p": outcomes([0.1], [True])}) == "Misses of the gap's sign: none on p."
+    price, total = sw.reweighting_texts({"low_ratio": 2.0, "high_ratio": 0.5, "total_ratio": 0.9})
+    assert price.startswith("The price is paid by the other behaviour") and "multiplied by 2.00" in price
+    assert "does not create progress" in total
+    price, total = sw.reweighting_texts({"low_ratio": 2.0, "high_ratio": 1.1, "total_ratio": 1.3})
+    assert price.startswith("The other behaviour does not pay") and "adds progress" in total

@@ -160,3 +160,42 @@ def test_crossfit_spearman_rejects_a_constant_input():
     x = np.arange(10.0)[None, :]
     with pytest.raises(stats.StatsError, match="constant"):
         stats.crossfit_spearman(x, np.ones_like(x), n_boot=50)
+
+
+def test_count_is_rule():
+    assert vd.count_is(2, 2, n=300, unit="rows").verdict == "agrees"
+    assert vd.count_is(3, 2).verdict == "differs" and vd.count_is(0, 2).verdict == "differs"
+    v = vd.count_is(2, 2, n=300, unit="rows")
+    assert (v.estimate, v.n) == (2.0, 300) and "exactly 2" in v.rule
+    with pytest.raises(vd.VerdictError, match="non-negative int"):
+        vd.count_is(2.0, 2)
+    with pytest.raises(vd.VerdictError, match="non-negative int"):
+        vd.count_is(2, -1)
+
+
+def test_within_rule_and_its_tolerance():
+    assert vd.within(1e-16, tol=1e-10).verdict == "agrees"
+    assert vd.within(1e-9, tol=1e-10).verdict == "differs"       # the threshold scaled down is crossed
+    assert vd.within(1e-9, tol=1e-8).verdict == "agrees"         # ... and scaled up is not
+    assert vd.within(0.0, tol=0.0).verdict == "agrees" and vd.within(1e-300, tol=0.0).verdict == "differs"
+    assert vd.within(float("nan"), tol=1e-10).verdict == "not testable here"
+    v = vd.within(1e-16, tol=1e-10, n=100, unit="steps", what="max |loss difference|")
+    assert v.n == 100 and v.estimate == 1e-16 and "max |loss difference| at most 1e-10" in v.rule
+    with pytest.raises(vd.VerdictError, match="tol"):
+        vd.within(0.0, tol=-1.0)
+    with pytest.raises(vd.VerdictError, match=">= 0"):
+        vd.within(-1e-3, tol=1e-2)
+
+
+def test_float_identity_rule():
+    assert vd.float_identity(3e-16).verdict == "agrees"
+    assert vd.float_identity(3e-12).verdict == "differs"  # above the default 1e-12
+    assert vd.float_identity(3e-12, tol=1e-11).verdict == "agrees"  # the threshold is the rule's
+    assert vd.float_identity(float("inf")).verdict == "differs"
+    assert vd.float_identity(float("nan")).verdict == "not testable here"
+    v = vd.float_identity(1e-13, n=7, unit="steps")
+    assert v.estimate == 1e-13 and v.n == 7 and "1e-12" in v.rule
+    with pytest.raises(vd.VerdictError, match="non-negative"):
+        vd.float_identity(-1.0)
+    with pytest.raises(vd.VerdictError, match="tol"):
+        vd.float_identity(0.0, tol=0.0)

@@ -105,3 +105,17 @@ def load(directory: str | Path, name: str, *, fmt: int, make: str) -> tuple[dict
         raise ArtifactError(f"{path}: format {body.get('format')} differs from this library's ({fmt}); "
                             f"make it again with `{make}`")
     return body, entry
+
+
+def describe(entries: Mapping[str, dict]) -> str:
+    """Where stored numbers come from, in words: per file (``entries``: name -> manifest entry), the
+    machine's CPU and threads, the dtype, minutes, date and commit."""
+    if not entries:
+        return "nothing stored"
+    parts = []
+    for name, e in entries.items():
+        machine = e.get("machine", {})
+        parts.append(f"{name}: {machine.get('cpu', 'unknown CPU')}, {machine.get('torch_threads', '?')} threads, "
+                     f"{e.get('dtype', '?')}, {float(e.get('seconds', float('nan'))) / 60:.0f} min, "
+                     f"{str(e.get('date_utc', '?'))[:10]}, commit {str(e.get('commit', '?'))[:7]}")
+    return "; ".join(parts)

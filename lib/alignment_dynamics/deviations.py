@@ -9,7 +9,7 @@ from typing import Any
 from . import config
 from .wholemodel import study
 
-__all__ = ["deviations"]
+__all__ = ["deviations", "deviations_table"]
 
 
 def _v(slug: str, name: str, profile: str) -> Any:
@@ -77,3 +77,10 @@ def deviations(profile: str) -> list[dict[str, str]]:
          "the features behind the logits (one normalisation; the double form is an option)", "all Part II chapters"),
     ]
     return [dict(zip(("what", "official", "this book", "where"), r)) for r in rows]
+
+
+def deviations_table(profile: str):
+    """:func:`deviations` as the table the reproducibility page shows (no index column)."""
+    import pandas as pd
+
+    return pd.DataFrame(deviations(profile)).style.hide(axis="index")

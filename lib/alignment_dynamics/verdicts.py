@@ -260,13 +260,9 @@ def absent(intervals: Sequence[tuple[float, float]], *, margin: float, n: int | 
 
 
 def exact(error: float, *, tol: float = 1e-9, n: int | None = None, unit: str = "runs") -> Verdict:
-    """An identity of our own derivation checked in floating point: "agrees" when the largest relative
-    error is at most ``tol``, "differs" otherwise (not a statistical test: the identity is exact)."""
-    if _nan(error):
-        return Verdict(UNTESTABLE, None, None, None, _n(n), "exact identity (undefined here)", unit)
-    e = float(error)
-    return Verdict(AGREES if e <= tol else DIFFERS, e, None, None, _n(n),
-                   f"exact identity: largest relative error at most {tol:g}", unit)
+    """An identity of our own derivation checked in floating point by its largest *relative* error:
+    :func:`within` (not a statistical test: the identity is exact)."""
+    return within(error, tol=tol, n=n, unit=unit, what="largest relative error")
 
 
 def bound(ratio: float, *, n: int | None = None, unit: str = "steps") -> Verdict:
@@ -375,3 +371,53 @@ def gap_order_text(by_model: "dict[str, Verdict]") -> str:
     else:
         tail = "This sample does not settle the order of the two gaps on every model."
     return "Comparing the two pairs' gaps: " + "; ".join(parts) + ". " + tail
+
+
+# ---------------------------------------------------------------------------------------------------
+# Exact counts and absolute tolerances (the kernels chapter: facts of the setting that are identities)
+# ---------------------------------------------------------------------------------------------------
+
+__all__ += ["count_is", "within"]
+
+
+def count_is(observed: int, expected: int, *, n: int | None = None, unit: str = "") -> Verdict:
+    """A count that a derivation fixes exactly (e.g. how many rows of a head move): "agrees" when
+    ``observed == expected``, "differs" otherwise. ``n`` is how many things were counted over (the
+    rows of the head); the estimate is ``observed``. Not a statistical test: the count is exact."""
+    for name, v in (("observed", observed), ("expected", expected)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise VerdictError(f"{name} must be a non-negative int, got {v!r}")
+    return Verdict(AGREES if observed == expected else DIFFERS, float(observed), None, None, _n(n),
+                   f"exact count: agrees when exactly {expected}", unit)
+
+
+def within(error: float, *, tol: float, n: int | None = None, unit: str = "steps",
+           what: str = "largest absolute difference") -> Verdict:
+    """An identity checked in floating point by an *absolute* error (``error`` ≥ 0, e.g. the largest
+    |loss difference| of two trainers over ``n`` steps): "agrees" when ``error <= tol`` (``tol`` = 0
+    asks for bit equality), "differs" otherwise, "not testable here" when undefined (NaN). See
+    :func:`exact` for a relative error."""
+    if not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol >= 0):
+        raise VerdictError(f"tol must be a finite number >= 0, got {tol!r}")
+    rule = f"exact identity: {what} at most {tol:g}"
+    if _nan(error):
+        return Verdict(UNTESTABLE, None, None, None, _n(n), rule + " (undefined here)", unit)
+    e = float(error)
+    if e < 0:
+        raise VerdictError(f"error must be a non-negative (absolute) difference, >= 0, got {error!r}")
+    return Verdict(AGREES if e <= tol else DIFFERS, e, None, None, _n(n), rule, unit)
+
+
+__all__ += ["float_identity"]
+
+
+def float_identity(error: float, *, tol: float = 1e-12, n: int | None = None, unit: str = "pairs") -> Verdict:
+    """An identity of our own derivation (Part I) checked in float64 against an independent
+    implementation: :func:`within` with ``tol`` > 0 (float64 rounding is about 1e-16, so the default
+    1e-12 leaves room for accumulated rounding but not for a wrong formula). ``error`` is the largest
+    difference, absolute, or relative where the check compares a norm; ``n`` counts what it was
+    maximised over."""
+    if not (isinstance(tol, (int, float)) and tol > 0 and math.isfinite(tol)):
+        raise VerdictError(f"tol must be a positive finite number, got {tol!r}")
+    return within(error, tol=tol, n=n, unit=unit,
+                  what="largest float64 difference from the closed form (absolute, or relative for a norm)")

@@ -5,6 +5,7 @@ against the float64 reference (no timing).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -124,3 +125,25 @@ def correctness_checks(seed: int = 0) -> list[dict[str, Any]]:
     add("two-row vs reference trainer: max |head-change difference| (float64)",
         (ref_run.head_change - exact.head_change).abs().max().item(), 1e-10)
     return rows
+
+
+@dataclass(frozen=True)
+class Correctness:
+    """The rows of :func:`correctness_checks`, how many there are and how many passed."""
+
+    rows: tuple[dict[str, Any], ...]
+    total: int
+    passed: int
+
+    @property
+    def table(self):
+        """The checks as the kernels chapter shows them (check, measured, tolerance, passed)."""
+        import pandas as pd
+
+        return pd.DataFrame(list(self.rows)).style.hide(axis="index").format({"measured": "{:.3g}"})
+
+
+def correctness_report(seed: int = 0) -> Correctness:
+    """:func:`correctness_checks` for ``seed``, counted."""
+    rows = correctness_checks(seed)
+    return Correctness(rows=tuple(rows), total=len(rows), passed=sum(bool(r["passed"]) for r in rows))

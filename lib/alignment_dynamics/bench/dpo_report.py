@@ -7,6 +7,7 @@ series of a plot and the table.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -94,3 +95,93 @@ def cpu_tables(out: dict[str, Any]):
                      "peak above resident (MB)": rec.get("peak_mb"), "of which workspace (MB)": rec.get("workspace_mb"),
                      "loss rel. error": err.get("loss_rel"), "dW rel. error": err.get("grad_rel")})
     return p2, pd.DataFrame(rows)
+
+
+def _ratio(v: Any) -> float:
+    """A ratio of the CPU result, NaN where it could not be measured (None)."""
+    return float("nan") if v is None else float(v)
+
+
+@dataclass(frozen=True)
+class CpuBench:
+    """The CPU benchmark measured in this build (:func:`~alignment_dynamics.bench.dpo_cpu.run_cpu`) and
+    its tables. ``p3_memory_ratio`` and ``p3_workspace_ratio`` are NaN where the peaks were not
+    measured. Every number here depends on the machine."""
+
+    result: dict
+    cpu: str
+    p2_sweep_s: float
+    p2_ratio: float
+    p3_time_ratio: float
+    p3_memory_ratio: float
+    p3_workspace_ratio: float
+    p3_rows: int
+    p2_table: Any  # DataFrame
+    p3_table: Any  # DataFrame
+
+    @property
+    def p2_view(self):
+        """The P2 table without its index."""
+        return self.p2_table.style.hide(axis="index")
+
+    @property
+    def p3_view(self):
+        """The P3 table without its index, errors in scientific notation, missing values as a dash."""
+        return self.p3_table.style.hide(axis="index").format(precision=3, na_rep="—").format(
+            "{:.1e}", subset=["loss rel. error", "dW rel. error"], na_rep="—")
+
+
+def cpu_report(out: dict[str, Any]) -> CpuBench:
+    """:class:`CpuBench` from a :func:`~alignment_dynamics.bench.dpo_cpu.run_cpu` result."""
+    missing = [k for k in ("meta", "p2_sweep_s", "p2_ratio", "p3_time_ratio", "p3_shape", "p3") if k not in out]
+    if missing:
+        raise ValueError(f"not a run_cpu result: no {missing}")
+    p2, p3 = cpu_tables(out)
+    return CpuBench(result=out, cpu=out["meta"]["cpu"], p2_sweep_s=out["p2_sweep_s"], p2_ratio=out["p2_ratio"],
+                    p3_time_ratio=out["p3_time_ratio"], p3_memory_ratio=_ratio(out.get("p3_memory_ratio")),
+                    p3_workspace_ratio=_ratio(out.get("p3_workspace_ratio")), p3_rows=out["p3_shape"]["rows"],
+                    p2_table=p2, p3_table=p3)
+
+
+def run_cpu_report(size: str) -> CpuBench:
+    """Measure the CPU benchmark of ``size`` ("tiny", "quick", "full") and report it (:func:`cpu_report`)."""
+    from .dpo_cpu import run_cpu
+
+    return cpu_report(run_cpu(size))
+
+
+@dataclass(frozen=True)
+class GpuBench:
+    """The committed GPU benchmark, or its absence: ``results`` (None when absent), ``status``
+    ("present" or "missing") and ``description`` (the device, the date and the versions, or a line
+    saying that there are none)."""
+
+    results: dict | None
+    status: str
+    description: str
+
+    @property
+    def admonition_html(self) -> str:
+        """:func:`gpu_admonition_html` of the results."""
+        return gpu_admonition_html(self.results)
+
+    @property
+    def table(self):
+        """:func:`gpu_table` of the results, or a one-cell table saying that none are stored."""
+        import pandas as pd
+
+        if self.results is None:
+            return pd.DataFrame({"GPU results": ["none stored"]})
+        return gpu_table(self.results)
+
+
+def gpu_report(root: str | Path | None = None) -> GpuBench:
+    """The committed GPU benchmark (:func:`load_gpu_results`) as a :class:`GpuBench`."""
+    gpu = load_gpu_results(root)
+    if gpu is None:
+        return GpuBench(None, "missing", "No stored GPU results (artifacts/kernels/bench_gpu.json).")
+    meta = gpu["meta"]
+    v = meta.get("versions", {})
+    text = (f"Device: {meta['device']}; measured {meta['date']}; "
+            f"torch {v.get('torch')}, triton {v.get('triton')}, liger-kernel {v.get('liger_kernel')}")
+    return GpuBench(gpu, "present", text)

@@ -14,4 +14,10 @@ register(ChapterSpec(slug="accuracy", check=array_limit("N", "D", "REPEATS", min
     Param("STEPS", {"smoke": 10, "fast": 100, "full": 200}, "GD steps", sized(1, 100_000)),
     Param("N_INSTANCES", {"smoke": 6, "fast": 60, "full": 500}, "random instances in the sweep", sized(1, 100_000)),
     Param("REPEATS", {"smoke": 4, "fast": 16, "full": 64}, "independent training sets per instance", sized(2, 4096)),
-), settings={"sweep_steps": {"smoke": 10, "fast": 100, "full": 200}, "eps": same(0.1)}))
+), settings={
+    "sweep_steps": {"smoke": 10, "fast": 100, "full": 200}, "eps": same(0.1),
+    # the illustrated instances: normalised distinguishabilities, and what they share (training sets per
+    # instance, a reference offset that leans against the preferences, the noise scale)
+    "curve_deltas": same([0.25, 0.5, 1.0, 2.0]),
+    "curve_instance": same({"repeats": 8, "a_rel": 0.5, "a_cos": -0.3, "trace_per_dim": 1.0}),
+}))

@@ -1,4 +1,4 @@
-"""The specification of the chapter `book/dpo_last_layer.md`: parameters."""
+"""The specification of the chapter `book/dpo_last_layer.md`: parameters and settings."""
 
 from __future__ import annotations
 
@@ -13,4 +13,9 @@ register(ChapterSpec(slug="dpo_last_layer", check=array_limit("N", "V", what="th
     Param("BETA", same(0.5), "DPO temperature beta of the checks", positive_float),
     Param("LR", same(1.0), "SGD learning rate of the checks", positive_float),
     Param("STEPS", {"smoke": 10, "fast": 200, "full": 200}, "full-batch steps of the trajectory check", sized(1, 100_000)),
-)))
+), settings={
+    # the share of Yes-preferred pairs of the unbalanced first-step check
+    "p_unbalanced": same(0.3),
+    # the steps of the side-fact and break checks (at most STEPS)
+    "side_steps": same(20),
+}))

@@ -16,4 +16,13 @@ register(ChapterSpec(slug="priority", check=array_limit("N_PER", "D", "REPEATS",
     Param("STEPS", {"smoke": 10, "fast": 60, "full": 100}, "GD steps", sized(1, 100_000)),
     Param("N_INSTANCES", {"smoke": 6, "fast": 100, "full": 800}, "random instances in the sweep", sized(1, 100_000)),
     Param("REPEATS", {"smoke": 3, "fast": 8, "full": 32}, "independent training sets per instance", sized(2, 4096)),
-), settings={"sweep_steps": {"smoke": 10, "fast": 40, "full": 100}}))
+), settings={
+    "sweep_steps": {"smoke": 10, "fast": 40, "full": 100},
+    # the two illustrated pairs (distinguishability delta and cosine with the shared direction, per behaviour)
+    # and their training sets; pair (b)'s weaker behaviour points against the stronger one
+    "pair_a": same({"deltas": [0.4, 1.2], "cos": [0.3, 0.9]}),
+    "pair_b": same({"deltas": [0.5, 1.2], "cos": [-0.7, 0.9]}),
+    "pair_repeats": same(8),
+    # the unequal-sizes counterexample (theory.unequal_sizes_example)
+    "unequal": same({"n_i": 20, "n_j": 180, "norm_i": 4.42, "norm_j": 3.57, "cos": 0.1}),
+}))

@@ -37,3 +37,7 @@ __all__ = [
     "speed_grid", "statement_examples", "steps_and_epochs_axis", "tail_curves", "theory_overlay_grid",
     "trajectories_overlay", "update_rate_bound_panels", "use_style",
 ]
+
+from . import prioritization  # noqa: E402  (the prioritization chapter's figures, from its result objects)
+
+__all__ += ["prioritization"]

@@ -248,3 +248,46 @@ def balance_panels(panels: Sequence[dict], *, xlabel: str, ylabel: str):
         ax.set_ylabel(ylabel)
     axes[0][0].legend()
     return fig
+
+
+def whole_model_pairs(panels: Sequence[dict], *, xlabel: str = "head-only priority gap G(a, b) (predictor statements)",
+                      ylabel: str = "held-out margin a − b after k steps", empty_text: str = ""):
+    """One panel per model: each pair's gap (x) against which behaviour the whole model learned first
+    (y, the held-out margin difference); the quadrants where the gap's sign is right are shaded and the
+    named pairs are labelled. ``panels``: dicts with ``title`` and ``points`` (``gap``, ``diff``,
+    ``named``, ``label``). Without panels, one empty panel shows ``empty_text``."""
+    from .style import ALIGNED, BASE, label_panels
+    if not panels:
+        fig, ax = figure("single")
+        ax.text(0.5, 0.5, empty_text or "no study", ha="center", va="center", wrap=True, transform=ax.transAxes)
+        ax.set_axis_off()
+        return fig
+    fig, flat = grid_axes(len(panels), 2)
+    for ax, p in zip(flat, panels):
+        pts = p["points"]
+        if not pts:
+            raise ValueError(f"panel {p.get('title')!r} has no points")
+        x = np.array([q["gap"] for q in pts], dtype=float)
+        y = np.array([q["diff"] for q in pts], dtype=float)
+        if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+            raise ValueError(f"panel {p.get('title')!r}: non-finite gaps or margin differences")
+        named = np.array([bool(q["named"]) for q in pts])
+        xr, yr = max(np.abs(x).max(), 1e-12) * 1.15, max(np.abs(y).max(), 1e-12) * 1.15
+        ax.fill_between([0, xr], 0, yr, color=ALIGNED, alpha=0.08, linewidth=0)
+        ax.fill_between([-xr, 0], -yr, 0, color=ALIGNED, alpha=0.08, linewidth=0)
+        ax.axhline(0, color=THEORY, linestyle=":", linewidth=1)
+        ax.axvline(0, color=THEORY, linestyle=":", linewidth=1)
+        ax.plot(x[~named], y[~named], linestyle="none", marker="o", markersize=4.5, color="0.3", label="random pairs")
+        ax.plot(x[named], y[named], linestyle="none", marker="D", markersize=6, color=BASE, label="Figure 5 pairs")
+        for q in pts:
+            if q["named"]:
+                ax.annotate(shorten(q["label"], 30), (q["gap"], q["diff"]), fontsize=7, xytext=(4, 4),
+                            textcoords="offset points")
+        ax.set_xlim(-xr, xr)
+        ax.set_ylim(-yr, yr)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(p["title"])
+        ax.legend(loc="lower right", fontsize=7)
+    label_panels(flat)
+    return fig

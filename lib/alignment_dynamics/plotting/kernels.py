@@ -94,3 +94,44 @@ def scaling_lines(series: dict, *, xlabel: str, ylabel: str, title: str = "", lo
         ax.set_title(title)
     ax.legend()
     return fig if fig is not None else ax.figure
+
+
+def demo_trajectories(demo):
+    """The two trainers of a :class:`~alignment_dynamics.bench.dpo_demo.TwoRowDemo` overlaid: (a) the
+    training-batch loss at W_t, (b) the head change ‖W_t − W_0‖_F; the reference solid, the exact
+    two-row trainer dashed."""
+    ref, exact = demo.reference, demo.exact
+    fig, axes = figure("double", 1, 2)
+    trajectories_overlay(np.arange(ref.steps), {
+        "reference (full vocabulary)": (ref.train["loss"][0], {"color": MEASURED}),
+        "exact two-row": (exact.train["loss"][0], {"color": "black", "linestyle": "--"})},
+        ylabel="batch loss", ax=axes[0])
+    trajectories_overlay(np.arange(ref.steps + 1), {
+        "reference (full vocabulary)": (ref.head_change[0], {"color": MEASURED}),
+        "exact two-row": (exact.head_change[0], {"color": "black", "linestyle": "--"})},
+        ylabel="‖W_t − W_0‖_F", ax=axes[1])
+    label_panels(axes)
+    return fig
+
+
+def cpu_bench_bars(bench):
+    """:func:`provider_bars` of the P3 table of a :class:`~alignment_dynamics.bench.dpo_report.CpuBench`."""
+    t = bench.p3_table
+    return provider_bars(list(t["provider"]), list(t["time per step (s)"]), list(t["peak above resident (MB)"]))
+
+
+def gpu_scaling(results, *, scenario: str = "S2", dtypes: tuple[str, ...] = ("bf16", "fp32")):
+    """Time per step against pairs B on the stored GPU run, one panel per dtype and one line per
+    provider (:func:`scaling_lines`); with no results (None), panels that say so."""
+    from ..bench.dpo_report import gpu_series
+
+    fig, axes = figure("double", 1, len(dtypes))
+    if results is None:
+        for ax in axes:
+            ax.text(0.5, 0.5, "no stored GPU results", ha="center", va="center", transform=ax.transAxes)
+        return fig
+    for ax, dt in zip(axes, dtypes):
+        scaling_lines(gpu_series(results, scenario, dt), xlabel="pairs B", ylabel="time per step (ms)",
+                      title=f"{scenario}, {dt}", ax=ax)
+    label_panels(axes)
+    return fig

@@ -314,3 +314,44 @@ def sgd_and_margin_panels(curves: Sequence[dict], margin_table, *, labels: Seque
     axes[1].set_title("one-step margin change")
     label_panels(axes)
     return fig
+
+
+def reduction_trajectory(traj):
+    """:func:`plot_reduction_check` of a :class:`alignment_dynamics.theory.reduction_study.TrajectoryResult`
+    (its ``curves``: full-softmax reference against the recursion)."""
+    c = traj.curves
+    return plot_reduction_check(c["t"], c["reference"], c["closed"])
+
+
+def priority_pairs(pairs):
+    """The two illustrated pairs of a :class:`alignment_dynamics.theory.priority_study.PairsResult`, one row
+    each of :func:`plot_priority_pair` (margins, losses), panels labelled."""
+    fig, axes = figure("grid", 2, 2)
+    labels = ["less distinguishable", "more distinguishable"]
+    for row, (name, pr) in enumerate(pairs.pairs.items()):
+        plot_priority_pair(pr["t"], pr["margin_change"], pr["pred"], pr["band"], pr["loss"], pr["loss_lower"],
+                           pr["loss_upper"], labels=labels, title=name, axes=axes[row])
+    label_panels(axes)
+    return fig
+
+
+def priority_gap_scatter(sweep):
+    """:func:`gap_against_slowdown` of a priority sweep result (``sweep.gaps``: gap, measured slowdown)."""
+    return gap_against_slowdown(sweep.gaps[:, 0], sweep.gaps[:, 1])
+
+
+def priority_first_step(sweep):
+    """Measured first-step margin changes of a priority sweep result against the exact formula."""
+    return plot_identity(sweep.first[:, 1], sweep.first[:, 0], xlabel="predicted (eta beta / 4) ||b_bar|| p_i",
+                         ylabel="measured M_i(1) - M_i(0)", title="first step, all behaviours")
+
+
+def accuracy_curves_panels(curves):
+    """:func:`accuracy_bound_panels` of a :class:`alignment_dynamics.theory.accuracy_study.CurvesResult`."""
+    return accuracy_bound_panels(curves.curves, labels=list(curves.labels))
+
+
+def accuracy_tightness(sweep):
+    """:func:`headline_tightness` of the accuracy sweep's headline bounds against ||mu_+ - mu_-|| / alpha."""
+    return headline_tightness(sweep.tightness_x, sweep.frame, [r["bound"] for r in sweep.bounds],
+                              xlabel="||mu_+ - mu_-|| / alpha")

@@ -51,6 +51,9 @@ from .headline import (
     always_lower, bound_sentence, bound_summary_rows, bound_verdict, goal_met, HEADLINE_BOUNDS, mutate_bound,
     order_verdict, rank_agrees, rank_correlation, strictly_increasing, summarize_ratios,
 )
+from . import reduction_study  # the sections of the chapter dpo_last_layer
+from . import priority_study  # the sections of the chapter priority
+from . import accuracy_study  # the sections of the chapter accuracy
 
 __all__ = [
     "AccuracyProblem", "ClassConditional", "FAMILIES", "HEADLINE_BOUNDS", "TwoClass", "accuracy_curves",

@@ -37,7 +37,9 @@ Modules, in the order a run uses them:
 - :mod:`.train`: the DPO loop, its settings and its run cache; :mod:`.trl`: the same run with TRL;
 - :mod:`.pairsets`: the persona and HH-RLHF pair sets; :mod:`.misalignment`: the protocol (align, then
   flip from Base and from Aligned) and how the chapter reads it; :mod:`.study`: the controlled study
-  (behaviours x seeds, two controls; stored as an artefact); :mod:`.head_only`: the protocol with only
+  (behaviours x seeds, two controls; stored as an artefact); :mod:`.pair_study`: Figure 5 on the whole
+  model (does the head-only priority gap predict which behaviour the top blocks learn first; stored as an
+  artefact); :mod:`.head_only`: the protocol with only
   the head trained (the head-only identity, multi-token responses);
 - :mod:`.checks`: the errors and shared helpers.
 
@@ -59,7 +61,7 @@ from .misalignment import (
     run_alignment, run_misalignment,
 )
 from .pairsets import resampled_sets
-from . import study
+from . import pair_study, study
 from .head_only import (
     answer_pairs, head_misalignment, head_only_identity, sequence_features, SequenceFeatures, set_features,
     train_head_sequences,
@@ -70,7 +72,7 @@ __all__ = [
     "Misalignment", "PairSets", "Pairs", "Policy", "SequenceFeatures", "TRL_METRICS", "TrainSettings",
     "TrunkActivations", "all_logps", "answer_pairs", "batch_schedule", "compare_modes", "completion_features",
     "completion_logps", "embeddings", "held_out_embeddings", "head_misalignment", "head_only_identity", "hh_sets",
-    "make_policy", "merged_model", "module_digest", "pair_metrics", "persona_sets", "prompt_embeddings",
+    "make_policy", "merged_model", "module_digest", "pair_metrics", "pair_study", "persona_sets", "prompt_embeddings",
     "protocol_reading", "ProtocolReading", "resampled_sets", "run_alignment", "run_misalignment", "sequence_features", "set_features",
     "study", "tokenize_pairs", "train_dpo", "train_head_sequences", "trl_comparison",
     "trunk_activations",

@@ -70,6 +70,15 @@ class Pairs:
         """The same pairs with chosen and rejected swapped (the misalignment direction)."""
         return Pairs(self.prompt, self.a, self.b, tuple(not f for f in self.chosen_first))
 
+    @staticmethod
+    def concat(parts: Sequence["Pairs"]) -> "Pairs":
+        """The pairs of ``parts`` one after the other, in that order."""
+        parts = list(parts)
+        if not parts:
+            raise FinetuneError("Pairs.concat needs at least one set of pairs")
+        return Pairs(sum((p.prompt for p in parts), ()), sum((p.a for p in parts), ()), sum((p.b for p in parts), ()),
+                     sum((p.chosen_first for p in parts), ()))
+
     def take(self, idx: Iterable[int]) -> "Pairs":
         """The pairs at positions ``idx``, in that order."""
         idx = [int(i) for i in idx]

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -64,6 +63,31 @@ def resampled_sets(tokenizer, behavior: str, *, seed: int, n_train: int, n_test:
     return _persona_pairsets(tokenizer, behavior, [int(i) for i in tr], [int(i) for i in te])
 
 
+def predictor_sets(tokenizer, behavior: str, *, seed: int, n_predict: int, n_train: int,
+                   n_test: int) -> tuple[PairSets, PairSets]:
+    """Three disjoint random parts of a behaviour, for a predictor estimated on statements that neither
+    train nor test: ``(predictor, sets)``. ``predictor.train`` holds ``n_predict`` statements of the 90 %
+    split, half of each class (:func:`alignment_dynamics.data.stratified_sample`, seeded), ``sets.train``
+    ``n_train`` others of the 90 % split (uniform), and both ``.test`` the same ``n_test`` statements of
+    the 10 % split. ``n_predict`` must be even."""
+    from .. import data, stats
+
+    if isinstance(n_predict, bool) or not isinstance(n_predict, int) or n_predict < 2 or n_predict % 2:
+        raise MisalignError(f"n_predict must be an even int >= 2 (half of each class), got {n_predict!r}")
+    split = data.persona_split(behavior)
+    pred = data.stratified_sample(behavior, n_predict // 2, seed=int(seed), pool=split.train)
+    if len(pred) != n_predict:
+        raise MisalignError(f"{behavior}: its training split lacks {n_predict // 2} statements of each class "
+                            f"for the predictor (got {len(pred)} in all)")
+    rest = np.setdiff1d(np.asarray(split.train), pred)
+    rng = stats.generator((int(seed), 0x5EED, 0x9D))
+    tr = rng.choice(rest, size=require_count("n_train", n_train, len(rest)), replace=False)
+    te = rng.choice(np.asarray(split.test), size=require_count("n_test", n_test, len(split.test)), replace=False)
+    te = [int(i) for i in te]
+    return (_persona_pairsets(tokenizer, behavior, [int(i) for i in pred], te),
+            _persona_pairsets(tokenizer, behavior, [int(i) for i in tr], te))
+
+
 def _persona_pairsets(tokenizer, behavior: str, tr: list[int], te: list[int], *,
                       trailing_newline: bool = False) -> PairSets:
     from .. import data
@@ -106,12 +130,7 @@ def hh_sets(tokenizer, *, n_train: int, n_test: int, max_tokens: int) -> PairSet
         if len(keep) < n:
             raise MisalignError(f"only {len(keep)} HH-RLHF pairs of the {what[2:]} split fit in {max_tokens} tokens; "
                                 f"asked for {n}: raise max_tokens or lower {what}")
-        pairs = _concat([p for _, p in keep])
+        pairs = Pairs.concat([p for _, p in keep])
         out.append((np.array([i for i, _ in keep]), pairs))
     empty = np.zeros(0, dtype=np.int8)
     return PairSets("hh-rlhf", out[0][1], out[1][1], out[0][0], out[1][0], empty, empty)
-
-
-def _concat(parts: Sequence[Pairs]) -> Pairs:
-    return Pairs(sum((p.prompt for p in parts), ()), sum((p.a for p in parts), ()), sum((p.b for p in parts), ()),
-                    sum((p.chosen_first for p in parts), ()))

@@ -540,13 +540,9 @@ def provenance(rep: StudyReport) -> str:
         return "a tiny study run in this build (smoke profile: plumbing only)"
     if not rep.manifest:
         return "no stored study"
-    parts = []
-    for m, e in rep.manifest.items():
-        machine = e.get("machine", {})
-        parts.append(f"{m}: {machine.get('cpu', 'unknown CPU')}, {machine.get('torch_threads', '?')} threads, "
-                     f"{e.get('dtype', '?')}, {float(e.get('seconds', float('nan'))) / 60:.0f} min, "
-                     f"{str(e.get('date_utc', '?'))[:10]}, commit {str(e.get('commit', '?'))[:7]}")
-    return "; ".join(parts)
+    from .. import artifacts
+
+    return artifacts.describe(rep.manifest)
 
 
 def lead(rep: StudyReport, labels: dict[str, str] | None = None) -> str:
