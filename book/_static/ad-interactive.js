@@ -25,8 +25,15 @@
     ".ad-interactive.ad-searching .ad-mark{opacity:0.15}",
     ".ad-interactive.ad-searching .ad-mark.ad-hl{opacity:1;stroke:#000;stroke-width:1.5px}",
     ".ad-interactive .ad-axis{stroke:#333;fill:none}",
+    ".ad-interactive .ad-bg{stroke:#333;fill:#ececec}",
     ".ad-interactive text{fill:#222}",
     ".ad-interactive .ad-note{color:#555;margin:2px 0}",
+    /* the theme's dark mode (pydata-sphinx-theme sets data-theme on <html>) */
+    "html[data-theme=dark] .ad-interactive text{fill:#ddd}",
+    "html[data-theme=dark] .ad-interactive .ad-axis{stroke:#bbb}",
+    "html[data-theme=dark] .ad-interactive .ad-bg{stroke:#bbb;fill:#3a3a3a}",
+    "html[data-theme=dark] .ad-interactive .ad-note{color:#bbb}",
+    "html[data-theme=dark] .ad-tip,html[data-theme=dark] .ad-interactive button{background:#222;color:#eee}",
   ].join("");
 
   function el(name, attrs, parent) {
@@ -228,7 +235,7 @@
     var svg = canvas(root, n * size + 80, n * size + 60, d.title || d.label + " of pairs of behaviours");
     var g = el("g", {transform: "translate(40,20)"}, svg);
     el("text", {x: n * size / 2, y: -6, "text-anchor": "middle", "font-weight": "bold"}, g).textContent = d.title || "";
-    el("rect", {x: 0, y: 0, width: n * size, height: n * size, fill: "#f4f4f4", "class": "ad-axis"}, g);
+    el("rect", {x: 0, y: 0, width: n * size, height: n * size, "class": "ad-bg"}, g);
     var byName = {};
     d.names.forEach(function (nm) { byName[nm] = []; });
     cells.forEach(function (c, k) {
