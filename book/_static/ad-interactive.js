@@ -28,6 +28,7 @@
     ".ad-interactive .ad-bg{stroke:#333;fill:#ececec}",
     ".ad-interactive text{fill:#222}",
     ".ad-interactive .ad-note{color:#555;margin:2px 0}",
+    "@media print{.ad-interactive{display:none}}", /* print shows the static figure beside it */
     /* the theme's dark mode (pydata-sphinx-theme sets data-theme on <html>) */
     "html[data-theme=dark] .ad-interactive text{fill:#ddd}",
     "html[data-theme=dark] .ad-interactive .ad-axis{stroke:#bbb}",
