@@ -39,6 +39,13 @@ register(ChapterSpec(
         "max_replication": same(16),
         "gap_bins": same([0.0, 0.05, 0.1, 0.2, 0.4, 1.0]),
         "n_boot": {"smoke": 50, "fast": 1000, "full": 2000},  # bootstrap of the Figure 5 gap comparison
+        # Figure 5 on the whole model (ad.wholemodel.pair_study): stored artefact in fast and full; a tiny
+        # live study in smoke (plumbing only).
+        "wm_live": {"smoke": {"named": [NAMED_BEHAVIORS[0:2]],
+                              "random": [NAMED_BEHAVIORS[2:4], NAMED_BEHAVIORS[4:6], NAMED_BEHAVIORS[6:8]],
+                              "seeds": (0,), "n_predict": 8, "n_train": 8, "n_test": 6, "batch_size": 4,
+                              "micro_batch": 4, "k": 2, "top_blocks": 1}, "fast": None, "full": None},
+        "wm_n_boot": {"smoke": 200, "fast": 4000, "full": 4000},
         "proxy": {"smoke": TINY, "fast": "smollm2-135m-instruct", "full": "smollm2-135m-instruct"},
     },
     datasets=("anthropic-persona",),

@@ -265,11 +265,16 @@ class PairSummary:
 
     def sentence(self, label: str) -> str:
         """A generated result sentence for the prose."""
-        return (f"On {label}, over {self.n_pairs} random pairs × {self.n_seeds} seeds, the sign of the head-only "
+        return (f"On {label}, over {_count(self.n_pairs, 'random pair')} × {_count(self.n_seeds, 'seed')}, the sign of the head-only "
                 f"priority gap named the behaviour with the larger held-out margin after the first steps in "
                 f"{self.share:.0%} of pairs [{self.lo:.0%}, {self.hi:.0%}, by behaviour] (after the epoch: "
                 f"{self.share_end:.0%}), which {self.verdict.phrase()}; Spearman ρ(gap, margin difference) = "
                 f"{self.rho:.2f} [{self.rho_lo:.2f}, {self.rho_hi:.2f}].")
+
+
+def _count(n: int, noun: str) -> str:
+    """``"1 seed"``, ``"2 seeds"``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _right(gap: np.ndarray, diff: np.ndarray) -> np.ndarray:
@@ -377,9 +382,11 @@ class PairReport:
         if not self.studies:
             return "no study"
         s = next(iter(self.studies.values())).settings
-        return (f"{len(s.named)} named and {len(s.random)} random pairs × {len(s.seeds)} seeds; per behaviour "
-                f"{s.n_predict} predictor, {s.n_train} training and {s.n_test} held-out statements; "
-                f"{'the top ' + str(s.top_blocks) + ' blocks' if s.top_blocks else 'every block'} trained "
+        top = "every block" if not s.top_blocks else "the top block" if s.top_blocks == 1 else \
+            f"the top {s.top_blocks} blocks"
+        return (f"{len(s.named)} named and {_count(len(s.random), 'random pair')} × {_count(len(s.seeds), 'seed')}; "
+                f"per behaviour {s.n_predict} predictor, {s.n_train} training and {s.n_test} held-out statements; "
+                f"{top} trained "
                 f"({s.method}) for one epoch in batches of {s.batch_size}, lr {s.lr:g}, β {s.beta:g}; "
                 f"learned first read after k = {s.k} steps")
 
@@ -391,7 +398,7 @@ class PairReport:
         parts = []
         for m, s in self.summaries.items():
             named = "; ".join(f"{n.a} over {n.b}: gap {n.gap:+.2f}, held-out margin difference {n.diff_k:+.3f}, "
-                              f"sign right in {n.right} of {n.seeds} seeds" for n in s.named)
+                              f"sign right in {n.right} of {_count(n.seeds, 'seed')}" for n in s.named)
             parts.append(s.sentence(labels.get(m, m)) + (f" The named pairs: {named}." if named else ""))
         if self.missing:
             parts.append(f"No whole-model pair study is stored for {', '.join(self.missing)}.")
@@ -402,8 +409,9 @@ class PairReport:
         labels = labels or {}
         if not self.summaries:
             return f"no whole-model pair study for {', '.join(self.missing)}"
-        return "; ".join(f"{labels.get(m, m)}: share right {s.share:.2f} [{s.lo:.2f}, {s.hi:.2f}], {s.n_pairs} random "
-                         f"pairs × {s.n_seeds} seeds" for m, s in self.summaries.items())
+        return "; ".join(f"{labels.get(m, m)}: share right {s.share:.2f} [{s.lo:.2f}, {s.hi:.2f}], "
+                         f"{_count(s.n_pairs, 'random pair')} × {_count(s.n_seeds, 'seed')}"
+                         for m, s in self.summaries.items())
 
     def panels(self, labels: dict[str, str] | None = None) -> list[dict]:
         """Per model: each pair's mean gap (x) and mean held-out margin difference at k (y), the named
