@@ -28,7 +28,6 @@ LEFT: dict[str, str] = {
     "prioritization": "the pair loop and verdicts in cells",
     "reproducibility": "a branch and comprehensions",
     "training_dynamics": "loops, rules and text building in cells",
-    "update_rate": "sweep constants and bound checks in cells",
 }
 
 ALLOWED_IMPORTS = ("alignment_dynamics", "IPython.display")

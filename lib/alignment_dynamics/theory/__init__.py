@@ -54,6 +54,7 @@ from .headline import (
 from . import reduction_study  # the sections of the chapter dpo_last_layer
 from . import priority_study  # the sections of the chapter priority
 from . import accuracy_study  # the sections of the chapter accuracy
+from . import update_rate_study  # the sections of the chapter update_rate
 
 __all__ = [
     "AccuracyProblem", "ClassConditional", "FAMILIES", "HEADLINE_BOUNDS", "TwoClass", "accuracy_curves",
