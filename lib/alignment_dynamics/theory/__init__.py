@@ -51,10 +51,10 @@ from .headline import (
     always_lower, bound_sentence, bound_summary_rows, bound_verdict, goal_met, HEADLINE_BOUNDS, mutate_bound,
     order_verdict, rank_agrees, rank_correlation, strictly_increasing, summarize_ratios,
 )
-from . import reduction_study  # the sections of the chapter dpo_last_layer
-from . import priority_study  # the sections of the chapter priority
-from . import accuracy_study  # the sections of the chapter accuracy
-from . import update_rate_study  # the sections of the chapter update_rate
+from . import reduction_study as reduction_study  # the sections of the chapter dpo_last_layer
+from . import priority_study as priority_study  # the sections of the chapter priority
+from . import accuracy_study as accuracy_study  # the sections of the chapter accuracy
+from . import update_rate_study as update_rate_study  # the sections of the chapter update_rate
 
 __all__ = [
     "AccuracyProblem", "ClassConditional", "FAMILIES", "HEADLINE_BOUNDS", "TwoClass", "accuracy_curves",

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from .checks import require_config
 from .headline import always_lower, bound_sentence, bound_summary_rows, bound_verdict
 from .priority import priority_pair, sweep_priority, unequal_sizes_example
 
@@ -24,11 +25,6 @@ IDENTITY_RTOL = 1e-10
 #: The sweep's violation columns: one per statement of the margin theorem and the gap proposition.
 VIOLATIONS = ("viol_margin_band", "viol_loss_lower", "viol_loss_upper", "viol_loss_order", "viol_loss_rise",
               "viol_gap_slowdown", "viol_first_step_order")
-
-
-def _check(cfg) -> None:
-    if getattr(cfg, "slug", None) != "priority":
-        raise ValueError(f"needs the priority configuration, got {getattr(cfg, 'slug', cfg)!r}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,7 +59,8 @@ class PairsResult:
 
 
 def pairs(cfg) -> PairsResult:
-    _check(cfg)
+    """Train the two illustrated pairs of ``cfg`` (:class:`PairsResult`)."""
+    require_config(cfg, "priority")
     common = dict(d=cfg.d, n_per=cfg.n_per, beta_prime=cfg.beta_prime, lr=cfg.lr, steps=cfg.steps,
                   repeats=cfg.pair_repeats)
     a = priority_pair(cfg.seed, **cfg.pair_a, **common)
@@ -98,7 +95,8 @@ class UnequalResult:
 
 
 def unequal(cfg) -> UnequalResult:
-    _check(cfg)
+    """Run the unequal-sizes counterexample of ``cfg.unequal`` (:class:`UnequalResult`)."""
+    require_config(cfg, "priority")
     spec = dict(cfg.unequal)
     ex = unequal_sizes_example(**spec)
     diff = ex["loss_i"] - ex["loss_j"]
@@ -143,7 +141,8 @@ class SweepResult:
 
 
 def sweep(cfg) -> SweepResult:
-    _check(cfg)
+    """Run the chapter's sweep over random instances (:class:`SweepResult`)."""
+    require_config(cfg, "priority")
     sw, first, gaps = sweep_priority(cfg.seed, cfg.n_instances, steps=cfg.sweep_steps, repeats=cfg.repeats)
     n_viol = int((sw[list(VIOLATIONS)].max(axis=1) > 0).sum())
     first_err, sign_err = float(sw["first_step_rel_err"].max()), float(sw["sign_identity_rel_err"].max())

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from .checks import require_config
 from .closed_form import logistic_gd, logistic_sgd, sample_statistics
 from .families import check_tail_constants, gaussian_tail_constant, make_two_class
 from .headline import bound_sentence, bound_summary_rows, bound_verdict, rank_agrees, rank_correlation
@@ -31,11 +32,6 @@ DET_VIOLATIONS = ("viol_linear", "viol_band_upper", "viol_band_lower", "viol_ene
                   "viol_scaling_lower")
 
 
-def _check(cfg) -> None:
-    if getattr(cfg, "slug", None) != "update_rate":
-        raise ValueError(f"needs the update_rate configuration, got {getattr(cfg, 'slug', cfg)!r}")
-
-
 @dataclass(frozen=True, eq=False)
 class TailsResult:
     """:func:`check_tail_constants`: the Gaussian constant, the largest log-excess of the tail bound at the
@@ -49,7 +45,8 @@ class TailsResult:
 
 
 def tails(cfg) -> TailsResult:
-    _check(cfg)
+    """Check the tail constants of the samplers (:class:`TailsResult`)."""
+    require_config(cfg, "update_rate")
     t = check_tail_constants(np.random.default_rng(cfg.seed))
     hi, lo = float(t["log-excess at alpha"].max()), float(t["log-excess at 0.99 alpha"].min())
     return TailsResult(gaussian_tail_constant(), hi, lo, bool(hi <= 1e-8 and lo > 0), t)
@@ -68,7 +65,8 @@ class BernsteinResult:
 
 
 def bernstein(cfg) -> BernsteinResult:
-    _check(cfg)
+    """Check the Bernstein radius by simulation (:class:`BernsteinResult`)."""
+    require_config(cfg, "update_rate")
     n = cfg.bern_n
     table = check_bernstein(np.random.default_rng(cfg.seed), n=n, trials=cfg.bern_trials)
     return BernsteinResult(cfg.bern_trials, n, bernstein_looseness(n, 0.5), bernstein_looseness(n, 0.01), table)
@@ -93,7 +91,8 @@ class MarginResult:
 
 
 def margin(cfg) -> MarginResult:
-    _check(cfg)
+    """Check the concentration of the one-step margin change (:class:`MarginResult`)."""
+    require_config(cfg, "update_rate")
     dims = tuple(cfg.margin_dims)
     m = check_margin_concentration(np.random.default_rng(cfg.seed), dims=dims, n=cfg.margin_n, delta=cfg.margin_delta,
                                    beta_prime=cfg.beta_prime, lr=cfg.lr, n_fresh=cfg.margin_fresh)
@@ -125,7 +124,8 @@ class SgdResult:
 
 
 def sgd_check(cfg) -> SgdResult:
-    _check(cfg)
+    """Compare SGD with full batch on one small instance (:class:`SgdResult`)."""
+    require_config(cfg, "update_rate")
     p = cfg.sgd_check
     rng = np.random.default_rng(cfg.seed)
     model = make_two_class(rng, p["d"], delta=p["delta"])
@@ -168,7 +168,8 @@ class CurvesResult:
 
 
 def curves(cfg) -> CurvesResult:
-    _check(cfg)
+    """Train the illustrated instances of ``cfg`` (:class:`CurvesResult`)."""
+    require_config(cfg, "update_rate")
     deltas = list(cfg.curve_deltas)
     cs = update_rate_curves(cfg.seed, d=cfg.d, n=cfg.n, beta_prime=cfg.beta_prime, lr=cfg.lr, steps=cfg.steps,
                             deltas=deltas, repeats=cfg.curve_repeats, eps1=cfg.eps, eps2=cfg.eps)
@@ -224,7 +225,8 @@ class SweepResult:
 
 
 def sweep(cfg) -> SweepResult:
-    _check(cfg)
+    """Run the chapter's sweep over random instances (:class:`SweepResult`)."""
+    require_config(cfg, "update_rate")
     sw = sweep_update_rate(cfg.seed, cfg.n_instances, steps=cfg.sweep_steps, repeats=cfg.repeats, eps1=cfg.eps,
                            eps2=cfg.eps)
     n_viol = int((sw[list(DET_VIOLATIONS)].max(axis=1) > 0).sum())
