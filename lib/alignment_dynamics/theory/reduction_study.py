@@ -60,11 +60,13 @@ def problem_size(study: ReductionStudy) -> ProblemSize:
 @dataclass(frozen=True)
 class NormaliserResult:
     """:prf:ref:`lem-dpo_last_layer-cancel` at a dense head: ``cancel_diff`` is the larger of the margin and
-    log-odds differences from the closed form, ``lse`` the mean size of the log-sum-exp that cancelled."""
+    log-odds differences from the closed form, ``lse`` the mean size of the log-sum-exp that cancelled,
+    ``cancel_reading`` the generated reading of the two (absent from the margin, or not confirmed)."""
 
     cancel_diff: float
     lse: float
     verdict: verdicts.Verdict
+    cancel_reading: str
     table: dict
 
 
@@ -72,7 +74,10 @@ def normaliser(study: ReductionStudy) -> NormaliserResult:
     """Check :prf:ref:`lem-dpo_last_layer-cancel` on the study's next problem (:class:`NormaliserResult`)."""
     res = check_normaliser(study.rng, **study.kw, beta=study.cfg.beta)
     diff = max(res["margin_max_abs_diff"], res["log_odds_max_abs_diff"])
-    return NormaliserResult(diff, res["lse_mean_abs"], verdicts.float_identity(diff, tol=TOL, n=study.cfg.n), res)
+    verdict = verdicts.float_identity(diff, tol=TOL, n=study.cfg.n)
+    reading = ("it does not just nearly cancel, it is absent from the margin" if verdict.verdict == verdicts.AGREES
+               else f"the difference exceeds float64 rounding ({TOL:g}), so this build does not confirm the lemma")
+    return NormaliserResult(diff, res["lse_mean_abs"], verdict, reading, res)
 
 
 @dataclass(frozen=True)
