@@ -10,6 +10,9 @@ Everything here is float64 NumPy on synthetic data. The package mirrors the chap
   of its inputs, and the chapter's sweep over random instances.
 - :mod:`.reduction`: checks of the reduction against the float64 full-softmax reference
   (``alignment_dynamics.dpo.reference``), called by ``dpo_last_layer`` and by the tests.
+- :mod:`.reduction_study`, :mod:`.update_rate_study`, :mod:`.accuracy_study`, :mod:`.priority_study`: the
+  sections of each chapter, one function per section taking the chapter's configuration and returning a
+  frozen result object (numbers, tables, verdicts and generated sentences) that the chapter glues.
 - :mod:`.headline`: the headline-bound registry and the book's verdict rules; :mod:`.sweeps`: the sweep
   machinery; :mod:`.checks`: shared argument checks and helpers.
 
