@@ -23,7 +23,6 @@ LEFT: dict[str, str] = {
     "distinguishability": "loops, thresholds and verdicts in cells",
     "misalignment": "means and list building in cells",
     "training_dynamics": "loops, rules and text building in cells",
-    "update_rate": "sweep constants and bound checks in cells",
 }
 
 ALLOWED_IMPORTS = ("alignment_dynamics", "IPython.display")
