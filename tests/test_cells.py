@@ -21,7 +21,6 @@ BOOK = ROOT / "book"
 # Chapters whose cells still compute, one per line (each rewrite removes its own line).
 LEFT: dict[str, str] = {
     "accuracy": "sweep constants and checks in cells",
-    "distinguishability": "loops, thresholds and verdicts in cells",
     "dpo_last_layer": "checks compared in cells",
     "intro": "a comprehension",
     "kernels": "speed-ups and branches in cells",

@@ -30,6 +30,8 @@ _SUBMODULES = {
     "embed",
     "fullref",
     "geometry",
+    "geometry_claims",
+    "geometry_study",
     "hardware",
     "lastlayer",
     "models",
