@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from alignment_dynamics import book, config, data, geometry_claims, geometry_study as gs, verdicts
+from alignment_dynamics import book, config, data, geometry_claims, geometry_study as gs, geometry_tails, verdicts
 from alignment_dynamics.chapters.common import NAMED_BEHAVIORS
 
 
@@ -28,8 +28,8 @@ def test_per_class_for_a_target_reliability():
 
 def test_nearest_reading():
     ref = {"gaussian": (2.0, 0.1), "laplace": (1.0, 0.1)}
-    assert gs.nearest_reading({1: (1.9, ref), 2: (1.7, ref)}) == "closer to the Gaussian reference in all 2 cases"
-    assert gs.nearest_reading({1: (1.9, ref), 2: (1.1, ref)}) == "closer to the Gaussian reference in 1 of 2 cases"
+    assert geometry_tails.nearest_reading({1: (1.9, ref), 2: (1.7, ref)}) == "closer to the Gaussian reference in all 2 cases"
+    assert geometry_tails.nearest_reading({1: (1.9, ref), 2: (1.1, ref)}) == "closer to the Gaussian reference in 1 of 2 cases"
 
 
 def test_sections_on_the_tiny_models(user_cache, one_thread):
@@ -73,9 +73,9 @@ def test_sections_on_the_tiny_models(user_cache, one_thread):
     assert constants.models[0].c_n > 0 and constants.models[0].step == pytest.approx(
         cfg.eta * constants.models[0].beta_prime ** 2 * constants.models[0].c_n ** 2)
 
-    tails = gs.tail_study(cfg, sample)
-    assert set(tails.cases) == {(m, k) for m in cfg.models for k in gs.KINDS}
-    assert tails.tail_verdict == gs.TAIL_VERDICT_TEXT[tails.verdict.verdict]
+    tails = geometry_tails.tail_study(cfg, sample)
+    assert set(tails.cases) == {(m, k) for m in cfg.models for k in geometry_tails.KINDS}
+    assert tails.tail_verdict == geometry_tails.TAIL_VERDICT_TEXT[tails.verdict.verdict]
     assert 0 <= tails.models[0].tail_far <= 1 and tails.tail_far_gaussian <= tails.tail_far_laplace
 
     comparison = gs.model_comparison(cfg, props)

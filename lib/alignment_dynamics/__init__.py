@@ -32,6 +32,7 @@ _SUBMODULES = {
     "geometry",
     "geometry_claims",
     "geometry_study",
+    "geometry_tails",
     "hardware",
     "lastlayer",
     "models",

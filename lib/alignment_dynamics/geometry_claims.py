@@ -5,7 +5,8 @@ the named rules of :mod:`alignment_dynamics.verdicts` from the section results o
 from __future__ import annotations
 
 from . import book, verdicts
-from .geometry_study import Five, Gaps, Maps, ModelComparison, Properties, Sample, Tails
+from .geometry_study import Five, Gaps, Maps, ModelComparison, Properties, Sample
+from .geometry_tails import Tails
 
 
 def record_claims(cfg, sample: Sample, props: Properties, maps: Maps, gaps: Gaps, tails: Tails, five: Five,
