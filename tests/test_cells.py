@@ -23,7 +23,6 @@ LEFT: dict[str, str] = {
     "accuracy": "sweep constants and checks in cells",
     "distinguishability": "loops, thresholds and verdicts in cells",
     "dpo_last_layer": "checks compared in cells",
-    "misalignment": "means and list building in cells",
     "persona_data": "counts and branches in cells",
     "prioritization": "the pair loop and verdicts in cells",
     "priority": "checks compared in cells",
