@@ -49,6 +49,8 @@ def test_seed_list():
 def test_trl_sentence_follows_the_tolerance():
     assert sections._trl_sentence(2e-8, 2).startswith("The two loss trajectories agree to 2.0e-08")
     assert "does not compute what TRL computes" in sections._trl_sentence(10 * sections.TRL_TOL, 2)
+    assert sections._trl_summary(2e-8, 2) == "computes what TRL's DPOTrainer computes (the same losses to 2e-08)"
+    assert sections._trl_summary(10 * sections.TRL_TOL, 2).startswith("does not reproduce")
 
 
 def test_trl_check_agrees_with_trl(live):

@@ -53,6 +53,7 @@ class TrlCheck:
     trl_s: float
     ours_s: float
     trl_sentence: str
+    trl_summary: str  # the summary's clause: whether the loop computes what TRL computes
     table: Any  # DataFrame: step, both losses, both logps/chosen
 
     @property
@@ -61,12 +62,21 @@ class TrlCheck:
                                what="max |loss difference|")
 
 
+def _trl_agrees(gap: float, steps: int) -> bool:
+    return verdicts.within(gap, tol=TRL_TOL, n=steps, unit="steps").verdict == verdicts.AGREES
+
+
 def _trl_sentence(gap: float, steps: int) -> str:
-    v = verdicts.within(gap, tol=TRL_TOL, n=steps, unit="steps")
-    if v.verdict == verdicts.AGREES:
+    if _trl_agrees(gap, steps):
         return f"The two loss trajectories agree to {gap:.1e} (float32 rounding), so the loop computes what TRL computes."
     return (f"The two loss trajectories differ by up to {gap:.1e}, more than float32 rounding ({TRL_TOL:g}): the "
             "loop does not compute what TRL computes here.")
+
+
+def _trl_summary(gap: float, steps: int) -> str:
+    if _trl_agrees(gap, steps):
+        return f"computes what TRL's DPOTrainer computes (the same losses to {gap:.0e})"
+    return f"does not reproduce TRL's DPOTrainer in this build (the losses differ by up to {gap:.0e})"
 
 
 def trl_check(lm, cfg, sets) -> TrlCheck:
@@ -85,7 +95,8 @@ def trl_check(lm, cfg, sets) -> TrlCheck:
     table = pd.DataFrame({"step": np.arange(cfg.trl_steps), "TRL loss": cmp["trl_loss"], "our loss": cmp["ours_loss"],
                           "TRL logps/chosen": cmp["trl_logps_chosen"], "our logps/chosen": cmp["ours_logps_chosen"]})
     return TrlCheck(trl_pairs=n, trl_steps=cfg.trl_steps, trl_gap=gap, trl_s=cmp["trl_s_per_step"],
-                    ours_s=cmp["ours_s_per_step"], trl_sentence=_trl_sentence(gap, cfg.trl_steps), table=table)
+                    ours_s=cmp["ours_s_per_step"], trl_sentence=_trl_sentence(gap, cfg.trl_steps),
+                    trl_summary=_trl_summary(gap, cfg.trl_steps), table=table)
 
 
 # ------------------------------------------------------------------------------------------------
