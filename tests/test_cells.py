@@ -29,7 +29,6 @@ LEFT: dict[str, str] = {
     "persona_data": "counts and branches in cells",
     "priority": "checks compared in cells",
     "reproducibility": "a branch and comprehensions",
-    "training_dynamics": "loops, rules and text building in cells",
     "update_rate": "sweep constants and bound checks in cells",
 }
 

@@ -25,15 +25,6 @@ from .runs import Runs, train_runs
 PAIR_TAGS = ("a", "b")
 
 
-def model_keys(models: Sequence[str]) -> dict[str, str]:
-    """``{"m1_name": first model, "m2_name": second, ...}``: the model names the prose glues.
-    """
-    models = list(models)
-    if not models or not all(isinstance(m, str) and m for m in models):
-        raise DynamicsError(f"models must be a non-empty list of model names, got {models!r}")
-    return {f"m{k}_name": m for k, m in enumerate(models, start=1)}
-
-
 def _short(models: Sequence[str]) -> dict[str, str]:
     from ..models import short_labels
 
