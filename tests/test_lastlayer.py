@@ -980,3 +980,25 @@ def test_sweep_study_correlates_speed_and_builds_the_claims(monkeypatch):
     for plot in (plotting.training_dynamics.speed_panels(data_, speed), plotting.training_dynamics.full_data(data_, ref)):
         assert plot.axes
         plot.clf()
+
+
+def test_head_change_texts_follow_the_exact_and_bound_rules():
+    texts = dy.dynamics_study.head_change_texts
+    ok = texts(["p", "q"], [1e-15, 2e-15], [0.1, 0.2], steps=10)
+    assert ok["first_step_text"].startswith("The exact first step holds to 1.0e-15 and 2.0e-15")
+    assert ok["bound_text"].startswith("The curves stay below the linear bound (at most 0.100 and 0.200")
+    assert ok["first_step_summary"] == "our theory's first step is exact"
+    bad = texts(["p", "q"], [1e-15, 1e-3], [0.1, 1.5], steps=10)  # q breaks the identity and the bound
+    assert "misses the exact formula on q" in bad["first_step_text"] and "not reproduced on q" in bad["first_step_summary"]
+    assert bad["bound_text"].startswith("The curves cross the linear bound on q")
+    with pytest.raises(dy.DynamicsError, match="one error and one ratio per model"):
+        texts(["p"], [0.0, 0.0], [0.1], steps=10)
+
+
+def test_q_ratio_text_says_where_the_norm_weight_argument_holds():
+    text = dy.dynamics_study.q_ratio_text
+    assert text({"p": 0.95, "q": 0.004}) == ("On p the argument holds to a factor 0.95; on q it fails by orders of "
+                                             "magnitude (factor 0.004).")
+    assert "cannot be checked" in text({"p": float("nan")})
+    with pytest.raises(dy.DynamicsError, match="at least one model"):
+        text({})

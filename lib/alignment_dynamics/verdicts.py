@@ -375,3 +375,22 @@ def gap_order_text(by_model: "dict[str, Verdict]") -> str:
     else:
         tail = "This sample does not settle the order of the two gaps on every model."
     return "Comparing the two pairs' gaps: " + "; ".join(parts) + ". " + tail
+
+
+# ---------------------------------------------------------------------------------------------------
+# Scales that should agree (training_dynamics: the norm-weight argument for the feature scale)
+# ---------------------------------------------------------------------------------------------------
+
+def same_scale(ratio: float, *, factor: float = 10.0, n: int | None = None, unit: str = "models") -> Verdict:
+    """Two positive scales that an argument says are equal, from their ratio: "agrees" when the ratio
+    lies within [1/``factor``, ``factor``] (the same order of magnitude by default), "differs" outside
+    it, "not testable here" when the ratio is undefined (NaN). Deterministic: no interval."""
+    if isinstance(factor, bool) or not float(factor) > 1:
+        raise VerdictError(f"factor must be a number above 1, got {factor!r}")
+    rule = f"ratio within a factor {factor:g} of 1"
+    if _nan(ratio):
+        return Verdict(UNTESTABLE, None, None, None, _n(n), rule + " (undefined here)", unit)
+    r = float(ratio)
+    if not r > 0:
+        raise VerdictError(f"a ratio of two positive scales must be positive, got {ratio!r}")
+    return Verdict(AGREES if 1 / factor <= r <= factor else DIFFERS, r, None, None, _n(n), rule, unit)

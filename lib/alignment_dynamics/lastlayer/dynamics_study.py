@@ -100,8 +100,31 @@ def feature_scales(cfg, data: DynamicsData) -> FeatureScale:
         rows[data.short[m]] = {"mean g²": g["mean_sq"], "max g²": g["max_sq"], "q, normalised once (measured)": q["q_once"],
                                "q / mean g²": q["q_once"] / g["mean_sq"], "q, normalised twice (measured)": q["q_twice"]}
     table = pd.DataFrame(rows)
-    values = {f"m{k}_q_ratio": table.loc["q / mean g²", data.short[m]] for k, m in enumerate(data.models, start=1)}
+    values: dict[str, Any] = {f"m{k}_q_ratio": table.loc["q / mean g²", data.short[m]]
+                              for k, m in enumerate(data.models, start=1)}
+    values["q_ratio_text"] = q_ratio_text({data.short[m]: values[f"m{k}_q_ratio"]
+                                           for k, m in enumerate(data.models, start=1)})
     return FeatureScale(values, table.style.format("{:.3g}"))
+
+
+def q_ratio_text(ratios: Mapping[str, float]) -> str:
+    """The generated sentence on the norm-weight argument (q ≈ mean g²) per model label, decided by
+    :func:`alignment_dynamics.verdicts.same_scale` (within a factor 10)."""
+    from .. import verdicts
+
+    if not ratios:
+        raise DynamicsError("q_ratio_text needs the ratio of at least one model")
+    parts = []
+    for label, r in ratios.items():
+        v = verdicts.same_scale(r).verdict
+        if v == verdicts.AGREES:
+            parts.append(f"on {label} the argument holds to a factor {r:.2f}")
+        elif v == verdicts.DIFFERS:
+            parts.append(f"on {label} it fails by orders of magnitude (factor {r:.3g})")
+        else:
+            parts.append(f"on {label} it cannot be checked (q normalised once is undefined with this norm)")
+    text = "; ".join(parts)
+    return text[0].upper() + text[1:] + "."
 
 
 @dataclass(frozen=True)
@@ -341,7 +364,48 @@ def head_change(cfg, data: DynamicsData, fig: FigureRuns) -> HeadChange:
                                              / np.linalg.norm(bs.b("train")) for bs in five]),
             f"m{k}_imbalance": np.median([abs((bs.s_train > 0).mean() - 0.5) for bs in five]),
             f"m{k}_mhat_ratio": np.median(ov["first_order"][:, -1] / ov["distinguishability"][:, -1])})
+    labels = [data.short[m] for m in data.models]
+    errors = [values[f"m{k}_first_step_err"] for k in range(1, len(labels) + 1)]
+    ratios = [values[f"m{k}_ratio_bound"] for k in range(1, len(labels) + 1)]
+    values.update(head_change_texts(labels, errors, ratios, steps=int(cfg.steps)))
     return HeadChange(overlays, measured, first, values)
+
+
+def _join(items: Sequence[str]) -> str:
+    items = list(items)
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def head_change_texts(labels: Sequence[str], errors: Sequence[float], ratios: Sequence[float], *,
+                      steps: int) -> dict[str, str]:
+    """The generated sentences on the head change of the five figure runs per model (``labels``):
+    ``first_step_text`` and ``first_step_summary`` from each model's largest relative error of the
+    exact first step (:func:`alignment_dynamics.verdicts.exact`), ``bound_text`` from each model's
+    largest measured/bound ratio over the steps (:func:`alignment_dynamics.verdicts.bound`)."""
+    from .. import verdicts
+
+    if not labels or not len(labels) == len(errors) == len(ratios):
+        raise DynamicsError(f"need one error and one ratio per model, got {len(labels)} models, {len(errors)} errors "
+                            f"and {len(ratios)} ratios")
+    exact = [verdicts.exact(e, n=5).verdict == verdicts.AGREES for e in errors]
+    held = [verdicts.bound(r, n=5 * steps).verdict == verdicts.AGREES for r in ratios]
+    errs = _join([f"{e:.1e}" for e in errors])
+    if all(exact):
+        first = f"The exact first step holds to {errs} (relative error; floating point)."
+        summary = "our theory's first step is exact"
+    else:
+        bad = _join([lb for lb, ok in zip(labels, exact) if not ok])
+        first = (f"The first step misses the exact formula on {bad} (relative errors {errs}, more than floating "
+                 "point explains): the proposition's identity is not reproduced there.")
+        summary = f"our theory's first step is not reproduced on {bad}"
+    rs = _join([f"{r:.3f}" for r in ratios])
+    if all(held):
+        bound = f"The curves stay below the linear bound (at most {rs} of it), as expected of a bound that ignores the labels."
+    else:
+        bad = _join([lb for lb, ok in zip(labels, held) if not ok])
+        bound = (f"The curves cross the linear bound on {bad} (largest ratios {rs}), which the proposition rules out "
+                 "for every step and batch sequence.")
+    return {"first_step_text": first, "bound_text": bound, "first_step_summary": summary}
 
 
 @dataclass(frozen=True)
