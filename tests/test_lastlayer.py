@@ -1002,3 +1002,26 @@ def test_q_ratio_text_says_where_the_norm_weight_argument_holds():
     assert "cannot be checked" in text({"p": float("nan")})
     with pytest.raises(dy.DynamicsError, match="at least one model"):
         text({})
+
+
+def test_trend_text_reads_each_models_interval_by_the_positive_rule():
+    text = dy.sweep_study.trend_text
+    assert text("The loss drop", {"p": (0.8, 0.6, 0.9), "q": (0.7, 0.55, 0.85)}, 100) == \
+        "The loss drop rises with distinguishability"
+    assert text("S", {"p": (0.3, 0.1, 0.45)}, 100) == "S rises weakly with distinguishability"
+    assert text("S", {"p": (-0.5, -0.7, -0.3)}, 100) == "S falls with distinguishability"
+    mixed = text("S", {"p": (0.8, 0.6, 0.9), "q": (0.1, -0.2, 0.3)}, 100)
+    assert mixed == "S rises with distinguishability on p; is not resolvably related to distinguishability on q"
+    with pytest.raises(dy.DynamicsError, match="at least one model"):
+        text("S", {}, 10)
+
+
+def test_best_step_text_says_where_the_median_drop_peaks():
+    text = dy.dynamics_study.best_step_text
+    k = [0.1, 1.0, 10.0]
+    inner = text({"p": (k, [0.1, 0.3, 0.2]), "q": (k, [0.1, 0.4, -0.5])})
+    assert inner == "Larger steps help up to a point: the median drop is largest at κ = 1 on p; κ = 1 on q, and falls beyond it"
+    assert text({"p": (k, [0.1, 0.2, 0.3])}).startswith("Larger steps help over the whole grid, up to its largest step (κ = 10")
+    assert "smallest step already gives" in text({"p": (k, [0.3, 0.2, 0.1])})
+    with pytest.raises(dy.DynamicsError, match="one κ and one drop per rate"):
+        text({"p": ([0.1], [0.2, 0.3])})

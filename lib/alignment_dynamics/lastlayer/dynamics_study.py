@@ -219,7 +219,34 @@ def lr_sensitivity(cfg, data: DynamicsData, lr: LearningRate) -> Sensitivity:
         values[f"m{k}_kappa_best"] = kappa_of(grid[int(np.argmax(drops[m]))])
         values[f"m{k}_drop_at_official"] = np.interp(np.log(0.1), np.log(grid), drops[m])
         values[f"m{k}_drop_at_chosen"] = np.interp(np.log(c["lr"]), np.log(grid), drops[m])
+    values["best_step_text"] = best_step_text({data.short[m]: (kappas[m], drops[m]) for m in data.models})
     return Sensitivity(tuple(cfg.lr_grid), drops, kappas, marks, lr.kappa_range, values)
+
+
+def best_step_text(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]]) -> str:
+    """Where on the grid the median loss drop peaks, per model label (``{label: (κ per rate, median drop
+    per rate)}``, rates increasing): inside the grid, larger steps help up to a point and the drop
+    falls beyond it; at the grid's last rate, they help over the whole grid; at its first, not at all."""
+    if not curves:
+        raise DynamicsError("best_step_text needs at least one model")
+    inner, last, first = [], [], []
+    for label, (kappa, drop) in curves.items():
+        drop = np.asarray(drop, dtype=np.float64)
+        if drop.ndim != 1 or drop.size < 2 or len(kappa) != drop.size:
+            raise DynamicsError(f"{label}: need one κ and one drop per rate, at least two rates")
+        i = int(np.argmax(drop))
+        where = f"κ = {kappa[i]:.2g} on {label}"
+        (last if i == drop.size - 1 else first if i == 0 else inner).append(where)
+    parts = []
+    if inner:
+        parts.append("Larger steps help up to a point: the median drop is largest at " + "; ".join(inner)
+                     + ", and falls beyond it")
+    if last:
+        parts.append("larger steps help over the whole grid, up to its largest step (" + "; ".join(last) + ")")
+    if first:
+        parts.append("the grid's smallest step already gives the largest median drop (" + "; ".join(first) + ")")
+    text = "; ".join(parts)
+    return text[0].upper() + text[1:]
 
 
 @dataclass(frozen=True)

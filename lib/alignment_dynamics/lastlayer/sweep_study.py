@@ -92,7 +92,31 @@ def speed_sweep(cfg, data: DynamicsData, lr: LearningRate) -> SpeedSweep:
         outliers[m] = {col: rank_outliers(speeds[m]["distinguishability"], speeds[m][col], list(speeds[m].index), k=3)
                        for col in ("loss_drop_end", "slope")}
     corr = pd.concat(parts, ignore_index=True)
+    n_b = len(data.behaviors)
+    for key, subject in (("loss_drop_end", "The loss drop"), ("slope", "The slope of ‖W_t − W_0‖"),
+                         ("acc_gain", "The accuracy gain")):
+        trios = {data.short[m]: tuple(values[f"m{k}_{key}_distinguishability_{q}"] for q in ("rho", "lo", "hi"))
+                 for k, m in enumerate(data.models, start=1)}
+        values[f"{key}_trend"] = trend_text(subject, trios, n_b)
     return SpeedSweep(seeds, measures, runs, speeds, corr, outliers, values)
+
+
+def trend_text(subject: str, trios: Mapping[str, Sequence[float]], n: int) -> str:
+    """How ``subject`` (a speed) follows distinguishability over models, generated from each model's
+    Spearman ρ and its bootstrap interval ``{label: (rho, lo, hi)}`` over ``n`` behaviours by
+    :func:`alignment_dynamics.verdicts.positive` (the chapter's rule): "rises with", "rises weakly with"
+    (partly), "falls with" (differs), "is not resolvably related to" (unresolved); models that differ
+    are named."""
+    from .. import verdicts
+
+    if not trios:
+        raise DynamicsError("trend_text needs at least one model")
+    word = {verdicts.AGREES: "rises with", verdicts.PARTLY: "rises weakly with", verdicts.DIFFERS: "falls with",
+            verdicts.UNRESOLVED: "is not resolvably related to", verdicts.UNTESTABLE: "cannot be related to"}
+    by = {label: word[verdicts.positive(*trio, n).verdict] for label, trio in trios.items()}
+    if len(set(by.values())) == 1:
+        return f"{subject} {next(iter(by.values()))} distinguishability"
+    return f"{subject} " + "; ".join(f"{w} distinguishability on {label}" for label, w in by.items())
 
 
 def speed_correlation(sweep: SpeedSweep, model: str, col: str) -> tuple[float, float, float]:
