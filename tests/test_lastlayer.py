@@ -1025,3 +1025,21 @@ def test_best_step_text_says_where_the_median_drop_peaks():
     assert "smallest step already gives" in text({"p": (k, [0.3, 0.2, 0.1])})
     with pytest.raises(dy.DynamicsError, match="one κ and one drop per rate"):
         text({"p": ([0.1], [0.2, 0.3])})
+
+
+def test_closer_prediction_and_the_sentences_built_on_it():
+    from alignment_dynamics.lastlayer.checks import closer_prediction
+
+    assert closer_prediction(0.9, 2.0) == "a" and closer_prediction(3.0, 0.5) == "b"
+    assert closer_prediction(2.0, 0.5) == "tie" and closer_prediction(-1.0, 5.0) == "b"
+    assert closer_prediction(float("nan"), 0.1) == "b"
+    bend = dy.dynamics_study.bend_text
+    assert bend({"p": (0.3, 0.95), "q": (0.4, 1.1)}).startswith("After the last step the measured change lies "
+                                                              "closer to the distinguishability rate")
+    assert "closer to the first-order line on q" in bend({"p": (0.3, 0.95), "q": (1.0, 3.0)})
+    balance = dy.prioritization_study.balance_text
+    assert balance({"a": (1.0, 0.4), "b": (0.9, 0.3)}).startswith("After the last step the balanced prediction")
+    assert "closer one for pair (b)" in balance({"a": (1.0, 0.4), "b": (0.3, 0.9)})
+    for f in (bend, balance):
+        with pytest.raises(dy.DynamicsError, match="at least one"):
+            f({})

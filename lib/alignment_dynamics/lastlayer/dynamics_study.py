@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .checks import LN2, DynamicsError
+from .checks import LN2, DynamicsError, closer_prediction
 from .features import BehaviorSet, HeadFacts, behavior_set, head_facts, mean_sq_norm
 from .rates import (
     OFFICIAL_BETA, OFFICIAL_LR, beta_for, effective_step, feature_scale, lr_choice, lr_scenarios, matched_lr,
@@ -395,6 +395,8 @@ def head_change(cfg, data: DynamicsData, fig: FigureRuns) -> HeadChange:
     errors = [values[f"m{k}_first_step_err"] for k in range(1, len(labels) + 1)]
     ratios = [values[f"m{k}_ratio_bound"] for k in range(1, len(labels) + 1)]
     values.update(head_change_texts(labels, errors, ratios, steps=int(cfg.steps)))
+    values["bend_text"] = bend_text({data.short[m]: (values[f"m{k}_ratio_first_order"], values[f"m{k}_ratio_dist"])
+                                     for k, m in enumerate(data.models, start=1)})
     return HeadChange(overlays, measured, first, values)
 
 
@@ -458,3 +460,19 @@ def accuracy(cfg, data: DynamicsData, fig: FigureRuns) -> Accuracy:
                        f"m{k}_acc_rho": stats.spearman(data.props[m].loc[five, "distinguishability"],
                                                        acc[:, -1] - acc[:, 0])})
     return Accuracy(values)
+
+
+def bend_text(ratios: Mapping[str, tuple[float, float]]) -> str:
+    """Which first-order line the measured head change follows after the last step, per model
+    (``{label: (measured/first order, measured/distinguishability rate)}``, :func:`closer_prediction`),
+    and the reading that follows."""
+    if not ratios:
+        raise DynamicsError("bend_text needs the ratios of at least one model")
+    first = [label for label, r in ratios.items() if closer_prediction(*r) == "a"]
+    if not first:
+        return ("After the last step the measured change lies closer to the distinguishability rate than to the "
+                "first-order line on every model: the imbalance component points along the embeddings' common "
+                "direction, where the loss is strongly curved, so it saturates after a few steps (a learned bias), "
+                "and the distinguishability part, which keeps growing, takes over.")
+    return (f"After the last step the measured change lies closer to the first-order line on {_join(first)}: "
+            "there the imbalance component has not saturated within the run.")
