@@ -20,7 +20,6 @@ BOOK = ROOT / "book"
 
 # Chapters whose cells still compute, one per line (each rewrite removes its own line).
 LEFT: dict[str, str] = {
-    "training_dynamics": "loops, rules and text building in cells",
 }
 
 ALLOWED_IMPORTS = ("alignment_dynamics", "IPython.display")

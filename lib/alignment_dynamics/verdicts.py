@@ -543,3 +543,20 @@ def step_reading(step: float, *, limit: float = STEP_LIMIT, far: float = 0.1) ->
         raise VerdictError(f"step must be a non-negative number, got {step!r}")
     where = "far below" if step < far * limit else "below" if step < limit else "not below"
     return f"{where} {limit:g}, the threshold of our reading of the cut-off step-size condition (a descent-lemma bound)"
+
+# Scales that should agree (training_dynamics: the norm-weight argument for the feature scale)
+# ---------------------------------------------------------------------------------------------------
+
+def same_scale(ratio: float, *, factor: float = 10.0, n: int | None = None, unit: str = "models") -> Verdict:
+    """Two positive scales that an argument says are equal, from their ratio: "agrees" when the ratio
+    lies within [1/``factor``, ``factor``] (the same order of magnitude by default), "differs" outside
+    it, "not testable here" when the ratio is undefined (NaN). Deterministic: no interval."""
+    if isinstance(factor, bool) or not float(factor) > 1:
+        raise VerdictError(f"factor must be a number above 1, got {factor!r}")
+    rule = f"ratio within a factor {factor:g} of 1"
+    if _nan(ratio):
+        return Verdict(UNTESTABLE, None, None, None, _n(n), rule + " (undefined here)", unit)
+    r = float(ratio)
+    if not r > 0:
+        raise VerdictError(f"a ratio of two positive scales must be positive, got {ratio!r}")
+    return Verdict(AGREES if 1 / factor <= r <= factor else DIFFERS, r, None, None, _n(n), rule, unit)
