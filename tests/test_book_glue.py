@@ -56,3 +56,26 @@ def test_glue_result_rejects_nan_wrong_prefix_and_non_results():
         book.glue_result("other_x", {"x": 1.0})
     with pytest.raises(book.GlueError, match="dataclass"):
         book.glue_result("intro_list", [1, 2])
+
+
+def test_glue_result_allow_nan_glues_undefined_numbers_and_checks_the_rest():
+    out = book.glue_result_allow_nan("intro_c", {"rho": np.float64("nan"), "n": 4, "text": "x", "t": 2.5},
+                                     volatile=("t", "rho"))
+    assert math.isnan(out["intro_c_rho"]) and out["intro_c_n"] == 4 and out["intro_c_text"] == "x"
+    assert {"intro_c_t", "intro_c_rho"} <= book._state["volatile"] and "intro_c_n" not in book._state["volatile"]
+    with pytest.raises(book.GlueError, match="expected a dict"):
+        book.glue_result_allow_nan("intro_c", [1.0])
+    with pytest.raises(book.GlueError):
+        book.glue_result_allow_nan("intro_d", {"x": float("inf")})  # only NaN is let through
+
+
+def test_record_claims_records_rows_in_order_and_rejects_incomplete_ones():
+    from alignment_dynamics import verdicts
+
+    rows = [{"claim": "c1", "measured": "m1", "verdict": verdicts.exact(0.0), "source": "derived"},
+            {"claim": "c2", "measured": "m2", "verdict": verdicts.exact(1.0), "source": "project"}]
+    table = book.record_claims(rows)
+    assert [r["claim"] for r in book._state["claims"]] == ["c1", "c2"]
+    assert [r["verdict"] for r in book._state["claims"]] == ["agrees", "differs"] and len(table.data) == 2
+    with pytest.raises(book.GlueError, match="lacks"):
+        book.record_claims([{"claim": "c"}])

@@ -20,10 +20,6 @@ BOOK = ROOT / "book"
 
 # Chapters whose cells still compute, one per line (each rewrite removes its own line).
 LEFT: dict[str, str] = {
-    "distinguishability": "loops, thresholds and verdicts in cells",
-    "misalignment": "means and list building in cells",
-    "training_dynamics": "loops, rules and text building in cells",
-    "update_rate": "sweep constants and bound checks in cells",
 }
 
 ALLOWED_IMPORTS = ("alignment_dynamics", "IPython.display")

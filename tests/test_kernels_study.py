@@ -25,6 +25,7 @@ def test_demo_moves_two_rows_and_matches_the_reference(demo):
     assert demo.max_dloss <= dpo_demo.DLOSS_TOL and demo.max_dmetric < 1e-9
     assert demo.loss0 == math.log(2) and demo.loss0_minus_ln2 == 0.0
     assert demo.loss0_reading.startswith("which is ln 2 to the last digit")
+    assert demo.summary.startswith("With single-token answers from one context, DPO on the head moves two rows:")
     assert [v.verdict for v in (demo.rows_verdict, demo.trajectory_verdict, demo.ln2_verdict)] == ["agrees"] * 3
     assert list(demo.metrics["metric"]) == list(demo.exact.eval["test"])
     assert (demo.metrics["reference, final"] - demo.metrics["exact, final"]).abs().max() < 1e-9
@@ -35,6 +36,12 @@ def test_demo_is_deterministic_and_follows_the_seed(demo):
     other = dpo_demo.two_row_demo(7, 60, 20.0, n_train=200, n_test=50, steps=20, batch_size=64)
     assert again.max_dloss == demo.max_dloss and torch.equal(again.exact.train["loss"], demo.exact.train["loss"])
     assert not torch.equal(other.exact.train["loss"], demo.exact.train["loss"])
+
+
+def test_demo_summary_follows_the_rows(monkeypatch):
+    monkeypatch.setattr(dpo_demo, "moved_rows", lambda W, W0: 3)
+    off = dpo_demo.two_row_demo(1234, 60, 20.0, n_train=200, n_test=50, steps=5, batch_size=64)
+    assert "(3 moved here)" in off.summary and off.rows_verdict.verdict == "differs"
 
 
 def test_weight_decay_moves_every_row(demo):

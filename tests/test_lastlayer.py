@@ -707,11 +707,15 @@ def _prio_data(rng, cfg, shifts=(0.3, 0.8, 1.5, 2.5, 3.5)):
     return ps.SweepData(tuple(cfg.models), {m: m for m in cfg.models}, names, facts, sweep, choice, {}, None)
 
 
-def test_model_keys_name_each_model_by_its_position():
-    ps = dy.prioritization_study
-    assert ps.model_keys(["p", "q"]) == {"m1_name": "p", "m2_name": "q"}
+def test_study_keys_name_models_by_position_and_intervals_by_stem():
+    keys = dy.study_keys
+    assert keys.model_keys(["p", "q"]) == {"m1_name": "p", "m2_name": "q"}
     with pytest.raises(dy.DynamicsError, match="non-empty list of model names"):
-        ps.model_keys([])
+        keys.model_keys([])
+    assert keys.interval_values("m2_x", (0.5, 0.25, 0.75)) == {"m2_x_p": 0.5, "m2_x_lo": 0.25, "m2_x_hi": 0.75}
+    assert keys.interval_values("x", (1, 2), ("a", "b")) == {"x_a": 1, "x_b": 2}
+    with pytest.raises(dy.DynamicsError, match="3 values for the 2 names"):
+        keys.interval_values("x", (1, 2, 3), ("a", "b"))
 
 
 def test_sweep_data_embeds_every_behaviour_and_matches_the_lr_choice(monkeypatch):
@@ -823,11 +827,11 @@ def test_claim_rows_follow_the_results_and_are_recorded(monkeypatch):
     p, lo, hi = sweep.shares["other"]["triples_top", "loss"]
     assert rows[-3]["verdict"].row() == verdicts.share(p, lo, hi, 3, chance=1 / 3, unit="triples").row()
     book.begin("prioritization")
-    table = sw.record_claims(rows)
+    table = book.record_claims(rows)
     assert len(table.data) == len(rows) == len(book._state["claims"])
     assert [r["claim"] for r in book._state["claims"]] == [r["claim"] for r in rows]
-    with pytest.raises(dy.DynamicsError, match="lacks"):
-        sw.record_claims([{"claim": "c"}])
+    with pytest.raises(book.GlueError, match="lacks"):
+        book.record_claims([{"claim": "c"}])
 
 
 def test_prioritization_sentences_follow_the_numbers():
@@ -858,3 +862,184 @@ def test_prioritization_sentences_follow_the_numbers():
     assert "does not create progress" in total
     price, total = sw.reweighting_texts({"low_ratio": 2.0, "high_ratio": 1.1, "total_ratio": 1.3})
     assert price.startswith("The other behaviour does not pay") and "adds progress" in total
+
+
+# ---------------------------------------------------------------------------------------------------
+# The training-dynamics chapter's result objects (lastlayer.dynamics_study, lastlayer.sweep_study)
+# ---------------------------------------------------------------------------------------------------
+
+_TD_SHIFTS = (0.3, 1.0, 1.8, 2.6, 3.5, 4.5, 5.5, 7.0)
+
+
+def _td_cfg(**over):
+    from types import SimpleNamespace
+
+    names = [f"t{k}" for k in range(len(_TD_SHIFTS))]
+    kw = dict(models=["synthetic", "other"], sweep_behaviors=names, sweep_per_class=6, per_class=6, seed=3,
+              norm="model", dtype="auto", proxy="synthetic", beta_mode="official", lr=1.0, steps=8, batch_size=32,
+              sweep_batch=16, lr_grid=[0.1, 1.0, 10.0], quantiles=[0.1, 0.3, 0.5, 0.7, 0.9],
+              official_five=names[3:], seeds=2, k_early=3, acc_level=0.9, n_boot=30, crossfit_folds=3,
+              crossfit_seeds=1)
+    kw.update(over)
+    return SimpleNamespace(**kw)
+
+
+def _td_study(monkeypatch, **over):
+    """Every section of the training-dynamics study on synthetic behaviours whose distinguishability
+    grows with their index (the sets of the sweep and of the figures are the same)."""
+    ds = dy.dynamics_study
+    rng = np.random.default_rng(31)
+    cfg = _td_cfg(**over)
+    facts = {m: make_facts(rng, model=m)[0] for m in cfg.models}
+    sets = {(m, b): _model_set(rng, m, b, 24 + j % 3, 24 - j % 3, n_test=(12, 12), shift=s)  # class balances differ
+            for m in cfg.models for j, (b, s) in enumerate(zip(cfg.sweep_behaviors, _TD_SHIFTS))}
+    monkeypatch.setattr(ds, "head_facts", lambda m: facts[m])
+    monkeypatch.setattr(ds, "behavior_set", lambda m, b, *a, **k: sets[m, b])
+    data_ = ds.dynamics_data(cfg)
+    lr = ds.learning_rate(cfg, data_)
+    fig = ds.figure_runs(cfg, data_, lr)
+    return cfg, data_, lr, fig
+
+
+def test_dynamics_study_sections_report_what_they_measured(monkeypatch):
+    ds = dy.dynamics_study
+    cfg, data_, lr, fig = _td_study(monkeypatch)
+    v = data_.values
+    assert v["n_behaviors"] == 8 and v["sweep_per_class"] == "6" and v["sweep_n_train"] == 48
+    fast = config.profile_settings("training_dynamics", "fast")
+    assert (v["fast_sweep_per_class"], v["fast_sweep_batch"]) == (str(fast["sweep_per_class"]), fast["sweep_batch"])
+    assert data_.props["other"]["distinguishability"].is_monotonic_increasing  # the shifts order them
+    scales = ds.feature_scales(cfg, data_)
+    assert scales.values["m2_q_ratio"] == scales.table.data.loc["q / mean g²", "other"]
+    assert np.isnan(ds.feature_scales(_td_cfg(norm="double"), data_).values["m1_q_ratio"])
+    assert lr.values["m1_lr"] == 1.0 and lr.values["kappa_lo"] <= lr.values["kappa_hi"]
+    assert lr.values["m2_kappa"] == pytest.approx(dy.effective_step(1.0, lr.values["m2_beta"],
+                                                                    lr.choice["other"]["mean_sq_norm"]))
+    sens = ds.lr_sensitivity(cfg, data_, lr)
+    best = int(np.argmax(sens.drop["synthetic"]))
+    assert sens.values["m1_kappa_best"] == pytest.approx(sens.kappa["synthetic"][best])
+    assert sens.values["m1_drop_at_official"] == pytest.approx(sens.drop["synthetic"][0])  # 0.1 is on the grid
+    # the figure behaviours: the quantiles of distinguishability, least first
+    assert fig.quantile_five["synthetic"] == geometry.pick_by_quantile(data_.props["synthetic"]["distinguishability"],
+                                                                       cfg.quantiles) == ["t1", "t2", "t4", "t5", "t6"]
+    assert fig.official_five["other"] == ["t3", "t4", "t5", "t6", "t7"]
+    assert fig.tags["other"][0] == "B1: t1" and fig.values["fig_n_train"] == 48 and fig.values["embedded"] == 0
+    assert fig.values["m1_b5_drop"] > fig.values["m1_b1_drop"] > 0 and fig.values["m1_five_rho"] == 1.0
+    order = ds.code_order(cfg, data_)
+    assert order.values["m1_code_order_rho"] == 1.0 and order.verdicts["m2_code_order"].estimate == 1.0
+    with pytest.raises(dy.DynamicsError, match="five behaviours"):
+        ds.code_order(_td_cfg(official_five=["t1"]), data_)
+    head = ds.head_change(cfg, data_, fig)
+    assert head.values["m1_first_step_err"] < 1e-9 and head.values["m2_ratio_bound"] <= 1.0
+    assert head.measured["synthetic"].shape == (5, cfg.steps + 1) and head.values["m1_change_rho"] == 1.0
+    acc = ds.accuracy(cfg, data_, fig)
+    assert 0 <= acc.values["m1_acc0"] <= 1 and acc.values["m1_acc_end"] > acc.values["m1_acc0"]
+    pt = plotting.training_dynamics
+    for plot in (pt.sensitivity(data_, sens), pt.loss_curves(data_, lr, fig), pt.official_rate_curves(data_, fig),
+                 pt.official_five_curves(data_, fig), pt.head_change_curves(data_, fig, head),
+                 pt.head_change_bound(data_, fig, head), pt.accuracy_curves(data_, fig)):
+        assert plot.axes
+        plot.clf()
+
+
+def test_sweep_study_correlates_speed_and_builds_the_claims(monkeypatch):
+    from alignment_dynamics import book, verdicts
+
+    ds, ss = dy.dynamics_study, dy.sweep_study
+    cfg, data_, lr, fig = _td_study(monkeypatch)
+    speed = ss.speed_sweep(cfg, data_, lr)
+    v = speed.values
+    assert speed.seeds == (3, 4) and v["steps"] == 8
+    assert v["m1_loss_drop_end_distinguishability_rho"] > 0.9  # more distinguishable, faster
+    assert v["m2_rho_dist_conc"] == stats.spearman(speed.speeds["other"]["distinguishability"],
+                                                   speed.speeds["other"]["concentration"])
+    assert ss.speed_correlation(speed, "other", "slope")[0] == v["m2_slope_distinguishability_rho"]
+    np.testing.assert_equal(ss.speed_correlation(speed, "other", "steps_to_level")[2],
+                            v["m2_neg_steps_distinguishability_hi"])  # NaN where no run reaches the level
+    with pytest.raises(dy.DynamicsError, match="no correlation"):
+        ss.speed_correlation(speed, "llama", "slope")
+    assert speed.table.shape[0] == 5 * 3
+    misfit = ss.misfits(cfg, data_, fig, speed)
+    assert misfit.values["m1_misfits"].count('"') == 4 and "fig_batch" in misfit.values
+    assert misfit.first_step_official["synthetic"].estimate == 1.0
+    xfit = ss.speed_crossfits(cfg, data_, lr, speed)
+    x = xfit.by_model["synthetic"]
+    assert (xfit.values["m1_xfit_rho"], xfit.values["m1_circ_hi"]) == (x.rho, x.circular[2])
+    assert xfit.verdicts["m1_circ"] is x.circular_verdict
+    ref = ss.reference(cfg, data_, speed)
+    assert "no full-data reference" in ref.values["reference_full_text"]  # synthetic models are not covered
+    head = ds.head_change(cfg, data_, fig)
+    claims = ss.claims(cfg, data_, head, speed, misfit, xfit, ref)
+    assert len(claims.rows) == 2 * 9
+    rho, lo, hi = (v[f"m2_slope_distinguishability_{q}"] for q in ("rho", "lo", "hi"))
+    assert claims.verdicts["m2_slope_v"].row() == verdicts.positive(rho, lo, hi, 8).row()
+    exact = [r for r in claims.rows if r["claim"].startswith("The first step is")]
+    assert [r["verdict"].verdict for r in exact] == ["agrees", "agrees"]
+    book.begin("training_dynamics")
+    assert len(book.record_claims(claims.rows).data) == len(claims.rows)
+    for plot in (plotting.training_dynamics.speed_panels(data_, speed), plotting.training_dynamics.full_data(data_, ref)):
+        assert plot.axes
+        plot.clf()
+
+
+def test_head_change_texts_follow_the_exact_and_bound_rules():
+    texts = dy.dynamics_study.head_change_texts
+    ok = texts(["p", "q"], [1e-15, 2e-15], [0.1, 0.2], steps=10)
+    assert ok["first_step_text"].startswith("The exact first step holds to 1.0e-15 and 2.0e-15")
+    assert ok["bound_text"].startswith("The curves stay below the linear bound (at most 0.100 and 0.200")
+    assert ok["first_step_summary"] == "our theory's first step is exact"
+    bad = texts(["p", "q"], [1e-15, 1e-3], [0.1, 1.5], steps=10)  # q breaks the identity and the bound
+    assert "misses the exact formula on q" in bad["first_step_text"] and "not reproduced on q" in bad["first_step_summary"]
+    assert bad["bound_text"].startswith("The curves cross the linear bound on q")
+    with pytest.raises(dy.DynamicsError, match="one error and one ratio per model"):
+        texts(["p"], [0.0, 0.0], [0.1], steps=10)
+
+
+def test_q_ratio_text_says_where_the_norm_weight_argument_holds():
+    text = dy.dynamics_study.q_ratio_text
+    assert text({"p": 0.95, "q": 0.004}) == ("On p the argument holds to a factor 0.95; on q it fails by orders of "
+                                             "magnitude (factor 0.004).")
+    assert "cannot be checked" in text({"p": float("nan")})
+    with pytest.raises(dy.DynamicsError, match="at least one model"):
+        text({})
+
+
+def test_trend_text_reads_each_models_interval_by_the_positive_rule():
+    text = dy.sweep_study.trend_text
+    assert text("The loss drop", {"p": (0.8, 0.6, 0.9), "q": (0.7, 0.55, 0.85)}, 100) == \
+        "The loss drop rises with distinguishability"
+    assert text("S", {"p": (0.3, 0.1, 0.45)}, 100) == "S rises weakly with distinguishability"
+    assert text("S", {"p": (-0.5, -0.7, -0.3)}, 100) == "S falls with distinguishability"
+    mixed = text("S", {"p": (0.8, 0.6, 0.9), "q": (0.1, -0.2, 0.3)}, 100)
+    assert mixed == "S rises with distinguishability on p; is not resolvably related to distinguishability on q"
+    with pytest.raises(dy.DynamicsError, match="at least one model"):
+        text("S", {}, 10)
+
+
+def test_best_step_text_says_where_the_median_drop_peaks():
+    text = dy.dynamics_study.best_step_text
+    k = [0.1, 1.0, 10.0]
+    inner = text({"p": (k, [0.1, 0.3, 0.2]), "q": (k, [0.1, 0.4, -0.5])})
+    assert inner == "Larger steps help up to a point: the median drop is largest at κ = 1 on p; κ = 1 on q, and falls beyond it"
+    assert text({"p": (k, [0.1, 0.2, 0.3])}).startswith("Larger steps help over the whole grid, up to its largest step (κ = 10")
+    assert "smallest step already gives" in text({"p": (k, [0.3, 0.2, 0.1])})
+    with pytest.raises(dy.DynamicsError, match="one κ and one drop per rate"):
+        text({"p": ([0.1], [0.2, 0.3])})
+
+
+def test_closer_prediction_and_the_sentences_built_on_it():
+    from alignment_dynamics.lastlayer.checks import closer_prediction
+
+    assert closer_prediction(0.9, 2.0) == "a" and closer_prediction(3.0, 0.5) == "b"
+    assert closer_prediction(2.0, 0.5) == "tie" and closer_prediction(-1.0, 5.0) == "b"
+    assert closer_prediction(float("nan"), 0.1) == "b"
+    bend = dy.dynamics_study.bend_text
+    assert bend({"p": (0.3, 0.95), "q": (0.4, 1.1)}).startswith("After the last step the measured change lies "
+                                                              "closer to the distinguishability rate")
+    assert "closer to the first-order line on q" in bend({"p": (0.3, 0.95), "q": (1.0, 3.0)})
+    balance = dy.prioritization_study.balance_text
+    assert balance({"a": (1.0, 0.4), "b": (0.9, 0.3)}).startswith("After the last step the balanced prediction")
+    assert "closer one for pair (b)" in balance({"a": (1.0, 0.4), "b": (0.3, 0.9)})
+    for f in (bend, balance):
+        with pytest.raises(dy.DynamicsError, match="at least one"):
+            f({})

@@ -44,6 +44,14 @@ def test_named_behaviors_finds_the_official_indices(summary):
         ps.named_behaviors(summary, {135: "beyond the list"})
 
 
+def test_named_behaviors_notices_a_case_folding_order(summary, monkeypatch):
+    folded = sorted(data.behaviors(), key=str.casefold)  # what a locale-aware sort would give
+    monkeypatch.setattr(data, "behaviors", lambda: folded)
+    named = ps.named_behaviors(summary)
+    assert not named.official_order and "not the indices" in named.order_text
+    assert named.index_average_util < named.index_buddhism
+
+
 def test_confidence_texts_follow_the_numbers():
     floor, cls = ps.confidence_texts(0.51, 0.80, 0.90)
     assert "holds" in floor and cls.startswith("Negative")
@@ -84,7 +92,7 @@ def test_logit_reading_uses_both_limits():
 
 
 def test_agreement_is_the_share_of_signs_that_match():
-    assert ps.agreement(np.array([1.0, -2.0, 3.0, -0.5]), np.array([1, -1, -1, 1])) == 0.5
+    assert ps.agreement(np.array([1.0, -2.0, 3.0, -0.5]), np.array([1, -1, 1, 1])) == 0.75
     with pytest.raises(InputError, match="one length"):
         ps.agreement(np.ones(3), np.ones(2))
 

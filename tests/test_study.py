@@ -139,3 +139,10 @@ def test_the_committed_study_covers_both_models_and_loads_complete():
         st = study.load(m)  # checksum, format and completeness checked
         assert len(st.rows) == len(st.settings.behaviors) * len(st.settings.seeds) * len(study.CONDITIONS)
         assert len(st.settings.seeds) >= 5 and len(st.settings.behaviors) >= 5
+
+
+def test_the_report_keeps_each_models_study_as_a_field():
+    rep = study.report(["smollm2-135m-instruct", "no-such-model"], n_boot=50, progress=False)
+    assert set(rep.studies) == set(rep.summaries) == {"smollm2-135m-instruct"} and rep.missing == ["no-such-model"]
+    assert rep.studies["smollm2-135m-instruct"].settings.behaviors and "behaviours ×" in rep.design()
+    assert [len(p["rows"]) for p in rep.panels()] == [len(study.SPEED_ROWS)]

@@ -49,7 +49,8 @@ def test_unequal(cfg, monkeypatch):
 def test_sweep_and_its_violation_count(cfg, monkeypatch):
     res = ps.sweep(cfg)
     assert res.n_instances == cfg.n_instances and res.holds and res.n_viol == 0
-    assert res.holds_sentence.startswith("Every statement holds")
+    assert res.holds_sentence.startswith("Every statement holds") and res.rise_ok
+    assert res.rise_sentence.endswith("of a behaviour with a negative priority level its loss rose at the first step")
     assert res.sentence_1 == th.bound_sentence(res.bounds[0]) and res.first.shape[1] == 2
     real = ps.sweep_priority
 
@@ -57,8 +58,10 @@ def test_sweep_and_its_violation_count(cfg, monkeypatch):
         sw, first, gaps = real(*a, **k)
         sw = sw.copy()
         sw.loc[0, "viol_loss_upper"] = 0.1
+        sw.loc[1, "viol_loss_rise"] = 0.1
         return sw, first, gaps
 
     monkeypatch.setattr(ps, "sweep_priority", one_violation)
     bad = ps.sweep(cfg)
-    assert bad.n_viol == 1 and not bad.holds and bad.holds_sentence.startswith("Not every statement")
+    assert bad.n_viol == 2 and not bad.holds and bad.holds_sentence.startswith("Not every statement")
+    assert not bad.rise_ok and bad.rise_sentence.startswith("on 1 instance a behaviour")

@@ -53,6 +53,14 @@ def test_first_step_and_side_facts(cfg):
     assert fs.verdict.verdict == side.verdict.verdict == "agrees"
 
 
+def test_the_cancel_reading_follows_the_difference(cfg, monkeypatch):
+    assert "absent from the margin" in rs.normaliser(rs.start(cfg)).cancel_reading
+    real = rs.check_normaliser
+    monkeypatch.setattr(rs, "check_normaliser", lambda *a, **k: {**real(*a, **k), "margin_max_abs_diff": 1e-6})
+    res = rs.normaliser(rs.start(cfg))
+    assert res.verdict.verdict == "differs" and "does not confirm" in res.cancel_reading
+
+
 def test_a_broken_trajectory_differs(cfg, monkeypatch):
     real = rs.check_trajectory
 

@@ -109,7 +109,7 @@ def test_a_chapter_that_does_not_parse_is_named(tmp_path):
 
 def test_every_name_in_the_real_index_resolves():
     index = usage.usage_index(ROOT)
-    assert "geometry.properties" in index and "distinguishability" in index["geometry.properties"]
+    assert "geometry_study.property_study" in index and "distinguishability" in index["geometry_study.property_study"]
     missing = []
     for name in index:
         module, _, attr = name.rpartition(".")
@@ -123,7 +123,7 @@ def test_every_name_in_the_real_index_resolves():
 
 
 def test_the_command_prints_the_index(capsys):
-    assert usage.main(["geometry.prop"]) == 0
+    assert usage.main(["geometry_study.prop"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines and all(line.startswith("geometry.prop") for line in lines)
-    assert any(line.startswith("geometry.properties: ") and "distinguishability" in line for line in lines)
+    assert lines and all(line.startswith("geometry_study.prop") for line in lines)
+    assert any(line.startswith("geometry_study.property_study: ") and "distinguishability" in line for line in lines)

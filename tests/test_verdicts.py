@@ -199,3 +199,14 @@ def test_float_identity_rule():
         vd.float_identity(-1.0)
     with pytest.raises(vd.VerdictError, match="tol"):
         vd.float_identity(0.0, tol=0.0)
+
+def test_same_scale_agrees_within_the_factor_only():
+    assert vd.same_scale(1.0).verdict == vd.AGREES
+    assert vd.same_scale(9.9).verdict == vd.AGREES and vd.same_scale(1 / 9.9).verdict == vd.AGREES
+    assert vd.same_scale(10.1).verdict == vd.DIFFERS and vd.same_scale(0.099).verdict == vd.DIFFERS
+    assert vd.same_scale(3.0, factor=2).verdict == vd.DIFFERS  # the factor is the rule's, not a constant
+    assert vd.same_scale(float("nan")).verdict == vd.UNTESTABLE
+    with pytest.raises(vd.VerdictError, match="above 1"):
+        vd.same_scale(1.0, factor=1)
+    with pytest.raises(vd.VerdictError, match="must be positive"):
+        vd.same_scale(-2.0)

@@ -440,3 +440,39 @@ def report_table(report: dict | None):
              "from cache": "yes" if c["cached"] else "no", "cache key": c["key"][:12]}
             for c in report["chapters"]]
     return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Result objects whose numbers may be undefined, and claims rows made in lib (training_dynamics,
+# prioritization)
+# ---------------------------------------------------------------------------------------------------
+
+def glue_result_allow_nan(prefix: str, values: dict[str, Any], *, volatile: tuple[str, ...] = ()) -> dict[str, Any]:
+    """:func:`glue_result` for a mapping of values some of which may be NaN (an undefined rank
+    correlation, a ratio over an empty set): those are glued with ``allow_nan=True``, the others as
+    :func:`glue_result` does. Returns ``{key: glued value}``."""
+    import math
+
+    if not isinstance(values, dict):
+        raise GlueError(f"glue_result_allow_nan {prefix!r}: expected a dict of values, got {type(values).__name__}")
+
+    def numeric(v: Any) -> bool:
+        return not isinstance(v, (str, bool)) and (isinstance(v, (int, float)) or hasattr(v, "item"))
+
+    nan = [k for k, v in values.items() if numeric(v) and math.isnan(float(v))]
+    rest = {k: v for k, v in values.items() if k not in nan}
+    out = glue_result(prefix, rest, volatile=tuple(k for k in volatile if k in rest))
+    for k in nan:
+        out[f"{prefix}_{k}"] = glue_num(f"{prefix}_{k}", values[k], volatile=k in volatile, allow_nan=True)
+    return out
+
+
+def record_claims(rows: "list[dict[str, Any]]"):
+    """Record claims rows made by a library function (each ``{"claim", "measured", "verdict",
+    "source"}``) with :func:`claim`, in order, and return :func:`claims_table`."""
+    for r in rows:
+        missing = {"claim", "measured", "verdict", "source"} - set(r)
+        if missing:
+            raise GlueError(f"a claim row lacks {sorted(missing)}: {dict(r)}")
+        claim(r["claim"], r["measured"], r["verdict"], source=r["source"])
+    return claims_table()

@@ -372,3 +372,39 @@ def cluster_mean_ci(values: Any, clusters: Sequence[Any], *, n_boot: int = 2000,
     lo, hi = np.quantile(reps, [(1 - q) / 2, (1 + q) / 2])
     est = float(np.mean([g.mean() for g in groups]))
     return est, float(lo), float(hi)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Intervals from a sample size (distinguishability's verdicts)
+# ---------------------------------------------------------------------------------------------------
+
+def spearman_z_interval(rho: float, n: int, *, level: float = 0.95) -> tuple[float, float, float]:
+    """A Spearman ρ over ``n`` items with its Fisher-z interval, ``(rho, lo, hi)``.
+
+    z = atanh ρ has standard error √((1 + ρ²/2)/(n − 3)) (Bonett & Wright 2000, for Spearman's ρ); the
+    interval is tanh(z ± q·se) with q the normal quantile of ``level``. Needs n ≥ 4 and |ρ| < 1 (ρ = ±1
+    gives the degenerate interval [ρ, ρ]).
+    """
+    from scipy.stats import norm
+
+    n = _count("n", n, 4)
+    r = float(rho)
+    if not -1 <= r <= 1:
+        raise StatsError(f"rho must lie in [-1, 1], got {rho!r}")
+    if abs(r) == 1:
+        return r, r, r
+    se = math.sqrt((1 + r * r / 2) / (n - 3))
+    q = float(norm.ppf((1 + _level(level)) / 2))
+    z = math.atanh(r)
+    return r, math.tanh(z - q * se), math.tanh(z + q * se)
+
+
+def dprime_se(dprime: float, n_pos: int, n_neg: int) -> float:
+    """The large-sample standard error of a standardised mean difference d′ between classes of
+    ``n_pos`` and ``n_neg`` statements: √((n₊ + n₋)/(n₊ n₋) + d′²/(2(n₊ + n₋))) (Hedges & Olkin 1985).
+    Approximate for our d′, whose direction μ̂₊ − μ̂₋ is fitted on the same statements."""
+    a, b = _count("n_pos", n_pos, 2), _count("n_neg", n_neg, 2)
+    d = float(dprime)
+    if not math.isfinite(d):
+        raise StatsError(f"dprime must be finite, got {dprime!r}")
+    return math.sqrt((a + b) / (a * b) + d * d / (2 * (a + b)))

@@ -421,3 +421,142 @@ def float_identity(error: float, *, tol: float = 1e-12, n: int | None = None, un
         raise VerdictError(f"tol must be a positive finite number, got {tol!r}")
     return within(error, tol=tol, n=n, unit=unit,
                   what="largest float64 difference from the closed form (absolute, or relative for a norm)")
+
+# distinguishability's rules: a stable ranking, an ordered d′, tails no heavier than exponential
+# ---------------------------------------------------------------------------------------------------
+
+def stable_ranking(split_rho: "dict[str, float]", n: int, *, strong: float = 0.5, level: float = 0.95) -> Verdict:
+    """"Behaviours differ, and the differences are stable": per model, the split-half rank correlation
+    of the behaviours' ranking over ``n`` behaviours with its Fisher-z interval
+    (:func:`stats.spearman_z_interval`), decided by :func:`positive` (above 0: the ranking reproduces;
+    wholly below ``strong``: partly, reproducible but weak), combined over the models (:func:`combine`).
+    Fewer than 4 behaviours, or an undefined ρ: not testable."""
+    if not split_rho:
+        raise VerdictError("stable_ranking needs at least one model's split-half correlation")
+    parts = []
+    for rho in split_rho.values():
+        if _nan(rho) or n < 4:
+            parts.append(not_testable("split-half rank correlation over fewer than 4 behaviours or undefined",
+                                      n=_n(n), unit="behaviours"))
+            continue
+        r, lo, hi = stats.spearman_z_interval(float(rho), n, level=level)
+        parts.append(positive(r, lo, hi, n, strong=strong, unit="behaviours"))
+    v = combine(parts, rule="")
+    return Verdict(v.verdict, v.estimate, v.lo, v.hi, _n(n),
+                   f"per model, the Fisher-z interval of the split-half rank correlation over the behaviours: above 0 "
+                   f"agrees (wholly below {strong:g}: partly), below 0 differs, containing 0 not resolvable; "
+                   "models combined", "behaviours")
+
+
+def ordered_dprime(low: float, high: float, n_low: tuple[int, int], n_high: tuple[int, int], *,
+                   level: float = 0.95) -> Verdict:
+    """"The most distinguishable behaviour separates more than the least": d′ of the high panel minus
+    d′ of the low panel, with the normal interval from both standard errors (:func:`stats.dprime_se`,
+    ``n_*`` = (positive, negative) statements of each panel), decided by :func:`difference` (+1)."""
+    from scipy.stats import norm
+
+    if _nan(low, high):
+        return not_testable("d′ undefined", n=sum(n_low) + sum(n_high), unit="statements")
+    se = math.hypot(stats.dprime_se(low, *n_low), stats.dprime_se(high, *n_high))
+    q = float(norm.ppf((1 + level) / 2))
+    diff = float(high) - float(low)
+    v = difference(diff, diff - q * se, diff + q * se, sum(n_low) + sum(n_high), unit="statements")
+    return Verdict(v.verdict, v.estimate, v.lo, v.hi, v.n,
+                   "d′(most) − d′(least) with a normal interval from the two standard errors: above 0 agrees, "
+                   "below 0 differs, containing 0 not resolvable", "statements")
+
+
+def tails_not_heavier(cases: "dict[Any, tuple[float, float, float]]", n_rep: int, *, level: float = 0.95) -> Verdict:
+    """"The embeddings are α-subexponential": for each case (model, direction), ``(k, k_laplace,
+    sd_laplace)``: the measured tail exponent, and the mean and standard deviation of the exponent of
+    ``n_rep`` Laplace samples grouped the same way. k − k_laplace has the standard error
+    sd_laplace·√(1 + 1/n_rep) (the measurement's own spread, as a Laplace sample's, and the reference
+    mean's) and a t interval with n_rep − 1 degrees of freedom; above 0 (lighter than exponential)
+    agrees, below 0 (heavier) differs, containing 0 is not resolvable. Cases combined (:func:`combine`).
+    Fewer than 2 reference samples, or an undefined number: not testable."""
+    from scipy.stats import t as student
+
+    if not cases:
+        raise VerdictError("tails_not_heavier needs at least one case")
+    n_rep = _n(n_rep)
+    parts = []
+    for k, k_lap, sd in cases.values():
+        if n_rep is None or n_rep < 2 or _nan(k, k_lap, sd) or not math.isfinite(float(sd)):
+            parts.append(not_testable("tail exponent or its reference undefined", n=n_rep, unit="reference samples"))
+            continue
+        q = float(student.ppf((1 + level) / 2, n_rep - 1))
+        half = q * float(sd) * math.sqrt(1 + 1 / n_rep)
+        diff = float(k) - float(k_lap)
+        parts.append(difference(diff, diff - half, diff + half, n_rep, unit="reference samples"))
+    v = combine(parts)
+    return Verdict(v.verdict, v.estimate, v.lo, v.hi, n_rep,
+                   "per model and direction, k − k(Laplace) with a t interval from the reference's spread: above 0 "
+                   "agrees (no heavier than exponential), below 0 differs, containing 0 not resolvable; cases combined",
+                   "reference samples")
+
+
+def reliability_reading(predicted: "dict[str, float]", *, n_full: int, fine: float = 0.9, coarse: float = 0.6) -> str:
+    """The reading of the predicted whole-sample reliabilities (Spearman–Brown) of each model's ranking:
+    the order of neighbours is reproducible when every model reaches ``fine``, the coarse order when every
+    model reaches ``coarse``, neither otherwise (``n_full``: statements per behaviour in the full data)."""
+    if not predicted:
+        raise VerdictError("reliability_reading needs at least one model")
+    worst = min(predicted.values())
+    if worst >= fine:
+        return "the order of neighbouring behaviours is reproducible at this sample size"
+    if worst >= coarse:
+        return ("at this sample size the coarse order (which behaviours are near the top, which near the bottom) "
+                "is reproducible, the order of neighbours is not; the full profile's "
+                f"{n_full} statements per behaviour are needed for it")
+    return "at this sample size not even the coarse order is reproducible; use the full profile"
+
+
+def ratio_reading(lo: float, hi: float) -> str:
+    """The reading of a ratio's interval against 1: "larger" above, "smaller" below, else "not clearly
+    different"."""
+    if _nan(lo, hi) or lo > hi:
+        raise VerdictError(f"ratio_reading needs an interval lo <= hi, got [{lo!r}, {hi!r}]")
+    return "larger" if lo > 1 else "smaller" if hi < 1 else "not clearly different"
+
+
+def confidence_share_reading(share: float, *, small: float = 0.25) -> str:
+    """The reading of the largest share ρ² of a ranking that label confidence accounts for: below
+    ``small`` it is "at most a small part" (under a quarter with the default), else "a substantial part"."""
+    if _nan(share) or not 0 <= share <= 1:
+        raise VerdictError(f"a share must lie in [0, 1], got {share!r}")
+    if share < small:
+        return f"label confidence is at most a small part of why behaviours differ (under {_fraction(small)} on both models)"
+    return "label confidence accounts for a substantial part of the ranking"
+
+
+def _fraction(x: float) -> str:
+    return {0.25: "a quarter", 0.5: "a half", 0.1: "a tenth"}.get(x, f"{x:g}")
+
+
+STEP_LIMIT = 4.0  # our reading of Theorem 4.1's cut-off step-size condition: η β′² c_n² < 4 (a descent-lemma bound)
+
+
+def step_reading(step: float, *, limit: float = STEP_LIMIT, far: float = 0.1) -> str:
+    """The reading of the largest η β′² c_n² against ``limit`` (deterministic, not statistical): "far
+    below" under ``far`` × limit, "below" under the limit, else "not below"."""
+    if _nan(step) or step < 0:
+        raise VerdictError(f"step must be a non-negative number, got {step!r}")
+    where = "far below" if step < far * limit else "below" if step < limit else "not below"
+    return f"{where} {limit:g}, the threshold of our reading of the cut-off step-size condition (a descent-lemma bound)"
+
+# Scales that should agree (training_dynamics: the norm-weight argument for the feature scale)
+# ---------------------------------------------------------------------------------------------------
+
+def same_scale(ratio: float, *, factor: float = 10.0, n: int | None = None, unit: str = "models") -> Verdict:
+    """Two positive scales that an argument says are equal, from their ratio: "agrees" when the ratio
+    lies within [1/``factor``, ``factor``] (the same order of magnitude by default), "differs" outside
+    it, "not testable here" when the ratio is undefined (NaN). Deterministic: no interval."""
+    if isinstance(factor, bool) or not float(factor) > 1:
+        raise VerdictError(f"factor must be a number above 1, got {factor!r}")
+    rule = f"ratio within a factor {factor:g} of 1"
+    if _nan(ratio):
+        return Verdict(UNTESTABLE, None, None, None, _n(n), rule + " (undefined here)", unit)
+    r = float(ratio)
+    if not r > 0:
+        raise VerdictError(f"a ratio of two positive scales must be positive, got {ratio!r}")
+    return Verdict(AGREES if 1 / factor <= r <= factor else DIFFERS, r, None, None, _n(n), rule, unit)

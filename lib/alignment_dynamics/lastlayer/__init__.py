@@ -21,8 +21,10 @@ misalignment chapter, is :mod:`alignment_dynamics.wholemodel`.) The package mirr
   paper's claims about them;
 - :mod:`.prioritization`: who is learned first, priority predictions, the priority theorem over the
   margins; :mod:`.reweighting`: oversampling the less distinguishable behaviour;
-- :mod:`.prioritization_study` and :mod:`.pair_sweep_study`: the prioritisation chapter's sections as
-  result objects (the Figure 5 pairs, the margins; random pairs, cross-fitting, reweighting, claims);
+- :mod:`.dynamics_study` and :mod:`.sweep_study`: the training-dynamics chapter's sections as result
+  objects (the learning rate, the figure runs; the speed sweep, cross-fitting, the reference, claims);
+  :mod:`.prioritization_study` and :mod:`.pair_sweep_study`: the prioritisation chapter's (the Figure 5
+  pairs, the margins; random pairs, cross-fitting, reweighting, claims);
 - :mod:`.checks`: the error, an argument check and ``LN2``.
 
 ``ad.lastlayer.<name>`` gives the names below, which chapters, tests and other modules use.
@@ -48,7 +50,7 @@ from .prioritization import (
     margin_overlay, order_agreement, priority_outcomes, random_groups,
 )
 from .reweighting import balancing_replication, less_distinguishable, reweighting_effect, reweighting_plan
-from . import pair_sweep_study, prioritization_study
+from . import dynamics_study, pair_sweep_study, prioritization_study, study_keys, sweep_study
 
 __all__ = [
     "BETA_MODES", "BETA_PRIME", "BehaviorSet", "DynamicsError", "FirstStepCheck", "HEAD_FACTS_VERSION",
@@ -57,7 +59,7 @@ __all__ = [
     "beta_for", "change_slope", "effective_step", "feature_scale", "final_gains", "finite_spearman",
     "first_step_check", "first_step_terms", "gap_size_comparison", "group_priorities", "head_facts",
     "joint_splits", "less_distinguishable", "lr_choice", "lr_scenarios", "margin_overlay", "matched_lr",
-    "mean_sq_norm", "official_effective_step", "order_agreement", "pair_sweep_study", "partial_spearman", "partial_spearman_ci",
+    "mean_sq_norm", "official_effective_step", "dynamics_study", "order_agreement", "pair_sweep_study", "partial_spearman", "partial_spearman_ci",
     "priority_outcomes", "prioritization_study", "random_groups", "rank_outliers", "reweighting_effect", "reweighting_plan",
-    "speed_correlations", "speed_table", "train_runs", "update_rate_overlay",
+    "speed_correlations", "speed_table", "study_keys", "sweep_study", "train_runs", "update_rate_overlay",
 ]

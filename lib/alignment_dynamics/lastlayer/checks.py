@@ -22,3 +22,15 @@ def require_positive(name: str, value: Any) -> float:
             or not math.isfinite(float(value)) or float(value) <= 0:
         raise DynamicsError(f"{name} must be a positive finite number, got {value!r}")
     return float(value)
+
+
+def closer_prediction(ratio_a: float, ratio_b: float) -> str:
+    """Which of two predictions lies closer to a measurement, from the ratios measured/prediction:
+    ``"a"`` or ``"b"`` by the distance |ln ratio| (a ratio that is not positive, or not finite, is
+    infinitely far), ``"tie"`` when they are equally close."""
+    def dist(r: Any) -> float:
+        r = float(r)
+        return abs(math.log(r)) if math.isfinite(r) and r > 0 else math.inf
+
+    da, db = dist(ratio_a), dist(ratio_b)
+    return "tie" if da == db else ("a" if da < db else "b")

@@ -19,6 +19,7 @@ from .prioritization import LEARNED_FIRST_METRICS, agreement_by_bins, priority_o
 from .prioritization_study import Figure5, GapSizes, Margins, SweepData
 from .reweighting import reweighting_effect, reweighting_plan
 from .runs import train_runs
+from .study_keys import interval_values
 
 SHARE_KINDS = ("pairs", "triples_top", "triples_order")
 
@@ -130,9 +131,8 @@ def pair_crossfits(cfg, data: SweepData, sweep: PairSweep) -> PairCrossFits:
     verdicts_ = {}
     for k, m in enumerate(data.models, start=1):
         x = by_model[m]
-        for tag, trio in (("xfit", (x.share, x.lo, x.hi)), ("circ", x.circular)):
-            for q, v in zip(("p", "lo", "hi"), trio):
-                values[f"m{k}_pairs_{tag}_{q}"] = v
+        values.update(interval_values(f"m{k}_pairs_xfit", (x.share, x.lo, x.hi)))
+        values.update(interval_values(f"m{k}_pairs_circ", x.circular))
         verdicts_[f"m{k}_pairs_xfit"] = x.verdict
     table = pd.DataFrame({data.short[m]: {
         "cross-fitted share [95 % CI, by behaviour]": f"{x.share:.2f} [{x.lo:.2f}, {x.hi:.2f}]",
@@ -275,15 +275,3 @@ def claim_rows(cfg, data: SweepData, fig5: Figure5, gaps: GapSizes, margins: Mar
         f"{e['shrinks_p']:.2f} [{e['shrinks_lo']:.2f}, {e['shrinks_hi']:.2f}] of pairs ({short[m1]})", rw.verdict)
     return rows
 
-
-def record_claims(rows: Sequence[Mapping[str, Any]]):
-    """Record :func:`claim_rows` in the chapter's claims table (``ad.book.claim``, one row each) and
-    return the table (``ad.book.claims_table``)."""
-    from .. import book
-
-    for r in rows:
-        missing = {"claim", "measured", "verdict", "source"} - set(r)
-        if missing:
-            raise DynamicsError(f"a claim row lacks {sorted(missing)}: {dict(r)}")
-        book.claim(r["claim"], r["measured"], r["verdict"], source=r["source"])
-    return book.claims_table()

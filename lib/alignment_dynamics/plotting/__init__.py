@@ -38,6 +38,6 @@ __all__ = [
     "trajectories_overlay", "update_rate_bound_panels", "use_style",
 ]
 
-from . import prioritization  # noqa: E402  (the prioritization chapter's figures, from its result objects)
+from . import prioritization, training_dynamics  # noqa: E402  (the Part II chapters' figures, from their result objects)
 
-__all__ += ["prioritization"]
+__all__ += ["prioritization", "training_dynamics"]

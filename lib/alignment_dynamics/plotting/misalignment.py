@@ -122,3 +122,86 @@ def study_panels(panels: Sequence[dict], *, xlabel: str = "difference of the fli
         ax.set_title(p["title"])
     label_panels(flat)
     return fig
+
+
+# ---------------------------------------------------------------------------------------------------
+# The misalignment chapter's figures, from its result objects (alignment_dynamics.wholemodel.sections)
+# ---------------------------------------------------------------------------------------------------
+
+_LN2 = float(np.log(2))
+
+
+def modes_curves(check):
+    """The three training modes of a :class:`~alignment_dynamics.wholemodel.sections.TopBlockCheck`:
+    training loss and accuracy (batch) and test loss, the whole-model run dashed over the cached one."""
+    runs = check.runs
+    return labelled_curves([
+        {"title": "training loss (batch)", "ylabel": "DPO loss", "curves": {m: r.train["loss"] for m, r in runs.items()},
+         "hline": _LN2},
+        {"title": "training accuracy (batch)", "ylabel": "outputs/accuracies",
+         "curves": {m: r.train["outputs/accuracies"] for m, r in runs.items()}},
+        {"title": "test loss", "ylabel": "DPO loss", "curves": {m: r.evals["test"]["loss"] for m, r in runs.items()},
+         "hline": _LN2},
+    ], styles={check.modes[1]: {"linestyle": "--"}})
+
+
+def protocol_curves(res, *, n_train: int, batch_size: int):
+    """Flipped DPO from Base and from Aligned (a :class:`~alignment_dynamics.wholemodel.Misalignment`):
+    test loss, test margin, training loss and test accuracy."""
+    def pair(split, metric):
+        return {"base": res.curves("base", split, metric), "aligned": res.curves("aligned", split, metric)}
+    return base_vs_aligned([
+        {"title": "test loss", "ylabel": "DPO loss", **pair("test", "loss"), "hline": _LN2},
+        {"title": "test margin", "ylabel": "rewards/margins", **pair("test", "rewards/margins"), "hline": 0.0},
+        {"title": "training loss", "ylabel": "DPO loss (batch)", **pair("train", "loss"), "hline": _LN2},
+        {"title": "test accuracy", "ylabel": "outputs/accuracies", **pair("test", "outputs/accuracies"), "hline": 0.5},
+    ], n_train=n_train, batch_size=batch_size)
+
+
+def head_only_curves(head, *, batch_size: int):
+    """Head-only misalignment (a :class:`~alignment_dynamics.wholemodel.sections.HeadOnlyCheck`): test
+    loss and test accuracy from Base and from Aligned."""
+    c = head.curves
+    return base_vs_aligned([
+        {"title": "test loss", "ylabel": "DPO loss", "base": c["base_test_loss"][None],
+         "aligned": c["aligned_test_loss"][None], "hline": _LN2},
+        {"title": "test accuracy", "ylabel": "outputs/accuracies", "base": c["base_test_acc"][None],
+         "aligned": c["aligned_test_acc"][None], "hline": 0.5},
+    ], n_train=head.n_train, batch_size=batch_size)
+
+
+def held_out_maps(geo):
+    """The held-out statements before and after alignment (a
+    :class:`~alignment_dynamics.wholemodel.sections.HeldOutGeometry`), positive and negative."""
+    from .geometry import class_scatter_panels
+
+    return class_scatter_panels(list(geo.maps), [geo.positive] * 2, ["Before DPO", "After DPO"],
+                                axis_name=geo.method.upper())
+
+
+def hh_curves(hh, head):
+    """HH-RLHF from Base and Aligned: the whole model (``hh``, a
+    :class:`~alignment_dynamics.wholemodel.sections.HHProtocol`) on top, the head only (``head``, a
+    :class:`~alignment_dynamics.wholemodel.sections.HHHeadOnly`) below: training loss, test loss and
+    the test log-prob difference of the flipped chosen and rejected responses."""
+    res, hb, ha = hh.res, head.runs["base"], head.runs["aligned"]
+
+    def diff(start):
+        return res.curves(start, "test", "logps/chosen") - res.curves(start, "test", "logps/rejected")
+
+    def head_diff(run):
+        return [run["evals"]["test"]["logps/chosen"] - run["evals"]["test"]["logps/rejected"]]
+    return base_vs_aligned([
+        {"title": "whole model: training loss", "ylabel": "DPO loss (batch)", "hline": _LN2,
+         "base": res.curves("base", "train", "loss"), "aligned": res.curves("aligned", "train", "loss")},
+        {"title": "whole model: test loss", "ylabel": "DPO loss", "hline": _LN2,
+         "base": res.curves("base", "test", "loss"), "aligned": res.curves("aligned", "test", "loss")},
+        {"title": "whole model: test log-prob difference", "ylabel": "chosen − rejected (nats)",
+         "base": diff("base"), "aligned": diff("aligned")},
+        {"title": "head only: training loss", "ylabel": "DPO loss (batch)", "hline": _LN2,
+         "base": hb["train"]["loss"][None], "aligned": ha["train"]["loss"][None]},
+        {"title": "head only: test loss", "ylabel": "DPO loss", "hline": _LN2, "x": hb["eval_steps"],
+         "base": hb["evals"]["test"]["loss"][None], "aligned": ha["evals"]["test"]["loss"][None]},
+        {"title": "head only: test log-prob difference", "ylabel": "chosen − rejected (nats)", "x": hb["eval_steps"],
+         "base": head_diff(hb), "aligned": head_diff(ha)},
+    ], n_train=hh.hh_n_train, batch_size=hh.settings.batch_size, ncols=3)

@@ -355,3 +355,28 @@ def accuracy_tightness(sweep):
     """:func:`headline_tightness` of the accuracy sweep's headline bounds against ||mu_+ - mu_-|| / alpha."""
     return headline_tightness(sweep.tightness_x, sweep.frame, [r["bound"] for r in sweep.bounds],
                               xlabel="||mu_+ - mu_-|| / alpha")
+
+
+def update_rate_curves_panels(curves):
+    """:func:`update_rate_bound_panels` of a :class:`alignment_dynamics.theory.update_rate_study.CurvesResult`."""
+    return update_rate_bound_panels(curves.curves, labels=list(curves.labels))
+
+
+def update_rate_sgd_margin(curves, margin):
+    """:func:`sgd_and_margin_panels` of the update_rate curves and margin-concentration results."""
+    return sgd_and_margin_panels(curves.curves, margin.frame, labels=list(curves.labels))
+
+
+def update_rate_sweep_panels(sweep):
+    """The update_rate sweep: (a) the first step against the formula in units of its slope, by tail family;
+    (b) the headline bounds' tightness at the last step against kappa t."""
+    sw = sweep.frame
+    fig, axes = figure("double", 1, 2)
+    slope = np.sqrt(2) * sw["lr"] * sw["beta"] / 4
+    plot_identity(sw["dist_hat"], sw["first_step"] / slope, groups=sw["family"], ax=axes[0],
+                  xlabel="||mu_+ - mu_-|| (sample)", ylabel="||W_1 - W_0|| / (sqrt(2) eta beta / 4)",
+                  title="first step", log=True)
+    headline_tightness(sw["kappa"] * sweep.sweep_steps, sw, [r["bound"] for r in sweep.bounds], ax=axes[1],
+                       xlabel="kappa t (last step)")
+    label_panels(axes)
+    return fig

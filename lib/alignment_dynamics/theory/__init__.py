@@ -10,6 +10,9 @@ Everything here is float64 NumPy on synthetic data. The package mirrors the chap
   of its inputs, and the chapter's sweep over random instances.
 - :mod:`.reduction`: checks of the reduction against the float64 full-softmax reference
   (``alignment_dynamics.dpo.reference``), called by ``dpo_last_layer`` and by the tests.
+- :mod:`.reduction_study`, :mod:`.update_rate_study`, :mod:`.accuracy_study`, :mod:`.priority_study`: the
+  sections of each chapter, one function per section taking the chapter's configuration and returning a
+  frozen result object (numbers, tables, verdicts and generated sentences) that the chapter glues.
 - :mod:`.headline`: the headline-bound registry and the book's verdict rules; :mod:`.sweeps`: the sweep
   machinery; :mod:`.checks`: shared argument checks and helpers.
 
@@ -51,9 +54,10 @@ from .headline import (
     always_lower, bound_sentence, bound_summary_rows, bound_verdict, goal_met, HEADLINE_BOUNDS, mutate_bound,
     order_verdict, rank_agrees, rank_correlation, strictly_increasing, summarize_ratios,
 )
-from . import reduction_study  # the sections of the chapter dpo_last_layer
-from . import priority_study  # the sections of the chapter priority
-from . import accuracy_study  # the sections of the chapter accuracy
+from . import reduction_study as reduction_study  # the sections of the chapter dpo_last_layer
+from . import priority_study as priority_study  # the sections of the chapter priority
+from . import accuracy_study as accuracy_study  # the sections of the chapter accuracy
+from . import update_rate_study as update_rate_study  # the sections of the chapter update_rate
 
 __all__ = [
     "AccuracyProblem", "ClassConditional", "FAMILIES", "HEADLINE_BOUNDS", "TwoClass", "accuracy_curves",

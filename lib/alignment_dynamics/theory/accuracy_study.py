@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from .accuracy import accuracy_curves, sweep_accuracy
+from .checks import require_config
 from .headline import bound_sentence, bound_summary_rows, bound_verdict, order_verdict, strictly_increasing
 
 #: The largest relative error of the exact first-step identity theta_1 = a + eta beta m_hat that still counts
@@ -25,11 +26,6 @@ SWEEP_VIOLATIONS = ("viol_lemma", "viol_reward", "viol_official", "viol_comparat
                     "viol_guarantee_prior", "viol_guarantee_post", "viol_loss_prior")
 #: Monte Carlo checks of the expectations: each margin is >= 0 when the mean lies within 5 standard errors.
 MC_MARGINS = ("mc_official_margin", "mc_reward_margin", "mc_loss_margin", "mc_unconditional_margin")
-
-
-def _check(cfg) -> None:
-    if getattr(cfg, "slug", None) != "accuracy":
-        raise ValueError(f"needs the accuracy configuration, got {getattr(cfg, 'slug', cfg)!r}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -62,7 +58,8 @@ class CurvesResult:
 
 
 def curves(cfg) -> CurvesResult:
-    _check(cfg)
+    """Train the illustrated instances of ``cfg`` (:class:`CurvesResult`)."""
+    require_config(cfg, "accuracy")
     deltas = tuple(cfg.curve_deltas)
     cs = accuracy_curves(cfg.seed, d=cfg.d, n=cfg.n, beta_prime=cfg.beta_prime, lr_frac=cfg.lr_frac, steps=cfg.steps,
                          deltas=list(deltas), **cfg.curve_instance)
@@ -122,7 +119,8 @@ class SweepResult:
 
 
 def sweep(cfg) -> SweepResult:
-    _check(cfg)
+    """Run the chapter's sweep over random instances (:class:`SweepResult`)."""
+    require_config(cfg, "accuracy")
     sw = sweep_accuracy(cfg.seed, cfg.n_instances, steps=cfg.sweep_steps, repeats=cfg.repeats)
     n_viol = int((sw[list(SWEEP_VIOLATIONS)].max(axis=1) > 0).sum())
     mc_ok = bool((sw[list(MC_MARGINS)] >= 0).all().all() and (sw["prob_fail_max"] <= sw["prob_fail_allowed"]).all())

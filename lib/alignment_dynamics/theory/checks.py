@@ -50,3 +50,12 @@ def sigmoid(x):
     from scipy.special import expit
 
     return expit(x)
+
+
+def require_config(cfg, slug: str) -> None:
+    """A ``ValueError`` unless ``cfg`` is the resolved configuration of the chapter ``slug``
+    (``ad.config.resolve(slug, ...)``): a chapter's section functions read its own parameters and settings."""
+    got = getattr(cfg, "slug", None)
+    if got != slug:
+        raise ValueError(f"needs the {slug} configuration (ad.config.resolve({slug!r}, PROFILE, ...)), "
+                         f"got {got if got is not None else type(cfg).__name__!r}")

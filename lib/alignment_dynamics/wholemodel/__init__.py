@@ -61,7 +61,7 @@ from .misalignment import (
     run_alignment, run_misalignment,
 )
 from .pairsets import resampled_sets
-from . import pair_study, study
+from . import pair_study, sections, study
 from .head_only import (
     answer_pairs, head_misalignment, head_only_identity, sequence_features, SequenceFeatures, set_features,
     train_head_sequences,
@@ -74,6 +74,6 @@ __all__ = [
     "completion_logps", "embeddings", "held_out_embeddings", "head_misalignment", "head_only_identity", "hh_sets",
     "make_policy", "merged_model", "module_digest", "pair_metrics", "pair_study", "persona_sets", "prompt_embeddings",
     "protocol_reading", "ProtocolReading", "resampled_sets", "run_alignment", "run_misalignment", "sequence_features", "set_features",
-    "study", "tokenize_pairs", "train_dpo", "train_head_sequences", "trl_comparison",
+    "sections", "study", "tokenize_pairs", "train_dpo", "train_head_sequences", "trl_comparison",
     "trunk_activations",
 ]

@@ -63,9 +63,9 @@ class PairStudySettings:
     named: tuple[tuple[str, str], ...]
     random: tuple[tuple[str, str], ...]
     seeds: tuple[int, ...] = DEFAULT_SEEDS
-    n_predict: int = 48
-    n_train: int = 64
-    n_test: int = 32
+    n_predict: int = 32
+    n_train: int = 48
+    n_test: int = 24
     top_blocks: int | None = 2
     method: str = "full"
     lr: float = 1e-3
@@ -326,10 +326,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--models", default="smollm2-135m-instruct,gemma-3-270m", help="comma-separated models")
     p.add_argument("--n-random", type=int, default=DEFAULT_N_RANDOM, help="random pairs besides Figure 5's two")
     p.add_argument("--seeds", default=",".join(map(str, DEFAULT_SEEDS)), help="comma-separated seeds")
+    p.add_argument("--n-predict", type=int, default=PairStudySettings.n_predict, help="predictor statements per behaviour")
+    p.add_argument("--n-train", type=int, default=PairStudySettings.n_train, help="training statements per behaviour")
+    p.add_argument("--n-test", type=int, default=PairStudySettings.n_test, help="held-out statements per behaviour")
     p.add_argument("--dtype", default="auto", help="forward-pass dtype: auto, float32 or bfloat16")
     p.add_argument("--out", default=str(default_dir()))
     a = p.parse_args(argv)
-    settings = default_settings(a.n_random, tuple(int(x) for x in a.seeds.split(",")))
+    settings = default_settings(a.n_random, tuple(int(x) for x in a.seeds.split(",")), n_predict=a.n_predict,
+                                n_train=a.n_train, n_test=a.n_test)
     cmd = ("python -m alignment_dynamics.wholemodel.pair_study " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
     for name in a.models.split(","):
         t0, commit = time.perf_counter(), artifacts.commit()

@@ -413,6 +413,7 @@ class StudyReport:
     missing: list[str]
     source: str  # "stored artefact" or "run in this build"
     manifest: dict[str, dict]
+    studies: dict[str, Study] = field(default_factory=dict, repr=False)  # the cells behind each summary
 
     def table(self):
         import pandas as pd
@@ -443,7 +444,7 @@ class StudyReport:
         if not self.summaries:
             return "no study"
         texts = {}
-        for m, st in self._studies.items():
+        for m, st in self.studies.items():
             s = st.settings
             texts.setdefault((f"{len(s.behaviors)} behaviours × {len(s.seeds)} seeds, {s.n_train} training and "
                               f"{s.n_test} held-out statements per behaviour and seed, batches of {s.batch_size}, "
@@ -497,14 +498,12 @@ class StudyReport:
             rows = []
             for a, b in SPEED_ROWS:
                 c = s.get(a, b, "speed_k")
-                d, groups = paired(self._studies[m], a, b, "speed_k")
+                d, groups = paired(self.studies[m], a, b, "speed_k")
                 names = list(dict.fromkeys(groups))
                 rows.append({"label": f"{a} − {b}", "estimate": c.estimate, "lo": c.lo, "hi": c.hi,
                              "behaviours": [float(np.mean([x for x, g in zip(d, groups) if g == n])) for n in names]})
             out.append({"title": labels.get(m, m), "rows": rows})
         return out
-
-    _studies: dict = field(default_factory=dict, repr=False)
 
 
 def report(model_names: Sequence[str], *, live: dict | None = None, directory: str | Path | None = None,
@@ -528,9 +527,8 @@ def report(model_names: Sequence[str], *, live: dict | None = None, directory: s
             continue
         studies[m], manifest[m] = st, st.manifest
         summaries[m] = summarize(st, n_boot=n_boot, seed=seed)
-    rep = StudyReport(summaries, missing, "run in this build" if live is not None else "stored artefact", manifest)
-    rep._studies = studies
-    return rep
+    return StudyReport(summaries, missing, "run in this build" if live is not None else "stored artefact", manifest,
+                       studies)
 
 
 def provenance(rep: StudyReport) -> str:
