@@ -87,6 +87,9 @@ def test_sections_on_the_tiny_models(user_cache, one_thread):
     maps = gs.figure2_maps(cfg, props)
     assert len(maps.maps) == 3 and maps.maps[0].shape[1] == 2
     assert sum(maps.counts[0]) == len(maps.masks[0])
+    records = data.load_persona(maps.picked[0])  # the hover texts follow the map's rows
+    positive_of = {r.statement: r.positive for r in records}
+    assert [positive_of[t] for t in maps.texts[0]] == list(maps.masks[0]) and len(maps.texts) == 3
 
     book.begin("distinguishability")
     try:

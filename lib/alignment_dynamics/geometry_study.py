@@ -257,25 +257,29 @@ class Maps:
     titles: list = field(repr=False)
     properties: list = field(repr=False)
     counts: list = field(repr=False)
+    texts: list = field(repr=False, default_factory=list)  # each map's statements, in its rows' order
 
 
 def figure2_maps(cfg, props: Properties) -> Maps:
     """Embed ``cfg.map_per_class`` statements per class of the three picked behaviours and map them
-    with ``cfg.map_method`` (fixed ``random_state``)."""
+    with ``cfg.map_method`` (fixed ``random_state``); ``texts`` keeps each map's statements for the
+    interactive figure (:func:`alignment_dynamics.interactive.maps_figure`)."""
     m1 = cfg.models[0]
     picked = geo.pick_by_quantile(props.tables[m1]["distinguishability"], (0.0, 0.5, 1.0))
-    maps, masks, titles, dists, counts = [], [], [], [], []
+    maps, masks, titles, dists, counts, texts = [], [], [], [], [], []
     for b in picked:
         e = embed.behavior_embeddings(m1, b, data.stratified_sample(b, cfg.map_per_class, seed=cfg.seed),
                                       norm=cfg.norm, dtype=cfg.dtype, progress=False)
         maps.append(geo.map_2d(e.h, method=cfg.map_method, random_state=cfg.seed))
+        records = data.load_persona(b)
+        texts.append([records[i].statement for i in e.indices])
         masks.append(e.positive)
         p = geo.properties(e.h, e.positive, shrinkage=cfg.shrinkage)
         dists.append(p)
         counts.append((int(np.sum(e.positive)), int(np.sum(~np.asarray(e.positive)))))
         titles.append(f"{b}\n‖μ₊ − μ₋‖ = {p['distinguishability']:.2f}, d′ = {p['dprime']:.2f}")
     return Maps(str(cfg.map_per_class or "all"), dists[0]["dprime"], dists[1]["dprime"], dists[2]["dprime"],
-                picked, maps, masks, titles, dists, counts)
+                picked, maps, masks, titles, dists, counts, texts)
 
 
 # ---------------------------------------------------------------------------------------------------
