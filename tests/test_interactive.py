@@ -242,3 +242,20 @@ def test_maps_figure_reads_a_figure2_result():
     assert d["panels"][0]["title"] == names[0] and d["panels"][1]["text"] == texts[1]
     with pytest.raises(ia.InteractiveError, match="missing \\['texts'\\]"):
         ia.maps_figure(SimpleNamespace(picked=names, maps=coords, masks=positive))
+
+
+def test_the_staged_book_serves_the_script_from_its_static_folder(root, tmp_path):
+    """The staged build copies ``book/_static`` and its configuration points Sphinx at it, so the
+    rendered ``html/_static`` holds the script (tests/test_browser.py checks the rendered book)."""
+    import yaml
+
+    from alignment_dynamics import build
+
+    build.stage(root, tmp_path / "stage", [], {})
+    cfg = yaml.safe_load((tmp_path / "stage" / "_config.yml").read_text())["sphinx"]["config"]
+    assert "ad-interactive.js" in cfg["html_js_files"]
+    static = [tmp_path / "stage" / p for p in cfg["html_static_path"]]
+    assert any((p / "ad-interactive.js").read_bytes() == (root / "book" / "_static" / "ad-interactive.js").read_bytes()
+               for p in static if (p / "ad-interactive.js").is_file())
+    js = (root / "book" / "_static" / "ad-interactive.js").read_text()
+    assert "http://" not in js.replace("http://www.w3.org/2000/svg", "") and "https://" not in js  # nothing remote
