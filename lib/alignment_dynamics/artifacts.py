@@ -119,3 +119,18 @@ def describe(entries: Mapping[str, dict]) -> str:
                      f"{e.get('dtype', '?')}, {float(e.get('seconds', float('nan'))) / 60:.0f} min, "
                      f"{str(e.get('date_utc', '?'))[:10]}, commit {str(e.get('commit', '?'))[:7]}")
     return "; ".join(parts)
+
+
+def stems(directory: str | Path) -> list[str]:
+    """The names of the JSON files the manifest in ``directory`` lists, without ``.json`` (e.g. the
+    models a study covers)."""
+    return [n[:-5] for n in listed(directory) if n.endswith(".json")]
+
+
+def read(directory: str | Path, name: str, *, fmt: int, make: str, error: type[Exception], what: str):
+    """:func:`load`, with an :class:`ArtifactError` raised again as ``error`` saying ``no usable <what>``
+    (the caller's own error type, so a chapter reports it in its own words)."""
+    try:
+        return load(directory, name, fmt=fmt, make=make)
+    except ArtifactError as e:
+        raise error(f"no usable {what}: {e}") from None

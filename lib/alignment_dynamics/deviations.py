@@ -69,6 +69,12 @@ def deviations(profile: str) -> list[dict[str, str]]:
          "on shuffled labels), read by start-independent measures (held-out margin per step, loss); computed "
          "once with `python -m alignment_dynamics.wholemodel.study` and committed (artifacts/misalign-study)"
          + (" (the smoke profile runs a tiny one in the build)" if p == "smoke" else ""), "misalignment"),
+        ("Figure 5, whole model", "(the official code trains the last layer only)",
+         "our extension: the top blocks trained with DPO on two behaviours at once, Figure 5's two pairs and "
+         "random pairs of other behaviours; the head-only gap from predictor statements, the outcome on held-out "
+         "ones; computed once with `python -m alignment_dynamics.wholemodel.pair_study` and committed "
+         "(artifacts/whole-model-pairs)" + (" (the smoke profile runs a tiny one in the build)" if p == "smoke" else ""),
+         "prioritization"),
         ("full-data reference", "(the official runs use all statements)",
          "every statement of every behaviour, batch 128, 100 steps, computed once per model with "
          "`python -m alignment_dynamics.fullref` and committed (artifacts/fullref, its manifest names the "

@@ -256,12 +256,10 @@ def whole_model_pairs(panels: Sequence[dict], *, xlabel: str = "head-only priori
     (y, the held-out margin difference); the quadrants where the gap's sign is right are shaded and the
     named pairs are labelled. ``panels``: dicts with ``title`` and ``points`` (``gap``, ``diff``,
     ``named``, ``label``). Without panels, one empty panel shows ``empty_text``."""
-    from .style import ALIGNED, BASE, label_panels
+    from .style import ALIGNED, BASE, empty_figure, label_panels
+
     if not panels:
-        fig, ax = figure("single")
-        ax.text(0.5, 0.5, empty_text or "no study", ha="center", va="center", wrap=True, transform=ax.transAxes)
-        ax.set_axis_off()
-        return fig
+        return empty_figure(empty_text or "no study")
     fig, flat = grid_axes(len(panels), 2)
     for ax, p in zip(flat, panels):
         pts = p["points"]

@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 
 from .style import (
-    ALIGNED, BASE, figure, grid_axes, label_panels, ordered_colors, shorten, steps_and_epochs_axis, THEORY,
+    ALIGNED, BASE, empty_figure, figure, grid_axes, label_panels, ordered_colors, shorten, steps_and_epochs_axis, THEORY,
 )
 
 
@@ -95,10 +95,7 @@ def study_panels(panels: Sequence[dict], *, xlabel: str = "difference of the fli
     Without panels, one empty panel shows ``empty_text``.
     """
     if not panels:
-        fig, ax = figure("single")
-        ax.text(0.5, 0.5, empty_text or "no study", ha="center", va="center", wrap=True, transform=ax.transAxes)
-        ax.set_axis_off()
-        return fig
+        return empty_figure(empty_text or "no study")
     fig, flat = grid_axes(len(panels), 2)
     for ax, p in zip(flat, panels):
         rows = p["rows"]

@@ -112,3 +112,11 @@ def grid_axes(n: int, ncols: int):
     for ax in flat[n:]:
         ax.set_visible(False)
     return fig, flat[:n]
+
+
+def empty_figure(text: str):
+    """A single empty panel that says ``text`` (a figure whose data are missing, e.g. no stored study)."""
+    fig, ax = figure("single")
+    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True, transform=ax.transAxes)
+    ax.set_axis_off()
+    return fig

@@ -229,10 +229,8 @@ def load(model: str, directory: str | Path | None = None) -> Study:
     from .. import artifacts
 
     d = Path(directory) if directory is not None else default_dir()
-    try:
-        body, entry = artifacts.load(d, f"{model}.json", fmt=FORMAT_VERSION, make=MAKE)
-    except artifacts.ArtifactError as e:
-        raise MisalignError(f"no usable misalignment study for model {model!r}: {e}") from None
+    body, entry = artifacts.read(d, f"{model}.json", fmt=FORMAT_VERSION, make=MAKE, error=MisalignError,
+                                 what=f"misalignment study for model {model!r}")
     settings = StudySettings(**body["settings"])
     _check_rows(body["rows"], settings, model)
     return Study(model, body["rows"], settings, entry)
@@ -242,7 +240,7 @@ def covered(directory: str | Path | None = None) -> list[str]:
     """The models with a stored study in ``directory`` (default: the committed one)."""
     from .. import artifacts
 
-    return [n[:-5] for n in artifacts.listed(Path(directory) if directory is not None else default_dir())]
+    return artifacts.stems(Path(directory) if directory is not None else default_dir())
 
 
 # ---------------------------------------------------------------------------------------------------
