@@ -162,6 +162,7 @@ def test_report_reads_stored_studies_names_the_missing_and_feeds_the_figure(tmp_
     assert "float32" in rep.provenance and "1 min" in rep.provenance
     (panel,) = rep.panels()
     assert len(panel["points"]) == 7 and sum(q["named"] for q in panel["points"]) == 1
+    assert [q["label"] for q in panel["points"] if q["named"]] == ["Figure 5(a)"]
     fig = whole_model_pairs(rep.panels())
     ax = fig.axes[0]
     xs = np.concatenate([ln.get_xdata() for ln in ax.lines if ln.get_marker() in ("o", "D")])

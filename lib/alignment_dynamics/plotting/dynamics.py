@@ -279,13 +279,12 @@ def whole_model_pairs(panels: Sequence[dict], *, xlabel: str = "head-only priori
         ax.plot(x[named], y[named], linestyle="none", marker="D", markersize=6, color=BASE, label="Figure 5 pairs")
         for q in pts:
             if q["named"]:
-                ax.annotate(shorten(q["label"], 30), (q["gap"], q["diff"]), fontsize=7, xytext=(4, 4),
-                            textcoords="offset points")
+                ax.annotate(q["label"], (q["gap"], q["diff"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
         ax.set_xlim(-xr, xr)
         ax.set_ylim(-yr, yr)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.set_title(p["title"])
-        ax.legend(loc="lower right", fontsize=7)
+        ax.legend(loc="best", fontsize=7)
     label_panels(flat)
     return fig

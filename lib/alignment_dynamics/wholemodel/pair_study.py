@@ -424,9 +424,11 @@ class PairReport:
             by: dict[tuple[str, str], list[dict]] = {}
             for r in st.rows:
                 by.setdefault((r["a"], r["b"]), []).append(r)
+            named = {p: f"Figure 5({'abcdefgh'[i]})" if i < 8 else f"named {i + 1}"
+                     for i, p in enumerate(st.settings.named)}
             pts = [{"gap": float(np.mean([r["gap"] for r in rows])),
                     "diff": float(np.mean([r["margin_a_k"] - r["margin_b_k"] for r in rows])),
-                    "named": pair in st.settings.named, "label": f"{pair[0]} / {pair[1]}"}
+                    "named": pair in named, "label": named.get(pair, f"{pair[0]} / {pair[1]}")}
                    for pair, rows in by.items()]
             s = self.summaries[m]
             out.append({"title": f"{labels.get(m, m)}: right in {s.share:.0%} of {s.n_pairs} pairs", "points": pts})
