@@ -52,3 +52,30 @@ def test_a_missing_provenance_field_is_caught(tmp_path, field):
     del entry[field]
     (tmp_path / "MANIFEST.json").write_text(json.dumps({"files": {"a.json": entry}}))
     assert any(f"no {field!r}" in p for p in manifest_problems(tmp_path))
+
+
+def test_reading_an_artefact_is_logged_and_a_chapter_that_reads_one_must_declare_it(tmp_path, monkeypatch):
+    from alignment_dynamics import artifacts
+    from alignment_dynamics.build import undeclared_artifacts
+
+    artifacts.write(tmp_path / "a", {"x.json": {"format": 1, "v": 1}}, fmt=1, command="t", seconds=1.0, commit_id="c")
+    log = tmp_path / "read.log"
+    monkeypatch.delenv(artifacts.READ_LOG_ENV, raising=False)
+    artifacts.load(tmp_path / "a", "x.json", fmt=1, make="t")
+    assert not log.exists()  # no log without the variable
+    monkeypatch.setenv(artifacts.READ_LOG_ENV, str(log))
+    artifacts.load(tmp_path / "a", "x.json", fmt=1, make="t")
+    artifacts.load(tmp_path / "a", "x.json", fmt=1, make="t")
+    assert artifacts.reads_logged(log) == [str(tmp_path / "a" / "x.json")]
+    # intro reads no artefact and does not declare it; misalignment reads one and declares it
+    msg = undeclared_artifacts("intro", log)
+    assert msg and "reads_artifacts=True" in msg and "x.json" in msg and "intro" in msg
+    assert undeclared_artifacts("misalignment", log) is None
+    assert undeclared_artifacts("intro", tmp_path / "none.log") is None
+
+
+def test_the_chapters_that_read_stored_studies_declare_it():
+    from alignment_dynamics import config
+
+    for slug in ("misalignment", "prioritization", "training_dynamics", "distinguishability", "kernels"):
+        assert config.chapter(slug).reads_artifacts, slug

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import subprocess
 import time
@@ -104,6 +105,7 @@ def load(directory: str | Path, name: str, *, fmt: int, make: str) -> tuple[dict
     if body.get("format") != fmt:
         raise ArtifactError(f"{path}: format {body.get('format')} differs from this library's ({fmt}); "
                             f"make it again with `{make}`")
+    _log_read(path)
     return body, entry
 
 
@@ -134,3 +136,24 @@ def read(directory: str | Path, name: str, *, fmt: int, make: str, error: type[E
         return load(directory, name, fmt=fmt, make=make)
     except ArtifactError as e:
         raise error(f"no usable {what}: {e}") from None
+
+
+#: The environment variable naming the file where :func:`load` records each artefact it reads; the
+#: build sets it per chapter to check that a chapter reading artefacts declares it (its cache key then
+#: includes ``artifacts/MANIFEST.json``, so a changed artefact re-runs the chapter).
+READ_LOG_ENV = "ALIGNMENT_DYNAMICS_ARTIFACT_LOG"
+
+
+def _log_read(path: Path) -> None:
+    log = os.environ.get(READ_LOG_ENV)
+    if log:
+        with open(log, "a", encoding="utf-8") as fh:
+            fh.write(f"{path}\n")
+
+
+def reads_logged(log: str | Path) -> list[str]:
+    """The artefact files recorded in ``log`` (in order, without repeats; [] without a log)."""
+    p = Path(log)
+    if not p.exists():
+        return []
+    return list(dict.fromkeys(line for line in p.read_text(encoding="utf-8").splitlines() if line))

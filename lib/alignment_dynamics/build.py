@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import cache, config, hardware
+from . import artifacts, cache, config, hardware
 from .book import bounds_from_notebook, claims_from_notebook, runtime_cell
 
 KERNEL = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -348,6 +348,10 @@ class Build:
         cache.write_text_atomic(src, nbformat.writes(nb))
         out.unlink(missing_ok=True)
         env_keys = self._kernel_env()
+        read_log = self.work_dir / f"{page.slug}.artifacts.log"
+        read_log.unlink(missing_ok=True)
+        os.environ[artifacts.READ_LOG_ENV] = str(read_log)
+        env_keys.append(artifacts.READ_LOG_ENV)
         try:
             papermill.execute_notebook(
                 str(src), str(out), parameters=params, kernel_name="python3", cwd=str(page.path.parent),
@@ -370,6 +374,10 @@ class Build:
             for k in env_keys:
                 os.environ.pop(k, None)
         wall = time.perf_counter() - t0
+        undeclared = undeclared_artifacts(page.slug, read_log)
+        if undeclared:
+            print(f"{progress} {page.slug}: FAILED after {wall:.1f} s: {undeclared}", flush=True)
+            return ChapterResult(page.slug, "failed", False, wall, key, error=undeclared)
         executed = nbformat.read(out, as_version=4)
         _tag_injected(executed, "remove-cell" if self.profile == "fast" else "hide-cell")
         executed.cells.append(runtime_cell(page.slug, wall))
@@ -394,6 +402,18 @@ class Build:
         added = [k for k in env if k not in os.environ or k in self.kernel_files]
         os.environ.update(env)
         return added
+
+
+def undeclared_artifacts(slug: str, read_log: str | Path) -> str | None:
+    """``None`` when chapter ``slug`` read no artefact (``read_log``: what :func:`artifacts.load`
+    recorded while it ran) or declares ``reads_artifacts``; else the error: its cached result would not
+    notice a changed artefact."""
+    read = artifacts.reads_logged(read_log)
+    if not read or config.chapter(slug).reads_artifacts:
+        return None
+    return (f"chapter {slug!r} read stored artefacts ({', '.join(read[:3])}{' ...' if len(read) > 3 else ''}) but its "
+            f"spec (lib/alignment_dynamics/chapters/{slug}.py) does not declare reads_artifacts=True, so its "
+            "cached result would not see them change")
 
 
 def entry_problem(path: Path, slug: str, key: str | None = None) -> str | None:

@@ -69,4 +69,5 @@ register(ChapterSpec(
         "hh_head_eval_every": {"smoke": 2, "fast": 2, "full": 4},
     },
     datasets=("anthropic-persona", "hh-rlhf"),
+    reads_artifacts=True,  # artifacts/misalign-study (the controlled study)
 ))

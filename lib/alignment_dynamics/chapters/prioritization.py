@@ -49,4 +49,5 @@ register(ChapterSpec(
         "proxy": {"smoke": TINY, "fast": "smollm2-135m-instruct", "full": "smollm2-135m-instruct"},
     },
     datasets=("anthropic-persona",),
+    reads_artifacts=True,  # artifacts/whole-model-pairs (Figure 5 on the whole model)
 ))
