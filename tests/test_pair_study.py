@@ -181,3 +181,32 @@ def test_report_runs_a_live_tiny_study():
     rep = ps.report([TINY], live=live, n_boot=100, progress=False)
     assert rep.source == "run in this build" and rep.summaries[TINY].n_pairs == 3
     assert "smoke" in rep.provenance
+
+
+def test_linked_components_and_the_component_interval():
+    from alignment_dynamics import stats
+
+    members = [("a", "b"), ("c", "d"), ("b", "e"), ("f", "g"), ("e", "h")]
+    assert stats.linked_components(members) == [0, 1, 0, 2, 0]
+    agree = np.array([1, 0, 1, 1, 0], dtype=float)
+    p, lo, hi, k = stats.pair_share_by_component(agree, members, n_boot=500)
+    assert (p, k) == (0.6, 3) and lo <= p <= hi
+    # disjoint pairs: the interval is the bootstrap over pairs, narrower than the by-behaviour one
+    disjoint = [(f"x{i}", f"y{i}") for i in range(20)]
+    right = np.array([1.0] * 15 + [0.0] * 5)
+    p, lo, hi, k = stats.pair_share_by_component(right, disjoint, n_boot=2000)
+    _, blo, bhi = stats.pair_share_by_behaviour(right, disjoint, n_boot=2000)
+    assert k == 20 and 0.5 < lo < p < hi and (hi - lo) < (bhi - blo)
+    # one linked component cannot be resampled: the interval is the point
+    chain = [(f"z{i}", f"z{i + 1}") for i in range(6)]
+    assert stats.pair_share_by_component(np.ones(6) * 0.5, chain, n_boot=100)[1:] == (0.5, 0.5, 1)
+    with pytest.raises(stats.StatsError, match="one entry per group"):
+        stats.pair_share_by_component(np.ones(3), disjoint)
+
+
+def test_the_committed_study_loads_and_summarizes():
+    assert "smollm2-135m-instruct" in ps.covered()
+    st = ps.load("smollm2-135m-instruct")
+    s = ps.summarize(st, n_boot=200)
+    assert s.n_pairs >= 20 and len(s.named) == 2 and 0.0 <= s.lo <= s.share <= s.hi <= 1.0
+    assert st.manifest["dtype"] in ("float32", "bfloat16") and st.manifest["rows"] == len(st.rows)

@@ -408,3 +408,57 @@ def dprime_se(dprime: float, n_pos: int, n_neg: int) -> float:
     if not math.isfinite(d):
         raise StatsError(f"dprime must be finite, got {dprime!r}")
     return math.sqrt((a + b) / (a * b) + d * d / (2 * (a + b)))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Shares over groups of behaviours that share no member (the whole-model pair study)
+# ---------------------------------------------------------------------------------------------------
+
+def linked_components(members: Sequence[Sequence[str]]) -> list[int]:
+    """For each group (pair, triple) the index of its connected component: groups that share a
+    behaviour, directly or through others, are in one component; different components share none."""
+    parent = list(range(len(members)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first: dict[str, int] = {}
+    for g, names in enumerate(members):
+        for b in names:
+            if b in first:
+                parent[root(g)] = root(first[b])
+            else:
+                first[b] = g
+    roots = [root(g) for g in range(len(members))]
+    order = {r: k for k, r in enumerate(dict.fromkeys(roots))}
+    return [order[r] for r in roots]
+
+
+def pair_share_by_component(agree: Any, members: Sequence[Sequence[str]], *, n_boot: int = 2000, seed: int = 0,
+                            level: float = 0.95) -> tuple[float, float, float, int]:
+    """The share of groups where a prediction is right with a bootstrap interval that resamples
+    *components* (:func:`linked_components`): groups linked by a shared behaviour are drawn together,
+    groups in different components share no behaviour and are independent. Each replicate's share is
+    right groups over groups drawn (the estimand stays the share of groups). With disjoint groups this
+    is the ordinary bootstrap over groups; with every group linked it cannot resample (one component)
+    and the interval is the point. Returns ``(share, lo, hi, components)``."""
+    a = np.asarray(agree, dtype=np.float64)
+    if a.ndim != 1 or a.shape[0] != len(members) or a.shape[0] == 0:
+        raise StatsError(f"agree must be 1-D with one entry per group ({len(members)}), got shape {a.shape}")
+    if np.any((a < 0) | (a > 1)) or not np.all(np.isfinite(a)):
+        raise StatsError("agree must hold shares in [0, 1]")
+    _count("n_boot", n_boot, 10)
+    comp = np.asarray(linked_components(members))
+    k = int(comp.max()) + 1
+    right = np.bincount(comp, weights=a, minlength=k)
+    size = np.bincount(comp, minlength=k).astype(np.float64)
+    rng = generator((int(seed), 0xC0C))
+    draws = rng.integers(0, k, size=(int(n_boot), k))
+    reps = right[draws].sum(1) / size[draws].sum(1)
+    q = _level(level)
+    lo, hi = np.quantile(reps, [(1 - q) / 2, (1 + q) / 2])
+    p = float(a.mean())
+    return p, float(min(lo, p)), float(max(hi, p)), k

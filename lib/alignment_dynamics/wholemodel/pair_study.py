@@ -18,7 +18,8 @@ each behaviour's statements are drawn at random and dealt into three disjoint pa
 
 The prediction is right for a (pair, seed) when sign G(a, b) = sign(margin_a − margin_b) (a zero gap or
 a tie counts as wrong). :func:`summarize` gives the share of right predictions over the random pairs
-with an interval that resamples behaviours (:func:`alignment_dynamics.stats.pair_share_by_behaviour`)
+with an interval that resamples the groups of pairs linked by a shared behaviour (pairs in different
+groups share no behaviour and are independent; :func:`alignment_dynamics.stats.pair_share_by_component`)
 and its verdict (:func:`alignment_dynamics.verdicts.share` against chance ½), the Spearman correlation
 of the gap with the margin difference, and each named pair on its own. Predictor and outcome never
 share a statement. :func:`write`/:func:`load` store the rows as an artefact
@@ -260,12 +261,14 @@ class PairSummary:
     rho_verdict: Any
     named: tuple[NamedPair, ...]
     share_end: float
+    components: int  # groups of random pairs linked by a shared behaviour (the interval resamples them)
 
     def sentence(self, label: str) -> str:
         """A generated result sentence for the prose."""
         return (f"On {label}, over {_count(self.n_pairs, 'random pair')} × {_count(self.n_seeds, 'seed')}, the sign of the head-only "
                 f"priority gap named the behaviour with the larger held-out margin after the first steps in "
-                f"{self.share:.0%} of pairs [{self.lo:.0%}, {self.hi:.0%}, by behaviour] (after the epoch: "
+                f"{self.share:.0%} of pairs [{self.lo:.0%}, {self.hi:.0%}; a bootstrap over the {self.components} groups of "
+                f"pairs that share no behaviour] (after the epoch: "
                 f"{self.share_end:.0%}), which {self.verdict.phrase()}; Spearman ρ(gap, margin difference) = "
                 f"{self.rho:.2f} [{self.rho_lo:.2f}, {self.rho_hi:.2f}].")
 
@@ -281,7 +284,7 @@ def _right(gap: np.ndarray, diff: np.ndarray) -> np.ndarray:
 
 def summarize(study: PairStudy, *, n_boot: int = 2000, seed: int = 0) -> PairSummary:
     """The share of right predictions over the random pairs (mean over seeds per pair), its interval by
-    behaviour and verdict, ρ(gap, margin difference at k) with a bootstrap interval, and the named pairs."""
+    linked groups of pairs and verdict, ρ(gap, margin difference at k) with a bootstrap interval, and the named pairs."""
     from .. import stats, verdicts
 
     s = study.settings
@@ -300,7 +303,7 @@ def summarize(study: PairStudy, *, n_boot: int = 2000, seed: int = 0) -> PairSum
 
     right = np.array([_right(*arrays(p)).mean() for p in s.random])
     right_end = np.array([_right(*arrays(p, True)).mean() for p in s.random])
-    share, lo, hi = stats.pair_share_by_behaviour(right, s.random, n_boot=n_boot, seed=seed)
+    share, lo, hi, components = stats.pair_share_by_component(right, s.random, n_boot=n_boot, seed=seed)
     gaps = np.array([arrays(p)[0].mean() for p in s.random])
     diffs = np.array([arrays(p)[1].mean() for p in s.random])
     try:
@@ -313,7 +316,8 @@ def summarize(study: PairStudy, *, n_boot: int = 2000, seed: int = 0) -> PairSum
     named = tuple(NamedPair(a, b, float(arrays((a, b))[0].mean()), float(arrays((a, b))[1].mean()),
                             int(_right(*arrays((a, b))).sum()), len(by[(a, b)])) for a, b in s.named)
     return PairSummary(study.model, len(s.random), len(s.seeds), share, lo, hi, rho, rlo, rhi,
-                       verdicts.share(share, lo, hi, len(s.random)), rho_verdict, named, float(right_end.mean()))
+                       verdicts.share(share, lo, hi, len(s.random)), rho_verdict, named, float(right_end.mean()),
+                       components)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
