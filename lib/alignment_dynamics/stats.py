@@ -150,6 +150,17 @@ def permutation_spearman(x: Any, y: Any, *, n_resamples: int = 9999, seed: int =
     return {"rho": float(hi.statistic), "p_greater": float(hi.pvalue), "p_less": float(lo.pvalue), "n": int(a.size)}
 
 
+def _group_shares(agree: Any, members: Sequence[Sequence[str]], n_boot: int) -> np.ndarray:
+    """``agree`` as a float array, checked: 1-D, one share in [0, 1] per group of ``members``."""
+    a = np.asarray(agree, dtype=np.float64)
+    if a.ndim != 1 or a.shape[0] != len(members) or a.shape[0] == 0:
+        raise StatsError(f"agree must be 1-D with one entry per group ({len(members)}), got shape {a.shape}")
+    if np.any((a < 0) | (a > 1)) or not np.all(np.isfinite(a)):
+        raise StatsError("agree must hold shares in [0, 1]")
+    _count("n_boot", n_boot, 10)
+    return a
+
+
 def pair_share_by_behaviour(agree: Any, members: Sequence[Sequence[str]], *, n_boot: int = 2000, seed: int = 0,
                             level: float = 0.95) -> tuple[float, float, float]:
     """The share of groups (pairs, triples) where a prediction is right, with a bootstrap interval that
@@ -161,12 +172,7 @@ def pair_share_by_behaviour(agree: Any, members: Sequence[Sequence[str]], *, n_b
     respects that each behaviour sits in several groups, which a Wilson interval over groups ignores.
     Returns ``(share, lo, hi)`` (a percentile interval).
     """
-    a = np.asarray(agree, dtype=np.float64)
-    if a.ndim != 1 or a.shape[0] != len(members) or a.shape[0] == 0:
-        raise StatsError(f"agree must be 1-D with one entry per group ({len(members)}), got shape {a.shape}")
-    if np.any((a < 0) | (a > 1)) or not np.all(np.isfinite(a)):
-        raise StatsError("agree must hold shares in [0, 1]")
-    _count("n_boot", n_boot, 10)
+    a = _group_shares(agree, members, n_boot)
     names = sorted({b for g in members for b in g})
     pos = {b: i for i, b in enumerate(names)}
     idx = np.array([[pos[b] for b in g] for g in members])  # [G, k]
@@ -445,12 +451,7 @@ def pair_share_by_component(agree: Any, members: Sequence[Sequence[str]], *, n_b
     right groups over groups drawn (the estimand stays the share of groups). With disjoint groups this
     is the ordinary bootstrap over groups; with every group linked it cannot resample (one component)
     and the interval is the point. Returns ``(share, lo, hi, components)``."""
-    a = np.asarray(agree, dtype=np.float64)
-    if a.ndim != 1 or a.shape[0] != len(members) or a.shape[0] == 0:
-        raise StatsError(f"agree must be 1-D with one entry per group ({len(members)}), got shape {a.shape}")
-    if np.any((a < 0) | (a > 1)) or not np.all(np.isfinite(a)):
-        raise StatsError("agree must hold shares in [0, 1]")
-    _count("n_boot", n_boot, 10)
+    a = _group_shares(agree, members, n_boot)
     comp = np.asarray(linked_components(members))
     k = int(comp.max()) + 1
     right = np.bincount(comp, weights=a, minlength=k)
