@@ -48,6 +48,7 @@ class Tails:
     tail_far_gaussian: float
     tail_far_laplace: float
     tail_reading: str
+    tail_far_reading: str
     tail_verdict: str
     verdict: Any = field(repr=False)
     projections: dict = field(repr=False)
@@ -76,6 +77,42 @@ def nearest_reading(cases: dict) -> str:
     if len(set(nearest)) == 1:
         return f"closer to the {nearest[0]} reference in all {len(nearest)} cases"
     return f"closer to the Gaussian reference in {nearest.count('Gaussian')} of {len(nearest)} cases"
+
+
+def far_reading(t: float, measured: dict[str, float], gaussian: float, laplace: float, *, largest: float,
+                smallest_group: int) -> str:
+    """What P(|X| >= t) on random directions shows, per model (``measured[name]``), against the Gaussian
+    and Laplace references grouped the same way, as a sentence. When neither the data nor the Gaussian
+    reference reach ``t`` (the largest standardised value is ``largest``), the far tail is said to be out
+    of this sample's reach: groups as small as ``smallest_group`` statements standardised on their own
+    cannot get far from their mean."""
+    vals = {m: float(v) for m, v in measured.items()}
+    for name, v in [*vals.items(), ("gaussian", gaussian), ("laplace", laplace), ("largest", largest)]:
+        if not (isinstance(v, float) and np.isfinite(v) and v >= 0):
+            raise ValueError(f"far_reading: {name} must be a finite probability or size >= 0, got {v!r}")
+    if not vals:
+        raise ValueError("far_reading: no model given")
+    probs = ", ".join(f"{v:.1e} ({m})" for m, v in vals.items())
+    head = (f"Far out, along random directions P(|X| ≥ {t:.1f}) is {probs}, against {gaussian:.1e} for the Gaussian "
+            f"and {laplace:.1e} for the Laplace reference")
+    if max(vals.values()) == 0 and gaussian == 0:
+        return (f"{head}: no measured projection reaches {t:.1f} sd (the largest is {largest:.2f}), and neither does "
+                f"the Gaussian reference, because groups of {smallest_group} statements standardised on their own "
+                f"cannot get that far from their mean; the far tail is out of reach at this sample size, and the "
+                f"exponents above are the evidence")
+
+    def place(v: float) -> str:
+        if v > laplace:
+            return "above the Laplace reference (heavier than exponential)"
+        if v > gaussian:
+            return "between the Gaussian and the Laplace reference"
+        return "at or below the Gaussian reference"
+
+    places = {m: place(v) for m, v in vals.items()}
+    if len(set(places.values())) == 1:
+        who = "" if len(vals) == 1 else "both " if len(vals) == 2 else "all "
+        return f"{head}: {who}{next(iter(places.values()))}"
+    return f"{head}: " + "; ".join(f"{m} {pl}" for m, pl in places.items())
 
 
 def tail_study(cfg, sample: Sample) -> Tails:
@@ -111,7 +148,10 @@ def tail_study(cfg, sample: Sample) -> Tails:
                    geo.reference_samples(proj[m1][f"{kind}_groups"], law, seed=cfg.seed), TAIL_GRID))
                    for law in ("gaussian", "laplace")}}
               for kind in KINDS]
+    far_text = far_reading(TAIL_T_FAR, {m: pm.tail_far for m, pm in zip(cfg.models, per_model)}, float(far["gaussian"]),
+                           float(far["laplace"]), largest=float(max(np.abs(proj[m]["random"]).max() for m in cfg.models)),
+                           smallest_group=int(min(min(proj[m]["random_groups"]) for m in cfg.models)))
     return Tails(cfg.tail_directions, TAIL_T_FAR, float(far["gaussian"]), float(far["laplace"]),
-                 nearest_reading(cases), TAIL_VERDICT_TEXT[verdict.verdict], verdict, proj, cases,
+                 nearest_reading(cases), far_text, TAIL_VERDICT_TEXT[verdict.verdict], verdict, proj, cases,
                  table.style.format(precision=3).hide(axis="index").set_table_styles(COMPACT[:1]), panels,
                  tuple(per_model))
