@@ -75,3 +75,26 @@ def test_execution_report_sums_the_chapters():
 def test_execution_report_rejects_a_row_without_its_time():
     with pytest.raises(ConfigError, match="wall_s"):
         br.execution_report({"chapters": [{"name": "a", "cached": True}]})
+
+
+def test_scorecard_sentence_agrees_with_each_count():
+    """"1 is not testable", "2 are"; "1 agrees", "2 agree": the counts sentence follows the numbers."""
+    claims = [_claim("a", "agrees"), _claim("a", "differs"), _claim("b", "agrees"),
+              _claim("c", "not resolvable at this sample size"), _claim("c", "not testable here"),
+              _claim("c", "partly agrees")]
+    text = br.scorecard(claims).counts_text
+    assert text == ("2 agree with the paper, 1 partly agrees, 1 differs, 1 cannot be resolved at the sample size "
+                    "of this build, and 1 is not testable here")
+    more = br.scorecard(claims + [_claim("d", "not testable here"), _claim("d", "differs")]).counts_text
+    assert "2 are not testable here" in more and "2 differ," in more
+    assert br.scorecard([]).counts_text.startswith("0 agree with the paper")
+
+
+def test_count_phrase():
+    from alignment_dynamics import book
+
+    assert book.count_phrase(1, "epoch") == "1 epoch" and book.count_phrase(3, "epoch") == "3 epochs"
+    assert book.count_phrase(0, "is", "are") == "0 are"
+    for bad in (-1, 1.5, True):
+        with pytest.raises(book.GlueError, match="int >= 0"):
+            book.count_phrase(bad, "seed")

@@ -210,3 +210,30 @@ def test_same_scale_agrees_within_the_factor_only():
         vd.same_scale(1.0, factor=1)
     with pytest.raises(vd.VerdictError, match="must be positive"):
         vd.same_scale(-2.0)
+
+
+def test_numbers_without_an_interval_separate_the_size():
+    """An estimate with a sample size but no interval reads "0.17, n = 9 behaviours", never "0.17 n = 9"."""
+    v = vd.Verdict(vd.UNRESOLVED, 0.17, None, None, 9, "rule", "behaviours")
+    assert v.numbers() == "0.17, n = 9 behaviours"
+    assert vd.Verdict(vd.AGREES, 0.5, 0.1, 0.9, 4, "r", "seeds").numbers() == "0.50 [0.10, 0.90], n = 4 seeds"
+    assert vd.Verdict(vd.AGREES, None, None, None, 3, "r").numbers() == "n = 3"
+    assert vd.Verdict(vd.AGREES, 0.5, None, None, None, "r").numbers() == "0.50"
+    assert vd.Verdict(vd.AGREES, 0.5, None, None, 1, "r", "seeds").numbers() == "0.50, n = 1 seed"
+
+
+def test_by_model_phrase_says_both_only_when_alike():
+    a = vd.Verdict(vd.AGREES, 0.4, 0.3, 0.5, 135, "r")
+    u = vd.Verdict(vd.UNRESOLVED, 0.1, -0.1, 0.3, 135, "r")
+    assert vd.by_model_phrase([a, a]) == f"{a.phrase()} on both models"
+    mixed = vd.by_model_phrase([a, u])
+    assert mixed == f"{a.phrase()} on the first model and {u.phrase()} on the second model"
+    assert "both" not in mixed
+    assert vd.by_model_phrase([u, a, a]) == (f"{u.phrase()} on the first model, {a.phrase()} on the second "
+                                                   f"model and {a.phrase()} on the third model")
+    assert vd.by_model_phrase([a, u], ["m1", "m2"]).endswith(f"{u.phrase()} on m2")
+    assert vd.by_model_phrase([a]) == a.phrase()
+    with pytest.raises(vd.VerdictError):
+        vd.by_model_phrase([])
+    with pytest.raises(vd.VerdictError):
+        vd.by_model_phrase([a, a], ["m1"])

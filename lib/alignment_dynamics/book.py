@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import json
 import math
+import numbers
 import os
 import re
 import time
@@ -110,6 +111,14 @@ def glue_num(key: str, value: Any, *, volatile: bool = False, allow_nan: bool = 
         raise GlueError(f"glue {key!r}: value is {v!r}; pass allow_nan=True if that is the result")
     _glue(key, v, volatile)
     return v
+
+
+def count_phrase(n: int, singular: str, plural: str | None = None) -> str:
+    """``"1 seed"``, ``"2 seeds"``: a count with its noun (or verb) in agreement (``plural`` defaults to
+    ``singular + "s"``)."""
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
+        raise GlueError(f"count_phrase: n must be an int >= 0, got {n!r}")
+    return f"{int(n)} {singular if n == 1 else (plural or singular + 's')}"
 
 
 def glue_text(key: str, value: str, *, volatile: bool = False) -> str:

@@ -32,6 +32,19 @@ class Scorecard:
     n_untestable: int
 
     @property
+    def counts_text(self) -> str:
+        """The counts as a sentence fragment, each verb agreeing with its count: "51 agree with the
+        paper, 5 partly agree, ..., and 1 is not testable here"."""
+        from .book import count_phrase
+
+        parts = [count_phrase(self.n_agrees, "agrees", "agree") + " with the paper",
+                 count_phrase(self.n_partly, "partly agrees", "partly agree"),
+                 count_phrase(self.n_differs, "differs", "differ"),
+                 count_phrase(self.n_unresolved, "cannot", "cannot") + " be resolved at the sample size of this build",
+                 count_phrase(self.n_untestable, "is", "are") + " not testable here"]
+        return ", ".join(parts[:-1]) + ", and " + parts[-1]
+
+    @property
     def table(self):
         """The scorecard table (chapter, claim, what we measured, verdict), in reading order."""
         from .book import scorecard as _table

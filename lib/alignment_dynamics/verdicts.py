@@ -89,9 +89,12 @@ class Verdict:
             parts.append(f"[{format(self.lo, fmt)}, {format(self.hi, fmt)}]")
         elif self.interval is not None:
             parts.append("(unbounded interval)")
-        if self.n is not None:
-            parts.append(f"n = {self.n}{' ' + self.unit if self.unit else ''}")
-        return " ".join(parts[:2]) + (", " + parts[2] if len(parts) > 2 else "") if parts else ""
+        head = " ".join(parts)
+        if self.n is None:
+            return head
+        unit = self.unit[:-1] if self.n == 1 and self.unit.endswith("s") else self.unit  # "1 seed", not "1 seeds"
+        size = f"n = {self.n}{' ' + unit if unit else ''}"
+        return f"{head}, {size}" if head else size
 
     def sentence(self, subject: str, fmt: str = ".2f") -> str:
         """``"<subject>: <numbers>, which <phrase>."`` A generated result sentence."""
@@ -319,6 +322,26 @@ def combine(parts: Sequence[Verdict], *, rule: str = "") -> Verdict:
     return Verdict(v, parts[0].estimate, parts[0].lo, parts[0].hi, sum(ns) if ns else None,
                    rule or "combined: all alike keep it; some agreeing: partly; else the most decided",
                    parts[0].unit)
+
+
+def by_model_phrase(by_model: "Sequence[Verdict]", names: "Sequence[str] | None" = None) -> str:
+    """Several models' verdicts of one test as one phrase: "agrees with the paper's claim on both
+    models" when they are alike, else each model's phrase ("... on the first model and ... on the
+    second", or on each of ``names``)."""
+    vs = list(by_model)
+    if not vs:
+        raise VerdictError("by_model_phrase needs at least one verdict")
+    if names is not None and len(names) != len(vs):
+        raise VerdictError(f"by_model_phrase: {len(vs)} verdicts but {len(names)} names")
+    if len(vs) == 1:
+        return vs[0].phrase() + (f" on {names[0]}" if names else "")
+    if len({v.verdict for v in vs}) == 1:
+        return f"{vs[0].phrase()} on {'both' if len(vs) == 2 else f'all {len(vs)}'} models"
+    ordinals = ["first", "second", "third", "fourth"]
+    where = [f"on {n}" for n in names] if names else \
+        [f"on the {ordinals[i]} model" if i < len(ordinals) else f"on model {i + 1}" for i in range(len(vs))]
+    parts = [f"{v.phrase()} {w}" for v, w in zip(vs, where)]
+    return ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
 def first_step_text(*, sweep_batch: int, sweep_ratio: float, official_batch: int, official_ratio: float,

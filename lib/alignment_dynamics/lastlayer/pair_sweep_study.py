@@ -106,7 +106,8 @@ class PairCrossFits:
 
     ``by_model[model]``: the :class:`~alignment_dynamics.crossfit.PairCrossFit`; ``verdicts``:
     ``{"m<k>_pairs_xfit": its verdict}``, glued with ``ad.book.glue_verdict``; ``table``: the shares,
-    counts and verdicts per model; ``values``: ``xfit_folds`` and ``m<k>_pairs_<xfit|circ>_<p|lo|hi>``.
+    counts and verdicts per model; ``values``: ``xfit_folds``, ``m<k>_pairs_<xfit|circ>_<p|lo|hi>`` and
+    ``pairs_xfit_reading``, the models' verdicts as one phrase (:func:`~alignment_dynamics.verdicts.by_model_phrase`).
     """
 
     by_model: Mapping[str, Any]
@@ -120,6 +121,7 @@ def pair_crossfits(cfg, data: SweepData, sweep: PairSweep) -> PairCrossFits:
     ``cfg.crossfit_seeds`` seeds, a bootstrap by behaviour of ``cfg.n_boot`` replicates."""
     import pandas as pd
 
+    from .. import verdicts
     from ..crossfit import pair_crossfit
 
     by_model = {m: pair_crossfit(sweep.pairs, data.sweep[m], facts=data.facts[m], steps=cfg.steps,
@@ -134,6 +136,8 @@ def pair_crossfits(cfg, data: SweepData, sweep: PairSweep) -> PairCrossFits:
         values.update(interval_values(f"m{k}_pairs_xfit", (x.share, x.lo, x.hi)))
         values.update(interval_values(f"m{k}_pairs_circ", x.circular))
         verdicts_[f"m{k}_pairs_xfit"] = x.verdict
+    values["pairs_xfit_reading"] = verdicts.by_model_phrase([by_model[m].verdict for m in data.models],
+                                                            list(data.models))
     table = pd.DataFrame({data.short[m]: {
         "cross-fitted share [95 % CI, by behaviour]": f"{x.share:.2f} [{x.lo:.2f}, {x.hi:.2f}]",
         "circular share [by behaviour] (contrast)": "{:.2f} [{:.2f}, {:.2f}]".format(*x.circular),

@@ -195,7 +195,8 @@ class SpeedCrossFits:
     """The cross-fitted speed test per model (:func:`alignment_dynamics.crossfit.speed_crossfit`).
 
     ``by_model[model]``; ``verdicts``: ``{"m<k>_xfit": ..., "m<k>_circ": ...}``; ``table``; ``values``:
-    ``xfit_folds``, ``xfit_seeds``, ``xfit_batch`` and ``m<k>_<xfit|circ>_<rho|lo|hi>``.
+    ``xfit_folds``, ``xfit_seeds``, ``xfit_batch``, ``m<k>_<xfit|circ>_<rho|lo|hi>`` and the models'
+    verdicts as one phrase each, ``xfit_reading`` and ``circ_reading`` (:func:`~alignment_dynamics.verdicts.by_model_phrase`).
     """
 
     by_model: Mapping[str, Any]
@@ -209,6 +210,7 @@ def speed_crossfits(cfg, data: DynamicsData, lr: LearningRate, sweep: SpeedSweep
     first ``cfg.crossfit_seeds`` seeds, ``cfg.n_boot`` bootstrap replicates)."""
     import pandas as pd
 
+    from .. import verdicts
     from ..crossfit import speed_crossfit
 
     by_model = {m: speed_crossfit(data.sweep[m], facts=data.facts[m], steps=cfg.steps, batch_size=cfg.sweep_batch,
@@ -224,6 +226,8 @@ def speed_crossfits(cfg, data: DynamicsData, lr: LearningRate, sweep: SpeedSweep
         values.update(interval_values(f"m{k}_circ", x.circular, ("rho", "lo", "hi")))
         verdicts_[f"m{k}_xfit"] = x.verdict
         verdicts_[f"m{k}_circ"] = x.circular_verdict
+    values["xfit_reading"] = verdicts.by_model_phrase([by_model[m].verdict for m in data.models])
+    values["circ_reading"] = verdicts.by_model_phrase([by_model[m].circular_verdict for m in data.models])
     table = pd.DataFrame({data.short[m]: {
         "cross-fitted ρ [95 % CI]": f"{x.rho:+.2f} [{x.lo:+.2f}, {x.hi:+.2f}]",
         "circular ρ [95 % CI] (contrast)": "{:+.2f} [{:+.2f}, {:+.2f}]".format(*x.circular),

@@ -274,8 +274,10 @@ class PairSummary:
 
 
 def _count(n: int, noun: str) -> str:
-    """``"1 seed"``, ``"2 seeds"``."""
-    return f"{n} {noun}{'' if n == 1 else 's'}"
+    """``"1 seed"``, ``"2 seeds"`` (:func:`alignment_dynamics.book.count_phrase`)."""
+    from ..book import count_phrase
+
+    return count_phrase(n, noun)
 
 
 def _right(gap: np.ndarray, diff: np.ndarray) -> np.ndarray:

@@ -300,7 +300,7 @@ def compare(study: Study, a: str, b: str, measure: str, *, expected: int = 0, n_
     est, lo, hi = stats.cluster_mean_ci(d, groups, n_boot=n_boot, seed=seed)
     names = list(dict.fromkeys(groups))
     pos = sum(float(np.mean([x for x, g in zip(d, groups) if g == n])) > 0 for n in names)
-    v = verdicts.difference(est, lo, hi, len(d), expected=expected or +1, unit="behaviour x seed cells")
+    v = verdicts.difference(est, lo, hi, len(d), expected=expected or +1, unit="behaviour × seed cells")
     return Comparison(a, b, measure, expected, est, lo, hi, len(names), len(d), int(pos), v)
 
 
