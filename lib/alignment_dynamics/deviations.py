@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import config
+from .book import count_phrase
 from .wholemodel import study
 
 __all__ = ["deviations", "deviations_table"]
@@ -55,16 +56,16 @@ def deviations(profile: str) -> list[dict[str, str]]:
          "decoder blocks over cached activations of the frozen rest", "misalignment"),
         ("whole-model optimiser", "AdamW, learning rate 1e-5, batch 128, 1 epoch",
          f"AdamW, learning rate {_v('misalignment', 'LR', p):g}, batch {_v('misalignment', 'BATCH_SIZE', p)}, "
-         f"{_v('misalignment', 'EPOCHS', p)} epoch(s)", "misalignment"),
+         f"{count_phrase(_v('misalignment', 'EPOCHS', p), 'epoch')}", "misalignment"),
         ("misalignment data", "all pairs of one behaviour; one run",
          f"{_all(_v('misalignment', 'N_TRAIN', p))} training and {_all(_v('misalignment', 'N_TEST', p))} test pairs, "
-         f"{_v('misalignment', 'N_SEEDS', p)} seed(s) over one fixed split", "misalignment"),
+         f"{count_phrase(_v('misalignment', 'N_SEEDS', p), 'seed')} over one fixed split", "misalignment"),
         ("HH-RLHF", "the harmless-base data, whole model",
          f"{_v('misalignment', 'hh_n_train', p)} training and {_v('misalignment', 'hh_n_test', p)} test dialogues "
          f"(the first that fit in {_v('misalignment', 'hh_max_tokens', p)} tokens), "
-         f"{_v('misalignment', 'hh_seeds', p)} seed(s) varying the batch order", "misalignment"),
+         f"{count_phrase(_v('misalignment', 'hh_seeds', p), 'seed')} varying the batch order", "misalignment"),
         ("misalignment verdict", "one behaviour, one run, Base against Aligned",
-         f"a controlled study: the official code's Behaviours 1-5 x {len(study.DEFAULT_SEEDS)} seeds that resample "
+         f"a controlled study: the official code's Behaviours 1-5 × {count_phrase(len(study.DEFAULT_SEEDS), 'seed')} that resample "
          f"{_field('n_train')} training and {_field('n_test')} held-out statements, on both models, with two control starts (aligned on another behaviour; trained "
          "on shuffled labels), read by start-independent measures (held-out margin per step, loss); computed "
          "once with `python -m alignment_dynamics.wholemodel.study` and committed (artifacts/misalign-study)"
