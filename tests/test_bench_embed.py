@@ -99,3 +99,26 @@ def test_dispatcher_help(root):
     r = subprocess.run([sys.executable, "-m", "alignment_dynamics.bench", "embed", "--help"],
                        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(root / "lib")})
     assert r.returncode == 0 and "--json" in r.stdout
+
+
+def test_goals_follow_the_cpu_and_the_numbers():
+    """The goal is 8x with AMX and 5x without; each 'meets' flips exactly at its goal (mutation: a ratio
+    just below the goal misses it), and a fraction above 1 or a NaN is refused."""
+    from alignment_dynamics.bench import embed as be
+
+    assert be.goals(6.0, 0.3, amx=False)["goal_ratio_met"] and not be.goals(6.0, 0.3, amx=True)["goal_ratio_met"]
+    assert be.goals(5.0, 0.70, amx=False)["goal_peak_met"] and not be.goals(4.99, 0.69, amx=False)["goal_ratio_met"]
+    assert not be.goals(4.99, 0.69, amx=False)["goal_peak_met"]
+    res = {"ours_dtype": "float32", "ratio": 6.2, "flop_fraction_float32": 0.31, **be.goals(6.2, 0.31, amx=False)}
+    text = be.goal_reading(res)
+    assert "6.2x meets its goal of 5x (a CPU without AMX)" in text and "31 % of the float32 GEMM peak misses" in text
+    assert "only part of its forward pass" in text
+    met = {**res, "flop_fraction_float32": 0.8, **be.goals(6.2, 0.8, amx=True)}
+    text = be.goal_reading(met)
+    assert "misses its goal of 8x (a CPU with AMX)" in text and "80 % of the float32 GEMM peak meets" in text
+    assert "only part" not in text
+    for bad in (float("nan"), -1.0):
+        with pytest.raises(ValueError, match="finite number"):
+            be.goals(bad, 0.3, amx=False)
+    with pytest.raises(ValueError, match="at most 1"):
+        be.goals(5.0, 1.2, amx=False)
