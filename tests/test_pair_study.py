@@ -170,6 +170,7 @@ def test_report_reads_stored_studies_names_the_missing_and_feeds_the_figure(tmp_
     assert rep.verdict().verdict == rep.summaries["m1"].verdict.verdict
     empty = ps.report(["m2"], directory=tmp_path)
     assert empty.verdict().verdict == "not testable here" and "make one with" in empty.text()
+    assert rep.k == st.settings.k and empty.k == ps.PairStudySettings.k
 
 
 def test_report_runs_a_live_tiny_study():

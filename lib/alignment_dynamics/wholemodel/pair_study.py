@@ -385,6 +385,11 @@ class PairReport:
             return verdicts.not_testable(f"no whole-model pair study for {list(self.missing)}")
         return verdicts.combine([s.verdict for s in self.summaries.values()], rule="each model's random pairs")
 
+    @property
+    def k(self) -> int:
+        """The step at which "learned first" is read (the first study's; the default without one)."""
+        return next(iter(self.studies.values())).settings.k if self.studies else PairStudySettings.k
+
     def design(self) -> str:
         """The design in words, from the settings of the first study."""
         if not self.studies:
