@@ -211,3 +211,38 @@ def test_the_committed_study_loads_and_summarizes():
     s = ps.summarize(st, n_boot=200)
     assert s.n_pairs >= 20 and len(s.named) == 2 and 0.0 <= s.lo <= s.share <= s.hi <= 1.0
     assert st.manifest["dtype"] in ("float32", "bfloat16") and st.manifest["rows"] == len(st.rows)
+
+
+def test_against_head_only_says_below_only_when_the_intervals_do_not_overlap(tmp_path):
+    from types import SimpleNamespace as NS
+
+    st = _synthetic(1.0, 0.05, n_random=6, seeds=(0, 1))
+    ps.write("m1", st.rows, st.settings, tmp_path, command="t", seconds=60.0, dtype="float32")
+    rep = ps.report(["m1"], directory=tmp_path, n_boot=200)
+    s = rep.summaries["m1"]
+    above_all = NS(share=min(1.0, s.hi + 0.1), lo=min(1.0, s.hi + 0.05), hi=1.0)
+    if above_all.lo > s.hi:  # the whole-model interval lies wholly below the head-only one
+        assert "is below the head-only share" in rep.against_head_only({"m1": above_all})
+    overlapping = NS(share=s.share, lo=s.lo, hi=s.hi)
+    text = rep.against_head_only({"m1": overlapping}, {"m1": "Model One"})
+    assert text.startswith("On Model One") and "not resolvably different" in text and text.endswith(".")
+    below_all = NS(share=max(0.0, s.lo - 0.1), lo=0.0, hi=max(0.0, s.lo - 0.05))
+    if below_all.hi < s.lo:
+        assert "is above the head-only share" in rep.against_head_only({"m1": below_all})
+    assert "No model has both" in rep.against_head_only({"other": overlapping})
+    with pytest.raises(ps.MisalignError, match="finite"):
+        rep.against_head_only({"m1": NS(share=float("nan"), lo=0.1, hi=0.9)})
+    with pytest.raises(ps.MisalignError, match="lo <= share <= hi"):
+        rep.against_head_only({"m1": NS(share=0.2, lo=0.5, hi=0.9)})
+
+
+def test_against_head_only_on_fixed_summaries():
+    """Mutation of the rule: the same whole-model interval is 'below' a head-only interval above it and
+    'not resolvably different' once the two overlap by a hair."""
+    from types import SimpleNamespace as NS
+
+    summ = NS(share=0.43, lo=0.33, hi=0.53)
+    rep = ps.PairReport({"g": summ}, {}, (), "stored artefact")
+    assert "is below the head-only share 69% [62%, 75%]" in rep.against_head_only({"g": NS(share=0.69, lo=0.62, hi=0.75)})
+    assert "not resolvably different" in rep.against_head_only({"g": NS(share=0.69, lo=0.53, hi=0.75)})
+    assert "is above" in rep.against_head_only({"g": NS(share=0.2, lo=0.1, hi=0.32)})

@@ -417,6 +417,35 @@ class PairReport:
             parts.append(f"No whole-model pair study is stored for {', '.join(self.missing)}.")
         return " ".join(parts)
 
+    def against_head_only(self, head: dict, labels: dict[str, str] | None = None) -> str:
+        """Each model's whole-model share set against its head-only cross-fitted share (``head[model]``
+        with ``share``, ``lo``, ``hi``), as generated sentences: below or above when the two 95 %
+        intervals do not overlap (a conservative test of the difference), else not resolvably different.
+        Models without both are left out; with none, says so."""
+        labels = labels or {}
+        parts = []
+        for m, s in self.summaries.items():
+            h = head.get(m)
+            if h is None:
+                continue
+            vals = [s.share, s.lo, s.hi, h.share, h.lo, h.hi]
+            if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in vals) or not (
+                    s.lo <= s.share <= s.hi and h.lo <= h.share <= h.hi):
+                raise MisalignError(f"{m}: the shares and intervals must be finite with lo <= share <= hi, got {vals}")
+            if s.hi < h.lo:
+                rel = "below"
+            elif s.lo > h.hi:
+                rel = "above"
+            else:
+                rel = None
+            head_txt = f"the head-only share {h.share:.0%} [{h.lo:.0%}, {h.hi:.0%}]"
+            parts.append(f"on {labels.get(m, m)} the whole-model share {s.share:.0%} [{s.lo:.0%}, {s.hi:.0%}] is "
+                         + (f"{rel} {head_txt} (the two intervals do not overlap)" if rel else
+                            f"not resolvably different from {head_txt} (the intervals overlap)"))
+        if not parts:
+            return "No model has both a whole-model and a head-only pair test in this build."
+        return "; ".join(parts)[0].upper() + "; ".join(parts)[1:] + "."
+
     def claim_text(self, labels: dict[str, str] | None = None) -> str:
         """What was measured, per model, for the claims table."""
         labels = labels or {}
