@@ -30,19 +30,7 @@ class Scorecard:
     n_differs: int
     n_unresolved: int
     n_untestable: int
-
-    @property
-    def counts_text(self) -> str:
-        """The counts as a sentence fragment, each verb agreeing with its count: "51 agree with the
-        paper, 5 partly agree, ..., and 1 is not testable here"."""
-        from .book import count_phrase
-
-        parts = [count_phrase(self.n_agrees, "agrees", "agree") + " with the paper",
-                 count_phrase(self.n_partly, "partly agrees", "partly agree"),
-                 count_phrase(self.n_differs, "differs", "differ"),
-                 count_phrase(self.n_unresolved, "cannot", "cannot") + " be resolved at the sample size of this build",
-                 count_phrase(self.n_untestable, "is", "are") + " not testable here"]
-        return ", ".join(parts[:-1]) + ", and " + parts[-1]
+    counts_text: str  # the counts as a sentence fragment (:func:`counts_text`)
 
     @property
     def table(self):
@@ -50,6 +38,19 @@ class Scorecard:
         from .book import scorecard as _table
 
         return _table(list(self.claims))
+
+
+def counts_text(agrees: int, partly: int, differs: int, unresolved: int, untestable: int) -> str:
+    """The verdict counts as a sentence fragment, each verb agreeing with its count: "51 agree with the
+    paper, 5 partly agree, ..., and 1 is not testable here"."""
+    from .book import count_phrase
+
+    parts = [count_phrase(agrees, "agrees", "agree") + " with the paper",
+             count_phrase(partly, "partly agrees", "partly agree"),
+             count_phrase(differs, "differs", "differ"),
+             count_phrase(unresolved, "cannot", "cannot") + " be resolved at the sample size of this build",
+             count_phrase(untestable, "is", "are") + " not testable here"]
+    return ", ".join(parts[:-1]) + ", and " + parts[-1]
 
 
 def scorecard(claims: list[dict[str, str]]) -> Scorecard:
@@ -68,10 +69,11 @@ def scorecard(claims: list[dict[str, str]]) -> Scorecard:
         if c["verdict"] not in VERDICTS:
             raise ConfigError(f"claim {i} has verdict {c['verdict']!r}; valid verdicts are {list(VERDICTS)}")
     counts = verdict_counts(claims)
+    n = (counts["agrees"], counts["partly agrees"], counts["differs"], counts["not resolvable at this sample size"],
+         counts["not testable here"])
     return Scorecard(
         claims=tuple(claims), n_claims=len(claims), n_chapters=len({c["chapter"] for c in claims}),
-        n_agrees=counts["agrees"], n_partly=counts["partly agrees"], n_differs=counts["differs"],
-        n_unresolved=counts["not resolvable at this sample size"], n_untestable=counts["not testable here"])
+        n_agrees=n[0], n_partly=n[1], n_differs=n[2], n_unresolved=n[3], n_untestable=n[4], counts_text=counts_text(*n))
 
 
 @dataclass(frozen=True)
