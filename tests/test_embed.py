@@ -335,3 +335,25 @@ def test_a_corrupt_response_feature_file_is_recomputed(tiny_named, capsys):
     b = embed.cached_response_features(tiny_named, prompts, responses, progress=False)
     assert "response-feature cache" in capsys.readouterr().err
     np.testing.assert_array_equal(a.h, b.h)
+
+
+def test_batches_bound_their_padding_and_cover_every_prompt_once(monkeypatch):
+    """Each batch is within the token and row caps and pads at most PAD_SLACK beyond its real tokens;
+    every position appears once. Mutation: without the bound (a huge slack) the same lengths give a
+    batch that pads far more, so the check can fail."""
+    rng = np.random.default_rng(0)
+    lengths = [int(x) for x in rng.integers(3, 60, size=300)]
+
+    def check(batches, slack):
+        flat = sorted(i for b in batches for i in b)
+        assert flat == list(range(len(lengths)))
+        worst = 0.0
+        for b in batches:
+            width, real = max(lengths[i] for i in b), sum(lengths[i] for i in b)
+            assert len(b) * width <= 2048 and len(b) <= 256
+            worst = max(worst, len(b) * width / real)
+        return worst
+
+    assert check(embed._batches(lengths, 2048, 256), embed.PAD_SLACK) <= 1 + embed.PAD_SLACK + 1e-12
+    monkeypatch.setattr(embed, "PAD_SLACK", 1e9)
+    assert check(embed._batches(lengths, 2048, 256), 1e9) > 1 + 0.125
