@@ -111,17 +111,22 @@ def test_far_reading_follows_the_numbers():
     """The far-tail sentence is generated: out of reach when nothing gets to t, else placed per model."""
     from alignment_dynamics.geometry_tails import far_reading
 
-    out = far_reading(3.5, {"m1": 0.0, "m2": 0.0}, 0.0, 2.9e-5, largest=3.1, smallest_group=16)
+    out = far_reading(3.5, {"m1": 0.0, "m2": 0.0}, 0.0, 2.9e-5, largest=3.1, largest_group=16)
     assert "out of reach at this sample size" in out and "3.10" in out and "16 statements" in out
     # Once the Gaussian reference reaches t the tail is readable, and each model is placed.
-    both = far_reading(3.5, {"m1": 1e-4, "m2": 2e-4}, 1e-5, 5e-5, largest=5.0, smallest_group=64)
+    both = far_reading(3.5, {"m1": 1e-4, "m2": 2e-4}, 1e-5, 5e-5, largest=5.0, largest_group=64)
     assert both.endswith("both above the Laplace reference (heavier than exponential)")
-    mixed = far_reading(3.5, {"m1": 1e-6, "m2": 2e-5}, 1e-5, 5e-5, largest=5.0, smallest_group=64)
+    mixed = far_reading(3.5, {"m1": 1e-6, "m2": 2e-5}, 1e-5, 5e-5, largest=5.0, largest_group=64)
     assert "m1 at or below the Gaussian reference" in mixed and "m2 between the Gaussian and the Laplace" in mixed
     # A measured tail above zero is never called out of reach (mutation: the data reach t, Gaussian does not).
-    assert "out of reach" not in far_reading(3.5, {"m1": 1e-4}, 0.0, 5e-5, largest=4.0, smallest_group=16)
+    assert "out of reach" not in far_reading(3.5, {"m1": 1e-4}, 0.0, 5e-5, largest=4.0, largest_group=16)
+    # The reason follows the group-size bound (g - 1)/sqrt(g): 3.75 for 16 statements, 2.04 for 6.
+    assert "reach at most 3.75 sd" in out
+    assert "cannot reach it at all" in far_reading(3.5, {"m1": 0.0}, 0.0, 1e-5, largest=2.0, largest_group=6)
+    with pytest.raises(ValueError, match="largest_group"):
+        far_reading(3.5, {"m1": 0.0}, 0.0, 1e-5, largest=2.0, largest_group=1)
     for bad in (float("nan"), -0.1):
         with pytest.raises(ValueError, match="finite probability"):
-            far_reading(3.5, {"m1": bad}, 0.0, 1e-5, largest=3.0, smallest_group=16)
+            far_reading(3.5, {"m1": bad}, 0.0, 1e-5, largest=3.0, largest_group=16)
     with pytest.raises(ValueError, match="no model"):
-        far_reading(3.5, {}, 0.0, 1e-5, largest=3.0, smallest_group=16)
+        far_reading(3.5, {}, 0.0, 1e-5, largest=3.0, largest_group=16)

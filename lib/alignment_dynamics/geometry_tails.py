@@ -80,12 +80,13 @@ def nearest_reading(cases: dict) -> str:
 
 
 def far_reading(t: float, measured: dict[str, float], gaussian: float, laplace: float, *, largest: float,
-                smallest_group: int) -> str:
+                largest_group: int) -> str:
     """What P(|X| >= t) on random directions shows, per model (``measured[name]``), against the Gaussian
     and Laplace references grouped the same way, as a sentence. When neither the data nor the Gaussian
     reference reach ``t`` (the largest standardised value is ``largest``), the far tail is said to be out
-    of this sample's reach: groups as small as ``smallest_group`` statements standardised on their own
-    cannot get far from their mean."""
+    of this sample's reach, with the reason: a group of g values standardised by its own mean and sd
+    (ddof 1) cannot exceed (g − 1)/√g, so with groups of at most ``largest_group`` values that bound
+    says whether t can be reached at all."""
     vals = {m: float(v) for m, v in measured.items()}
     for name, v in [*vals.items(), ("gaussian", gaussian), ("laplace", laplace), ("largest", largest)]:
         if not (isinstance(v, float) and np.isfinite(v) and v >= 0):
@@ -95,11 +96,16 @@ def far_reading(t: float, measured: dict[str, float], gaussian: float, laplace: 
     probs = ", ".join(f"{v:.1e} ({m})" for m, v in vals.items())
     head = (f"Far out, along random directions P(|X| ≥ {t:.1f}) is {probs}, against {gaussian:.1e} for the Gaussian "
             f"and {laplace:.1e} for the Laplace reference")
+    if isinstance(largest_group, bool) or not isinstance(largest_group, (int, np.integer)) or largest_group < 2:
+        raise ValueError(f"far_reading: largest_group must be an int >= 2, got {largest_group!r}")
     if max(vals.values()) == 0 and gaussian == 0:
+        bound = (largest_group - 1) / np.sqrt(largest_group)
+        reach = ("cannot reach it at all" if bound < t else
+                 f"reach at most {bound:.2f} sd, and only when all but one value coincide")
         return (f"{head}: no measured projection reaches {t:.1f} sd (the largest is {largest:.2f}), and neither does "
-                f"the Gaussian reference, because groups of {smallest_group} statements standardised on their own "
-                f"cannot get that far from their mean; the far tail is out of reach at this sample size, and the "
-                f"exponents above are the evidence")
+                f"the Gaussian reference, because groups of at most {largest_group} statements standardised on "
+                f"their own {reach}; the far tail is out of reach at this sample size, and the exponents above "
+                f"are the evidence")
 
     def place(v: float) -> str:
         if v > laplace:
@@ -150,7 +156,7 @@ def tail_study(cfg, sample: Sample) -> Tails:
               for kind in KINDS]
     far_text = far_reading(TAIL_T_FAR, {m: pm.tail_far for m, pm in zip(cfg.models, per_model)}, float(far["gaussian"]),
                            float(far["laplace"]), largest=float(max(np.abs(proj[m]["random"]).max() for m in cfg.models)),
-                           smallest_group=int(min(min(proj[m]["random_groups"]) for m in cfg.models)))
+                           largest_group=int(max(max(proj[m]["random_groups"]) for m in cfg.models)))
     return Tails(cfg.tail_directions, TAIL_T_FAR, float(far["gaussian"]), float(far["laplace"]),
                  nearest_reading(cases), far_text, TAIL_VERDICT_TEXT[verdict.verdict], verdict, proj, cases,
                  table.style.format(precision=3).hide(axis="index").set_table_styles(COMPACT[:1]), panels,

@@ -444,7 +444,8 @@ class PairReport:
                             f"not resolvably different from {head_txt} (the intervals overlap)"))
         if not parts:
             return "No model has both a whole-model and a head-only pair test in this build."
-        return "; ".join(parts)[0].upper() + "; ".join(parts)[1:] + "."
+        text = "; ".join(parts)
+        return text[0].upper() + text[1:] + "."
 
     def claim_text(self, labels: dict[str, str] | None = None) -> str:
         """What was measured, per model, for the claims table."""
